@@ -1,0 +1,49 @@
+"""The vocabulary of validation: problems with stable codes, and the report of one tree."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One reason to reject (or, as a warning, to mention) an extension.
+
+    ``code`` is one of the stable codes of SPEC §4; ``path`` is relative to the
+    extension root ("" for the root itself); ``message`` tells a person what to change.
+    """
+
+    code: str
+    path: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "path": self.path, "message": self.message}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Problem:
+        if not isinstance(data, dict):
+            raise ValueError("problem is not an object")
+        fields = (data.get("code"), data.get("path"), data.get("message"))
+        if not all(isinstance(f, str) for f in fields):
+            raise ValueError("problem fields must be strings")
+        return cls(*fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeReport:
+    """What validating one extension tree found, independent of what else is on the host.
+
+    ``files`` lists every non-directory under ``usr/`` and ``opt/`` (relative paths such
+    as ``usr/bin/foo``): the placement checks (host shadowing, conflicts between
+    extensions) run on it at reconcile time, since the host changes between runs.
+    """
+
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+    files: frozenset[str]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.problems
