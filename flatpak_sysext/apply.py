@@ -1,0 +1,175 @@
+"""The only module that changes the target directory: scanning it, applying a plan, locking.
+
+Every change is atomic (a new link is made in one ``symlinkat``; a changed one is made
+under a temporary ``.#`` name, which systemd-sysext ignores, and renamed over the old),
+and every removal first checks that the entry is still exactly the link the plan saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import os
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+
+from flatpak_sysext.installation import Installation
+from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, RemoveTemporary, Unlink
+
+TEMP_PREFIX = ".#flatpak-sysext."
+STATE_DIR = "flatpak-sysext"
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """An action that could not be applied, and why."""
+
+    action: Action
+    message: str
+
+
+def _owner(target: str, installations: Iterable[Installation]) -> Installation | None:
+    if not os.path.isabs(target) or os.path.normpath(target) != target:
+        return None
+    return next((i for i in installations if target.startswith(i.path + "/app/")), None)
+
+
+def scan(target_dir: str, scope: Iterable[Installation],
+         installations: Iterable[Installation]) -> dict[str, Entry]:
+    """Classify every entry of ``target_dir`` (SPEC §3); a missing directory is empty.
+
+    Names starting with ``.#`` are ignored by systemd-sysext and so by us, except our
+    own temporary links into an installation in ``scope``.
+    """
+    scope = list(scope)
+    installations = list(installations)
+    entries: dict[str, Entry] = {}
+    try:
+        it = os.scandir(target_dir)
+    except FileNotFoundError:
+        return entries
+    with it:
+        for de in it:
+            try:
+                target = os.readlink(de.path) if de.is_symlink() else None
+            except FileNotFoundError:
+                continue  # Removed while we looked: as if it had never been there.
+            owner = _owner(target, installations) if target is not None else None
+            if de.name.startswith(".#"):
+                if de.name.startswith(TEMP_PREFIX) and owner in scope:
+                    entries[de.name] = Entry(de.name, Kind.TEMPORARY, target)
+                continue
+            if owner is None:
+                entries[de.name] = Entry(de.name, Kind.FOREIGN, target)
+            else:
+                kind = Kind.MANAGED if owner in scope else Kind.OTHER
+                entries[de.name] = Entry(de.name, kind, target)
+    return entries
+
+
+def _expect_link(dfd: int, name: str, target: str) -> None:
+    st = os.lstat(name, dir_fd=dfd)
+    if not stat.S_ISLNK(st.st_mode) or os.readlink(name, dir_fd=dfd) != target:
+        raise OSError(errno.ESTALE, f"{name} changed since it was read; left alone")
+
+
+def _apply_one(dfd: int, action: Action) -> None:
+    if isinstance(action, Link):
+        os.symlink(action.target, action.name, dir_fd=dfd)
+    elif isinstance(action, Relink):
+        _expect_link(dfd, action.name, action.old)
+        tmp = TEMP_PREFIX + secrets.token_hex(8)
+        os.symlink(action.new, tmp, dir_fd=dfd)
+        try:
+            os.rename(tmp, action.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+    else:
+        _expect_link(dfd, action.name, action.old)
+        os.unlink(action.name, dir_fd=dfd)
+
+
+def describe(action: Action) -> str:
+    """A short human description of an action, for messages."""
+    if isinstance(action, Link):
+        return f"link {action.name} -> {action.target}"
+    if isinstance(action, Relink):
+        return f"relink {action.name} -> {action.new}"
+    if isinstance(action, Unlink):
+        return f"unlink {action.name}"
+    assert isinstance(action, RemoveTemporary)
+    return f"remove leftover {action.name}"
+
+
+def apply(target_dir: str, actions: Iterable[Action]) -> list[Failure]:
+    """Apply ``actions`` in order; a failing action does not stop the others.
+
+    Returns the failures. The directory is created (0755) if a link needs it, and
+    synced at the end so that the links survive a crash of the machine.
+    """
+    actions = list(actions)
+    if not actions:
+        return []
+    try:
+        os.makedirs(target_dir, mode=0o755, exist_ok=True)
+        dfd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        return [Failure(a, f"{target_dir}: {e.strerror}") for a in actions]
+    failures: list[Failure] = []
+    try:
+        for action in actions:
+            try:
+                _apply_one(dfd, action)
+            except OSError as e:
+                failures.append(Failure(action, f"{describe(action)}: {e.strerror or e}"))
+        try:
+            os.fsync(dfd)
+        except OSError as e:
+            failures.append(Failure(actions[-1], f"{target_dir}: sync: {e.strerror}"))
+    finally:
+        os.close(dfd)
+    return failures
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Replace ``path`` atomically (temporary file, fsync, rename) with ``data``."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".#{name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def state_dir(inst: Installation) -> str:
+    """Where flatpak-sysext keeps its cache, lock and request for an installation."""
+    return os.path.join(inst.path, STATE_DIR)
+
+
+@contextlib.contextmanager
+def locked(installations: Iterable[Installation]) -> Iterator[None]:
+    """Hold each installation's lock (in path order, so runs never deadlock).
+
+    ``flock`` locks die with their process, so a crashed run never blocks the next.
+    """
+    with contextlib.ExitStack() as stack:
+        for inst in sorted(installations, key=lambda i: i.path):
+            directory = state_dir(inst)
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            fd = os.open(os.path.join(directory, "lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            stack.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
