@@ -1,0 +1,147 @@
+"""The command line (SPEC §5): parse arguments, run a command, print, choose the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from flatpak_sysext import __version__, config, installation, output, trigger
+from flatpak_sysext.reconcile import Context, reconcile
+
+
+class Die(Exception):
+    """A user or configuration error: one line to stderr and an exit code, no traceback."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def die(message: str, code: int = 2) -> NoReturn:
+    raise Die(message, code)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        die(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", help="configuration file")
+    p = _Parser(prog="flatpak-sysext",
+                description="Link the system extensions of Flatpak apps into systemd-sysext.")
+    p.add_argument("--version", action="version", version=f"flatpak-sysext {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("trigger", parents=[common], help="run as Flatpak's trigger")
+    t.add_argument("basedir", metavar="BASEDIR")
+    r = sub.add_parser("reconcile", parents=[common], help="bring the links in line")
+    r.add_argument("--installation", action="append", metavar="PATH", default=[])
+    r.add_argument("--dry-run", action="store_true")
+    r.add_argument("--json", action="store_true")
+    s = sub.add_parser("status", parents=[common], help="show every declared extension")
+    s.add_argument("--json", action="store_true")
+    c = sub.add_parser("check", parents=[common], help="validate one extension tree")
+    c.add_argument("path", metavar="PATH")
+    c.add_argument("--name", metavar="NAME")
+    c.add_argument("--json", action="store_true")
+    return p
+
+
+def _context(args: argparse.Namespace, environ: Mapping[str, str]) -> Context:
+    try:
+        cfg = config.load(config.config_path(args.config, environ))
+        insts = installation.system_installations(environ)
+    except (config.ConfigError, installation.InstallationError) as e:
+        die(str(e))
+    return Context.create(cfg, insts, environ)
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def cmd_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    ctx = _context(args, environ)
+    scope = list(ctx.installations)
+    if args.installation:
+        scope = []
+        for path in args.installation:
+            inst = installation.find_installation(path, list(ctx.installations))
+            if inst is None:
+                die(f"{path} is not a system installation")
+            scope.append(inst)
+    try:
+        result = reconcile(ctx, scope, dry_run=args.dry_run)
+    except (OSError, installation.InstallationError) as e:
+        die(f"{getattr(e, 'filename', None) or ''} {getattr(e, 'strerror', None) or e}".strip(), 1)
+    if args.json:
+        _print_json(output.reconcile_json(ctx, result, dry_run=args.dry_run))
+    else:
+        output.print_reconcile(result, dry_run=args.dry_run)
+    return 1 if result.failures or result.evaluation.errors else 0
+
+
+def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from flatpak_sysext.reconcile import evaluate
+
+    ctx = _context(args, environ)
+    try:
+        ev = evaluate(ctx, ctx.installations, save_cache=False)
+    except installation.InstallationError as e:
+        die(str(e))
+    if args.json:
+        _print_json(output.status_json(ctx, ev))
+    else:
+        output.print_status(ctx, ev)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from flatpak_sysext import elf, release, validate
+
+    path = args.path
+    if not os.path.isdir(path):
+        die(f"{path}: not a directory")
+    name = args.name
+    if name is None:
+        reldir = os.path.join(path, "usr", "lib", "extension-release.d")
+        try:
+            names = [n[len("extension-release."):] for n in os.listdir(reldir)
+                     if n.startswith("extension-release.")]
+        except OSError:
+            names = []
+        if len(names) != 1:
+            die(f"{path}: found {len(names)} extension-release files in "
+                "usr/lib/extension-release.d; name the extension with --name")
+        name = names[0]
+    report = validate.validate_tree(path, name, release.read_host(environ), elf.ElfTarget.host())
+    if args.json:
+        _print_json(output.check_json(name, path, report))
+    else:
+        output.print_check(name, path, report)
+    return 0 if report.accepted else 1
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    env = os.environ if environ is None else environ
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "trigger":
+            return trigger.run(args.basedir, args.config, env)
+        if args.command == "reconcile":
+            return cmd_reconcile(args, env)
+        if args.command == "status":
+            return cmd_status(args, env)
+        return cmd_check(args, env)
+    except Die as e:
+        print(f"flatpak-sysext: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130

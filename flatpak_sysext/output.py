@@ -1,0 +1,126 @@
+"""What the commands print: human-readable text and the JSON documents of the schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flatpak_sysext import apply
+from flatpak_sysext.reconcile import AppStatus, Context, Evaluation, Result, change_lines
+from flatpak_sysext.plan import Kind
+from flatpak_sysext.report import Problem, TreeReport
+
+
+def _problems(problems: tuple[Problem, ...]) -> list[dict[str, str]]:
+    return [p.to_json() for p in problems]
+
+
+def app_json(s: AppStatus, merged: frozenset[str]) -> dict[str, Any]:
+    """One extension as an object of ``status --json`` (schemas/status.schema.json)."""
+    return {
+        "app": s.app_id,
+        "name": s.app_id,
+        "state": s.state,
+        "installation": s.installation.path,
+        "link": s.link,
+        "target": s.target,
+        "commit": s.commit,
+        "origin": s.origin,
+        "problems": _problems(s.problems),
+        "warnings": _problems(s.warnings),
+        "reason": s.reason,
+        "merged": s.app_id in merged,
+    }
+
+
+def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
+    """The ``status --json`` document: declared extensions, then foreign entries."""
+    items = [app_json(s, ev.merged) for s in ev.apps]
+    apps = {s.app_id for s in ev.apps}
+    for entry in sorted(ev.entries.values(), key=lambda e: e.name):
+        # A foreign entry named like an app is reported as that app's conflict.
+        if entry.kind is Kind.FOREIGN and entry.name not in apps:
+            items.append({
+                "app": None, "name": entry.name, "state": "foreign", "installation": None,
+                "link": f"{ctx.config.target_dir.rstrip('/')}/{entry.name}",
+                "target": entry.target, "commit": None, "origin": None, "problems": [],
+                "warnings": [], "reason": "not a link into a system installation; left alone",
+                "merged": entry.name in ev.merged,
+            })
+    return items
+
+
+def print_status(ctx: Context, ev: Evaluation) -> None:
+    """``status`` for people: one block per extension."""
+    if not ev.apps and not ev.entries:
+        print(f"No system extensions declared; nothing in {ctx.config.target_dir}.")
+    for s in ev.apps:
+        merged = ", merged" if s.app_id in ev.merged else ""
+        print(f"{s.app_id}: {s.state}{merged}")
+        print(f"  installation: {s.installation.path}  commit: {s.commit[:12]}  origin: {s.origin}")
+        if s.target:
+            print(f"  {s.link} -> {s.target}")
+        if s.reason:
+            print(f"  {s.reason}")
+        for p in s.problems:
+            print(f"  {p.code}: {p.path}: {p.message}")
+        for w in s.warnings:
+            print(f"  warning: {w.code}: {w.path}: {w.message}")
+    for entry in sorted(ev.entries.values(), key=lambda e: e.name):
+        if entry.kind is Kind.FOREIGN:
+            print(f"{entry.name}: foreign (not ours, left alone)")
+    for line in ev.errors + ev.warnings:
+        print(f"warning: {line}")
+
+
+def reconcile_json(ctx: Context, result: Result, *, dry_run: bool) -> dict[str, Any]:
+    """The ``reconcile --json`` document (schemas/reconcile.schema.json)."""
+    ev = result.evaluation
+    actions = ev.plan.actions if dry_run else result.applied
+    return {
+        "dry_run": dry_run,
+        "target_dir": ctx.config.target_dir,
+        "actions": [apply.describe(a) for a in actions],
+        "changes": change_lines(ev, actions),
+        "failures": [f.message for f in result.failures],
+        "errors": list(ev.errors),
+        "warnings": list(ev.warnings),
+        "extensions": status_json(ctx, ev),
+    }
+
+
+def print_reconcile(result: Result, *, dry_run: bool) -> None:
+    """``reconcile`` for people: the changes, then what went wrong."""
+    ev = result.evaluation
+    if dry_run:
+        for a in ev.plan.actions:
+            print(f"would {apply.describe(a)}")
+    else:
+        for line in change_lines(ev, result.applied):
+            print(line)
+    for f in result.failures:
+        print(f"error: {f.message}")
+    for line in ev.errors:
+        print(f"error: {line}")
+    for line in ev.warnings:
+        print(f"warning: {line}")
+
+
+def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
+    """The ``check --json`` document (schemas/check.schema.json)."""
+    return {
+        "name": name,
+        "path": path,
+        "accepted": report.accepted,
+        "problems": _problems(report.problems),
+        "warnings": _problems(report.warnings),
+    }
+
+
+def print_check(name: str, path: str, report: TreeReport) -> None:
+    """``check`` for people: every problem and warning, then the verdict."""
+    for p in report.problems:
+        print(f"{p.code}: {p.path or '.'}: {p.message}")
+    for w in report.warnings:
+        print(f"warning: {w.code}: {w.path or '.'}: {w.message}")
+    verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
+    print(f"{name} ({path}): {verdict}")

@@ -1,0 +1,264 @@
+"""The reconcile loop: read installations and the target directory, decide, apply.
+
+``evaluate`` reads everything and decides (it writes nothing but the cache);
+``reconcile`` applies its plan. ``status``, ``reconcile --dry-run`` and the sandboxed
+trigger all use ``evaluate``, so they can never disagree about what a run would do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+
+from flatpak_sysext import __version__, apply, cache, policy, validate
+from flatpak_sysext.config import Config
+from flatpak_sysext.elf import ElfTarget
+from flatpak_sysext.installation import Declared, Installation, Unreadable, read_installation
+from flatpak_sysext.plan import Action, Entry, Kind, Link, Plan, Relink, Unlink, make_plan
+from flatpak_sysext.release import Host, read_host
+from flatpak_sysext.report import Problem, TreeReport
+
+MERGED_LIST = "/usr/.systemd-sysext/extensions"
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Everything a run depends on besides the installations' contents."""
+
+    config: Config
+    installations: tuple[Installation, ...]
+    host: Host
+    elf_target: ElfTarget
+    host_root: str = "/"
+
+    @classmethod
+    def create(cls, config: Config, installations: Sequence[Installation],
+               environ: Mapping[str, str]) -> Context:
+        return cls(config, tuple(installations), read_host(environ), ElfTarget.host())
+
+    def fingerprint(self) -> str:
+        return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
+                                      self.host.architecture, self.elf_target)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppStatus:
+    """The state of one declared extension (SPEC §5 ``status``)."""
+
+    app_id: str
+    installation: Installation
+    state: str
+    """``linked``, ``pending``, ``rejected``, ``denied`` or ``conflict``."""
+    link: str
+    target: str | None
+    """Where the link should point (for a valid extension) or points (otherwise)."""
+    commit: str
+    origin: str
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+    reason: str | None = None
+    """Why it is denied or in conflict."""
+    newly_judged: bool = False
+    """Validated in this run rather than taken from the cache."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What a run found and decided, before anything is changed."""
+
+    apps: tuple[AppStatus, ...]
+    entries: Mapping[str, Entry]
+    plan: Plan
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    merged: frozenset[str]
+
+
+def read_merged(host_root: str = "/") -> frozenset[str]:
+    """The extension names systemd-sysext has merged into ``/usr`` right now."""
+    try:
+        with open(os.path.join(host_root, MERGED_LIST.lstrip("/")), "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return frozenset()
+    return frozenset(data.decode("utf-8", "replace").split())
+
+
+def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
+    key = cache.Key(f"{app.arch}/{app.branch}/{app.active_id}", app.declared_path)
+    report = store.get(app.app_id, key)
+    if report is not None:
+        return report, False
+    if app.root is None:
+        report = TreeReport(problems=app.problems, warnings=(), files=frozenset())
+    else:
+        report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target)
+    store.put(app.app_id, key, report)
+    return report, True
+
+
+def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -> Evaluation:
+    """Read the installations in ``scope`` and the target directory, and plan."""
+    cfg = ctx.config
+    errors: list[str] = []
+    warnings: list[str] = []
+    seen: dict[str, Declared] = {}
+    held: set[str] = set()
+    judged: list[tuple[Declared, TreeReport, bool]] = []
+    shadowed: list[AppStatus] = []
+    for inst in scope:
+        store = cache.Cache(inst, ctx.fingerprint())
+        store.load()
+        if store.warning:
+            warnings.append(store.warning)
+        found = read_installation(inst)
+        store.retain({a.app_id for a in found})
+        for app in found:
+            if isinstance(app, Unreadable):
+                errors.append(f"{app.app_id}: cannot read {inst.path}: {app.reason}")
+                held.add(app.app_id)
+                continue
+            report, fresh = _judge(ctx, app, store)
+            if app.app_id in seen:
+                first = seen[app.app_id].installation
+                shadowed.append(_status(ctx, app, report, "conflict", None, fresh,
+                                        f"also installed in {first.path}, which takes precedence"))
+                continue
+            seen[app.app_id] = app
+            judged.append((app, report, fresh))
+        if save_cache:
+            try:
+                store.save()
+            except OSError as e:
+                warnings.append(f"{store.path}: cannot save the cache: {e.strerror}")
+
+    entries = apply.scan(cfg.target_dir, scope, ctx.installations)
+    merged = read_merged(ctx.host_root)
+    statuses, wanted = _decide(ctx, judged, entries, merged)
+    plan = make_plan(wanted, entries, held)
+    conflicts = set(plan.conflicts)
+    statuses = [
+        dataclasses.replace(s, state="conflict", reason=_conflict_reason(entries[s.app_id]))
+        if s.app_id in conflicts else s
+        for s in statuses
+    ]
+    return Evaluation(tuple(statuses + shadowed), entries, plan, tuple(errors), tuple(warnings),
+                      merged)
+
+
+def _conflict_reason(entry: Entry) -> str:
+    if entry.kind is Kind.OTHER:
+        return f"{entry.name} is linked from another installation ({entry.target})"
+    return f"{entry.name} already exists in the target directory and is not ours"
+
+
+def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target: str | None,
+            fresh: bool, reason: str | None = None,
+            problems: tuple[Problem, ...] | None = None) -> AppStatus:
+    return AppStatus(
+        app_id=app.app_id, installation=app.installation, state=state,
+        link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
+        commit=app.commit, origin=app.origin,
+        problems=report.problems if problems is None else problems,
+        warnings=report.warnings, reason=reason, newly_judged=fresh)
+
+
+def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
+            entries: Mapping[str, Entry], merged: frozenset[str],
+            ) -> tuple[list[AppStatus], dict[str, str]]:
+    """Apply policy and the placement checks; returns statuses and the wanted links.
+
+    Extensions already linked are placed first, so a newcomer cannot take a file away
+    from one that is in use.
+    """
+    cfg = ctx.config
+    statuses: list[AppStatus] = []
+    candidates: list[tuple[Declared, TreeReport, bool]] = []
+    for app, report, fresh in judged:
+        if not report.accepted:
+            statuses.append(_status(ctx, app, report, "rejected", None, fresh))
+            continue
+        why = policy.denial(cfg, app.installation.path, app.app_id, app.origin)
+        if why is not None:
+            statuses.append(_status(ctx, app, report, "denied", None, fresh, why))
+            continue
+        candidates.append((app, report, fresh))
+
+    def linked_first(item: tuple[Declared, TreeReport, bool]) -> tuple[bool, str]:
+        entry = entries.get(item[0].app_id)
+        return (entry is None or entry.kind is not Kind.MANAGED, item[0].app_id)
+
+    candidates.sort(key=linked_first)
+    ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
+    placed: dict[str, frozenset[str]] = {}
+    wanted: dict[str, str] = {}
+    for app, report, fresh in candidates:
+        placement = validate.check_placement(report.files, ctx.host_root, ignore, placed)
+        if cfg.allow_host_shadowing:
+            placement = [p for p in placement if p.code != "shadows-host-file"]
+        if placement:
+            statuses.append(_status(ctx, app, report, "rejected", None, fresh,
+                                    problems=report.problems + tuple(placement)))
+            continue
+        assert app.root is not None
+        placed[app.app_id] = report.files
+        wanted[app.app_id] = app.root
+        entry = entries.get(app.app_id)
+        state = "linked" if entry is not None and entry.target == app.root else "pending"
+        statuses.append(_status(ctx, app, report, state, app.root, fresh))
+    statuses.sort(key=lambda s: s.app_id)
+    return statuses, wanted
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a reconcile did."""
+
+    evaluation: Evaluation
+    applied: tuple[Action, ...]
+    failures: tuple[apply.Failure, ...]
+
+
+def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False) -> Result:
+    """Bring the target directory in line with ``scope`` (under the installations' locks)."""
+    if dry_run:
+        ev = evaluate(ctx, scope, save_cache=False)
+        return Result(ev, (), ())
+    with apply.locked(scope):
+        ev = evaluate(ctx, scope, save_cache=True)
+        failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
+    failed = {f.action for f in failures}
+    applied = tuple(a for a in ev.plan.actions if a not in failed)
+    return Result(ev, applied, tuple(failures))
+
+
+def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool = False,
+                 ) -> list[str]:
+    """One short line per extension whose state changes (SPEC §7)."""
+    by_app = {s.app_id: s for s in ev.apps}
+    lines: list[str] = []
+    done: set[str] = set()
+    suffix = " (requested; flatpak-sysext.service applies it)" if requested else ""
+    for action in actions:
+        s = by_app.get(action.name)
+        if isinstance(action, Link) and s is not None:
+            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{suffix}")
+        elif isinstance(action, Relink) and s is not None:
+            lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
+        elif isinstance(action, Unlink):
+            why = "no longer installed" if s is None else s.state
+            lines.append(f"{action.name}: unlinked ({why}){suffix}")
+        else:
+            continue
+        done.add(action.name)
+    for s in ev.apps:
+        if s.app_id in done or not s.newly_judged or s.state not in ("rejected", "denied"):
+            continue
+        if s.state == "denied":
+            lines.append(f"{s.app_id}: denied: {s.reason}")
+            continue
+        first = s.problems[0]
+        more = f" (+{len(s.problems) - 1} more: flatpak-sysext status)" if len(s.problems) > 1 else ""
+        lines.append(f"{s.app_id}: rejected: {first.code} {first.path}: {first.message}{more}")
+    return lines

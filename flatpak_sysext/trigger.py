@@ -1,0 +1,64 @@
+"""``flatpak-sysext trigger BASEDIR``: what Flatpak runs after a transaction (SPEC §7).
+
+It never fails the transaction (always exit 0), says nothing for installations that are
+not ours to manage, and works inside Flatpak's bubblewrap sandbox, where only BASEDIR is
+writable: there it validates and records a request for ``flatpak-sysext.service``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping
+
+from flatpak_sysext import apply, config, installation
+from flatpak_sysext.reconcile import Context, change_lines, evaluate, reconcile
+
+REQUEST = "request"
+
+
+def _writable(path: str) -> bool:
+    """Whether we could create or change entries at ``path`` (or where it would be made)."""
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.access(path, os.W_OK)
+
+
+def request_path(inst: installation.Installation) -> str:
+    """The file whose change starts ``flatpak-sysext.service`` through the path unit."""
+    return os.path.join(apply.state_dir(inst), REQUEST)
+
+
+def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
+    """Run the trigger for ``basedir``; always returns 0."""
+    if os.geteuid() != 0:
+        return 0
+    try:
+        insts = installation.system_installations(environ)
+        inst = installation.find_installation(basedir, insts)
+        if inst is None:
+            return 0
+        cfg = config.load(config.config_path(config_arg, environ))
+        ctx = Context.create(cfg, insts, environ)
+        if _writable(cfg.target_dir):
+            result = reconcile(ctx, [inst])
+            lines = change_lines(result.evaluation, result.applied)
+            lines += [f.message for f in result.failures]
+            lines += list(result.evaluation.errors)
+        else:
+            with apply.locked([inst]):
+                ev = evaluate(ctx, [inst], save_cache=True)
+                if ev.plan.actions:
+                    apply.write_file(request_path(inst), f"{time.time():.6f}\n".encode())
+            lines = change_lines(ev, ev.plan.actions, requested=True) + list(ev.errors)
+    except (config.ConfigError, installation.InstallationError) as e:
+        lines = [str(e)]
+    except OSError as e:
+        lines = [f"{e.filename or ''}: {e.strerror or e}"]
+    for line in lines:
+        print(f"flatpak-sysext: {line}", )
+    return 0

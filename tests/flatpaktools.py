@@ -1,0 +1,190 @@
+"""Throw-away Flatpak installations built with the real ``flatpak`` (FACTS.md, "Testing").
+
+Used by the tests and by ``make demo``. Everything lives under one directory: the
+repository, the system installation, Flatpak's config and triggers directories, the
+target directory and flatpak-sysext's config, so nothing on the host is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRIGGER = REPO_ROOT / "triggers" / "flatpak-sysext.trigger"
+RUNTIME = "org.fsx.Platform"
+ARCH = subprocess.run(["flatpak", "--default-arch"], capture_output=True, text=True,
+                      check=False).stdout.strip() if shutil.which("flatpak") else "x86_64"
+
+TreeBuilder = Callable[[Path], None]
+
+
+def have_flatpak() -> bool:
+    """Whether the real flatpak and bubblewrap are installed and we are root."""
+    return bool(shutil.which("flatpak") and shutil.which("bwrap")) and os.geteuid() == 0
+
+
+def compile_c(source: str, out: Path, *flags: str) -> Path:
+    """Compile a C program with gcc (``-static``, ``-static-pie``… in ``flags``)."""
+    src = out.with_suffix(".c")
+    src.write_text(source)
+    subprocess.run(["gcc", "-O1", "-o", str(out), str(src), *flags], check=True)
+    src.unlink()
+    return out
+
+
+DAEMON_C = r"""
+#include <stdio.h>
+int main(void) { puts("%s"); return 0; }
+"""
+
+
+def write_release(root: Path, name: str, content: str = "ID=_any\n") -> None:
+    d = root / "usr/lib/extension-release.d"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"extension-release.{name}").write_text(content)
+
+
+def daemon_tree(app_id: str, message: str, *, static: bool = True,
+                release: str = "ID=_any\n") -> TreeBuilder:
+    """A sysext tree like Sysprof's: a daemon, its unit and its D-Bus policy."""
+    short = app_id.rsplit(".", 1)[-1].lower()
+    daemon = short if short.endswith("d") else f"{short}d"
+
+    def build(root: Path) -> None:
+        write_release(root, app_id, release)
+        libexec = root / "usr/libexec" / app_id
+        libexec.mkdir(parents=True)
+        flags = ["-static"] if static else []
+        compile_c(DAEMON_C % message, libexec / daemon, *flags)
+        units = root / "usr/lib/systemd/system"
+        units.mkdir(parents=True)
+        (units / f"{daemon}.service").write_text(
+            f"[Unit]\nDescription={app_id} daemon\n\n[Service]\n"
+            f"ExecStart=/usr/libexec/{app_id}/{daemon}\n")
+        dbus = root / "usr/share/dbus-1/system.d"
+        dbus.mkdir(parents=True)
+        (dbus / f"{app_id}.conf").write_text(
+            "<busconfig><policy user=\"root\">"
+            f"<allow own=\"{app_id}\"/></policy></busconfig>\n")
+
+    return build
+
+
+class FlatpakEnv:
+    """A private Flatpak world: repository, system installation, triggers, target dir."""
+
+    def __init__(self, root: Path, python: str = sys.executable) -> None:
+        self.root = root
+        self.repo = root / "repo"
+        self.system_dir = root / "system"
+        self.config_dir = root / "etc-flatpak"
+        self.triggers_dir = root / "triggers"
+        self.target_dir = root / "extensions"
+        self.config_file = root / "flatpak-sysext.json"
+        self.builds = root / "builds"
+        self.python = python
+        for d in (self.config_dir, self.triggers_dir, self.builds):
+            d.mkdir(parents=True, exist_ok=True)
+        self.write_config({})
+        self._runtime_ready = False
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for flatpak and flatpak-sysext (both honour these variables)."""
+        env = dict(os.environ)
+        env.update({
+            "FLATPAK_SYSTEM_DIR": str(self.system_dir),
+            "FLATPAK_CONFIG_DIR": str(self.config_dir),
+            "FLATPAK_TRIGGERSDIR": str(self.triggers_dir),
+            "FLATPAK_SYSEXT_CONFIG": str(self.config_file),
+        })
+        return env
+
+    def write_config(self, values: Mapping[str, Any]) -> None:
+        """Write flatpak-sysext's config; tests' remotes are unsigned unless they say so."""
+        data = {"target_dir": str(self.target_dir), "require_gpg_verified_remote": False,
+                "host_sync": False}
+        data.update(values)
+        self.config_file.write_text(json.dumps(data))
+
+    def install_trigger(self) -> Path:
+        """Install our trigger as a package would, with this interpreter substituted."""
+        text = TRIGGER.read_text().replace("#!/usr/bin/python3", f"#!{self.python}", 1)
+        dest = self.triggers_dir / "flatpak-sysext.trigger"
+        dest.write_text(text)
+        dest.chmod(0o755)
+        return dest
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(args), env=self.env, capture_output=True, text=True,
+                              check=check)
+
+    def flatpak(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = self.run("flatpak", *args, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"flatpak {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def sysext(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run our command line the way the service or an admin would."""
+        return self.run(self.python, "-m", "flatpak_sysext", *args, check=check)
+
+    def _ensure_runtime(self) -> None:
+        if self._runtime_ready:
+            return
+        rt = self.builds / "runtime"
+        (rt / "usr").mkdir(parents=True, exist_ok=True)
+        (rt / "metadata").write_text(
+            f"[Runtime]\nname={RUNTIME}\nruntime={RUNTIME}/{ARCH}/1\nsdk={RUNTIME}/{ARCH}/1\n")
+        self.flatpak("build-export", "--runtime", str(self.repo), str(rt), "1")
+        self.flatpak("build-update-repo", str(self.repo))
+        self.flatpak("--system", "remote-add", "--no-gpg-verify", "test", f"file://{self.repo}")
+        self._runtime_ready = True
+
+    def publish(self, app_id: str, tree: TreeBuilder | None, *, branch: str = "stable",
+                declare: str | None = "lib/extensions", extra_metadata: str = "") -> None:
+        """Build an app whose ``/app/<declare>`` is made by ``tree`` and export it."""
+        self._ensure_runtime()
+        appdir = self.builds / f"{app_id}-{branch}"
+        shutil.rmtree(appdir, ignore_errors=True)
+        (appdir / "files").mkdir(parents=True)
+        (appdir / "export").mkdir()
+        meta = (f"[Application]\nname={app_id}\nruntime={RUNTIME}/{ARCH}/1\n"
+                f"sdk={RUNTIME}/{ARCH}/1\ncommand=true\n")
+        if declare is not None:
+            meta += f"\n[X-SystemExtension]\npath={declare}\n"
+            if tree is not None:
+                root = appdir / "files" / declare
+                root.mkdir(parents=True, exist_ok=True)
+                tree(root)
+        (appdir / "metadata").write_text(meta + extra_metadata)
+        self.flatpak("build-export", str(self.repo), str(appdir), branch)
+        self.flatpak("build-update-repo", str(self.repo))
+
+    def install(self, app_id: str, branch: str = "stable") -> subprocess.CompletedProcess[str]:
+        return self.flatpak("--system", "install", "-y", "--noninteractive", "test",
+                            f"app/{app_id}/{ARCH}/{branch}")
+
+    def update(self) -> subprocess.CompletedProcess[str]:
+        return self.flatpak("--system", "update", "-y", "--noninteractive")
+
+    def uninstall(self, app_id: str) -> subprocess.CompletedProcess[str]:
+        return self.flatpak("--system", "uninstall", "-y", "--noninteractive", app_id)
+
+    def links(self) -> dict[str, str]:
+        """Every symlink in the target directory, name → target."""
+        if not self.target_dir.exists():
+            return {}
+        return {p.name: os.readlink(p) for p in self.target_dir.iterdir() if p.is_symlink()}
+
+    def deploy_files(self, app_id: str, branch: str = "stable") -> Path:
+        """The ``files/`` of the app's active deployment, resolved."""
+        active = self.system_dir / "app" / app_id / ARCH / branch / "active"
+        return active.resolve() / "files"
