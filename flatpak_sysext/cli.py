@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", help="configuration file")
     p = _Parser(prog="flatpak-sysext",
                 description="Link the system extensions of Flatpak apps into systemd-sysext.")

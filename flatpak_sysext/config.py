@@ -83,7 +83,22 @@ def load(path: str) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 (byte {e.start})") from None
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        where = f"line {e.lineno} column {e.colno}"
+        raise ConfigError(f"{path}: invalid JSON at {where}: {e.msg}") from None
     _validate(path, data)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return Config(**values)
+    defaults = Config()
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        value = data.get(key, getattr(defaults, key))
+        return None if value is None else tuple(value)
+
+    return Config(
+        target_dir=data.get("target_dir", defaults.target_dir),
+        allow=strings("allow") or (),
+        deny=strings("deny") or (),
+        remotes=strings("remotes"),
+        require_gpg_verified_remote=data.get("require_gpg_verified_remote",
+                                             defaults.require_gpg_verified_remote),
+        allow_host_shadowing=data.get("allow_host_shadowing", defaults.allow_host_shadowing),
+        host_sync=data.get("host_sync", defaults.host_sync),
+    )

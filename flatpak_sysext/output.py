@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flatpak_sysext import apply
-from flatpak_sysext.reconcile import AppStatus, Context, Evaluation, Result, change_lines
 from flatpak_sysext.plan import Kind
+from flatpak_sysext.reconcile import AppStatus, Context, Evaluation, Result, change_lines
 from flatpak_sysext.report import Problem, TreeReport
 
 

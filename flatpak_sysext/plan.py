@@ -105,11 +105,11 @@ def make_plan(
               and name not in wanted and name not in held):
             actions.append(Unlink(name, entry.target))
     for name, target in sorted(wanted.items()):
-        entry = entries.get(name)
-        if entry is None:
+        existing = entries.get(name)
+        if existing is None:
             actions.append(Link(name, target))
-        elif entry.kind is not Kind.MANAGED or entry.target is None:
+        elif existing.kind is not Kind.MANAGED or existing.target is None:
             conflicts.append(name)
-        elif entry.target != target:
-            actions.append(Relink(name, entry.target, target))
+        elif existing.target != target:
+            actions.append(Relink(name, existing.target, target))
     return Plan(tuple(actions), tuple(conflicts))

@@ -259,6 +259,7 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
             lines.append(f"{s.app_id}: denied: {s.reason}")
             continue
         first = s.problems[0]
-        more = f" (+{len(s.problems) - 1} more: flatpak-sysext status)" if len(s.problems) > 1 else ""
+        extra = len(s.problems) - 1
+        more = f" (+{extra} more: flatpak-sysext status)" if extra else ""
         lines.append(f"{s.app_id}: rejected: {first.code} {first.path}: {first.message}{more}")
     return lines

@@ -25,10 +25,10 @@ class Problem:
     def from_json(cls, data: Any) -> Problem:
         if not isinstance(data, dict):
             raise ValueError("problem is not an object")
-        fields = (data.get("code"), data.get("path"), data.get("message"))
-        if not all(isinstance(f, str) for f in fields):
+        code, path, message = data.get("code"), data.get("path"), data.get("message")
+        if not (isinstance(code, str) and isinstance(path, str) and isinstance(message, str)):
             raise ValueError("problem fields must be strings")
-        return cls(*fields)
+        return cls(code, path, message)
 
 
 @dataclasses.dataclass(frozen=True)

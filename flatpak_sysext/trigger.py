@@ -8,7 +8,6 @@ writable: there it validates and records a request for ``flatpak-sysext.service`
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Mapping
 
