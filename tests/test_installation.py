@@ -1,0 +1,139 @@
+"""Reading installations: key files, deploy files, and resolving the declared path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flatpak_sysext import deployfile, installation, keyfile
+from flatpak_sysext.installation import Declared, Installation, Unreadable
+
+
+def gvariant_deploy(origin: str, commit: str, subpaths: list[str]) -> bytes:
+    """Serialise ``(ssasta{sv})`` with an empty dict, as GLib would (1-byte offsets)."""
+    body = origin.encode() + b"\0"
+    ends = [len(body)]
+    body += commit.encode() + b"\0"
+    ends.append(len(body))
+    arr = b""
+    arr_ends = []
+    for s in subpaths:
+        arr += s.encode() + b"\0"
+        arr_ends.append(len(arr))
+    arr += bytes(arr_ends)
+    body += arr
+    ends.append(len(body))
+    body += b"\0" * (-len(body) % 8) + (1234).to_bytes(8, "big")
+    return body + bytes(reversed(ends))
+
+
+def test_deploy_file_round_trip() -> None:
+    data = gvariant_deploy("flathub", "a" * 64, ["/lib", "/share"])
+    assert deployfile.parse(data) == deployfile.DeployInfo("flathub", "a" * 64,
+                                                           ("/lib", "/share"))
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00", b"abc\x05\x04\x03",
+                                  gvariant_deploy("o", "c", [])[:-1] + b"\xff"])
+def test_malformed_deploy_files_are_rejected(data: bytes) -> None:
+    with pytest.raises(deployfile.DeployFileError):
+        deployfile.parse(data)
+
+
+def test_keyfile_follows_gkeyfile() -> None:
+    parsed = keyfile.parse(b"# c\n[Application]\nname = org.a.B\n\n[X-SystemExtension]\n"
+                           b"path=lib\\sext\\\\x\nname[de]=y\n")
+    assert parsed == {"Application": {"name": "org.a.B"},
+                      "X-SystemExtension": {"path": "lib ext\\x", "name[de]": "y"}}
+
+
+@pytest.mark.parametrize("data", [b"key=outside\n", b"[open\n", b"[G]\nnovalue\n",
+                                  b"[G]\nk=\\q\n", b"[G]\nk=\xff\n"])
+def test_malformed_keyfiles_are_rejected(data: bytes) -> None:
+    with pytest.raises(keyfile.KeyFileError):
+        keyfile.parse(data)
+
+
+def make_deployment(base: Path, app: str = "org.a.B", meta: str = "") -> Path:
+    active = "b" * 64
+    ref = base / "app" / app / "x86_64" / "stable"
+    dep = ref / active
+    (dep / "files").mkdir(parents=True)
+    os.symlink("x86_64/stable", base / "app" / app / "current")
+    os.symlink(active, ref / "active")
+    (dep / "deploy").write_bytes(gvariant_deploy("origin", active, []))
+    (dep / "metadata").write_text(f"[Application]\nname={app}\n\n{meta}")
+    return dep
+
+
+def read_one(base: Path) -> Declared | Unreadable | None:
+    return installation.read_app(Installation("default", str(base)), "org.a.B")
+
+
+@pytest.mark.parametrize(("declared", "layout", "code"), [
+    ("/etc", None, "escapes-deployment"),
+    ("../../..", None, "escapes-deployment"),
+    ("lib/../../x", None, "escapes-deployment"),
+    ("ext", ("ext", "/etc"), "escapes-deployment"),
+    ("ext", ("ext", "../../../../../.."), "escapes-deployment"),
+    ("ext/usr", ("ext", "/usr/lib/.."), "escapes-deployment"),
+    ("missing", None, "not-a-directory"),
+    ("afile", "file", "not-a-directory"),
+])
+def test_declared_paths_out_of_the_deployment_are_refused(
+        tmp_path: Path, declared: str, layout: object, code: str) -> None:
+    dep = make_deployment(tmp_path, meta=f"[X-SystemExtension]\npath={declared}\n")
+    files = dep / "files"
+    if isinstance(layout, tuple):
+        os.symlink(layout[1], files / layout[0])
+    elif layout == "file":
+        (files / "afile").write_text("x")
+    app = read_one(tmp_path)
+    assert isinstance(app, Declared)
+    assert app.root is None
+    assert [p.code for p in app.problems] == [code]
+
+
+def test_a_symlink_inside_the_deployment_is_resolved(tmp_path: Path) -> None:
+    dep = make_deployment(tmp_path, meta="[X-SystemExtension]\npath=lib/extensions\n")
+    (dep / "files/share/ext").mkdir(parents=True)
+    (dep / "files/lib").mkdir()
+    os.symlink("../share/ext", dep / "files/lib/extensions")
+    app = read_one(tmp_path)
+    assert isinstance(app, Declared) and app.problems == ()
+    assert app.root == str((dep / "files/share/ext").resolve())
+
+
+@pytest.mark.parametrize(("link", "target"), [
+    ("current", "../../../etc"), ("current", "x86_64/stable/../../.."),
+    ("active", "../../../../etc"), ("active", "/etc"),
+])
+def test_hostile_current_and_active_links_are_unreadable(
+        tmp_path: Path, link: str, target: str) -> None:
+    dep = make_deployment(tmp_path, meta="[X-SystemExtension]\n")
+    where = dep.parent.parent.parent if link == "current" else dep.parent
+    (where / link).unlink()
+    os.symlink(target, where / link)
+    assert isinstance(read_one(tmp_path), Unreadable)
+
+
+def test_apps_without_the_group_and_runtimes_are_ignored(tmp_path: Path) -> None:
+    make_deployment(tmp_path)
+    assert read_one(tmp_path) is None
+    assert installation.read_installation(Installation("default", str(tmp_path))) == []
+
+
+def test_installations_d(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "installations.d"
+    conf.mkdir(parents=True)
+    (tmp_path / "extra").mkdir()
+    (conf / "extra.conf").write_text(f'[Installation "extra"]\nPath={tmp_path}/extra\n')
+    env = {"FLATPAK_SYSTEM_DIR": str(tmp_path / "sys"), "FLATPAK_CONFIG_DIR": str(tmp_path / "etc")}
+    insts = installation.system_installations(env)
+    assert [(i.id, i.path) for i in insts] == [("default", str(tmp_path / "sys")),
+                                               ("extra", str(tmp_path / "extra"))]
+    (conf / "broken.conf").write_text("Path=/x\n")
+    with pytest.raises(installation.InstallationError, match="broken.conf"):
+        installation.system_installations(env)
