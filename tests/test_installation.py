@@ -135,5 +135,5 @@ def test_installations_d(tmp_path: Path) -> None:
     assert [(i.id, i.path) for i in insts] == [("default", str(tmp_path / "sys")),
                                                ("extra", str(tmp_path / "extra"))]
     (conf / "broken.conf").write_text("Path=/x\n")
-    with pytest.raises(installation.InstallationError, match="broken.conf"):
+    with pytest.raises(installation.InstallationError, match=r"broken\.conf"):
         installation.system_installations(env)
