@@ -233,6 +233,16 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     return Result(ev, applied, tuple(failures))
 
 
+def _verdict(s: AppStatus) -> str:
+    """Why an extension is not linked, in one line."""
+    if s.state == "rejected" and s.problems:
+        first = s.problems[0]
+        extra = len(s.problems) - 1
+        more = f" (+{extra} more: flatpak-sysext status)" if extra else ""
+        return f"rejected: {first.code} {first.path}: {first.message}{more}"
+    return f"{s.state}: {s.reason}" if s.reason else s.state
+
+
 def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool = False,
                  ) -> list[str]:
     """One short line per extension whose state changes (SPEC §7)."""
@@ -247,19 +257,12 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
         elif isinstance(action, Relink) and s is not None:
             lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
         elif isinstance(action, Unlink):
-            why = "no longer installed" if s is None else s.state
-            lines.append(f"{action.name}: unlinked ({why}){suffix}")
+            why = "no longer installed" if s is None else _verdict(s)
+            lines.append(f"{action.name}: unlinked{suffix}, {why}")
         else:
             continue
         done.add(action.name)
     for s in ev.apps:
-        if s.app_id in done or not s.newly_judged or s.state not in ("rejected", "denied"):
-            continue
-        if s.state == "denied":
-            lines.append(f"{s.app_id}: denied: {s.reason}")
-            continue
-        first = s.problems[0]
-        extra = len(s.problems) - 1
-        more = f" (+{extra} more: flatpak-sysext status)" if extra else ""
-        lines.append(f"{s.app_id}: rejected: {first.code} {first.path}: {first.message}{more}")
+        if s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied"):
+            lines.append(f"{s.app_id}: {_verdict(s)}")
     return lines

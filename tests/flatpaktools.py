@@ -141,6 +141,7 @@ class FlatpakEnv:
             return
         rt = self.builds / "runtime"
         (rt / "usr").mkdir(parents=True, exist_ok=True)
+        (rt / "files").mkdir(exist_ok=True)
         (rt / "metadata").write_text(
             f"[Runtime]\nname={RUNTIME}\nruntime={RUNTIME}/{ARCH}/1\nsdk={RUNTIME}/{ARCH}/1\n")
         self.flatpak("build-export", "--runtime", str(self.repo), str(rt), "1")
