@@ -158,6 +158,17 @@ def state_dir(inst: Installation) -> str:
     return os.path.join(inst.path, STATE_DIR)
 
 
+def request_path(inst: Installation) -> str:
+    """The file whose change starts ``flatpak-sysext.service`` through the path unit."""
+    return os.path.join(state_dir(inst), "request")
+
+
+def clear_request(inst: Installation) -> None:
+    """Forget a sandboxed trigger's request once a reconcile has carried it out."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(request_path(inst))
+
+
 @contextlib.contextmanager
 def locked(installations: Iterable[Installation]) -> Iterator[None]:
     """Hold each installation's lock (in path order, so runs never deadlock).

@@ -228,6 +228,9 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     with apply.locked(scope):
         ev = evaluate(ctx, scope, save_cache=True)
         failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
+        if not failures:
+            for inst in scope:
+                apply.clear_request(inst)
     failed = {f.action for f in failures}
     applied = tuple(a for a in ev.plan.actions if a not in failed)
     return Result(ev, applied, tuple(failures))

@@ -8,13 +8,10 @@ writable: there it validates and records a request for ``flatpak-sysext.service`
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 
 from flatpak_sysext import apply, config, installation
 from flatpak_sysext.reconcile import Context, change_lines, evaluate, reconcile
-
-REQUEST = "request"
 
 
 def _writable(path: str) -> bool:
@@ -27,9 +24,13 @@ def _writable(path: str) -> bool:
     return os.access(path, os.W_OK)
 
 
-def request_path(inst: installation.Installation) -> str:
-    """The file whose change starts ``flatpak-sysext.service`` through the path unit."""
-    return os.path.join(apply.state_dir(inst), REQUEST)
+def _requested(inst: installation.Installation) -> list[str]:
+    """The actions the last request asked for (empty if none, or unreadable)."""
+    try:
+        with open(apply.request_path(inst), "rb") as f:
+            return f.read(1 << 20).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
 
 
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
@@ -51,9 +52,14 @@ def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int
         else:
             with apply.locked([inst]):
                 ev = evaluate(ctx, [inst], save_cache=True)
-                if ev.plan.actions:
-                    apply.write_file(request_path(inst), f"{time.time():.6f}\n".encode())
-            lines = change_lines(ev, ev.plan.actions, requested=True) + list(ev.errors)
+                pending = [apply.describe(a) for a in ev.plan.actions]
+                already = _requested(inst)
+                if pending and pending != already:
+                    apply.write_file(apply.request_path(inst), "".join(
+                        f"{line}\n" for line in pending).encode())
+            # Each request is announced once, not again by every later transaction.
+            fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]
+            lines = change_lines(ev, fresh, requested=True) + list(ev.errors)
     except (config.ConfigError, installation.InstallationError) as e:
         lines = [str(e)]
     except OSError as e:

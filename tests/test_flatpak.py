@@ -43,6 +43,7 @@ def test_install_update_uninstall_through_the_sandboxed_trigger(fenv: FlatpakEnv
     assert status(fenv)[APP]["state"] == "pending"
 
     assert f"{APP}: linked" in reconcile(fenv)
+    assert not (fenv.system_dir / "flatpak-sysext" / "request").exists()
     v1 = fenv.deploy_files(APP) / "lib/extensions"
     assert fenv.links() == {APP: str(v1)}
     st = status(fenv)[APP]
