@@ -1,0 +1,110 @@
+"""The command line: exit codes, and JSON output that matches the shipped schemas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.flatpaktools import FlatpakEnv, compile_c, daemon_tree, write_release
+
+APP = "org.fsx.Profiler"
+
+
+def schema(name: str) -> Any:
+    text = resources.files("flatpak_sysext").joinpath(f"schemas/{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flatpak_sysext", *args], capture_output=True,
+                          text=True, env=env)
+
+
+def test_schemas_are_valid_draft7() -> None:
+    for name in ("config", "check", "status", "reconcile"):
+        jsonschema.Draft7Validator.check_schema(schema(name))
+
+
+def test_status_and_reconcile_json_match_their_schemas(fenv: FlatpakEnv) -> None:
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    fenv.publish("org.fsx.Bad", daemon_tree("org.fsx.Bad", "x", static=False))
+    fenv.install(APP)
+    fenv.install("org.fsx.Bad")
+    fenv.target_dir.mkdir(exist_ok=True)
+    (fenv.target_dir / "other.raw").write_bytes(b"")
+    dry = fenv.sysext("reconcile", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    doc = json.loads(dry.stdout)
+    jsonschema.validate(doc, schema("reconcile"))
+    jsonschema.validate(doc["extensions"], schema("status"))
+    assert doc["dry_run"] is True
+    assert doc["actions"] == [f"link {APP} -> {fenv.deploy_files(APP) / 'lib/extensions'}"]
+    assert not (fenv.target_dir / APP).exists()
+
+    real = fenv.sysext("reconcile", "--json")
+    assert real.returncode == 0
+    doc = json.loads(real.stdout)
+    jsonschema.validate(doc, schema("reconcile"))
+    assert doc["changes"] == [f"{APP}: linked, commit {doc['extensions'][1]['commit'][:12]}"]
+
+    st = fenv.sysext("status", "--json")
+    assert st.returncode == 0
+    items = json.loads(st.stdout)
+    jsonschema.validate(items, schema("status"))
+    states = {i["name"]: i["state"] for i in items}
+    assert states == {APP: "linked", "org.fsx.Bad": "rejected", "other.raw": "foreign"}
+
+
+def test_check_exit_codes_and_json(tmp_path: Path) -> None:
+    good = tmp_path / "good"
+    write_release(good, "org.fsx.Good")
+    (good / "usr/bin").mkdir(parents=True)
+    compile_c(r'int main(void){return 0;}', good / "usr/bin/gooddaemon", "-static")
+    for d in [good, *good.rglob("*")]:
+        if d.is_dir():
+            d.chmod(0o755)
+    result = run("check", str(good), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert doc["name"] == "org.fsx.Good" and doc["accepted"] is True
+
+    compile_c(r'int main(void){return 0;}', good / "usr/bin/dynamic")
+    result = run("check", str(good), "--json")
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert [(p["code"], p["path"]) for p in doc["problems"]] == [("dynamic-elf", "usr/bin/dynamic")]
+    text = run("check", str(good))
+    assert text.returncode == 1 and "dynamic-elf: usr/bin/dynamic" in text.stdout
+
+    # Naming: the single extension-release suffix, or --name; two files is a usage error.
+    write_release(good, "org.fsx.Second")
+    ambiguous = run("check", str(good))
+    assert ambiguous.returncode == 2 and "--name" in ambiguous.stderr
+    named = run("check", str(good), "--name", "org.fsx.Second", "--json")
+    assert json.loads(named.stdout)["name"] == "org.fsx.Second"
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["check"], ["reconcile", "--no-such-flag"],
+                                  ["check", "/nonexistent/tree"]])
+def test_usage_errors_exit_2_without_traceback(args: list[str]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("flatpak-sysext:")
+
+
+def test_trigger_is_silent_for_non_root_and_unknown_installations(tmp_path: Path) -> None:
+    env = dict(os.environ, FLATPAK_SYSTEM_DIR=str(tmp_path / "system"),
+               FLATPAK_CONFIG_DIR=str(tmp_path / "etc"))
+    result = run("trigger", str(tmp_path / "not-an-installation"), env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
