@@ -82,7 +82,8 @@ def test_check_exit_codes_and_json(tmp_path: Path) -> None:
     assert result.returncode == 1
     doc = json.loads(result.stdout)
     jsonschema.validate(doc, schema("check"))
-    assert [(p["code"], p["path"]) for p in doc["problems"]] == [("dynamic-elf", "usr/bin/dynamic")]
+    problems = [(p["code"], p["path"]) for p in doc["problems"]]
+    assert problems == [("dynamic-elf", "usr/bin/dynamic")]
     text = run("check", str(good))
     assert text.returncode == 1 and "dynamic-elf: usr/bin/dynamic" in text.stdout
 
