@@ -20,7 +20,7 @@ from elftools.elf.structs import ELFStructs
 
 HELLO = '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n'
 START = "void _start(void) { for (;;) ; }\n"  # needs no libc: links with -nostdlib
-LIBRARY = "int answer(void) { return 42; }\n"
+LIBRARY = '#include <stdio.h>\nvoid hello(void) { puts("hello"); }\n'
 
 # What gcc builds: key -> (source, gcc arguments).
 BUILDS = {
@@ -96,7 +96,7 @@ def build_corpus(dir: pathlib.Path) -> dict[str, pathlib.Path]:
         "phentsize": edit_ehdr(static, e_phentsize=ehdr(static)["e_phentsize"] + 8),
         "dynamic-terabyte": edit_phdr(pie, "PT_DYNAMIC", p_filesz=1 << 40),
         "dynamic-offset-beyond": edit_phdr(pie, "PT_DYNAMIC", p_offset=(1 << 64) - 16),
-        "strtab-nowhere": edit_dyn(dynamic, "DT_STRTAB", 0x7FFF_0000_0000),
+        "strtab-nowhere": edit_dyn(dynamic, "DT_STRTAB", d_val=0x7FFF_0000_0000),
         "interp-unterminated": edit_phdr(dynamic, "PT_INTERP", p_filesz=8),
         "empty": b"",
         "script": b"#!/bin/sh\necho hello\n",
@@ -125,7 +125,7 @@ def ehdr(data: bytes) -> Any:
 def _edit(data: bytes, struct: Any, offset: int, fields: dict[str, Any]) -> bytes:
     record = struct.parse(data[offset:])
     record.update(fields)
-    encoded = struct.build(record)
+    encoded: bytes = struct.build(record)
     return data[:offset] + encoded + data[offset + len(encoded):]
 
 
@@ -139,7 +139,7 @@ def edit_ehdr(data: bytes, **fields: Any) -> bytes:
     return _edit(data, _structs(data).Elf_Ehdr, 0, fields)
 
 
-def edit_phdr(data: bytes, p_type: str, **fields: Any) -> bytes:
+def edit_phdr(data: bytes, p_type: str, /, **fields: Any) -> bytes:
     """``data`` with fields of its first ``p_type`` program header replaced."""
     structs, header = _structs(data), ehdr(data)
     for index in range(header["e_phnum"]):
@@ -149,14 +149,14 @@ def edit_phdr(data: bytes, p_type: str, **fields: Any) -> bytes:
     raise ValueError(f"no {p_type}")
 
 
-def edit_dyn(data: bytes, d_tag: str, d_val: int) -> bytes:
-    """``data`` with the value of its first ``d_tag`` dynamic entry replaced."""
+def edit_dyn(data: bytes, d_tag: str, /, **fields: Any) -> bytes:
+    """``data`` with fields (``d_tag``, ``d_val``) of its first ``d_tag`` dynamic entry replaced."""
     structs = _structs(data)
     segment = dynamic_segment(data)
     for index in range(segment["p_filesz"] // structs.Elf_Dyn.sizeof()):
         offset = segment["p_offset"] + index * structs.Elf_Dyn.sizeof()
         if structs.Elf_Dyn.parse(data[offset:])["d_tag"] == d_tag:
-            return _edit(data, structs.Elf_Dyn, offset, {"d_tag": d_tag, "d_val": d_val})
+            return _edit(data, structs.Elf_Dyn, offset, fields)
     raise ValueError(f"no {d_tag}")
 
 
