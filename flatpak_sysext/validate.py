@@ -1,0 +1,396 @@
+"""The tree rules of SPEC §4: what gets an extension rejected, found without trusting it.
+
+The walk never follows a symlink: each directory and file is opened with O_NOFOLLOW
+relative to its parent's descriptor. It is iterative and holds two descriptors at most,
+climbing back through ``..`` and checking it arrived where it came from, so a 10,000-deep
+tree costs neither recursion nor a descriptor per level.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import errno
+import os
+import stat
+from collections.abc import Collection, Iterable, Mapping
+
+from flatpak_sysext import elf, release
+from flatpak_sysext.release import Host
+from flatpak_sysext.report import Problem, TreeReport
+
+MERGED = (b"usr", b"opt")  # the only top-level directories systemd-sysext merges
+MAX_PER_CODE = 1000  # problems listed per code: a hostile tree must not make a huge report
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening something that turned into a FIFO under us must not hang.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+_SPECIAL = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+            stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+_KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a directory", **_SPECIAL}
+
+
+class TreeChanged(OSError):
+    """The tree changed while it was being validated; validate it again."""
+
+
+def show(path: bytes | str) -> str:
+    """A path for people: bytes that are not UTF-8 appear as ``\\xNN``."""
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, code: str, path: str, message: str) -> None:
+        self.counts[code] += 1
+        if self.counts[code] <= MAX_PER_CODE:
+            self.problems.append(Problem(code, path, message))
+
+    def report(self, files: frozenset[str]) -> TreeReport:
+        for code, n in sorted(self.counts.items()):
+            if n > MAX_PER_CODE:
+                self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
+                                                       f"{code} problems, not listed"))
+        return TreeReport(tuple(self.problems), tuple(self.warnings), files)
+
+
+def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
+                  elf_target: elf.ElfTarget) -> TreeReport:
+    """Check the extension tree at ``root`` (the directory holding ``usr/``) for SPEC §4.
+
+    ``root`` itself is opened following symlinks: resolving it is the caller's job (see
+    installation.resolve_extension_root). Not being merged, it need not be 0755, only not
+    writable by others; ``usr/``, ``opt/`` and every directory below must be 0755.
+    Files outside ``usr/`` and ``opt/`` are never merged either: they get a warning and
+    the safety rules (special files, setuid, writable), not the ELF rules. Reports every
+    problem (up to :data:`MAX_PER_CODE` per code). Raises OSError only when the tree
+    cannot be read or changes while it is read (:class:`TreeChanged`), never for what it
+    holds.
+    """
+    found = _Findings()
+    why = release.valid_image_name(name)
+    if why is not None:
+        found.add("invalid-name", "", f"the app ID cannot name a system extension: {why}")
+    try:
+        root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        found.add("not-a-directory", "", f"{show(os.fspath(root))} is not a directory")
+        return found.report(frozenset())
+    try:
+        if _usable_file_name(f"extension-release.{name}"):
+            _check_release(root_fd, name, host, found)
+        files = _walk(root_fd, elf_target, found)
+    finally:
+        os.close(root_fd)
+    return found.report(frozenset(files))
+
+
+def _usable_file_name(name: str) -> bool:
+    # An invalid app ID may still name a file we can look for, so the other problems
+    # get reported too; one that cannot is only invalid-name.
+    try:
+        return "/" not in name and "\0" not in name and len(os.fsencode(name)) <= 255
+    except UnicodeEncodeError:
+        return False
+
+
+def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _what(st: os.stat_result) -> str:
+    return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+
+
+def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> None:
+    """``missing-extension-release`` and the compatibility problems."""
+    path = release.release_path(name)
+    sample = "\n".join("    " + line for line in release.sample_release(host))
+    advice = (f"systemd-sysext merges a tree only if it carries {path}, named exactly after "
+              f"the extension. For this host it could contain:\n{sample}")
+    if release.sample_release(host) != ["ID=_any"]:
+        advice += "\nor, if the extension runs on any distribution:\n    ID=_any"
+    fd = os.dup(root_fd)
+    try:
+        done: list[bytes] = []
+        for part in release.RELEASE_DIR.encode().split(b"/"):
+            st = _lstat(part, fd)
+            done.append(part)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                state = "is missing" if st is None else f"is {_what(st)}, not a directory"
+                found.add("missing-extension-release", path,
+                          f"{show(b'/'.join(done))} {state}. {advice}")
+                return
+            new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = new
+        leaf = os.fsencode(f"extension-release.{name}")
+        st = _lstat(leaf, fd)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            found.add("missing-extension-release", path,
+                      _missing(fd, leaf, st) + advice)
+            return
+        with os.fdopen(_open_file(fd, leaf, st), "rb") as f:
+            data = f.read(release.MAX_ENV_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > release.MAX_ENV_FILE:
+        found.add("missing-extension-release", path,
+                  f"is larger than {release.MAX_ENV_FILE} bytes; flatpak-sysext does not read "
+                  "it. An extension-release holds a few short lines")
+        return
+    error = release.env_file_error(data) or release.env_file_error(
+        data, comment_continuation=True)
+    if error is not None:
+        found.add("missing-extension-release", path,
+                  f"systemd refuses to read it: {error}. Save it as plain UTF-8 text")
+        return
+    # systemd < 254 (Debian 12 has 252) lets a comment ending in a backslash swallow the
+    # next line: judge both readings, so an extension fits either way.
+    current = release.parse_env_file(data)
+    legacy = release.parse_env_file(data, comment_continuation=True)
+    problems = release.compatibility(current, host, name)
+    if legacy != current:
+        problems += [p for p in release.compatibility(legacy, host, name) if p not in problems]
+        found.warnings.append(Problem(
+            "ambiguous-extension-release", path,
+            "a comment ends in a backslash: systemd before 254 reads the next line as part "
+            "of the comment, later versions do not; remove the backslash"))
+    for p in problems:
+        found.add(p.code, p.path, p.message)
+
+
+def _missing(fd: int, leaf: bytes, st: os.stat_result | None) -> str:
+    """What is at (or near) the expected extension-release instead of a regular file."""
+    if st is None:
+        prefix = b"extension-release."
+        names = (os.fsencode(n) for n in os.listdir(fd))
+        others = sorted(show(n[len(prefix):]) for n in names if n.startswith(prefix))
+        text = "is missing."
+        if others:
+            text += (f" This tree has one for {', '.join(others[:3])}"
+                     f"{' and others' if len(others) > 3 else ''}, but the name must be the "
+                     "app ID.")
+        return text + " "
+    if stat.S_ISLNK(st.st_mode):
+        target = show(os.readlink(leaf, dir_fd=fd))
+        return (f"is a symlink to {target}. systemd resolves it inside the extension, not on "
+                "the host, and flatpak-sysext never follows symlinks in a tree: make it a "
+                "regular file. ")
+    return f"is {_what(st)}, not a regular file. "
+
+
+def _open_file(dir_fd: int, name: bytes, st: os.stat_result) -> int:
+    """Open the regular file ``name`` that lstat saw as ``st``; TreeChanged if it is not."""
+    fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    now = os.fstat(fd)
+    if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        raise TreeChanged(errno.ESTALE, "replaced while being validated", show(name))
+    return fd
+
+
+@dataclasses.dataclass
+class _Dir:
+    """A directory on the walk's path: what is needed to come back to it and go on."""
+
+    name: bytes
+    id: tuple[int, int]  # (st_dev, st_ino)
+    merged: bool
+    pending: list[bytes] | None = None  # subdirectories still to visit
+
+
+def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
+    """Check every entry below the root; returns the non-directories under usr/ and opt/."""
+    files: list[str] = []
+    fd = os.dup(root_fd)
+    st = os.fstat(fd)
+    if stat.S_IMODE(st.st_mode) & 0o022:
+        found.add("unsafe-permissions", "", f"the extension's root directory has mode "
+                                            f"{stat.S_IMODE(st.st_mode):04o}: others could "
+                                            "write into it; make it 0755")
+    stack = [_Dir(b"", (st.st_dev, st.st_ino), merged=False)]
+    try:
+        while stack:
+            top = stack[-1]
+            if top.pending is None:
+                top.pending = _scan(fd, stack, target, found, files)
+            if top.pending:
+                child = top.pending.pop()
+                new = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = new
+                merged = top.merged or (len(stack) == 1 and child in MERGED)
+                st = os.fstat(fd)
+                stack.append(_Dir(child, (st.st_dev, st.st_ino), merged))
+                continue
+            stack.pop()
+            if stack:  # climb back, and make sure ".." is the directory we came from
+                new = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = new
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino) != stack[-1].id:
+                    raise TreeChanged(errno.ESTALE, "moved while being validated",
+                                      show(b"/".join(d.name for d in stack[1:])))
+    finally:
+        os.close(fd)
+    return files
+
+
+def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
+          files: list[str]) -> list[bytes]:
+    """Check the entries of the directory ``fd`` (the top of ``stack``); returns its subdirs."""
+    top = stack[-1]
+    depth = len(stack) - 1
+    prefix: list[bytes] = []  # computed on first use: joining a deep path is not free
+
+    def path(raw: bytes) -> bytes:
+        if depth and not prefix:
+            prefix.append(b"/".join(d.name for d in stack[1:]) + b"/")
+        return (prefix[0] if prefix else b"") + raw
+
+    subdirs: list[bytes] = []
+    for raw in sorted(os.fsencode(n) for n in os.listdir(fd)):
+        try:
+            st = os.stat(raw, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise TreeChanged(errno.ESTALE, "removed while being validated",
+                              show(path(raw))) from None
+        mode = st.st_mode
+        merged = top.merged or (depth == 0 and raw in MERGED)
+        if depth == 0:
+            _check_top(raw, st, found)
+        elif depth == 2 and path(raw) == b"usr/lib/os-release":
+            found.add("contains-os-release", "usr/lib/os-release",
+                      "an extension must not carry usr/lib/os-release: systemd-sysext then "
+                      "refuses to merge any extension on the host; remove it (the "
+                      "extension-release file describes the extension)")
+        if stat.S_ISDIR(mode):
+            subdirs.append(raw)
+            perm = stat.S_IMODE(mode)
+            if (merged and perm != 0o755) or perm & 0o022:  # the path only when needed
+                rel = show(path(raw))
+                found.add("unsafe-permissions", rel, _dir_message(rel, perm, merged))
+            continue
+        full = path(raw)
+        if merged and depth:
+            files.append(os.fsdecode(full))  # surrogateescape: the exact bytes
+        if stat.S_ISLNK(mode):
+            continue  # a symlink's own mode means nothing, and it is never followed
+        _check_file(show(full), st, found)
+        if merged and stat.S_ISREG(mode):
+            with os.fdopen(_open_file(fd, raw, st), "rb") as f:
+                verdict = elf.judge(f, target)
+            if verdict is not None:
+                found.add(verdict[0], show(full), verdict[1])
+    subdirs.reverse()  # popped from the end: visit in name order
+    return subdirs
+
+
+def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
+    rel = show(raw)
+    if raw not in MERGED:
+        found.warnings.append(Problem(
+            "ignored-top-level-entry", rel,
+            "systemd-sysext merges only usr/ and opt/, so this is ignored; move it under "
+            "usr/ or remove it"))
+    elif not stat.S_ISDIR(st.st_mode):
+        found.add("not-a-directory", rel,
+                  f"is {_what(st)}; it must be a real directory (systemd-sysext would "
+                  "resolve a symlink inside the extension, and flatpak-sysext does not "
+                  "follow it)")
+
+
+def _dir_message(rel: str, perm: int, merged: bool) -> str:
+    if merged and perm != 0o755:
+        return (f"directory mode is {perm:04o}: while merged it replaces the mode of the "
+                f"host's /{rel}; make it 0755")
+    return f"directory mode is {perm:04o}: others could write into it; make it 0755"
+
+
+def _check_file(rel: str, st: os.stat_result, found: _Findings) -> None:
+    mode = st.st_mode
+    kind = _SPECIAL.get(stat.S_IFMT(mode))
+    if kind is not None or not stat.S_ISREG(mode):
+        text = f"is {kind or 'an unknown kind of file'}"
+        if stat.S_ISCHR(mode) and st.st_rdev == 0:
+            text += (", an overlayfs whiteout: merged, it would hide the host's "
+                     f"/{rel}")
+        found.add("special-file", rel, f"{text}; an extension may only hold regular files, "
+                                       "directories and symlinks")
+    if mode & (stat.S_ISUID | stat.S_ISGID):
+        bits = " and ".join(b for b, m in (("setuid", stat.S_ISUID), ("setgid", stat.S_ISGID))
+                            if mode & m)
+        found.add("setuid", rel, f"has the {bits} bit (mode {stat.S_IMODE(mode):04o}); "
+                                 "remove it: a daemon that needs privileges gets them from "
+                                 "its systemd unit or D-Bus activation")
+    if mode & 0o022:
+        found.add("unsafe-permissions", rel,
+                  f"mode {stat.S_IMODE(mode):04o} is group- or world-writable; make it 0644 "
+                  "or 0755")
+
+
+def check_placement(files: Iterable[str], host_root: str, ignore: Collection[str],
+                    others: Mapping[str, Collection[str]]) -> list[Problem]:
+    """Where an extension's files would collide once merged (SPEC §4, last two codes).
+
+    ``files`` are an extension's non-directories (TreeReport.files); the directories they
+    lie in are its directories. ``shadows-host-file``: under ``host_root`` (lstat, any
+    type) the host has something where the extension has a non-directory, or a
+    non-directory where it has a directory (which the directory would hide); paths in
+    ``ignore`` (what our own merged extensions show there) are exempt.
+    ``conflicts-with-extension``: an extension in ``others`` (name -> its files) has the
+    same path, unless both have a directory there.
+    """
+    mine = set(files)
+    dirs = {a for f in mine for a in _ancestors(f)}
+    paths = sorted(dirs) + sorted(mine)  # directories first: below a hidden one, skip
+    problems: list[Problem] = []
+    hidden: set[str] = set()
+    for path in paths:
+        if path in ignore or any(a in hidden for a in _ancestors(path)):
+            continue
+        try:
+            st = os.lstat(os.path.join(host_root, path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if path in dirs and stat.S_ISDIR(st.st_mode):
+            continue
+        where = f"the host's /{show(path)}"
+        if path in dirs:
+            hidden.add(path)
+            text = f"is a directory here, but {where} is {_what(st)}: merged, it would be hidden"
+        elif stat.S_ISDIR(st.st_mode):
+            text = f"{where} is a directory: merged, this would hide everything in it"
+        else:
+            kind = "a file" if stat.S_ISREG(st.st_mode) else _what(st)
+            text = f"would replace {where} ({kind}) while merged"
+        problems.append(Problem("shadows-host-file", show(path), text + "; install it under "
+                                "another name (or set allow_host_shadowing)"))
+    for other, theirs in sorted(others.items()):
+        their_files = set(theirs)
+        their_dirs = {a for t in their_files for a in _ancestors(t)}
+        for path in paths:
+            if path in their_files and path in mine:
+                text = f"{other} provides it too; systemd-sysext would show only one of them"
+            elif path in (their_dirs if path in mine else their_files):
+                ours, its = ("file", "directory") if path in mine else ("directory", "file")
+                text = f"is a {ours} here but a {its} in {other}: merged, one would hide the other"
+            else:
+                continue
+            problems.append(Problem("conflicts-with-extension", show(path), text))
+    return problems
+
+
+def _ancestors(path: str) -> list[str]:
+    """The directories ``path`` lies in, below the top one (``usr/bin`` for usr/bin/x)."""
+    return [path[:i] for i, c in enumerate(path) if c == "/"][1:]
