@@ -13,6 +13,9 @@ DESTDIR ?=
 
 VENV ?= .venv
 VENV_MIN ?= .venv-min
+# The oldest Python the package supports, where the machine has it (pyenv here does).
+PYTHON_MIN ?= $(firstword $(foreach p,python3.9 $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9),\
+	$(shell $(p) -c 'import venv' >/dev/null 2>&1 && echo $(p))) $(PYTHON))
 VPY := $(VENV)/bin/python
 # Debian 12's versions: the oldest a current LTS distribution ships (SPEC §10).
 MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3
@@ -50,7 +53,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 $(VENV_MIN)/.stamp: pyproject.toml
-	$(PYTHON) -m venv $(VENV_MIN)
+	$(PYTHON_MIN) -m venv $(VENV_MIN)
 	$(VENV_MIN)/bin/python -m pip install -q $(MIN_DEPS) 'pytest>=7' 'hypothesis>=6'
 	$(VENV_MIN)/bin/python -m pip install -q --no-deps -e .
 	touch $@
@@ -59,7 +62,7 @@ test: deps venv $(VENV_MIN)/.stamp
 	$(VPY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-min
 
-# The same suite against the oldest supported pyelftools and jsonschema.
+# The same suite on the oldest supported Python, pyelftools and jsonschema.
 test-min: $(VENV_MIN)/.stamp
 	$(VENV_MIN)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from flatpak_sysext import __version__, apply, cache, policy, validate
+from flatpak_sysext import __version__, apply, cache, config, policy, validate
 from flatpak_sysext.config import Config
 from flatpak_sysext.elf import ElfTarget
 from flatpak_sysext.installation import Declared, Installation, Unreadable, read_installation
@@ -102,7 +102,7 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     """Read the installations in ``scope`` and the target directory, and plan."""
     cfg = ctx.config
     errors: list[str] = []
-    warnings: list[str] = []
+    warnings = [w for w in [config.target_dir_warning(cfg)] if w]
     seen: dict[str, Declared] = {}
     held: set[str] = set()
     judged: list[tuple[Declared, TreeReport, bool]] = []
@@ -164,6 +164,45 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         warnings=report.warnings, reason=reason, newly_judged=fresh)
 
 
+def _prefixes(path: str) -> Iterator[str]:
+    """Every directory ``path`` lies in (``usr``, ``usr/bin`` for ``usr/bin/x``)."""
+    return (path[:i] for i, c in enumerate(path) if c == "/")
+
+
+class _Placed:
+    """The files of the extensions placed so far, indexed by path.
+
+    Handing ``check_placement`` every placed extension makes a run quadratic (a second
+    per run at 1,000 extensions). Two extensions can only conflict where a file of one
+    is a file or a directory of the other, so only those are handed over: the result
+    is the same, the cost linear.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, frozenset[str]] = {}
+        self.file_owners: dict[str, list[str]] = {}
+        self.dir_owners: dict[str, list[str]] = {}
+
+    def add(self, app_id: str, files: frozenset[str]) -> None:
+        self.files[app_id] = files
+        dirs = {d for f in files for d in _prefixes(f)}
+        for f in files:
+            self.file_owners.setdefault(f, []).append(app_id)
+        for d in dirs:
+            self.dir_owners.setdefault(d, []).append(app_id)
+
+    def sharing(self, files: frozenset[str]) -> dict[str, frozenset[str]]:
+        """The placed extensions that have a file where ``files`` has a file or a
+        directory, or a directory where it has a file."""
+        names: set[str] = set()
+        for f in files:
+            names.update(self.file_owners.get(f, ()))
+            names.update(self.dir_owners.get(f, ()))
+            for d in _prefixes(f):
+                names.update(self.file_owners.get(d, ()))
+        return {n: self.files[n] for n in names}
+
+
 def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
             entries: Mapping[str, Entry], merged: frozenset[str],
             ) -> tuple[list[AppStatus], dict[str, str]]:
@@ -191,10 +230,11 @@ def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
 
     candidates.sort(key=linked_first)
     ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
-    placed: dict[str, frozenset[str]] = {}
+    placed = _Placed()
     wanted: dict[str, str] = {}
     for app, report, fresh in candidates:
-        placement = validate.check_placement(report.files, ctx.host_root, ignore, placed)
+        placement = validate.check_placement(report.files, ctx.host_root, ignore,
+                                             placed.sharing(report.files))
         if cfg.allow_host_shadowing:
             placement = [p for p in placement if p.code != "shadows-host-file"]
         if placement:
@@ -202,7 +242,7 @@ def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
                                     problems=report.problems + tuple(placement)))
             continue
         assert app.root is not None
-        placed[app.app_id] = report.files
+        placed.add(app.app_id, report.files)
         wanted[app.app_id] = app.root
         entry = entries.get(app.app_id)
         state = "linked" if entry is not None and entry.target == app.root else "pending"
