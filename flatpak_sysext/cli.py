@@ -32,7 +32,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="configuration file")
+    common.add_argument("--config", metavar="PATH",
+                        help="configuration file (check does not read it: a tree's verdict "
+                             "does not depend on this machine's policy)")
     p = _Parser(prog="flatpak-sysext",
                 description="Link the system extensions of Flatpak apps into systemd-sysext.")
     p.add_argument("--version", action="version", version=f"flatpak-sysext {__version__}")
@@ -54,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _context(args: argparse.Namespace, environ: Mapping[str, str]) -> Context:
     try:
-        cfg = config.load(config.config_path(args.config, environ))
+        cfg = config.load(config.config_path(args.config, environ),
+                          must_exist=args.config is not None)
         insts = installation.system_installations(environ)
     except (config.ConfigError, installation.InstallationError) as e:
         die(str(e))

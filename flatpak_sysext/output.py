@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from flatpak_sysext import apply
@@ -97,12 +98,13 @@ def print_reconcile(result: Result, *, dry_run: bool) -> None:
     else:
         for line in change_lines(ev, result.applied):
             print(line)
+    # Diagnostics go to stderr, so a run that changed nothing prints nothing on stdout.
     for f in result.failures:
-        print(f"error: {f.message}")
+        print(f"error: {f.message}", file=sys.stderr)
     for line in ev.errors:
-        print(f"error: {line}")
+        print(f"error: {line}", file=sys.stderr)
     for line in ev.warnings:
-        print(f"warning: {line}")
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:

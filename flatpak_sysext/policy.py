@@ -1,28 +1,55 @@
-"""Policy (SPEC §6): which apps an administrator lets link a system extension."""
+"""Policy (SPEC §6): which apps an administrator lets link a system extension.
+
+The rules are applied in a fixed order and the first that denies is reported:
+``deny`` globs (deny wins), ``allow`` globs, the ``remotes`` allow-list, then
+``require_gpg_verified_remote``.
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 
 from flatpak_sysext import keyfile
 from flatpak_sysext.config import Config
 
 
+@functools.lru_cache(maxsize=16)
+def _verifying_remotes(config_file: str, signature: tuple[int, int, int, int]) -> frozenset[str]:
+    """The remotes of a repo ``config`` that verify signatures; ``signature`` is its stat.
+
+    Keyed by (device, inode, size, mtime_ns): OSTree replaces the file atomically, so a
+    changed config is a new key and a run with many apps reads each installation's once.
+    """
+    try:
+        groups = keyfile.read(config_file)
+    except (OSError, keyfile.KeyFileError):
+        return frozenset()
+    verifying = set()
+    for group, keys in groups.items():
+        if not (group.startswith('remote "') and group.endswith('"')):
+            continue
+        # OSTree's default is true. GLib accepts exactly "true" or "1" as true, and an
+        # invalid value makes OSTree fail, so only those count: anything else is unverified.
+        if keys.get("gpg-verify", "true").strip() in ("true", "1"):
+            verifying.add(group[len('remote "'):-1])
+    return frozenset(verifying)
+
+
 def remote_verifies(installation_path: str, remote: str) -> bool:
     """Whether ``remote`` of the installation's repo verifies GPG signatures.
 
-    OSTree's default for ``gpg-verify`` is true; a remote that is missing or a config
-    that cannot be read counts as unverified, since nothing then vouches for the app.
+    A remote that is missing or a config that cannot be read counts as unverified,
+    since nothing then vouches for the app.
     """
+    config_file = os.path.join(installation_path, "repo", "config")
     try:
-        groups = keyfile.read(os.path.join(installation_path, "repo", "config"))
-    except (OSError, keyfile.KeyFileError):
+        st = os.stat(config_file)
+    except OSError:
         return False
-    keys = groups.get(f'remote "{remote}"')
-    if keys is None:
-        return False
-    return keys.get("gpg-verify", "true").strip().lower() in ("true", "1", "yes")
+    signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return remote in _verifying_remotes(config_file, signature)
 
 
 def denial(config: Config, installation_path: str, app_id: str, origin: str) -> str | None:

@@ -37,12 +37,15 @@ def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int
     """Run the trigger for ``basedir``; always returns 0."""
     if os.geteuid() != 0:
         return 0
+    cfg: config.Config | None = None
     try:
         insts = installation.system_installations(environ)
         inst = installation.find_installation(basedir, insts)
         if inst is None:
             return 0
-        cfg = config.load(config.config_path(config_arg, environ))
+        # The memo spares the no-op trigger jsonschema's import while the file is unchanged.
+        cfg = config.load(config.config_path(config_arg, environ),
+                          must_exist=config_arg is not None, memo_dir=apply.state_dir(inst))
         ctx = Context.create(cfg, insts, environ)
         if _writable(cfg.target_dir):
             result = reconcile(ctx, [inst])
@@ -64,6 +67,8 @@ def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int
         lines = [str(e)]
     except OSError as e:
         lines = [f"{e.filename or ''}: {e.strerror or e}"]
-    for line in lines:
-        print(f"flatpak-sysext: {line}", )
+    # Quiet unless something changed; then say if systemd-sysext will not see it.
+    warning = config.target_dir_warning(cfg) if lines and cfg is not None else None
+    for line in [*lines, *([warning] if warning else [])]:
+        print(f"flatpak-sysext: {line}")
     return 0

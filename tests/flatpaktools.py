@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,14 @@ def daemon_tree(app_id: str, message: str, *, static: bool = True,
 
 
 class FlatpakEnv:
-    """A private Flatpak world: repository, system installation, triggers, target dir."""
+    """A private Flatpak world: repository, system installation, triggers, target dir.
 
-    def __init__(self, root: Path, python: str = sys.executable) -> None:
+    With ``signed=True`` the repository is signed with a throw-away GPG key and the
+    ``test`` remote verifies it, as on a real system; call ``close()`` to stop the key's
+    gpg-agent.
+    """
+
+    def __init__(self, root: Path, python: str = sys.executable, *, signed: bool = False) -> None:
         self.root = root
         self.repo = root / "repo"
         self.system_dir = root / "system"
@@ -92,8 +98,44 @@ class FlatpakEnv:
         self.python = python
         for d in (self.config_dir, self.triggers_dir, self.builds):
             d.mkdir(parents=True, exist_ok=True)
+        self.signed = signed
+        self.gpg_home: Path | None = None
+        self.pubkey = root / "pubkey.gpg"
+        self.key_id = ""
+        if signed:
+            self._make_key()
         self.write_config({})
         self._runtime_ready = False
+
+    def _make_key(self) -> None:
+        # gpg-agent's socket lives in the home directory and its path must fit in
+        # sun_path (108 bytes), which pytest's tmp_path can exceed: use a short one.
+        home = Path(tempfile.mkdtemp(prefix="fsx-gpg-"))
+        self.gpg_home = home
+        gpg = ["gpg", "--batch", "--quiet", "--homedir", str(home)]
+        subprocess.run([*gpg, "--passphrase", "", "--pinentry-mode", "loopback",
+                        "--quick-gen-key", "flatpak-sysext tests <tests@fsx.invalid>",
+                        "ed25519", "sign", "never"], check=True, capture_output=True)
+        listing = subprocess.run([*gpg, "--with-colons", "--list-secret-keys"], check=True,
+                                 capture_output=True, text=True).stdout
+        self.key_id = next(line.split(":")[9] for line in listing.splitlines()
+                           if line.startswith("fpr:"))
+        self.pubkey.write_bytes(subprocess.run([*gpg, "--export", self.key_id], check=True,
+                                               capture_output=True).stdout)
+
+    def _sign(self) -> list[str]:
+        """Options of build-export, build-update-repo and build-bundle that sign."""
+        if self.gpg_home is None:
+            return []
+        return [f"--gpg-sign={self.key_id}", f"--gpg-homedir={self.gpg_home}"]
+
+    def close(self) -> None:
+        """Stop the signing key's gpg-agent and remove its home (nothing to do if unsigned)."""
+        if self.gpg_home is not None:
+            subprocess.run(["gpgconf", "--homedir", str(self.gpg_home), "--kill", "all"],
+                           check=False, capture_output=True)
+            shutil.rmtree(self.gpg_home, ignore_errors=True)
+            self.gpg_home = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -108,8 +150,8 @@ class FlatpakEnv:
         return env
 
     def write_config(self, values: Mapping[str, Any]) -> None:
-        """Write flatpak-sysext's config; tests' remotes are unsigned unless they say so."""
-        data = {"target_dir": str(self.target_dir), "require_gpg_verified_remote": False,
+        """Write flatpak-sysext's config; GPG verification is required iff the repo is signed."""
+        data = {"target_dir": str(self.target_dir), "require_gpg_verified_remote": self.signed,
                 "host_sync": False}
         data.update(values)
         self.config_file.write_text(json.dumps(data))
@@ -144,10 +186,15 @@ class FlatpakEnv:
         (rt / "files").mkdir(exist_ok=True)
         (rt / "metadata").write_text(
             f"[Runtime]\nname={RUNTIME}\nruntime={RUNTIME}/{ARCH}/1\nsdk={RUNTIME}/{ARCH}/1\n")
-        self.flatpak("build-export", "--runtime", str(self.repo), str(rt), "1")
-        self.flatpak("build-update-repo", str(self.repo))
-        self.flatpak("--system", "remote-add", "--no-gpg-verify", "test", f"file://{self.repo}")
+        self.flatpak("build-export", *self._sign(), "--runtime", str(self.repo), str(rt), "1")
+        self.flatpak("build-update-repo", *self._sign(), str(self.repo))
+        self.add_remote("test", verify=self.signed)
         self._runtime_ready = True
+
+    def add_remote(self, name: str, *, verify: bool) -> None:
+        """Add a remote for the repository, verifying its signatures or not."""
+        gpg = [f"--gpg-import={self.pubkey}"] if verify else ["--no-gpg-verify"]
+        self.flatpak("--system", "remote-add", *gpg, name, f"file://{self.repo}")
 
     def publish(self, app_id: str, tree: TreeBuilder | None, *, branch: str = "stable",
                 declare: str | None = "lib/extensions", extra_metadata: str = "") -> None:
@@ -166,12 +213,26 @@ class FlatpakEnv:
                 root.mkdir(parents=True, exist_ok=True)
                 tree(root)
         (appdir / "metadata").write_text(meta + extra_metadata)
-        self.flatpak("build-export", str(self.repo), str(appdir), branch)
-        self.flatpak("build-update-repo", str(self.repo))
+        self.flatpak("build-export", *self._sign(), str(self.repo), str(appdir), branch)
+        self.flatpak("build-update-repo", *self._sign(), str(self.repo))
 
-    def install(self, app_id: str, branch: str = "stable") -> subprocess.CompletedProcess[str]:
-        return self.flatpak("--system", "install", "-y", "--noninteractive", "test",
+    def install(self, app_id: str, branch: str = "stable", *,
+                remote: str = "test") -> subprocess.CompletedProcess[str]:
+        return self.flatpak("--system", "install", "-y", "--noninteractive", remote,
                             f"app/{app_id}/{ARCH}/{branch}")
+
+    def install_bundle(self, app_id: str, branch: str = "stable", *,
+                       with_key: bool = False) -> subprocess.CompletedProcess[str]:
+        """Install the published app from a single-file bundle (``flatpak install --bundle``).
+
+        Flatpak then creates a ``<name>-origin`` remote, which verifies signatures only if
+        the bundle carries a key (``with_key``, signed repositories only).
+        """
+        bundle = self.builds / f"{app_id}-{branch}.flatpak"
+        keys = [f"--gpg-keys={self.pubkey}"] if with_key else []
+        self.flatpak("build-bundle", *keys, str(self.repo), str(bundle), app_id, branch)
+        return self.flatpak("--system", "install", "-y", "--noninteractive", "--bundle",
+                            str(bundle))
 
     def update(self) -> subprocess.CompletedProcess[str]:
         return self.flatpak("--system", "update", "-y", "--noninteractive")
