@@ -310,7 +310,7 @@ def _os_problems(ext: Mapping[str, str], host: Host, path: str, here: str) -> li
                        "systemd-sysext merges no extension at all; fix the host's "
                        "/etc/os-release")
     ext_id = ext.get("ID", "")
-    fix_id = f"use ID=_any to match every OS or ID={host.get('ID')}"
+    fix_id = f"use ID=_any to match every OS or {' with '.join(sample_release(host))}"
     if not ext_id:
         return problem(f"no ID= line; {here}: {fix_id}")
     if ext_id == "_any":

@@ -231,6 +231,8 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
                 merged = top.merged or (len(stack) == 1 and child in MERGED)
                 st = os.fstat(fd)
                 stack.append(_Dir(child, (st.st_dev, st.st_ino), merged))
+                for attr in _overlay_xattrs(fd) if merged else ():
+                    _report_xattr(b"/".join(d.name for d in stack[1:]), attr, found)
                 continue
             stack.pop()
             if stack:  # climb back, and make sure ".." is the directory we came from
@@ -289,6 +291,8 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
         _check_file(show(full), st, found)
         if merged and stat.S_ISREG(mode):
             with os.fdopen(_open_file(fd, raw, st), "rb") as f:
+                for attr in _overlay_xattrs(f.fileno()):
+                    _report_xattr(full, attr, found)
                 verdict = elf.judge(f, target)
             if verdict is not None:
                 found.add(verdict[0], show(full), verdict[1])
@@ -308,6 +312,24 @@ def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
                   f"is {_what(st)}; it must be a real directory (systemd-sysext would "
                   "resolve a symlink inside the extension, and flatpak-sysext does not "
                   "follow it)")
+
+
+def _overlay_xattrs(fd: int) -> list[str]:
+    # overlayfs obeys its own attributes in every layer: an opaque directory would hide
+    # the host's, a whiteout attribute a host file. Flatpak deploys no xattrs at all.
+    try:
+        names = os.listxattr(fd)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return []
+        raise
+    return [n for n in names if n.startswith(("trusted.overlay.", "user.overlay."))]
+
+
+def _report_xattr(rel: bytes, attr: str, found: _Findings) -> None:
+    found.add("special-file", show(rel), f"carries the overlayfs attribute {attr}: merged, "
+                                         f"it would change what the host's /{show(rel)} "
+                                         "shows; remove it")
 
 
 def _dir_message(rel: str, perm: int, merged: bool) -> str:

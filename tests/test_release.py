@@ -210,7 +210,7 @@ def test_compatibility(ext: dict[str, str], host: Host, codes: list[str]) -> Non
 @pytest.mark.parametrize(("ext", "host", "message"), [
     ({"ID": "fedora", "VERSION_ID": "40"}, DEBIAN,
      "ID=fedora but this host is ID=debian VERSION_ID=12; use ID=_any to match every OS or "
-     "ID=debian"),
+     "ID=debian with VERSION_ID=12"),
     ({"ID": "debian", "VERSION_ID": "11"}, DEBIAN,
      "VERSION_ID=11 but this host is ID=debian VERSION_ID=12; use VERSION_ID=12, or ID=_any"),
     ({"ID": "debian"}, DEBIAN,
@@ -221,7 +221,8 @@ def test_compatibility(ext: dict[str, str], host: Host, codes: list[str]) -> Non
      "ARCHITECTURE=x86-64, ARCHITECTURE=_any, or no ARCHITECTURE line"),
     ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE,
      "ID=debian but this host is ID=ubuntu VERSION_ID=24.04 (ID_LIKE=debian lets only "
-     "systemd 258 and later accept it); use ID=_any to match every OS or ID=ubuntu"),
+     "systemd 258 and later accept it); use ID=_any to match every OS or ID=ubuntu with "
+     "VERSION_ID=24.04"),
 ])
 def test_compatibility_messages(ext: dict[str, str], host: Host, message: str) -> None:
     assert [p.message for p in compatibility(ext, host, "org.example.App")] == [message]

@@ -8,6 +8,8 @@ import shutil
 import socket
 import stat
 import subprocess
+import tempfile
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -165,6 +167,21 @@ def test_hostile_tree_reports_everything(tmp_path: pathlib.Path) -> None:
     assert "etc/passwd" not in report.files and "usr/bin/sock" in report.files
 
 
+@needs_root
+def test_overlay_attributes(tmp_path: pathlib.Path) -> None:
+    tree = make_tree(tmp_path, files={"usr/lib/x": b"", "extra/y": b""})
+    try:
+        os.setxattr(tree / "usr/lib", "trusted.overlay.opaque", b"y")
+    except OSError:
+        pytest.skip("this file system keeps no trusted xattrs")
+    os.setxattr(tree / "usr/lib/x", "trusted.overlay.whiteout", b"")
+    os.setxattr(tree / "extra/y", "trusted.overlay.opaque", b"y")  # never merged
+    os.setxattr(tree / "usr/lib/x", "user.comment", b"harmless")
+    report = check(tree)
+    assert codes(report) == [("special-file", "usr/lib"), ("special-file", "usr/lib/x")]
+    assert "trusted.overlay.opaque" in report.problems[0].message
+
+
 def test_non_utf8_names(tmp_path: pathlib.Path) -> None:
     tree = make_tree(tmp_path)
     bad = os.fsencode(str(tree / "usr/bin")) + b"/caf\xe9"
@@ -247,13 +264,26 @@ def test_elf_verdicts_flow_through(tmp_path: pathlib.Path, binaries: dict[str, b
 
 # --- hostile shapes: depth, size, changes under the walk -------------------------------
 
+@pytest.fixture
+def fast_tmp(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A directory in memory where there is one: these trees cost disk I/O, not CPU."""
+    if not os.access("/dev/shm", os.W_OK):
+        yield tmp_path
+        return
+    path = pathlib.Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_deep_tree(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deep_tree(fast_tmp: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     depth = 10_000
-    tree = make_tree(tmp_path)
+    tree = make_tree(fast_tmp)
     fd = os.open(tree / "usr", os.O_RDONLY | os.O_DIRECTORY)
     try:
         for level in range(depth):
@@ -272,7 +302,14 @@ def test_deep_tree(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> N
             return None
 
         monkeypatch.setattr(elf, "judge", counting_judge)
-        report = check(tree)
+        tracemalloc.start()
+        try:
+            report = check(tree)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        # Holding each level's path would take depth² = 100 MB here.
+        assert peak < 10 * 1024 * 1024, peak
         bottom = "usr/" + "d/" * depth + "f"
         assert len(report.problems) == depth // 1000
         assert report.problems[-1] == report.problems[-1].__class__(
@@ -303,8 +340,8 @@ def _remove_chain(top: pathlib.Path, depth: int) -> None:
     os.close(fd)
 
 
-def test_many_files(tmp_path: pathlib.Path) -> None:
-    tree = make_tree(tmp_path)
+def test_many_files(fast_tmp: pathlib.Path) -> None:
+    tree = make_tree(fast_tmp)
     for d in range(50):
         sub = tree / "usr/share/many" / str(d)
         sub.mkdir(parents=True)
