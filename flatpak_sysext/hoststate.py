@@ -1,0 +1,235 @@
+"""What host sync (hostsync) knows and keeps: steps and their outcomes, what content asks
+of the host, and the per-installation state file ``<installation>/flatpak-sysext/hostsync.json``.
+
+The state lives beside the cache and the lock, is written atomically under that lock,
+and holds: what each linked extension contains (the reloads taking it away will need,
+since its deployment is usually deleted by then), the sync still owed by a run that was
+interrupted, and the last sync's outcome, which ``status`` shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flatpak_sysext import apply
+from flatpak_sysext.installation import Installation
+
+STATE_FILE = "hostsync.json"
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+REFRESH, VERIFY = "refresh", "verify"
+SYSUSERS, TMPFILES = "sysusers", "tmpfiles"
+DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD = (
+    "daemon-reload", "dbus-reload", "polkit-reload", "udev-reload")
+RELOADS = (DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD)
+"""The reloads, in the order they run: the manager first, then the services whose
+configuration may name units (D-Bus activation) or users."""
+
+# Which files need which reload once they appear in or vanish from /usr. Only the
+# system bus's directories count for D-Bus: session buses are not ours to reload.
+_RELOAD_PREFIXES = (
+    ("usr/lib/systemd/system/", DAEMON_RELOAD),
+    ("usr/lib/systemd/system-generators/", DAEMON_RELOAD),
+    ("usr/lib/systemd/system-environment-generators/", DAEMON_RELOAD),
+    ("usr/share/dbus-1/system.d/", DBUS_RELOAD),
+    ("usr/share/dbus-1/system-services/", DBUS_RELOAD),
+    ("usr/lib/dbus-1/system-services/", DBUS_RELOAD),
+    ("usr/share/polkit-1/", POLKIT_RELOAD),
+    ("usr/lib/udev/rules.d/", UDEV_RELOAD),
+)
+_SYSUSERS_DIR = "usr/lib/sysusers.d/"
+_TMPFILES_DIR = "usr/lib/tmpfiles.d/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Needs:
+    """What some content asks of the host when it is merged or unmerged."""
+
+    reloads: frozenset[str] = frozenset()
+    """Names from :data:`RELOADS`."""
+    sysusers: frozenset[str] = frozenset()
+    """sysusers.d files to apply (names inside the directory)."""
+    tmpfiles: frozenset[str] = frozenset()
+    """tmpfiles.d files to apply."""
+
+    @classmethod
+    def of(cls, files: Iterable[str]) -> Needs:
+        """What merging these files (paths relative to the extension root) needs."""
+        reloads: set[str] = set()
+        sysusers: set[str] = set()
+        tmpfiles: set[str] = set()
+        for path in files:
+            reloads.update(r for prefix, r in _RELOAD_PREFIXES if path.startswith(prefix))
+            for directory, found in ((_SYSUSERS_DIR, sysusers), (_TMPFILES_DIR, tmpfiles)):
+                name = path[len(directory):]
+                if path.startswith(directory) and "/" not in name and name.endswith(".conf"):
+                    found.add(name)
+        return cls(frozenset(reloads), frozenset(sysusers), frozenset(tmpfiles))
+
+    def removal(self) -> Needs:
+        """What taking the content away again needs: users and files created stay."""
+        return Needs(self.reloads)
+
+    def __or__(self, other: Needs) -> Needs:
+        return Needs(self.reloads | other.reloads, self.sysusers | other.sysusers,
+                     self.tmpfiles | other.tmpfiles)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"reloads": sorted(self.reloads), "sysusers": sorted(self.sysusers),
+                "tmpfiles": sorted(self.tmpfiles)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Needs:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        fields = []
+        for key in ("reloads", "sysusers", "tmpfiles"):
+            value = data.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{key} is not a list of strings")
+            fields.append(frozenset(value))
+        if not fields[0] <= set(RELOADS):
+            raise ValueError("unknown reload")
+        return cls(*fields)
+
+
+# Content whose files were never recorded (linked before host sync was on, or the state
+# was lost) may have held anything: taking it away reloads everything a removal can need.
+UNKNOWN_CONTENT = Needs(frozenset(RELOADS))
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """The outcome of one step of a sync."""
+
+    step: str
+    outcome: str
+    """``ok``, ``failed`` or ``skipped``."""
+    message: str = ""
+    command: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"step": self.step, "outcome": self.outcome, "message": self.message,
+                "command": list(self.command)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncReport:
+    """What one host sync did."""
+
+    time: str
+    """When it ran, ISO 8601 in UTC."""
+    steps: tuple[Step, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(s.outcome != FAILED for s in self.steps)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"time": self.time, "ok": self.ok, "steps": [s.to_json() for s in self.steps],
+                "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> SyncReport:
+        if not isinstance(data, dict) or not isinstance(data.get("time"), str):
+            raise ValueError("not a sync report")
+        steps = []
+        for s in data.get("steps", []):
+            if not isinstance(s, dict) or s.get("outcome") not in (OK, FAILED, SKIPPED):
+                raise ValueError("not a step")
+            command = s.get("command", [])
+            if not (isinstance(s.get("step"), str) and isinstance(s.get("message"), str)
+                    and isinstance(command, list) and all(isinstance(c, str) for c in command)):
+                raise ValueError("not a step")
+            steps.append(Step(s["step"], s["outcome"], s["message"], tuple(command)))
+        warnings = data.get("warnings", [])
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise ValueError("warnings are not strings")
+        return cls(data["time"], tuple(steps), tuple(warnings))
+
+
+def summary(report: SyncReport) -> list[str]:
+    """A few short lines for people: what went well in one line, then each problem."""
+    done = [s.step for s in report.steps if s.outcome == OK]
+    lines = [f"host sync: {', '.join(done)}: ok"] if done else []
+    lines += [f"host sync: {s.step} {s.outcome}: {s.message}"
+              for s in report.steps if s.outcome != OK]
+    lines += [f"host sync: warning: {w}" for w in report.warnings]
+    return lines
+
+
+@dataclasses.dataclass
+class State:
+    """One installation's ``hostsync.json``."""
+
+    contents: dict[str, Needs] = dataclasses.field(default_factory=dict)
+    pending: Needs | None = None
+    """What an interrupted sync still owes the host (refresh included), if any."""
+    last: SyncReport | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> State:
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise ValueError("unknown format")
+        contents = data.get("contents", {})
+        if not isinstance(contents, dict):
+            raise ValueError("contents is not an object")
+        pending, last = data.get("pending"), data.get("last")
+        return cls({str(k): Needs.from_json(v) for k, v in contents.items()},
+                   None if pending is None else Needs.from_json(pending),
+                   None if last is None else SyncReport.from_json(last))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": 1,
+                "contents": {k: v.to_json() for k, v in sorted(self.contents.items())},
+                "pending": None if self.pending is None else self.pending.to_json(),
+                "last": None if self.last is None else self.last.to_json()}
+
+
+def state_path(inst: Installation) -> str:
+    """Where ``inst`` keeps its host sync state."""
+    return os.path.join(apply.state_dir(inst), STATE_FILE)
+
+
+def load(inst: Installation) -> tuple[State, str | None]:
+    """The installation's state, and a warning if it had to be discarded."""
+    path = state_path(inst)
+    try:
+        with open(path, "rb") as f:
+            return State.parse(json.loads(f.read(1 << 22))), None
+    except FileNotFoundError:
+        return State(), None
+    except (OSError, ValueError) as e:
+        # Losing it costs at most some extra reloads (UNKNOWN_CONTENT): never fatal.
+        return State(), f"{path}: discarded ({e}); it is rebuilt by this run"
+
+
+def last_sync(inst: Installation) -> SyncReport | None:
+    """The outcome of the last host sync recorded for ``inst`` (for ``status``)."""
+    return load(inst)[0].last
+
+
+def save(states: Mapping[Installation, State], pending: Needs | None,
+         report: SyncReport | None) -> list[str]:
+    """Record ``pending`` and ``report`` (if any) in every installation's state.
+
+    Returns the failures to write, as warnings: the host is synced all the same.
+    """
+    problems: list[str] = []
+    for inst, state in states.items():
+        state.pending = pending
+        if report is not None:
+            state.last = report
+        path = state_path(inst)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            data = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
+            apply.write_file(path, data.encode())
+        except OSError as e:
+            problems.append(f"{path}: cannot save the host sync state: {e.strerror or e}")
+    return problems

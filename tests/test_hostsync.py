@@ -1,0 +1,339 @@
+"""Host sync at the runner boundary (SPEC §8): the exact commands per kind of content,
+the verification of the merge, and what is kept between runs. No systemd runs as PID 1
+here, so a fake host stands in: a directory as the host's root and a runner that
+records every command and, for ``systemd-sysext refresh``, merges the way systemd
+would (the names of the target directory's links, their extension-release files).
+The real merge is tests/test_merge.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+
+from flatpak_sysext import hoststate
+from flatpak_sysext.hostsync import Change, HostSync, run_command
+from flatpak_sysext.installation import Installation
+
+APP = "org.fsx.Profiler"
+REFRESH = ("systemd-sysext", "refresh")
+DAEMON_RELOAD = ("systemctl", "daemon-reload")
+DBUS_RELOAD = ("busctl", "--system", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+               "org.freedesktop.DBus", "ReloadConfig")
+POLKIT_RELOAD = ("systemctl", "try-reload-or-restart", "polkit.service")
+UDEV_RELOAD = ("udevadm", "control", "--reload")
+VERSION = ("systemd-sysext", "--version")
+
+
+class FakeHost:
+    """The host's root directory and a recording runner that plays systemd."""
+
+    def __init__(self, root: Path, target: Path) -> None:
+        self.root = root
+        self.target = target
+        self.commands: list[tuple[str, ...]] = []
+        self.results: dict[tuple[str, ...], tuple[int, str]] = {}
+        self.merges = True
+        (root / "run/systemd/system").mkdir(parents=True)
+        target.mkdir()
+
+    def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
+        argv = tuple(argv)
+        self.commands.append(argv)
+        if argv == REFRESH and self.merges:
+            self._merge()
+        return self.results.get(argv, (0, ""))
+
+    def _merge(self) -> None:
+        meta = self.root / "usr/.systemd-sysext"
+        releases = self.root / "usr/lib/extension-release.d"
+        shutil.rmtree(self.root / "usr", ignore_errors=True)
+        meta.mkdir(parents=True)
+        releases.mkdir(parents=True)
+        names = sorted(p.name for p in self.target.iterdir() if p.exists())
+        for name in names:
+            shutil.copy(self.target / name / "usr/lib/extension-release.d" /
+                        f"extension-release.{name}", releases)
+        (meta / "extensions").write_text("\n".join(names))
+
+
+class World:
+    """An installation whose deployments are plain directories, and the fake host."""
+
+    def __init__(self, root: Path) -> None:
+        self.inst = Installation("default", str(root / "inst"))
+        self.host = FakeHost(root / "host", root / "extensions")
+        self.count = 0
+
+    def deploy(self, files: Iterable[str], release: str = "ID=_any\n", name: str = APP) -> str:
+        """A deployment holding ``files``; returns its extension root."""
+        self.count += 1
+        tree = Path(self.inst.path) / "app" / name / f"x86_64/stable/{self.count}/files/ext"
+        (tree / "usr/lib/extension-release.d").mkdir(parents=True)
+        (tree / f"usr/lib/extension-release.d/extension-release.{name}").write_text(release)
+        for f in files:
+            (tree / f).parent.mkdir(parents=True, exist_ok=True)
+            (tree / f).write_text("x")
+        return str(tree)
+
+    def link(self, tree: str | None, name: str = APP) -> None:
+        link = self.host.target / name
+        if os.path.lexists(link):
+            link.unlink()
+        if tree is not None:
+            link.symlink_to(tree)
+
+    def sync(self, changes: Sequence[Change]) -> hoststate.SyncReport | None:
+        """One run: the links of ``changes`` are made, then the host synced."""
+        hs = HostSync([self.inst], host_root=str(self.host.root), runner=self.host)
+        if changes:
+            hs.owe()
+        for c in changes:
+            self.link(c.new, c.name)
+        self.host.commands.clear()
+        linked = [p.name for p in self.host.target.iterdir()]
+        return hs.run(changes, linked)
+
+    def install(self, files: Iterable[str], release: str = "ID=_any\n") -> str:
+        tree = self.deploy(files, release)
+        self.sync([Change(APP, None, tree, frozenset(files))])
+        return tree
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def outcomes(report: hoststate.SyncReport | None) -> dict[str, str]:
+    assert report is not None
+    return {s.step: s.outcome for s in report.steps}
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    (["usr/lib/systemd/system/profilerd.service"], [DAEMON_RELOAD]),
+    (["usr/lib/systemd/system/multi-user.target.wants/profilerd.service"], [DAEMON_RELOAD]),
+    (["usr/lib/systemd/system-generators/profiler-generator"], [DAEMON_RELOAD]),
+    (["usr/share/dbus-1/system.d/org.fsx.Profiler.conf"], [DBUS_RELOAD]),
+    (["usr/share/dbus-1/system-services/org.fsx.Profiler.service"], [DBUS_RELOAD]),
+    (["usr/share/polkit-1/actions/org.fsx.Profiler.policy"], [POLKIT_RELOAD]),
+    (["usr/share/polkit-1/rules.d/50-profiler.rules"], [POLKIT_RELOAD]),
+    (["usr/lib/udev/rules.d/70-profiler.rules"], [UDEV_RELOAD]),
+    (["usr/lib/sysusers.d/profiler.conf"], [("systemd-sysusers", "--", "profiler.conf")]),
+    (["usr/lib/tmpfiles.d/profiler.conf"],
+     [("systemd-tmpfiles", "--create", "--", "profiler.conf")]),
+    # Nothing to reload: plain files, the session bus, presets, a non-config name.
+    (["usr/libexec/profilerd", "usr/share/dbus-1/services/org.fsx.Profiler.service",
+      "usr/share/dbus-1/interfaces/org.fsx.Profiler.xml",
+      "usr/lib/systemd/system-preset/50-profiler.preset", "usr/lib/tmpfiles.d/README",
+      "opt/profiler/data"], []),
+])
+def test_each_kind_of_content_gets_exactly_its_reload(
+        world: World, files: list[str], expected: list[tuple[str, ...]]) -> None:
+    tree = world.deploy(files)
+    report = world.sync([Change(APP, None, tree, frozenset(files))])
+    assert world.host.commands == [REFRESH, *expected]
+    assert report is not None and report.ok
+    assert outcomes(report)["verify"] == "ok"
+
+
+def test_everything_at_once_runs_in_order_once(world: World) -> None:
+    files = ["usr/lib/sysusers.d/b.conf", "usr/lib/sysusers.d/-a.conf",
+             "usr/lib/tmpfiles.d/t.conf", "usr/lib/systemd/system/a.service",
+             "usr/lib/systemd/system/b.service", "usr/share/dbus-1/system.d/a.conf",
+             "usr/share/polkit-1/actions/a.policy", "usr/lib/udev/rules.d/a.rules"]
+    world.install(files)
+    # Users first (units and D-Bus policy may name them), then the manager, then the
+    # services; a name that looks like an option stays an argument after "--".
+    assert world.host.commands == [
+        REFRESH, ("systemd-sysusers", "--", "-a.conf", "b.conf"),
+        ("systemd-tmpfiles", "--create", "--", "t.conf"),
+        DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD]
+
+
+def test_removal_reloads_what_the_removed_content_had(world: World) -> None:
+    tree = world.install(["usr/lib/systemd/system/a.service", "usr/share/dbus-1/system.d/a.conf",
+                          "usr/lib/sysusers.d/a.conf"])
+    shutil.rmtree(Path(tree).parent.parent)  # Flatpak deletes an uninstalled deployment.
+    report = world.sync([Change(APP, tree, None)])
+    # Users and created files stay: no sysusers or tmpfiles for a removal.
+    assert world.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD]
+    assert outcomes(report) == {"refresh": "ok", "verify": "ok", "daemon-reload": "ok",
+                                "dbus-reload": "ok"}
+
+
+def test_update_reloads_for_the_old_content_and_the_new(world: World) -> None:
+    old = world.install(["usr/lib/systemd/system/a.service"])
+    new = world.deploy(["usr/share/polkit-1/actions/a.policy"])
+    world.sync([Change(APP, old, new, frozenset(["usr/share/polkit-1/actions/a.policy"]))])
+    assert world.host.commands == [REFRESH, DAEMON_RELOAD, POLKIT_RELOAD]
+    # And the record follows: removing it now needs only polkit.
+    world.sync([Change(APP, new, None)])
+    assert world.host.commands == [REFRESH, POLKIT_RELOAD]
+
+
+def test_content_never_recorded_reloads_everything_on_removal(world: World) -> None:
+    tree = world.deploy(["usr/libexec/profilerd"])
+    world.link(tree)  # Linked while host sync was off: nothing recorded.
+    world.sync([Change(APP, tree, None)])
+    assert world.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
+                                   UDEV_RELOAD]
+
+
+def test_verification_catches_a_refresh_that_succeeded_without_merging(world: World) -> None:
+    world.host.merges = False  # systemd <= 254: the merge failed, the exit status is 0.
+    tree = world.deploy(["usr/lib/systemd/system/a.service"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/lib/systemd/system/a.service"]))])
+    assert report is not None and not report.ok
+    verify = next(s for s in report.steps if s.step == "verify")
+    assert verify.outcome == "failed" and f"not merged: {APP}" in verify.message
+    # A failed step is a warning: the reloads still ran.
+    assert world.host.commands == [REFRESH, DAEMON_RELOAD]
+    assert f"host sync: verify failed: not merged: {APP}" in "\n".join(
+        hoststate.summary(report))
+
+
+def test_verification_catches_a_removed_extension_still_merged(world: World) -> None:
+    tree = world.install(["usr/libexec/profilerd"])
+    world.host.merges = False  # The old merge stays in place.
+    report = world.sync([Change(APP, tree, None)])
+    assert report is not None
+    verify = next(s for s in report.steps if s.step == "verify")
+    assert verify.outcome == "failed" and f"still merged after unlinking: {APP}" in verify.message
+
+
+def test_other_merged_images_are_not_ours_to_judge(world: World) -> None:
+    foreign = world.deploy([], name="vendor-tools")
+    world.link(foreign, "vendor-tools")
+    tree = world.deploy(["usr/libexec/profilerd"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+    assert outcomes(report) == {"refresh": "ok", "verify": "ok"}
+    assert report is not None
+    assert report.steps[1].message == f"merged: {APP}, vendor-tools"
+
+
+def test_a_failing_command_is_a_warning_and_the_rest_still_runs(world: World) -> None:
+    world.host.results[DAEMON_RELOAD] = (1, "Failed to connect to bus: No such file or directory\n")
+    tree = world.deploy(["usr/lib/systemd/system/a.service", "usr/lib/udev/rules.d/a.rules"])
+    report = world.sync([Change(APP, None, tree, frozenset(
+        ["usr/lib/systemd/system/a.service", "usr/lib/udev/rules.d/a.rules"]))])
+    assert report is not None and not report.ok
+    assert world.host.commands == [REFRESH, DAEMON_RELOAD, UDEV_RELOAD]
+    assert hoststate.summary(report) == [
+        "host sync: refresh, verify, udev-reload: ok",
+        "host sync: daemon-reload failed: exit status 1: Failed to connect to bus: "
+        "No such file or directory"]
+
+
+@pytest.mark.parametrize(("version", "reloads"), [("systemd 255 (255.4-1)", False),
+                                                  ("systemd 254 (254.5-1)", True)])
+def test_extension_reload_manager_spares_the_daemon_reload_from_systemd_255(
+        world: World, version: str, reloads: bool) -> None:
+    world.host.results[VERSION] = (0, f"{version}\n+PAM +AUDIT\n")
+    files = ["usr/lib/systemd/system/a.service"]
+    tree = world.deploy(files, release="ID=_any\nEXTENSION_RELOAD_MANAGER=yes\n")
+    report = world.sync([Change(APP, None, tree, frozenset(files))])
+    assert world.host.commands == [REFRESH, VERSION] + ([DAEMON_RELOAD] if reloads else [])
+    assert outcomes(report)["daemon-reload"] == ("ok" if reloads else "skipped")
+
+
+def test_without_the_flag_the_version_is_not_even_asked(world: World) -> None:
+    world.install(["usr/lib/systemd/system/a.service"], release="ID=_any\n"
+                  "EXTENSION_RELOAD_MANAGER=0\n")
+    assert VERSION not in world.host.commands
+
+
+def test_nothing_runs_without_systemd(world: World) -> None:
+    (world.host.root / "run/systemd/system").rmdir()
+    tree = world.deploy(["usr/lib/systemd/system/a.service"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/lib/systemd/system/a.service"]))])
+    assert world.host.commands == []
+    assert report is not None and report.ok
+    assert hoststate.summary(report) == ["host sync: refresh skipped: systemd is not running"]
+
+
+def test_selinux_enforcing_is_a_warning(world: World) -> None:
+    (world.host.root / "sys/fs/selinux").mkdir(parents=True)
+    (world.host.root / "sys/fs/selinux/enforce").write_text("1")
+    tree = world.deploy(["usr/libexec/profilerd"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+    assert report is not None and report.ok
+    assert any("SELinux is enforcing" in w for w in report.warnings)
+    (world.host.root / "sys/fs/selinux/enforce").write_text("0")
+    report = world.sync([Change(APP, tree, None)])
+    assert report is not None and report.warnings == ()
+
+
+def test_no_change_no_sync(world: World) -> None:
+    world.install(["usr/lib/systemd/system/a.service"])
+    assert world.sync([]) is None
+    assert world.host.commands == []
+
+
+def test_a_run_that_died_before_syncing_is_finished_by_the_next(world: World) -> None:
+    world.install(["usr/libexec/profilerd"])
+    tree = world.deploy(["usr/libexec/profilerd"])
+    dying = HostSync([world.inst], host_root=str(world.host.root), runner=world.host)
+    dying.owe()
+    world.link(tree)  # ...and the run is killed here.
+    world.host.commands.clear()
+    report = world.sync([])
+    # What changed is unknown now: everything a change can need is reloaded.
+    assert world.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
+                                   UDEV_RELOAD]
+    assert report is not None and report.ok
+    assert world.sync([]) is None
+
+
+def test_owing_without_a_change_owes_nothing_afterwards(world: World) -> None:
+    hs = HostSync([world.inst], host_root=str(world.host.root), runner=world.host)
+    hs.owe()  # Links were to change, but every action failed.
+    assert hs.run([], []) is None
+    assert world.sync([]) is None
+    assert world.host.commands == []
+
+
+def test_the_last_sync_is_recorded_for_status(world: World) -> None:
+    assert hoststate.last_sync(world.inst) is None
+    world.host.results[DAEMON_RELOAD] = (1, "boom")
+    tree = world.deploy(["usr/lib/systemd/system/a.service"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/lib/systemd/system/a.service"]))])
+    assert hoststate.last_sync(world.inst) == report
+    data = json.loads(Path(hoststate.state_path(world.inst)).read_text())
+    assert data["last"]["ok"] is False
+    assert data["contents"] == {APP: {"reloads": ["daemon-reload"], "sysusers": [],
+                                      "tmpfiles": []}}
+    assert data["pending"] is None
+
+
+@pytest.mark.parametrize("garbage", [b"{", b"[]", b'{"version": 1, "contents": {"a": 1}}',
+                                     b'{"version": 1, "last": {"time": 1}}', b"\xff"])
+def test_a_corrupt_state_is_discarded_with_a_warning(world: World, garbage: bytes) -> None:
+    path = Path(hoststate.state_path(world.inst))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(garbage)
+    assert hoststate.last_sync(world.inst) is None
+    tree = world.deploy(["usr/libexec/profilerd"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+    assert report is not None
+    assert any("discarded" in w for w in report.warnings)
+    assert hoststate.last_sync(world.inst) is not None
+
+
+def test_a_state_that_cannot_be_written_is_a_warning(world: World) -> None:
+    Path(world.inst.path).mkdir(parents=True)
+    Path(hoststate.state_path(world.inst)).parent.write_text("not a directory")
+    tree = world.deploy(["usr/libexec/profilerd"])
+    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+    assert report is not None and outcomes(report)["verify"] == "ok"
+    assert any("cannot save the host sync state" in w for w in report.warnings)
+
+
+def test_the_real_runner_reports_instead_of_raising(tmp_path: Path) -> None:
+    assert run_command([str(tmp_path / "no-such-command")])[0] == 127
+    code, output = run_command(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (code, output) == (3, "out\nerr\n")
