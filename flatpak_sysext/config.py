@@ -63,9 +63,10 @@ def target_dir_warning(cfg: Config) -> str | None:
 
 
 def _schema_text() -> bytes:
-    from importlib import resources
-
-    return resources.files("flatpak_sysext").joinpath(SCHEMA).read_bytes()
+    # Next to this module, as setuptools and `make install` put package data; read
+    # directly because importlib.resources costs the trigger a few ms of imports.
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), SCHEMA), "rb") as f:
+        return f.read()
 
 
 _JSON_TYPES = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
