@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import fcntl
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
@@ -183,4 +184,22 @@ def locked(installations: Iterable[Installation]) -> Iterator[None]:
                          os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             stack.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            _remove_leftovers(directory)
         yield
+
+
+_WRITE_TEMPORARY = re.compile(r"\.#.+\.[0-9a-f]{16}")
+"""The name :func:`write_file` gives its temporary file."""
+
+
+def _remove_leftovers(directory: str) -> None:
+    """Remove what a run killed inside :func:`write_file` left: its ``.#`` temporaries.
+
+    Only called with the lock held: the state files (cache, request) are only written
+    under it, so none of their temporaries is in use; a best-effort write made without
+    the lock (the config memo) at worst fails and is made again next time.
+    """
+    for name in os.listdir(directory):
+        if _WRITE_TEMPORARY.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
