@@ -8,18 +8,43 @@ trigger all use ``evaluate``, so they can never disagree about what a run would 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, apply, cache, config, policy, validate
+from flatpak_sysext import __version__, apply, cache, config, hostsync, policy, validate
 from flatpak_sysext.config import Config
-from flatpak_sysext.elf import ElfTarget
+from flatpak_sysext.hoststate import SyncReport
+from flatpak_sysext.hostsync import read_merged
 from flatpak_sysext.installation import Declared, Installation, Unreadable, read_installation
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Plan, Relink, Unlink, make_plan
 from flatpak_sysext.release import Host, read_host
 from flatpak_sysext.report import Problem, TreeReport
 
-MERGED_LIST = "/usr/.systemd-sysext/extensions"
+if TYPE_CHECKING:
+    from flatpak_sysext.elf import ElfTarget
+
+# How often a run reads an installation that keeps changing under it.
+MAX_PASSES = 5
+
+
+@functools.cache
+def _executable_ident() -> bytes:
+    """The start of the interpreter's ELF header, up to ``e_machine``.
+
+    These bytes decide ``ElfTarget.host()`` (class, byte order, machine): reading them
+    keeps the cache's host fingerprint exact without importing pyelftools (tens of
+    milliseconds) in a run that validates nothing.
+    """
+    for path in ("/proc/self/exe", sys.executable):
+        try:
+            with open(path, "rb") as f:
+                return f.read(20)
+        except OSError:
+            continue
+    return b""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,17 +54,25 @@ class Context:
     config: Config
     installations: tuple[Installation, ...]
     host: Host
-    elf_target: ElfTarget
     host_root: str = "/"
+    runner: hostsync.Runner = hostsync.run_command
+    """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
 
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
                environ: Mapping[str, str]) -> Context:
-        return cls(config, tuple(installations), read_host(environ), ElfTarget.host())
+        return cls(config, tuple(installations), read_host(environ))
+
+    @property
+    def elf_target(self) -> ElfTarget:
+        """What ELF files must be built for; pyelftools is loaded only when asked."""
+        from flatpak_sysext import elf
+
+        return elf.ElfTarget.host()
 
     def fingerprint(self) -> str:
         return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
-                                      self.host.architecture, self.elf_target)
+                                      self.host.architecture, _executable_ident())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +94,8 @@ class AppStatus:
     """Why it is denied or in conflict."""
     newly_judged: bool = False
     """Validated in this run rather than taken from the cache."""
+    files: frozenset[str] = frozenset()
+    """The tree's files (``TreeReport.files``): what host sync reloads for."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,16 +108,6 @@ class Evaluation:
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
     merged: frozenset[str]
-
-
-def read_merged(host_root: str = "/") -> frozenset[str]:
-    """The extension names systemd-sysext has merged into ``/usr`` right now."""
-    try:
-        with open(os.path.join(host_root, MERGED_LIST.lstrip("/")), "rb") as f:
-            data = f.read(1 << 20)
-    except OSError:
-        return frozenset()
-    return frozenset(data.decode("utf-8", "replace").split())
 
 
 def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
@@ -112,7 +137,7 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
         store.load()
         if store.warning:
             warnings.append(store.warning)
-        found = read_installation(inst)
+        found = read_installation(inst, store.scan)
         store.retain({a.app_id for a in found})
         for app in found:
             if isinstance(app, Unreadable):
@@ -131,7 +156,9 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
             try:
                 store.save()
             except OSError as e:
-                warnings.append(f"{store.path}: cannot save the cache: {e.strerror}")
+                # The links may still be right, but the run did not do all it had to
+                # (SPEC §5: exit 1 when an operation failed), and the disk needs a look.
+                errors.append(f"{store.path}: cannot save the cache: {e.strerror}")
 
     entries = apply.scan(cfg.target_dir, scope, ctx.installations)
     merged = read_merged(ctx.host_root)
@@ -161,7 +188,7 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
         commit=app.commit, origin=app.origin,
         problems=report.problems if problems is None else problems,
-        warnings=report.warnings, reason=reason, newly_judged=fresh)
+        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
 
 
 def _prefixes(path: str) -> Iterator[str]:
@@ -258,22 +285,79 @@ class Result:
     evaluation: Evaluation
     applied: tuple[Action, ...]
     failures: tuple[apply.Failure, ...]
+    sync: SyncReport | None = None
+    """The host sync after the links changed (SPEC §8), if one ran."""
+
+
+def _changed_stamp(scope: Sequence[Installation]) -> tuple[object, ...]:
+    """What ``.changed`` looks like: Flatpak bumps it on every deploy and uninstall."""
+    stamps: list[object] = []
+    for inst in scope:
+        try:
+            st = os.stat(os.path.join(inst.path, ".changed"))
+            stamps.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
+def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]:
+    """The link changes, with the files of the trees now linked."""
+    by_app = {s.app_id: s for s in ev.apps}
+    changes = []
+    for a in applied:
+        old: str | None
+        new: str | None
+        if isinstance(a, Link):
+            old, new = None, a.target
+        elif isinstance(a, Relink):
+            old, new = a.old, a.new
+        elif isinstance(a, Unlink):
+            old, new = a.old, None
+        else:
+            continue  # A leftover temporary link: systemd-sysext ignores ".#" names.
+        s = by_app.get(a.name)
+        files = s.files if s is not None and new is not None and s.target == new else frozenset()
+        changes.append(hostsync.Change(a.name, old, new, files))
+    return changes
 
 
 def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False) -> Result:
-    """Bring the target directory in line with ``scope`` (under the installations' locks)."""
+    """Bring the target directory in line with ``scope``, then the host (SPEC §8).
+
+    All under the installations' locks. An installation that changes during a pass is
+    read again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service
+    asked for while it runs into the running one, and a PathChanged= unit does not look
+    again when the service ends, so a change made meanwhile would wait for the next.
+    """
     if dry_run:
         ev = evaluate(ctx, scope, save_cache=False)
         return Result(ev, (), ())
+    applied: list[Action] = []
+    failures: list[apply.Failure] = []
     with apply.locked(scope):
-        ev = evaluate(ctx, scope, save_cache=True)
-        failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
+        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
+                if ctx.config.host_sync else None)
+        for _ in range(MAX_PASSES):
+            stamp = _changed_stamp(scope)
+            ev = evaluate(ctx, scope, save_cache=True)
+            if sync is not None and ev.plan.actions:
+                sync.owe()
+            pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
+            failed = {f.action for f in pass_failures}
+            applied += [a for a in ev.plan.actions if a not in failed]
+            failures += pass_failures
+            if _changed_stamp(scope) == stamp:
+                break
         if not failures:
             for inst in scope:
                 apply.clear_request(inst)
-    failed = {f.action for f in failures}
-    applied = tuple(a for a in ev.plan.actions if a not in failed)
-    return Result(ev, applied, tuple(failures))
+        report = None
+        if sync is not None:
+            entries = apply.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+            linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
+            report = sync.run(_changes(ev, applied), linked)
+    return Result(ev, tuple(applied), tuple(failures), report)
 
 
 def _verdict(s: AppStatus) -> str:
