@@ -4,6 +4,9 @@ Deployments are immutable (a new commit is a new deploy directory), so a verdict
 true for as long as the deployment, the declared path and the host it was judged
 against are the same. Anything unexpected in the file discards it: a cache may only
 save work, never change an outcome.
+
+It also remembers, per app, which deployment was read last and what it declares
+(installation.read_installation), so that a run reads only the deployments that changed.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import os
 from typing import Any
 
 from flatpak_sysext import apply
-from flatpak_sysext.installation import Installation
+from flatpak_sysext.installation import Declared, Installation, Remembered
 from flatpak_sysext.report import Problem, TreeReport
 
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +57,51 @@ def _report_from_json(data: Any) -> TreeReport:
     )
 
 
+def _remembered_to_json(r: Remembered) -> list[Any]:
+    d = r.declared
+    if d is None:
+        return [r.current, r.active]
+    return [r.current, r.active, {"origin": d.origin, "commit": d.commit, "path": d.declared_path,
+                                  "root": d.root, "problems": [p.to_json() for p in d.problems]}]
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value
+
+
+def _remembered_from_json(inst: Installation, app_id: str, data: Any) -> Remembered:
+    if not isinstance(data, list) or len(data) not in (2, 3):
+        raise ValueError(f"{app_id}: not a remembered deployment")
+    current, active = _string(data[0]), _string(data[1])
+    arch, sep, branch = current.partition("/")
+    if not sep or "/" in branch or "/" in active:
+        raise ValueError(f"{app_id}: not a deployment path: {current}/{active}")
+    if len(data) == 2:
+        return Remembered(current, active, None)
+    d = data[2]
+    root = d["root"]
+    files = os.path.join(inst.path, "app", app_id, current, active, "files")
+    if root is not None and (not isinstance(root, str) or not root.startswith(files + "/")):
+        raise ValueError(f"{app_id}: extension root {root!r} is not in its deployment")
+    declared = Declared(inst, app_id, arch, branch, active, _string(d["origin"]),
+                        _string(d["commit"]), _string(d["path"]), root,
+                        tuple(Problem.from_json(p) for p in d["problems"]))
+    return Remembered(current, active, declared)
+
+
 class Cache:
     """Verdicts of one installation, loaded once and saved if anything changed."""
 
     def __init__(self, inst: Installation, fingerprint: str) -> None:
+        self.inst = inst
         self.path = os.path.join(apply.state_dir(inst), "cache.json")
         self.fingerprint = fingerprint
         self.entries: dict[str, tuple[Key, TreeReport]] = {}
+        self.scan: dict[str, Remembered] = {}
+        """The memo of installation.read_installation, updated in place by it."""
+        self._scan_saved: dict[str, Remembered] = {}
         self.dirty = False
         self.warning: str | None = None
 
@@ -75,10 +116,14 @@ class Cache:
             for app_id, entry in data["apps"].items():
                 key = Key(str(entry["deployment"]), str(entry["declared_path"]))
                 self.entries[app_id] = (key, _report_from_json(entry["report"]))
+            for app_id, entry in data["scan"].items():
+                self.scan[app_id] = _remembered_from_json(self.inst, app_id, entry)
+            self._scan_saved = dict(self.scan)
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             self.entries.clear()
+            self.scan.clear()
             self.dirty = True
             self.warning = f"{self.path}: discarded a corrupt cache ({type(e).__name__}: {e})"
 
@@ -99,7 +144,7 @@ class Cache:
 
     def save(self) -> None:
         """Write the file atomically if anything changed; raises OSError."""
-        if not self.dirty:
+        if not self.dirty and self.scan == self._scan_saved:
             return
         data = {
             "format": FORMAT,
@@ -109,7 +154,9 @@ class Cache:
                          "report": _report_to_json(report)}
                 for app_id, (key, report) in sorted(self.entries.items())
             },
+            "scan": {app_id: _remembered_to_json(r) for app_id, r in sorted(self.scan.items())},
         }
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
         apply.write_file(self.path, json.dumps(data, separators=(",", ":")).encode())
         self.dirty = False
+        self._scan_saved = dict(self.scan)

@@ -27,6 +27,7 @@ _APP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){2,}")
 # flatpak_is_valid_branch() and the architecture names Flatpak writes.
 _BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _ACTIVE = re.compile(r"[0-9a-f]{64}(-[A-Za-z0-9_.-]+)?")
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 class InstallationError(Exception):
@@ -116,13 +117,6 @@ def find_installation(path: str, installations: list[Installation]) -> Installat
     return next((i for i in installations if i.path == real), None)
 
 
-def _readlink_in(dirpath: str, name: str) -> str | None:
-    try:
-        return os.readlink(os.path.join(dirpath, name))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
 def resolve_extension_root(files_dir: str, declared: str) -> tuple[str | None, list[Problem]]:
     """Resolve ``declared`` (relative to ``/app``) inside ``files_dir``.
 
@@ -149,34 +143,66 @@ def resolve_extension_root(files_dir: str, declared: str) -> tuple[str | None, l
     return current, []
 
 
-def read_app(inst: Installation, app_id: str) -> Declared | Unreadable | None:
-    """Read one app of an installation; None if not installed or it declares nothing."""
-    appdir = os.path.join(inst.path, "app", app_id)
-    current = _readlink_in(appdir, "current")
+@dataclasses.dataclass(frozen=True)
+class Remembered:
+    """What was read from one deployment of an app, kept between runs (see read_installation).
+
+    ``current`` and ``active`` are the link texts that led to the deployment;
+    ``declared`` is what it declares (None: nothing).
+    """
+
+    current: str
+    active: str
+    declared: Declared | None
+
+
+_NOT_INSTALLED = "not installed"
+
+
+def _readlink_at(apps_fd: int, path: str) -> str | None:
+    try:
+        return os.readlink(path, dir_fd=apps_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _links(inst: Installation, app_id: str, apps_fd: int) -> tuple[str, str] | Unreadable | None:
+    """The ``current`` and ``active`` link texts of an app, checked; None if not installed.
+
+    ``apps_fd`` is the installation's ``app/`` directory: paths relative to it cost the
+    kernel less than absolute ones, and this runs twice per installed app.
+    """
+    current = _readlink_at(apps_fd, f"{app_id}/current")
     if current is None:
         return None
     parts = current.split("/")
     if len(parts) != 2 or not all(_BRANCH.fullmatch(p) for p in parts):
         return Unreadable(inst, app_id, f"'current' points to {current!r}, not ARCH/BRANCH")
-    arch, branch = parts
-    refdir = os.path.join(appdir, arch, branch)
-    active = _readlink_in(refdir, "active")
+    active = _readlink_at(apps_fd, f"{app_id}/{current}/active")
     if active is None:
         return None
     if not _ACTIVE.fullmatch(active):
         return Unreadable(inst, app_id, f"'active' points to {active!r}, not a deployment")
-    deploy_dir = os.path.join(refdir, active)
+    return current, active
+
+
+def _read_deployment(inst: Installation, app_id: str, current: str,
+                     active: str) -> Declared | Unreadable | str | None:
+    """Read the deployment ``current``/``active`` leads to: what it declares (None:
+    nothing), or ``_NOT_INSTALLED`` if it is not complete."""
+    arch, branch = current.split("/")
+    deploy_dir = os.path.join(inst.path, "app", app_id, arch, branch, active)
     try:
         dfd = os.open(deploy_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
-        return None
+        return _NOT_INSTALLED
     except OSError as e:
         return Unreadable(inst, app_id, f"{deploy_dir}: {e.strerror}")
     try:
         info = deployfile.read("deploy", dir_fd=dfd)
         metadata = keyfile.read("metadata", dir_fd=dfd)
     except FileNotFoundError:
-        return None  # A deployment Flatpak has not finished writing is not installed.
+        return _NOT_INSTALLED  # A deployment Flatpak has not finished writing.
     except OSError as e:
         return Unreadable(inst, app_id, f"{deploy_dir}: {e.strerror}")
     except (deployfile.DeployFileError, keyfile.KeyFileError) as e:
@@ -192,17 +218,77 @@ def read_app(inst: Installation, app_id: str) -> Declared | Unreadable | None:
                     root, tuple(problems))
 
 
-def read_installation(inst: Installation) -> list[Declared | Unreadable]:
+def read_app(inst: Installation, app_id: str) -> Declared | Unreadable | None:
+    """Read one app of an installation; None if not installed or it declares nothing."""
+    try:
+        apps_fd = os.open(os.path.join(inst.path, "app"), _DIR_FLAGS)
+    except FileNotFoundError:
+        return None
+    try:
+        links = _links(inst, app_id, apps_fd)
+    finally:
+        os.close(apps_fd)
+    if not isinstance(links, tuple):
+        return links
+    found = _read_deployment(inst, app_id, *links)
+    return None if isinstance(found, str) else found
+
+
+def read_installation(inst: Installation, memo: dict[str, Remembered] | None = None,
+                      ) -> list[Declared | Unreadable]:
     """Every app of ``inst`` that declares a system extension, or could not be read.
 
     Directory entries that are not valid Flatpak app IDs are skipped: Flatpak never
     writes them, and they are never linked.
+
+    ``memo`` (app ID -> what was read last time) is used and brought up to date. A
+    deployment never changes once Flatpak made it active (a new commit, branch or
+    subpath set is a new ``current`` or ``active`` link), so while both links read as
+    before, reading its ``deploy`` and ``metadata`` again cannot tell anything new:
+    only the two links are read for such an app. Anything else is read afresh, and only
+    complete deployments are remembered.
     """
+    memo = {} if memo is None else memo
+    found: list[Declared | Unreadable] = []
     try:
-        names = sorted(os.listdir(os.path.join(inst.path, "app")))
+        apps_fd = os.open(os.path.join(inst.path, "app"), _DIR_FLAGS)
     except FileNotFoundError:
-        return []
+        memo.clear()
+        return found
     except OSError as e:
         raise InstallationError(f"{inst.path}/app: {e.strerror}") from None
-    apps = (read_app(inst, n) for n in names if len(n) <= 255 and _APP_ID.fullmatch(n))
-    return [a for a in apps if a is not None]
+    try:
+        try:
+            names = sorted(os.listdir(apps_fd))
+        except OSError as e:
+            raise InstallationError(f"{inst.path}/app: {e.strerror}") from None
+        for app_id in names:
+            if len(app_id) <= 255 and _APP_ID.fullmatch(app_id):
+                _read_one(inst, app_id, apps_fd, memo, found)
+    finally:
+        os.close(apps_fd)
+    for app_id in set(memo).difference(names):
+        del memo[app_id]
+    return found
+
+
+def _read_one(inst: Installation, app_id: str, apps_fd: int, memo: dict[str, Remembered],
+              found: list[Declared | Unreadable]) -> None:
+    """read_installation's work for one app."""
+    links = _links(inst, app_id, apps_fd)
+    if not isinstance(links, tuple):
+        memo.pop(app_id, None)
+        if links is not None:
+            found.append(links)
+        return
+    known = memo.get(app_id)
+    if known is not None and (known.current, known.active) == links:
+        app: Declared | Unreadable | str | None = known.declared
+    else:
+        app = _read_deployment(inst, app_id, *links)
+        if app is None or isinstance(app, Declared):
+            memo[app_id] = Remembered(*links, app)
+        else:
+            memo.pop(app_id, None)
+    if isinstance(app, (Declared, Unreadable)):
+        found.append(app)
