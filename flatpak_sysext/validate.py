@@ -13,11 +13,15 @@ import dataclasses
 import errno
 import os
 import stat
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from flatpak_sysext import elf, release
+from flatpak_sysext import release
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import Problem, TreeReport
+
+if TYPE_CHECKING:
+    from flatpak_sysext import elf
 
 MERGED = (b"usr", b"opt")  # the only top-level directories systemd-sysext merges
 MAX_PER_CODE = 1000  # problems listed per code: a hostile tree must not make a huge report
@@ -231,8 +235,8 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
                 merged = top.merged or (len(stack) == 1 and child in MERGED)
                 st = os.fstat(fd)
                 stack.append(_Dir(child, (st.st_dev, st.st_ino), merged))
-                for attr in _overlay_xattrs(fd) if merged else ():
-                    _report_xattr(b"/".join(d.name for d in stack[1:]), attr, found)
+                if merged:
+                    _check_xattrs(fd, lambda: b"/".join(d.name for d in stack[1:]), found)
                 continue
             stack.pop()
             if stack:  # climb back, and make sure ".." is the directory we came from
@@ -251,6 +255,10 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
 def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
           files: list[str]) -> list[bytes]:
     """Check the entries of the directory ``fd`` (the top of ``stack``); returns its subdirs."""
+    # Imported here, not at the top: check_placement runs on every reconcile, and a run
+    # that validates no tree need not load pyelftools.
+    from flatpak_sysext import elf
+
     top = stack[-1]
     depth = len(stack) - 1
     prefix: list[bytes] = []  # computed on first use: joining a deep path is not free
@@ -291,8 +299,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
         _check_file(show(full), st, found)
         if merged and stat.S_ISREG(mode):
             with os.fdopen(_open_file(fd, raw, st), "rb") as f:
-                for attr in _overlay_xattrs(f.fileno()):
-                    _report_xattr(full, attr, found)
+                _check_xattrs(f.fileno(), full, found)
                 verdict = elf.judge(f, target)
             if verdict is not None:
                 found.add(verdict[0], show(full), verdict[1])
@@ -314,22 +321,21 @@ def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
                   "follow it)")
 
 
-def _overlay_xattrs(fd: int) -> list[str]:
+def _check_xattrs(fd: int, rel: bytes | Callable[[], bytes], found: _Findings) -> None:
     # overlayfs obeys its own attributes in every layer: an opaque directory would hide
     # the host's, a whiteout attribute a host file. Flatpak deploys no xattrs at all.
     try:
         names = os.listxattr(fd)
     except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return []
-        raise
-    return [n for n in names if n.startswith(("trusted.overlay.", "user.overlay."))]
-
-
-def _report_xattr(rel: bytes, attr: str, found: _Findings) -> None:
-    found.add("special-file", show(rel), f"carries the overlayfs attribute {attr}: merged, "
-                                         f"it would change what the host's /{show(rel)} "
-                                         "shows; remove it")
+        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        names = []
+    for attr in names:
+        if attr.startswith(("trusted.overlay.", "user.overlay.")):
+            where = show(rel if isinstance(rel, bytes) else rel())
+            found.add("special-file", where, f"carries the overlayfs attribute {attr}: merged, "
+                                             f"it would change what the host's /{where} "
+                                             "shows; remove it")
 
 
 def _dir_message(rel: str, perm: int, merged: bool) -> str:
