@@ -144,7 +144,14 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 errors.append(f"{app.app_id}: cannot read {inst.path}: {app.reason}")
                 held.add(app.app_id)
                 continue
-            report, fresh = _judge(ctx, app, store)
+            try:
+                report, fresh = _judge(ctx, app, store)
+            except OSError as e:
+                # An I/O error or a tree changing under us says nothing about the
+                # extension: hold its link as it is, cache nothing, and report it.
+                errors.append(f"{app.app_id}: cannot validate {app.root}: {e.strerror or e}")
+                held.add(app.app_id)
+                continue
             if app.app_id in seen:
                 first = seen[app.app_id].installation
                 shadowed.append(_status(ctx, app, report, "conflict", None, fresh,
