@@ -1,0 +1,129 @@
+"""Many runs at once, and a run that dies holding the lock (SPEC §9).
+
+Everything runs the real command line on a real Flatpak installation: ``reconcile``
+(the service), the trigger with a writable target directory (Flatpak without the
+sandbox) and the trigger with a read-only one (inside bubblewrap, reduced here to a
+read-only bind mount in a private mount namespace).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import require
+from tests.flatpaktools import ARCH, FlatpakEnv, daemon_tree, have_flatpak
+
+pytestmark = pytest.mark.flatpak
+
+APPS = ("org.fsx.Alpha", "org.fsx.Beta", "org.fsx.Gamma")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlatpakEnv]:
+    require(have_flatpak() and shutil.which("strace") is not None
+            and shutil.which("unshare") is not None,
+            "flatpak, bubblewrap, strace and unshare are needed, as root")
+    root = tmp_path_factory.mktemp("concurrency") / "world"
+    fenv = FlatpakEnv(root)
+    for app in APPS:
+        fenv.publish(app, daemon_tree(app, "v1"))
+        fenv.install(app)
+    yield fenv
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def wanted(fenv: FlatpakEnv) -> dict[str, str]:
+    return {a: str(fenv.deploy_files(a) / "lib/extensions") for a in APPS}
+
+
+def reset(fenv: FlatpakEnv, *, stale: bool) -> None:
+    """Empty target and state; with ``stale``, every link points at an old commit."""
+    shutil.rmtree(fenv.target_dir, ignore_errors=True)
+    shutil.rmtree(fenv.system_dir / "flatpak-sysext", ignore_errors=True)
+    fenv.target_dir.mkdir()
+    if stale:
+        for app in APPS:
+            os.symlink(f"{fenv.system_dir}/app/{app}/{ARCH}/stable/{'e' * 64}/files/lib/"
+                       "extensions", fenv.target_dir / app)
+
+
+def command(fenv: FlatpakEnv, kind: str) -> list[str]:
+    sysext = [fenv.python, "-m", "flatpak_sysext"]
+    if kind == "reconcile":
+        return [*sysext, "reconcile"]
+    trigger = [*sysext, "trigger", str(fenv.system_dir)]
+    if kind == "trigger":
+        return trigger
+    return ["unshare", "-m", "sh", "-c",
+            'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"',
+            str(fenv.target_dir), *trigger]
+
+
+def assert_converged(fenv: FlatpakEnv) -> None:
+    assert fenv.links() == wanted(fenv)
+    assert sorted(os.listdir(fenv.target_dir)) == sorted(APPS)
+    state = fenv.system_dir / "flatpak-sysext"
+    assert not [n for n in os.listdir(state) if n.startswith(".#")]
+    # The last run under the lock was a reconcile or had nothing to ask for.
+    assert not (state / "request").exists()
+
+
+KINDS = ["reconcile"] * 6 + ["trigger"] * 6 + ["sandboxed-trigger"] * 4
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale"])
+def test_many_runs_at_once(world: FlatpakEnv, stale: bool) -> None:
+    reset(world, stale=stale)
+    procs = [subprocess.Popen(command(world, kind), env=world.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for kind in KINDS]
+    outputs = []
+    for kind, proc in zip(KINDS, procs):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"{kind}: {out}{err}"
+        assert err == "" or "Traceback" not in err, err
+        outputs.append(out)
+    assert_converged(world)
+    # Under the lock exactly one run made each change; the others found nothing to do.
+    done = "relinked to commit" if stale else "linked, commit"
+    for app in APPS:
+        made = [line for out in outputs for line in out.splitlines()
+                if f"{app}: {done}" in line and "requested" not in line]
+        assert len(made) == 1, (app, outputs)
+
+
+def test_a_run_killed_holding_the_lock_does_not_block_the_next(world: FlatpakEnv) -> None:
+    reset(world, stale=False)
+    # A reconcile stopped in the middle of its changes, with the lock held...
+    holder = subprocess.Popen(
+        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=symlinkat",
+         "-e", "inject=symlinkat:signal=STOP:when=2", *command(world, "reconcile")],
+        env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # (strace stops it as its second link is made.)
+    deadline = time.monotonic() + 60
+    while len(world.links()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(world.links()) == 2 and holder.poll() is None, "the holder never stopped"
+    # ...makes the next run wait (it is still running after a while)...
+    waiter = subprocess.Popen(command(world, "reconcile"), env=world.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        waiter.wait(timeout=3)
+    assert len(world.links()) == 2
+    # ...until the holder dies without releasing anything by itself.
+    tracee = int(subprocess.run(["pgrep", "-P", str(holder.pid)], capture_output=True,
+                                text=True, check=True).stdout.split()[0])
+    os.kill(tracee, signal.SIGKILL)
+    holder.communicate(timeout=60)
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, out + err
+    assert_converged(world)
+    # And the lock file the dead run left is no obstacle to a fresh run either.
+    again = world.sysext("reconcile")
+    assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
