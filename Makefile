@@ -67,11 +67,15 @@ test-min: $(VENV_MIN)/.stamp
 	$(VENV_MIN)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check flatpak_sysext tests
+	$(VENV)/bin/ruff check flatpak_sysext tests bench
 	$(VENV)/bin/mypy
 
 demo: deps venv
 	$(VPY) demo/demo.py
+
+# The figures of README's "Performance" section: a few minutes, as root (bench/bench.py).
+bench: deps venv
+	$(VPY) bench/bench.py
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
