@@ -124,6 +124,11 @@ def resolve_extension_root(files_dir: str, declared: str) -> tuple[str | None, l
     the deployment and comes back is refused too.
     """
     base = os.path.realpath(files_dir)
+    if base != os.path.normpath(files_dir):
+        # A directory of the layout itself (app/<ID>, <ARCH>, <BRANCH>, files) is a
+        # symlink: Flatpak never makes one, and it leads out of the installation.
+        return None, [Problem("escapes-deployment", "",
+                              f"{files_dir} resolves to {base}, outside the installation")]
     parts = [p for p in declared.split("/") if p not in ("", ".")]
     if os.path.isabs(declared) or ".." in parts or not parts:
         return None, [Problem("escapes-deployment", declared,
