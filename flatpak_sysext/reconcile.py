@@ -113,10 +113,15 @@ class Evaluation:
 def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
     key = cache.Key(f"{app.arch}/{app.branch}/{app.active_id}", app.declared_path)
     report = store.get(app.app_id, key)
-    if report is not None:
-        return report, False
     if app.root is None:
-        report = TreeReport(problems=app.problems, warnings=(), files=frozenset())
+        # Resolving the declared path failed in this run: that is the verdict, whatever
+        # the cache remembers of the same deployment (its layout may have changed since).
+        failed = TreeReport(problems=app.problems, warnings=(), files=frozenset())
+        if report == failed:
+            return report, False
+        report = failed
+    elif report is not None:
+        return report, False
     else:
         report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target)
     store.put(app.app_id, key, report)
