@@ -153,14 +153,17 @@ class SyncReport:
         return cls(data["time"], tuple(steps), tuple(warnings))
 
 
-def summary(report: SyncReport) -> list[str]:
-    """A few short lines for people: what went well in one line, then each problem."""
+def summary(report: SyncReport) -> tuple[list[str], list[str]]:
+    """Short lines for people: what was done (one line) and what was skipped, then
+    the problems: failed steps and warnings."""
     done = [s.step for s in report.steps if s.outcome == OK]
-    lines = [f"host sync: {', '.join(done)}: ok"] if done else []
-    lines += [f"host sync: {s.step} {s.outcome}: {s.message}"
-              for s in report.steps if s.outcome != OK]
-    lines += [f"host sync: warning: {w}" for w in report.warnings]
-    return lines
+    info = [f"host sync: {', '.join(done)}: ok"] if done else []
+    info += [f"host sync: {s.step} skipped: {s.message}"
+             for s in report.steps if s.outcome == SKIPPED]
+    problems = [f"host sync: {s.step} failed: {s.message}"
+                for s in report.steps if s.outcome == FAILED]
+    problems += [f"host sync: {w}" for w in report.warnings]
+    return info, problems
 
 
 @dataclasses.dataclass

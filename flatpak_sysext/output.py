@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from flatpak_sysext import apply
+from flatpak_sysext import apply, hoststate
 from flatpak_sysext.plan import Kind
 from flatpak_sysext.reconcile import AppStatus, Context, Evaluation, Result, change_lines
 from flatpak_sysext.report import Problem, TreeReport
@@ -15,8 +15,15 @@ def _problems(problems: tuple[Problem, ...]) -> list[dict[str, str]]:
     return [p.to_json() for p in problems]
 
 
-def app_json(s: AppStatus, merged: frozenset[str]) -> dict[str, Any]:
-    """One extension as an object of ``status --json`` (schemas/status.schema.json)."""
+def _syncs(ctx: Context) -> dict[str, hoststate.SyncReport | None]:
+    """The last host sync recorded for each installation, by path."""
+    return {i.path: hoststate.last_sync(i) for i in ctx.installations}
+
+
+def app_json(s: AppStatus, merged: frozenset[str],
+             last_sync: hoststate.SyncReport | None = None) -> dict[str, Any]:
+    """One extension as an object of ``status --json`` (schemas/status.schema.json);
+    ``last_sync`` is the last host sync of its installation."""
     return {
         "app": s.app_id,
         "name": s.app_id,
@@ -30,12 +37,14 @@ def app_json(s: AppStatus, merged: frozenset[str]) -> dict[str, Any]:
         "warnings": _problems(s.warnings),
         "reason": s.reason,
         "merged": s.app_id in merged,
+        "host_sync": None if last_sync is None else last_sync.to_json(),
     }
 
 
 def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
     """The ``status --json`` document: declared extensions, then foreign entries."""
-    items = [app_json(s, ev.merged) for s in ev.apps]
+    syncs = _syncs(ctx)
+    items = [app_json(s, ev.merged, syncs.get(s.installation.path)) for s in ev.apps]
     apps = {s.app_id for s in ev.apps}
     for entry in sorted(ev.entries.values(), key=lambda e: e.name):
         # A foreign entry named like an app is reported as that app's conflict.
@@ -45,7 +54,7 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
                 "link": f"{ctx.config.target_dir.rstrip('/')}/{entry.name}",
                 "target": entry.target, "commit": None, "origin": None, "problems": [],
                 "warnings": [], "reason": "not a link into a system installation; left alone",
-                "merged": entry.name in ev.merged,
+                "merged": entry.name in ev.merged, "host_sync": None,
             })
     return items
 
@@ -71,6 +80,13 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"{entry.name}: foreign (not ours, left alone)")
     for line in ev.errors + ev.warnings:
         print(f"warning: {line}")
+    for path, report in _syncs(ctx).items():
+        if report is not None:
+            verdict = "ok" if report.ok else "with problems"
+            print(f"last host sync for {path}: {report.time}, {verdict}")
+            info, problems = hoststate.summary(report)
+            for line in info + problems:
+                print(f"  {line}")
 
 
 def reconcile_json(ctx: Context, result: Result, *, dry_run: bool) -> dict[str, Any]:
@@ -86,6 +102,7 @@ def reconcile_json(ctx: Context, result: Result, *, dry_run: bool) -> dict[str, 
         "errors": list(ev.errors),
         "warnings": list(ev.warnings),
         "extensions": status_json(ctx, ev),
+        "host_sync": None if result.sync is None else result.sync.to_json(),
     }
 
 
@@ -98,12 +115,15 @@ def print_reconcile(result: Result, *, dry_run: bool) -> None:
     else:
         for line in change_lines(ev, result.applied):
             print(line)
+    info, problems = hoststate.summary(result.sync) if result.sync else ([], [])
+    for line in info:
+        print(line)
     # Diagnostics go to stderr, so a run that changed nothing prints nothing on stdout.
     for f in result.failures:
         print(f"error: {f.message}", file=sys.stderr)
     for line in ev.errors:
         print(f"error: {line}", file=sys.stderr)
-    for line in ev.warnings:
+    for line in ev.warnings + tuple(problems):
         print(f"warning: {line}", file=sys.stderr)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from flatpak_sysext import apply, config, installation
+from flatpak_sysext import apply, config, hoststate, installation
 from flatpak_sysext.reconcile import Context, change_lines, evaluate, reconcile
 
 
@@ -52,6 +52,9 @@ def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int
             lines = change_lines(result.evaluation, result.applied)
             lines += [f.message for f in result.failures]
             lines += list(result.evaluation.errors)
+            if result.sync is not None:
+                info, problems = hoststate.summary(result.sync)
+                lines += info + problems
         else:
             with apply.locked([inst]):
                 ev = evaluate(ctx, [inst], save_cache=True)
