@@ -10,6 +10,18 @@ DATADIR ?= $(DATAROOTDIR)
 MANDIR ?= $(DATAROOTDIR)/man
 SYSCONFDIR ?= /etc
 DESTDIR ?=
+# Flatpak reads triggers only from its own datadir (/usr/share/flatpak/triggers on
+# distributions): with PREFIX=/usr/local, set DATADIR=/usr/share or TRIGGERSDIR.
+TRIGGERSDIR ?= $(DATADIR)/flatpak/triggers
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+# Where PYTHON looks for packages under PREFIX: the first of its own site directories
+# under PREFIX/lib (Debian: /usr/lib/python3/dist-packages, or for /usr/local
+# /usr/local/lib/python3.X/dist-packages), else posix_prefix's purelib
+# (/usr/lib/python3.X/site-packages, as on Fedora and Arch). Used by install only.
+PYTHONDIR ?= $(shell $(PYTHON) -I -c 'import sys, sysconfig; p = "$(PREFIX)"; \
+	d = [x for x in sys.path if x.startswith(p + "/lib/") and x.endswith("-packages")]; \
+	print(d[0] if d else sysconfig.get_path("purelib", "posix_prefix", {"base": p, "platbase": p}))')
+PYTHON_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 
 VENV ?= .venv
 VENV_MIN ?= .venv-min
@@ -23,7 +35,8 @@ MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3
 APT_PACKAGES := flatpak bubblewrap gcc libc6-dev strace gnupg
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv test test-min lint demo bench clean
+.PHONY: all deps venv test test-min lint demo bench clean \
+	install install-package install-data uninstall
 
 all: venv
 
@@ -76,6 +89,45 @@ demo: deps venv
 # The figures of README's "Performance" section: a few minutes, as root (bench/bench.py).
 bench: deps venv
 	$(VPY) bench/bench.py
+
+# `make install` = the Python package and its command (install-package) + the trigger,
+# the units, the example config and the man page (install-data). Packagers who install
+# the package with their own Python tooling (pybuild, %pyproject_install, installer)
+# use install-data alone.
+install: install-package install-data
+
+install-package:
+	@test -n "$(PYTHONDIR)" || { echo "PYTHONDIR: $(PYTHON) did not tell its site directory"; exit 1; }
+	install -d $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/schemas $(DESTDIR)$(BINDIR)
+	install -m 0644 flatpak_sysext/*.py $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/
+	install -m 0644 flatpak_sysext/schemas/*.json $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/schemas/
+	printf '#!%s\nimport sys\n\nfrom flatpak_sysext.cli import main\n\nsys.exit(main())\n' \
+	  '$(PYTHON_EXE)' > $(DESTDIR)$(BINDIR)/flatpak-sysext
+	chmod 0755 $(DESTDIR)$(BINDIR)/flatpak-sysext
+
+install-data:
+	install -d $(DESTDIR)$(TRIGGERSDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
+	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext $(DESTDIR)$(MANDIR)/man8
+	sed '1s|^#!/usr/bin/python3|#!$(PYTHON_EXE)|' triggers/flatpak-sysext.trigger \
+	  > $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger
+	chmod 0755 $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger
+	sed 's|/usr/bin/flatpak-sysext|$(BINDIR)/flatpak-sysext|' systemd/flatpak-sysext.service \
+	  > $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
+	install -m 0644 systemd/flatpak-sysext.path $(DESTDIR)$(SYSTEMDUNITDIR)/
+	install -m 0644 examples/config.json \
+	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext/config.json.example
+	install -m 0644 docs/flatpak-sysext.8 $(DESTDIR)$(MANDIR)/man8/
+
+uninstall:
+	rm -rf $(DESTDIR)$(PYTHONDIR)/flatpak_sysext
+	rm -f $(DESTDIR)$(BINDIR)/flatpak-sysext \
+	  $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.path \
+	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext/config.json.example \
+	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
+	rmdir $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext 2>/dev/null || true
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
