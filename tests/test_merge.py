@@ -1,0 +1,206 @@
+"""The whole story with a real merge (SPEC §8): real Flatpak installs, and ``reconcile``
+run inside a private mount namespace with its own ``/run`` (FACTS.md), where the real
+``systemd-sysext`` merges into that namespace's ``/usr`` only.
+
+``/run/systemd/system`` exists in the namespace, so host sync runs. No systemd is PID 1
+there: ``systemctl``, ``busctl``, ``udevadm``, ``systemd-sysusers`` and
+``systemd-tmpfiles`` are stand-ins first on PATH that log their arguments, so the
+reloads are checked as exact commands; ``systemd-sysext`` is the real one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from tests.conftest import require
+from tests.flatpaktools import FlatpakEnv, daemon_tree
+from tests.test_cli import schema
+
+pytestmark = pytest.mark.merge
+
+APP = "org.fsx.Profiler"
+DAEMON = f"/usr/libexec/{APP}/profilerd"
+FAKES = ("systemctl", "busctl", "udevadm", "systemd-sysusers", "systemd-tmpfiles")
+DAEMON_RELOAD = "systemctl daemon-reload"
+DBUS_RELOAD = ("busctl --system call org.freedesktop.DBus /org/freedesktop/DBus "
+               "org.freedesktop.DBus ReloadConfig")
+
+
+class Namespace:
+    """A mount namespace kept alive by a sleeping process; commands enter it."""
+
+    def __init__(self) -> None:
+        setup = ("mount --make-shared / && mount -t tmpfs tmpfs /run && "
+                 "mkdir -p /run/systemd/system && echo ready && exec sleep infinity")
+        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                                      "sh", "-c", setup], stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()
+        ours = os.readlink("/proc/self/ns/mnt")
+        # Never merge into the real /usr: the namespace must be a different one.
+        if ready != "ready\n" or os.readlink(f"/proc/{self.proc.pid}/ns/mnt") == ours:
+            self.close()
+            raise AssertionError("could not make a private mount namespace")
+
+    def run(self, *argv: str, env: dict[str, str] | None = None,
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["nsenter", f"--target={self.proc.pid}", "--mount", "--", *argv],
+                              env=env, capture_output=True, text=True)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class Host:
+    """flatpak-sysext run in the namespace the way flatpak-sysext.service runs it."""
+
+    def __init__(self, fenv: FlatpakEnv, ns: Namespace, fakes: Path) -> None:
+        self.fenv = fenv
+        self.ns = ns
+        self.log = fakes / "commands.log"
+        self.env = dict(fenv.env, PATH=f"{fakes}:{os.environ['PATH']}",
+                        FSX_COMMAND_LOG=str(self.log))
+
+    def sysext(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.ns.run(self.fenv.python, "-m", "flatpak_sysext", *args, env=self.env)
+
+    def reconcile(self) -> subprocess.CompletedProcess[str]:
+        result = self.sysext("reconcile")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def commands(self) -> list[str]:
+        """The stand-in commands run since the last call."""
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        self.log.unlink(missing_ok=True)
+        return lines
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        result = self.sysext("status", "--json")
+        assert result.returncode == 0, result.stderr
+        items = json.loads(result.stdout)
+        jsonschema.validate(items, schema("status"))
+        return {item["name"]: item for item in items}
+
+    def merged(self) -> list[str]:
+        result = self.ns.run("cat", "/usr/.systemd-sysext/extensions")
+        return result.stdout.split() if result.returncode == 0 else []
+
+
+@pytest.fixture
+def host(fenv: FlatpakEnv, tmp_path: Path) -> Iterator[Host]:
+    for tool in ("unshare", "nsenter", "systemd-sysext"):
+        require(shutil.which(tool) is not None, f"{tool} is needed")
+    # The trigger is not what is tested here: reconcile is, inside the namespace.
+    (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
+    fenv.write_config({"target_dir": "/run/extensions", "host_sync": True})
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    for name in FAKES:
+        fake = fakes / name
+        fake.write_text('#!/bin/sh\necho "${0##*/} $*" >> "$FSX_COMMAND_LOG"\n')
+        fake.chmod(0o755)
+    ns = Namespace()
+    yield Host(fenv, ns, fakes)
+    ns.close()  # Before fenv's files go: the overlay in the namespace goes with it.
+
+
+def test_link_update_uninstall_merge_for_real(host: Host) -> None:
+    fenv = host.fenv
+    fenv.publish(APP, daemon_tree(APP, "version one"))
+    fenv.install(APP)
+    out = host.reconcile()
+    assert f"{APP}: linked" in out.stdout
+    assert "host sync: refresh, verify, daemon-reload, dbus-reload: ok" in out.stdout
+    assert out.stderr == ""
+    # The daemon is on /usr in the namespace, and runs; the host's /usr is untouched.
+    assert host.ns.run(DAEMON).stdout == "version one\n"
+    assert not Path(DAEMON).exists()
+    assert host.merged() == [APP]
+    # The unit and the D-Bus policy ask for exactly these reloads, nothing else.
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+    st = host.status()[APP]
+    assert st["state"] == "linked" and st["merged"] is True
+    assert st["host_sync"]["ok"] is True
+    assert [s["step"] for s in st["host_sync"]["steps"]] == [
+        "refresh", "verify", "daemon-reload", "dbus-reload"]
+
+    # Nothing changed: nothing runs, nothing is printed.
+    again = host.reconcile()
+    assert (again.stdout, again.stderr, host.commands()) == ("", "", [])
+
+    # An update: the link moves to the new deployment, the new daemon is what runs.
+    fenv.publish(APP, daemon_tree(APP, "version two"))
+    fenv.update()
+    out = host.reconcile()
+    assert f"{APP}: relinked" in out.stdout
+    assert host.ns.run(DAEMON).stdout == "version two\n"
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+
+    # Uninstalled: unlinked, unmerged, and the manager and the bus forget its files.
+    fenv.uninstall(APP)
+    out = host.reconcile()
+    assert f"{APP}: unlinked" in out.stdout
+    assert "host sync: refresh, verify, daemon-reload, dbus-reload: ok" in out.stdout
+    assert host.ns.run("test", "-e", DAEMON).returncode == 1
+    assert host.merged() == []
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+
+
+def test_a_merge_that_did_not_happen_is_caught(host: Host) -> None:
+    # systemd-sysext does not search this directory: refresh succeeds, merges nothing.
+    host.fenv.write_config({"target_dir": "/run/not-searched", "host_sync": True})
+    host.fenv.publish(APP, daemon_tree(APP, "v1"))
+    host.fenv.install(APP)
+    result = host.sysext("reconcile", "--json")
+    # A failed host sync step is a warning, not a failed reconcile.
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, schema("reconcile"))
+    sync = doc["host_sync"]
+    jsonschema.validate(sync, {**schema("status"), "$ref": "#/definitions/sync"})
+    verify = next(s for s in sync["steps"] if s["step"] == "verify")
+    assert sync["ok"] is False and verify["outcome"] == "failed"
+    assert verify["message"].startswith(f"not merged: {APP}")
+    assert host.merged() == []
+    st = host.status()[APP]
+    assert st["state"] == "linked" and st["merged"] is False
+    assert st["host_sync"] == sync
+    text = host.sysext("status")
+    assert f"  host sync: verify failed: not merged: {APP}" in text.stdout
+
+
+def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
+    daemon = daemon_tree(APP, "v1")
+
+    def tree(root: Path) -> None:
+        daemon(root)
+        for path in ("usr/share/polkit-1/actions/org.fsx.Profiler.policy",
+                     "usr/lib/udev/rules.d/70-profiler.rules", "usr/lib/sysusers.d/profiler.conf",
+                     "usr/lib/tmpfiles.d/profiler.conf"):
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text("# test\n")
+
+    host.fenv.publish(APP, tree)
+    host.fenv.install(APP)
+    host.reconcile()
+    assert host.commands() == [
+        "systemd-sysusers -- profiler.conf", "systemd-tmpfiles --create -- profiler.conf",
+        DAEMON_RELOAD, DBUS_RELOAD, "systemctl try-reload-or-restart polkit.service",
+        "udevadm control --reload"]
+    assert host.ns.run("cat", "/usr/lib/tmpfiles.d/profiler.conf").stdout == "# test\n"
+    # Taking it away: users and created files stay, the rest is reloaded again.
+    host.fenv.uninstall(APP)
+    host.reconcile()
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD,
+                               "systemctl try-reload-or-restart polkit.service",
+                               "udevadm control --reload"]
