@@ -11,7 +11,7 @@ import dataclasses
 import functools
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from flatpak_sysext import __version__, apply, cache, config, hostsync, policy, validate
@@ -203,9 +203,15 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
 
 
-def _prefixes(path: str) -> Iterator[str]:
-    """Every directory ``path`` lies in (``usr``, ``usr/bin`` for ``usr/bin/x``)."""
-    return (path[:i] for i, c in enumerate(path) if c == "/")
+def _dirs(files: frozenset[str]) -> set[str]:
+    """Every directory the ``files`` lie in (``usr``, ``usr/bin`` for ``usr/bin/x``)."""
+    dirs: set[str] = set()
+    for f in files:
+        end = f.rfind("/")
+        while end > 0 and f[:end] not in dirs:  # the rest is there from an earlier file
+            dirs.add(f[:end])
+            end = f.rfind("/", 0, end)
+    return dirs
 
 
 class _Placed:
@@ -222,23 +228,24 @@ class _Placed:
         self.file_owners: dict[str, list[str]] = {}
         self.dir_owners: dict[str, list[str]] = {}
 
-    def add(self, app_id: str, files: frozenset[str]) -> None:
+    def add(self, app_id: str, files: frozenset[str], dirs: set[str]) -> None:
+        """Place ``files`` (whose directories are ``dirs``) as ``app_id``'s."""
         self.files[app_id] = files
-        dirs = {d for f in files for d in _prefixes(f)}
         for f in files:
             self.file_owners.setdefault(f, []).append(app_id)
         for d in dirs:
             self.dir_owners.setdefault(d, []).append(app_id)
 
-    def sharing(self, files: frozenset[str]) -> dict[str, frozenset[str]]:
+    def sharing(self, files: frozenset[str], dirs: set[str]) -> dict[str, frozenset[str]]:
         """The placed extensions that have a file where ``files`` has a file or a
-        directory, or a directory where it has a file."""
+        directory (one of ``dirs``), or a directory where it has a file."""
+        # Set operations first: they run in C, and almost always find nothing.
+        hits = (files | dirs) & self.file_owners.keys() | files & self.dir_owners.keys()
         names: set[str] = set()
-        for f in files:
-            names.update(self.file_owners.get(f, ()))
-            names.update(self.dir_owners.get(f, ()))
-            for d in _prefixes(f):
-                names.update(self.file_owners.get(d, ()))
+        for path in hits:
+            names.update(self.file_owners.get(path, ()))
+            if path in files:
+                names.update(self.dir_owners.get(path, ()))
         return {n: self.files[n] for n in names}
 
 
@@ -272,8 +279,9 @@ def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
     placed = _Placed()
     wanted: dict[str, str] = {}
     for app, report, fresh in candidates:
+        dirs = _dirs(report.files)
         placement = validate.check_placement(report.files, ctx.host_root, ignore,
-                                             placed.sharing(report.files))
+                                             placed.sharing(report.files, dirs))
         if cfg.allow_host_shadowing:
             placement = [p for p in placement if p.code != "shadows-host-file"]
         if placement:
@@ -281,7 +289,7 @@ def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
                                     problems=report.problems + tuple(placement)))
             continue
         assert app.root is not None
-        placed.add(app.app_id, report.files)
+        placed.add(app.app_id, report.files, dirs)
         wanted[app.app_id] = app.root
         entry = entries.get(app.app_id)
         state = "linked" if entry is not None and entry.target == app.root else "pending"
