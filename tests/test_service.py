@@ -1,0 +1,42 @@
+"""What flatpak-sysext.service relies on: a change Flatpak makes while ``reconcile`` runs
+is carried out by that same run (systemd would fold the path unit's new start into it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flatpak_sysext import config, installation, reconcile
+from tests.flatpaktools import FlatpakEnv, daemon_tree
+
+APP = "org.fsx.Profiler"
+APP2 = "org.fsx.Tracer"
+
+
+def test_an_install_during_a_run_is_linked_by_that_run(
+        fenv: FlatpakEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No trigger: it would wait for the lock this run holds, and flatpak for it.
+    (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    fenv.publish(APP2, daemon_tree(APP2, "v1"))
+    fenv.install(APP)
+    passes: list[set[str]] = []
+    evaluate = reconcile.evaluate
+
+    def evaluate_then_install(*args: Any, **kwargs: Any) -> reconcile.Evaluation:
+        ev = evaluate(*args, **kwargs)
+        passes.append({s.app_id for s in ev.apps})
+        if len(passes) == 1:
+            fenv.install(APP2)  # Flatpak deploys while the first pass is under way.
+        return ev
+
+    monkeypatch.setattr(reconcile, "evaluate", evaluate_then_install)
+    env = fenv.env
+    insts = installation.system_installations(env)
+    ctx = reconcile.Context.create(config.load(str(fenv.config_file)), insts, env)
+    result = reconcile.reconcile(ctx, insts)
+    assert passes == [{APP}, {APP, APP2}]
+    assert set(fenv.links()) == {APP, APP2}
+    assert {a.name for a in result.applied} == {APP, APP2}
+    assert result.failures == ()
