@@ -1,0 +1,87 @@
+"""The memo that spares re-reading unchanged deployments (installation.read_installation,
+kept in the cache): a changed deployment is always read again, a bad memo is discarded."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from flatpak_sysext import cache, installation
+from flatpak_sysext.installation import Declared, Installation, Remembered
+from tests.test_installation import gvariant_deploy
+
+APP = "org.a.B"
+DECLARE = "[X-SystemExtension]\npath=ext\n"
+
+
+def deploy(base: Path, active: str, meta: str = DECLARE, *, branch: str = "stable",
+           make_current: bool = True) -> Path:
+    """Write a deployment of APP and make it active (and current)."""
+    ref = base / "app" / APP / "x86_64" / branch
+    dep = ref / active
+    (dep / "files" / "ext").mkdir(parents=True)
+    (dep / "deploy").write_bytes(gvariant_deploy("origin", active[:64], []))
+    (dep / "metadata").write_text(f"[Application]\nname={APP}\n\n{meta}")
+    tmp = ref / "active.tmp"
+    os.symlink(active, tmp)
+    os.rename(tmp, ref / "active")
+    if make_current:
+        current = base / "app" / APP / "current.tmp"
+        os.symlink(f"x86_64/{branch}", current)
+        os.rename(current, base / "app" / APP / "current")
+    return dep
+
+
+def test_unchanged_links_are_not_read_again_and_changed_ones_are(tmp_path: Path) -> None:
+    inst = Installation("default", str(tmp_path))
+    memo: dict[str, Remembered] = {}
+    first = deploy(tmp_path, "a" * 64)
+    [app] = installation.read_installation(inst, memo)
+    assert isinstance(app, Declared) and app.active_id == "a" * 64
+    assert memo[APP].declared == app
+    # Deployments are immutable: with the same links, the memo answers.
+    (first / "metadata").write_text(f"[Application]\nname={APP}\n")
+    assert installation.read_installation(inst, memo) == [app]
+    # A new active deployment is read, even one that now declares nothing.
+    deploy(tmp_path, "b" * 64, meta="")
+    assert installation.read_installation(inst, memo) == []
+    assert memo[APP] == Remembered("x86_64/stable", "b" * 64, None)
+    # So is a new branch made current with the very same commit.
+    deploy(tmp_path, "b" * 64, branch="beta")
+    [beta] = installation.read_installation(inst, memo)
+    assert isinstance(beta, Declared) and beta.branch == "beta"
+
+
+def test_incomplete_and_uninstalled_apps_are_forgotten(tmp_path: Path) -> None:
+    inst = Installation("default", str(tmp_path))
+    memo: dict[str, Remembered] = {}
+    dep = deploy(tmp_path, "a" * 64)
+    (dep / "deploy").unlink()  # Flatpak has not finished writing it
+    assert installation.read_installation(inst, memo) == []
+    assert memo == {}
+    (dep / "deploy").write_bytes(gvariant_deploy("origin", "a" * 64, []))
+    assert len(installation.read_installation(inst, memo)) == 1
+    os.unlink(tmp_path / "app" / APP / "current")
+    assert installation.read_installation(inst, memo) == []
+    assert memo == {}
+
+
+def test_the_memo_survives_the_cache_and_a_bad_one_is_discarded(tmp_path: Path) -> None:
+    inst = Installation("default", str(tmp_path))
+    deploy(tmp_path, "a" * 64)
+    store = cache.Cache(inst, "host")
+    store.load()
+    found = installation.read_installation(inst, store.scan)
+    store.save()
+    again = cache.Cache(inst, "host")
+    again.load()
+    assert again.warning is None and again.scan == store.scan
+    assert installation.read_installation(inst, again.scan) == found
+
+    data = json.loads(Path(store.path).read_text())
+    data["scan"][APP][2]["root"] = "/etc"  # a memo must never point a link elsewhere
+    Path(store.path).write_text(json.dumps(data))
+    bad = cache.Cache(inst, "host")
+    bad.load()
+    assert bad.scan == {} and bad.warning is not None and "discarded" in bad.warning
