@@ -166,3 +166,23 @@ def dynamic_segment(data: bytes) -> Any:
         if segment["p_type"] == "PT_DYNAMIC":
             return segment.header
     raise ValueError("no PT_DYNAMIC")
+
+
+class CountingFile(io.BytesIO):
+    """A file that counts the bytes judge() reads and fails on unbounded reads or wild seeks."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.bytes_read = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        assert size is not None and size >= 0, "unbounded read"
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        # A real file raises OverflowError beyond 2**63: judge must check offsets first.
+        assert whence != io.SEEK_SET or 0 <= offset <= self.size, f"seek to {offset:#x}"
+        return super().seek(offset, whence)

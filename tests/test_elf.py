@@ -19,30 +19,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flatpak_sysext.elf import ELF_MAGIC, MAX_BYTES_READ, ElfTarget, judge
-from tests.elfcorpus import EXPECTED, build_corpus, dynamic_segment, edit_dyn, edit_ehdr, edit_phdr
+from tests.elfcorpus import (
+    EXPECTED,
+    CountingFile,
+    build_corpus,
+    dynamic_segment,
+    edit_dyn,
+    edit_ehdr,
+    edit_phdr,
+)
 
 HOST = ElfTarget.host()
 CODES = {"dynamic-elf", "shared-library", "unsupported-elf", "foreign-elf", "malformed-elf"}
 
 
-class CountingFile(io.BytesIO):
-    """A file that counts the bytes judge() reads and fails on unbounded reads or wild seeks."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.size = len(data)
-        self.bytes_read = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        assert size is not None and size >= 0, "unbounded read"
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        # A real file raises OverflowError beyond 2**63: judge must check offsets first.
-        assert whence != io.SEEK_SET or 0 <= offset <= self.size, f"seek to {offset:#x}"
-        return super().seek(offset, whence)
 
 
 def verdict(data: bytes, target: ElfTarget = HOST) -> tuple[str, str] | None:

@@ -11,7 +11,6 @@ own documented rejection; no other exception may escape into a root-run trigger.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 from flatpak_sysext import deployfile, elf, installation, keyfile, release
 from flatpak_sysext.installation import Declared, Installation, Unreadable
 from tests.conftest import require
-from tests.elfcorpus import build_corpus
+from tests.elfcorpus import CountingFile, build_corpus
 from tests.test_installation import gvariant_deploy
 
 EXAMPLES = int(os.environ.get("FLATPAK_SYSEXT_FUZZ_EXAMPLES", "500"))
@@ -183,24 +182,6 @@ def test_os_release(scratch: Path, os_release: bytes, ext: bytes) -> None:
     assert isinstance(release.host_description(host), str)
 
 
-class BoundedFile(io.BytesIO):
-    """A file that fails the test on an unbounded read or a seek past its end."""
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
-        self.size = len(data)
-        self.bytes_read = 0
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        assert size is not None and size >= 0, "unbounded read"
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
-
-    def seek(self, offset: int, whence: int = 0, /) -> int:
-        # A real file raises OverflowError beyond 2**63: judge must check offsets first.
-        assert whence != io.SEEK_SET or 0 <= offset <= self.size, f"seek to {offset:#x}"
-        return super().seek(offset, whence)
 
 
 ELF_SEEDS = ("static", "static-pie", "tiny-static", "tiny-static-pie", "dynamic",
@@ -239,7 +220,7 @@ def _elf_mutation(seed: bytes, edits: list[tuple[int, int, int]], cut: int | Non
 def test_elf_judge(elf_seeds: dict[str, bytes], key: str, edits: list[tuple[int, int, int]],
                    cut: int | None) -> None:
     data = _elf_mutation(elf_seeds[key], edits, cut)
-    f = BoundedFile(data)
+    f = CountingFile(data)
     verdict = elf.judge(f, elf.ElfTarget.host())
     assert f.bytes_read <= elf.MAX_BYTES_READ
     if verdict is not None:
@@ -250,7 +231,7 @@ def test_elf_judge(elf_seeds: dict[str, bytes], key: str, edits: list[tuple[int,
 @FUZZ
 @given(st.binary(max_size=256).map(lambda b: elf.ELF_MAGIC + b))
 def test_elf_judge_random_after_the_magic(data: bytes) -> None:
-    f = BoundedFile(data)
+    f = CountingFile(data)
     verdict = elf.judge(f, elf.ElfTarget.host())
     assert f.bytes_read <= elf.MAX_BYTES_READ
     assert verdict is None or verdict[0] in CODES
