@@ -10,8 +10,8 @@ format (GVariant specification §2.3: tuples with framing offsets) within fixed 
 from __future__ import annotations
 
 import dataclasses
-import os
-import stat
+
+from flatpak_sysext import keyfile
 
 MAX_SIZE = 1 << 20
 
@@ -96,11 +96,8 @@ def read(path: str, *, dir_fd: int | None = None) -> DeployInfo:
 
     Raises OSError if unreadable and DeployFileError if malformed.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise DeployFileError("not a regular file")
-        data = f.read(MAX_SIZE + 1)
-    if len(data) > MAX_SIZE:
-        raise DeployFileError(f"larger than {MAX_SIZE} bytes")
+    try:
+        data = keyfile.read_regular(path, MAX_SIZE, dir_fd=dir_fd)
+    except ValueError as e:
+        raise DeployFileError(str(e)) from None
     return parse(data)
