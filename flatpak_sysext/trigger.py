@@ -8,7 +8,7 @@ writable: there it validates and records a request for ``flatpak-sysext.service`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from flatpak_sysext import apply, config, hoststate, installation
 from flatpak_sysext.reconcile import Context, change_lines, evaluate, reconcile
@@ -75,3 +75,16 @@ def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int
     for line in [*lines, *([warning] if warning else [])]:
         print(f"flatpak-sysext: {line}")
     return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """The trigger file's entry point: ``BASEDIR``, as Flatpak passes it.
+
+    Flatpak runs this after every transaction, so it skips the command line's parser and
+    output modules (a tenth of a no-op run); anything but a lone BASEDIR goes to them.
+    """
+    if len(argv) == 1 and not argv[0].startswith("-"):
+        return run(argv[0], None, os.environ)
+    from flatpak_sysext.cli import main as cli_main
+
+    return cli_main(["trigger", *argv])

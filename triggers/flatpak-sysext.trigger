@@ -4,6 +4,6 @@
 # path as $1. `make install` substitutes the interpreter above.
 import sys
 
-from flatpak_sysext.cli import main
+from flatpak_sysext.trigger import main
 
-sys.exit(main(["trigger", *sys.argv[1:]]))
+sys.exit(main(sys.argv[1:]))
