@@ -10,18 +10,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import os
 import re
-import secrets
 import stat
 from collections.abc import Iterable, Iterator
 
+from flatpak_sysext import state
 from flatpak_sysext.installation import Installation
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, RemoveTemporary, Unlink
 
 TEMP_PREFIX = ".#flatpak-sysext."
-STATE_DIR = "flatpak-sysext"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +80,7 @@ def _apply_one(dfd: int, action: Action) -> None:
         os.symlink(action.target, action.name, dir_fd=dfd)
     elif isinstance(action, Relink):
         _expect_link(dfd, action.name, action.old)
-        tmp = TEMP_PREFIX + secrets.token_hex(8)
+        tmp = TEMP_PREFIX + os.urandom(8).hex()
         os.symlink(action.new, tmp, dir_fd=dfd)
         try:
             os.rename(tmp, action.name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -137,31 +135,9 @@ def apply(target_dir: str, actions: Iterable[Action]) -> list[Failure]:
     return failures
 
 
-def write_file(path: str, data: bytes) -> None:
-    """Replace ``path`` atomically (temporary file, fsync, rename) with ``data``."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".#{name}.{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def state_dir(inst: Installation) -> str:
-    """Where flatpak-sysext keeps its cache, lock and request for an installation."""
-    return os.path.join(inst.path, STATE_DIR)
-
-
 def request_path(inst: Installation) -> str:
     """The file whose change starts ``flatpak-sysext.service`` through the path unit."""
-    return os.path.join(state_dir(inst), "request")
+    return os.path.join(state.directory(inst.path), "request")
 
 
 def clear_request(inst: Installation) -> None:
@@ -172,28 +148,21 @@ def clear_request(inst: Installation) -> None:
 
 @contextlib.contextmanager
 def locked(installations: Iterable[Installation]) -> Iterator[None]:
-    """Hold each installation's lock (in path order, so runs never deadlock).
-
-    ``flock`` locks die with their process, so a crashed run never blocks the next.
-    """
+    """Hold each installation's lock (in path order, so runs never deadlock)."""
     with contextlib.ExitStack() as stack:
         for inst in sorted(installations, key=lambda i: i.path):
-            directory = state_dir(inst)
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            fd = os.open(os.path.join(directory, "lock"),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = state.lock(inst.path)
             stack.callback(os.close, fd)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            _remove_leftovers(directory)
+            _remove_leftovers(state.directory(inst.path))
         yield
 
 
 _WRITE_TEMPORARY = re.compile(r"\.#.+\.[0-9a-f]{16}")
-"""The name :func:`write_file` gives its temporary file."""
+"""The name :func:`state.write_file` gives its temporary file."""
 
 
 def _remove_leftovers(directory: str) -> None:
-    """Remove what a run killed inside :func:`write_file` left: its ``.#`` temporaries.
+    """Remove what a run killed inside :func:`state.write_file` left: its ``.#`` temporaries.
 
     Only called with the lock held: the state files (cache, request) are only written
     under it, so none of their temporaries is in use; a best-effort write made without

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-from flatpak_sysext import apply
+from flatpak_sysext import state
 from flatpak_sysext.installation import Declared, Installation, Remembered
 from flatpak_sysext.report import Problem, TreeReport
 
@@ -96,7 +96,7 @@ class Cache:
 
     def __init__(self, inst: Installation, fingerprint: str) -> None:
         self.inst = inst
-        self.path = os.path.join(apply.state_dir(inst), "cache.json")
+        self.path = os.path.join(state.directory(inst.path), "cache.json")
         self.fingerprint = fingerprint
         self.entries: dict[str, tuple[Key, TreeReport]] = {}
         self.scan: dict[str, Remembered] = {}
@@ -157,6 +157,6 @@ class Cache:
             "scan": {app_id: _remembered_to_json(r) for app_id, r in sorted(self.scan.items())},
         }
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        apply.write_file(self.path, json.dumps(data, separators=(",", ":")).encode())
+        state.write_file(self.path, json.dumps(data, separators=(",", ":")).encode())
         self.dirty = False
         self._scan_saved = dict(self.scan)

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-from flatpak_sysext import apply
+from flatpak_sysext import state
 
 DEFAULT_PATH = "/etc/flatpak-sysext/config.json"
 MAX_SIZE = 1 << 20
@@ -187,7 +187,7 @@ def _memo_write(memo_dir: str, digest: str) -> None:
     # turn a valid config into an error.
     try:
         os.makedirs(memo_dir, mode=0o755, exist_ok=True)
-        apply.write_file(os.path.join(memo_dir, MEMO_NAME), f"{digest}\n".encode())
+        state.write_file(os.path.join(memo_dir, MEMO_NAME), f"{digest}\n".encode())
     except OSError:
         pass
 

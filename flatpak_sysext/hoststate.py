@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flatpak_sysext import apply
+from flatpak_sysext import state as statefiles
 from flatpak_sysext.installation import Installation
 
 STATE_FILE = "hostsync.json"
@@ -196,7 +196,7 @@ class State:
 
 def state_path(inst: Installation) -> str:
     """Where ``inst`` keeps its host sync state."""
-    return os.path.join(apply.state_dir(inst), STATE_FILE)
+    return os.path.join(statefiles.directory(inst.path), STATE_FILE)
 
 
 def load(inst: Installation) -> tuple[State, str | None]:
@@ -232,7 +232,7 @@ def save(states: Mapping[Installation, State], pending: Needs | None,
         try:
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             data = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
-            apply.write_file(path, data.encode())
+            statefiles.write_file(path, data.encode())
         except OSError as e:
             problems.append(f"{path}: cannot save the host sync state: {e.strerror or e}")
     return problems

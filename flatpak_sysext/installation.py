@@ -76,6 +76,11 @@ class Unreadable:
     reason: str
 
 
+def installations_dir(environ: Mapping[str, str]) -> str:
+    """Where Flatpak reads the configuration of more system installations."""
+    return os.path.join(environ.get("FLATPAK_CONFIG_DIR") or DEFAULT_CONFIG_DIR, "installations.d")
+
+
 def system_installations(environ: Mapping[str, str]) -> list[Installation]:
     """The default system installation and those of ``installations.d``, by real path.
 
@@ -83,8 +88,7 @@ def system_installations(environ: Mapping[str, str]) -> list[Installation]:
     links are ours depends on this list, so a guess is not good enough.
     """
     found = [Installation("default", environ.get("FLATPAK_SYSTEM_DIR") or DEFAULT_SYSTEM_DIR)]
-    confdir = os.path.join(environ.get("FLATPAK_CONFIG_DIR") or DEFAULT_CONFIG_DIR,
-                           "installations.d")
+    confdir = installations_dir(environ)
     try:
         names = sorted(n for n in os.listdir(confdir) if n.endswith(".conf"))
     except FileNotFoundError:

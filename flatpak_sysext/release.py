@@ -224,6 +224,12 @@ def architecture_from_uname(machine: str) -> str:
     return _ARCHITECTURES.get(machine, machine)
 
 
+def os_release_candidates(environ: Mapping[str, str]) -> list[str]:
+    """The os-release files systemd-sysext reads, in order (the first that exists counts)."""
+    override = environ.get("SYSTEMD_OS_RELEASE")
+    return [override] if override is not None else ["/etc/os-release", "/usr/lib/os-release"]
+
+
 def read_host(environ: Mapping[str, str] = os.environ, root: str = "/") -> Host:
     """Read the host as systemd-sysext sees it.
 
@@ -231,11 +237,8 @@ def read_host(environ: Mapping[str, str] = os.environ, root: str = "/") -> Host:
     systemd), else from the first of ``/etc/os-release`` and ``/usr/lib/os-release`` that
     exists; unreadable means empty, which :func:`compatibility` reports.
     """
-    override = environ.get("SYSTEMD_OS_RELEASE")
-    candidates = [override] if override is not None else ["/etc/os-release",
-                                                           "/usr/lib/os-release"]
     os_release: dict[str, str] = {}
-    for candidate in candidates:
+    for candidate in os_release_candidates(environ):
         try:
             path = candidate if root == "/" else os.path.join(root, candidate.lstrip("/"))
             os_release = read_env_file(path)

@@ -16,20 +16,20 @@ DECLARE = "[X-SystemExtension]\npath=ext\n"
 
 
 def deploy(base: Path, active: str, meta: str = DECLARE, *, branch: str = "stable",
-           make_current: bool = True) -> Path:
-    """Write a deployment of APP and make it active (and current)."""
-    ref = base / "app" / APP / "x86_64" / branch
+           make_current: bool = True, app: str = APP) -> Path:
+    """Write a deployment of ``app`` and make it active (and current), as Flatpak does."""
+    ref = base / "app" / app / "x86_64" / branch
     dep = ref / active
     (dep / "files" / "ext").mkdir(parents=True)
     (dep / "deploy").write_bytes(gvariant_deploy("origin", active[:64], []))
-    (dep / "metadata").write_text(f"[Application]\nname={APP}\n\n{meta}")
+    (dep / "metadata").write_text(f"[Application]\nname={app}\n\n{meta}")
     tmp = ref / "active.tmp"
     os.symlink(active, tmp)
     os.rename(tmp, ref / "active")
     if make_current:
-        current = base / "app" / APP / "current.tmp"
+        current = base / "app" / app / "current.tmp"
         os.symlink(f"x86_64/{branch}", current)
-        os.rename(current, base / "app" / APP / "current")
+        os.rename(current, base / "app" / app / "current")
     return dep
 
 

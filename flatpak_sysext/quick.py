@@ -1,0 +1,286 @@
+"""The trigger's quick check: has anything a quiet run depended on changed since?
+
+Flatpak runs the trigger after every transaction, and almost every time none of the
+apps that declare a system extension was touched. A trigger run that found nothing to
+do and said nothing leaves a stamp, ``<installation>/flatpak-sysext/quick``, with:
+
+- the environment variables and command-line path it ran with;
+- the ``stat`` signature of every file and directory its decision read: the config,
+  ``installations.d``, os-release, the repo config, the target directory, the merged
+  list, the state files, the installed code, and Flatpak's ``.changed``;
+- per installed app, the identity of its active deployment directory (the ``stat`` of
+  ``app/<ID>/current/active``), and which apps mattered (declared an extension or had
+  an entry in the target directory).
+
+The next run compares. If every signature is the same, nothing Flatpak or an
+administrator's configuration changed, and the run ends. If only ``.changed`` moved,
+Flatpak deployed or removed something: the apps whose deployment changed are read
+with the same reader a full run uses, and if none of them declares an extension and
+none mattered before, the run ends too, after updating the stamp. Anything else
+(a missing or unreadable stamp included) makes the full run happen.
+
+Signatures with a timestamp younger than MARGIN are never recorded as stable: a change
+made in the same clock tick as the one recorded could not be told apart (git's "racily
+clean" problem). Deployments are never changed once Flatpak made them active (a new
+commit is a new directory), which is what makes a directory's identity enough.
+
+This module is the first thing the trigger imports; it needs only ``os`` until an app
+has to be read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flatpak_sysext import keyfile, state
+
+TYPE_CHECKING = False  # Not typing's: importing typing or collections.abc costs milliseconds.
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+STAMP_NAME = "quick"
+FORMAT = "flatpak-sysext quick 1"
+MARGIN_NS = 2_000_000_000
+"""Older than this, a timestamp can be trusted to change with the next change; covers
+filesystems with one-second timestamps and clocks stepped by a little."""
+MAX_SIZE = 64 << 20
+ENVIRONMENT = ("FLATPAK_SYSTEM_DIR", "FLATPAK_CONFIG_DIR", "FLATPAK_SYSEXT_CONFIG",
+               "SYSTEMD_OS_RELEASE")
+"""The variables a trigger run reads."""
+UNKNOWN = "?"
+"""A signature that matches nothing: what is recorded for a path that changed too recently."""
+ABSENT = "-"
+_UNSET = "\x01"
+
+
+def signature(path: str) -> str:
+    """What ``stat`` says of ``path`` (following symlinks): ABSENT if it does not exist.
+
+    Raises OSError for any other failure: a path that cannot be looked at cannot be
+    vouched for.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return ABSENT
+    return (f"{st.st_dev}:{st.st_ino}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:"
+            f"{st.st_ctime_ns}")
+
+
+def _recent(sig: str, since_ns: int) -> bool:
+    if sig in (ABSENT, UNKNOWN):
+        return False
+    *_, mtime, ctime = sig.split(":")
+    return max(int(mtime), int(ctime)) > since_ns - MARGIN_NS
+
+
+def app_signatures(installation_path: str) -> dict[str, str]:
+    """Every entry of ``app/`` -> the identity of its active deployment (ABSENT: none)."""
+    try:
+        fd = os.open(os.path.join(installation_path, "app"),
+                     os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return {}
+    try:
+        found = {}
+        stat = os.stat
+        for name in os.listdir(fd):
+            try:
+                # Device, inode and ctime: a directory that replaced a deleted one may
+                # get its inode number, not in the same clock tick.
+                st = stat(f"{name}/current/active", dir_fd=fd)
+                found[name] = f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
+            except (FileNotFoundError, NotADirectoryError):
+                found[name] = ABSENT
+        return found
+    finally:
+        os.close(fd)
+
+
+class Stamp:
+    """What a stamp file holds (see the module documentation)."""
+
+    def __init__(self, installation_path: str, env: dict[str, str], paths: dict[str, str],
+                 relevant: frozenset[str], apps: dict[str, str]) -> None:
+        self.installation_path = installation_path
+        self.env = env
+        self.paths = paths
+        self.relevant = relevant
+        self.apps = apps
+        self._body: bytes | None = None
+
+    def encode(self) -> bytes | None:
+        """The file's bytes; None if a name or path cannot be written in the format."""
+        lines = [FORMAT, f"B {self.installation_path}"]
+        lines += [f"E {k}\0{v}" for k, v in self.env.items()]
+        lines += [f"P {p}\0{s}" for p, s in self.paths.items()]
+        lines.append("apps")  # What follows is only read when an app may have changed.
+        lines += [f"R {name}" for name in sorted(self.relevant)]
+        lines += [f"A {name}\0{s}" for name, s in self.apps.items()]
+        if any("\n" in line or line.count("\0") > 1 for line in lines):
+            return None
+        lines.append("end\n")  # A stamp cut short is no stamp.
+        try:
+            return "\n".join(lines).encode("utf-8", "strict")
+        except UnicodeEncodeError:
+            return None
+
+    @classmethod
+    def decode(cls, data: bytes) -> Stamp | None:
+        """The stamp in ``data``, or None if it is malformed.
+
+        Its apps are left for :meth:`read_apps`: most runs never need them.
+        """
+        head, found, body = data.partition(b"\napps\n")
+        if not found or not (body == b"end\n" or body.endswith(b"\nend\n")):
+            return None
+        try:
+            lines = head.decode("utf-8", "strict").split("\n")
+        except UnicodeDecodeError:
+            return None
+        if len(lines) < 2 or lines[0] != FORMAT or not lines[1].startswith("B "):
+            return None
+        stamp = cls(lines[1][2:], {}, {}, frozenset(), {})
+        tables = {"E": stamp.env, "P": stamp.paths}
+        for line in lines[2:]:
+            kind, _, rest = line.partition(" ")
+            key, sep, value = rest.partition("\0")
+            if kind not in tables or not sep:
+                return None
+            tables[kind][key] = value
+        stamp._body = body[: -len(b"end\n")]
+        return stamp
+
+    def read_apps(self) -> bool:
+        """Read the apps of a decoded stamp; False if that part is malformed."""
+        if self._body is None:
+            return True
+        try:
+            lines = self._body.decode("utf-8", "strict").split("\n")[:-1]
+        except UnicodeDecodeError:
+            return False
+        relevant = []
+        for line in lines:
+            kind, _, rest = line.partition(" ")
+            if kind == "R":
+                relevant.append(rest)
+                continue
+            name, sep, sig = rest.partition("\0")
+            if kind != "A" or not sep:
+                return False
+            self.apps[name] = sig
+        self.relevant = frozenset(relevant)
+        self._body = None
+        return True
+
+    def save(self) -> None:
+        """Write the stamp; best effort: without one the next run is a full one."""
+        data = self.encode()
+        if data is None:
+            return
+        try:
+            state.write_file(stamp_path(self.installation_path), data)
+        except OSError:
+            return
+
+
+def stamp_path(installation_path: str) -> str:
+    """Where the stamp of the installation at ``installation_path`` is kept."""
+    return os.path.join(state.directory(installation_path), STAMP_NAME)
+
+
+class Snapshot:
+    """What one full trigger run depends on, taken before it reads any of it."""
+
+    def __init__(self, installation_path: str, environ: Mapping[str, str]) -> None:
+        self.started_ns = time.time_ns()
+        self.stamp = Stamp(installation_path,
+                           {name: environ.get(name, _UNSET) for name in ENVIRONMENT},
+                           {}, frozenset(), {})
+        self.stable = True
+        self.add([changed_path(installation_path)], volatile=True)
+
+    def add(self, paths: Iterable[str], *, volatile: bool = False) -> None:
+        """Record the signatures of ``paths`` now.
+
+        A ``volatile`` path that changed too recently is recorded as UNKNOWN (it will
+        not match); any other makes the snapshot unstable, and it is not saved.
+        """
+        for path in paths:
+            try:
+                sig = signature(path)
+            except OSError:
+                sig = UNKNOWN  # The run's own reading of it reports the problem.
+                self.stable = False
+            if _recent(sig, self.started_ns):
+                self.stable = self.stable and volatile
+                sig = UNKNOWN
+            self.stamp.paths[path] = sig
+
+    def add_apps(self) -> None:
+        """Record the active deployment of every app: the last step before reading them."""
+        try:
+            self.stamp.apps = app_signatures(self.stamp.installation_path)
+        except OSError:
+            self.stable = False  # As above: reading the apps will say what is wrong.
+
+    def save(self, relevant: Iterable[str]) -> None:
+        """Record that the run had nothing to do and said nothing, if the snapshot is stable.
+
+        ``relevant``: the apps whose change could change that (they declare an
+        extension, or have an entry in the target directory).
+        """
+        if self.stable:
+            self.stamp.relevant = frozenset(relevant)
+            self.stamp.save()
+
+
+def changed_path(installation_path: str) -> str:
+    """The file Flatpak touches on every deploy, uninstall, remote change and make-current."""
+    return os.path.join(installation_path, ".changed")
+
+
+def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
+    """Whether a trigger run for the installation would do nothing and say nothing.
+
+    False whenever that cannot be told for sure from the stamp; then the full run
+    decides.
+    """
+    try:
+        stamp = Stamp.decode(keyfile.read_regular(stamp_path(installation_path), MAX_SIZE))
+        if stamp is None or stamp.installation_path != installation_path:
+            return False
+        if any(environ.get(k, _UNSET) != v for k, v in stamp.env.items()):
+            return False
+        changed = changed_path(installation_path)
+        if any(signature(p) != s for p, s in stamp.paths.items() if p != changed):
+            return False
+        started_ns = time.time_ns()
+        changed_sig = signature(changed)
+        if changed_sig == stamp.paths.get(changed):
+            return True
+        # Flatpak changed the installation: did it change an app that matters?
+        if not stamp.read_apps():
+            return False
+        apps = app_signatures(installation_path)
+        moved = {name for name, sig in apps.items() if stamp.apps.get(name) != sig}
+        if not (moved | (stamp.apps.keys() - apps.keys())).isdisjoint(stamp.relevant):
+            return False
+        if moved and _any_declares(installation_path, sorted(moved)):
+            return False
+    except (OSError, ValueError):
+        return False
+    stamp.paths[changed] = UNKNOWN if _recent(changed_sig, started_ns) else changed_sig
+    stamp.apps = apps
+    stamp.save()
+    return True
+
+
+def _any_declares(installation_path: str, names: list[str]) -> bool:
+    """Whether a full run would see one of these apps (declared, or unreadable)."""
+    from flatpak_sysext import installation  # Only now: importing it costs more than all the rest.
+
+    # The ID only labels what read_app returns, which is not kept.
+    inst = installation.Installation("", installation_path)
+    return any(installation.read_app(inst, name) is not None for name in names)

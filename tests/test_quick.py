@@ -1,0 +1,277 @@
+"""The trigger's quick check: it ends a run only when the full run would do and say
+nothing, and every change that matters sends the run down the full path.
+
+The oracle is the full run itself: after each change, whatever ``quick.quiet`` answers
+is checked against what ``trigger.run`` then does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from flatpak_sysext import quick, trigger
+from tests.flatpaktools import TRIGGER, FlatpakEnv, daemon_tree
+from tests.test_scanmemo import deploy
+
+DECL = "org.q.Declares"
+PLAIN = "org.q.Plain"
+OTHER = "org.q.Other"
+DECLARE = "[X-SystemExtension]\npath=ext\n"
+MARGIN_NS = 50_000_000
+
+
+class World:
+    """A hand-made installation with one app that declares an extension and one that
+    does not, a config and a target directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.inst = root / "inst"
+        self.target = root / "extensions"
+        self.config = root / "config.json"
+        self.confdir = root / "etc-flatpak"
+        self.confdir.mkdir(parents=True)
+        self.config.write_text(json.dumps({"target_dir": str(self.target), "host_sync": False,
+                                           "require_gpg_verified_remote": False}))
+        self.environ = {"FLATPAK_SYSTEM_DIR": str(self.inst),
+                        "FLATPAK_CONFIG_DIR": str(self.confdir),
+                        "FLATPAK_SYSEXT_CONFIG": str(self.config)}
+        self.commits = iter(f"{n:064x}" for n in range(1, 1000))
+        self.deploy(DECL, DECLARE)
+        self.deploy(PLAIN, "")
+        self.changed()
+
+    def deploy(self, app: str, meta: str) -> Path:
+        """A new deployment of ``app``, valid as an extension if ``meta`` declares one."""
+        dep = deploy(self.inst, next(self.commits), meta, app=app)
+        rel = dep / "files/ext/usr/lib/extension-release.d"
+        rel.mkdir(parents=True)
+        (rel / f"extension-release.{app}").write_text("ID=_any\n")
+        return dep
+
+    def changed(self) -> None:
+        """What Flatpak does at the end of every deploy and uninstall."""
+        (self.inst / ".changed").touch()
+
+    def full(self) -> str:
+        """A full trigger run; what it printed."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert trigger.run(str(self.inst), None, self.environ) == 0
+        return out.getvalue()
+
+    def quiet(self, environ: dict[str, str] | None = None) -> bool:
+        return quick.quiet(str(self.inst), self.environ if environ is None else environ)
+
+    def settle(self) -> None:
+        """Let the margin pass and make a quiet full run leave its stamp."""
+        time.sleep(2 * MARGIN_NS / 1e9)
+        assert self.full() == ""
+        assert Path(quick.stamp_path(str(self.inst))).is_file()
+
+    def links(self) -> dict[str, str]:
+        return {p.name: os.readlink(p) for p in self.target.iterdir()}
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    if os.geteuid() != 0:
+        pytest.skip("the trigger only acts as root")
+    monkeypatch.setattr(quick, "MARGIN_NS", MARGIN_NS)
+    w = World(tmp_path)
+    assert f"{DECL}: linked" in w.full()
+    w.settle()
+    return w
+
+
+def test_nothing_changed_is_quiet_and_so_is_the_full_run(world: World) -> None:
+    assert world.quiet()
+    assert world.full() == ""
+
+
+def _rewrite_config(w: World, **values: object) -> None:
+    data = json.loads(w.config.read_text())
+    data.update(values)
+    w.config.write_text(json.dumps(data))
+
+
+def _update(app: str, meta: str) -> Callable[[World], None]:
+    def change(w: World) -> None:
+        w.deploy(app, meta)
+        w.changed()
+    return change
+
+
+def _uninstall(app: str) -> Callable[[World], None]:
+    def change(w: World) -> None:
+        shutil.rmtree(w.inst / "app" / app)
+        w.changed()
+    return change
+
+
+def _unreadable_metadata(w: World) -> None:
+    (w.deploy(OTHER, "") / "metadata").write_bytes(b"\xff\n")
+    w.changed()
+
+
+# Changes a full run does nothing about: the quick check must end the run.
+IRRELEVANT: dict[str, Callable[[World], None]] = {
+    "only .changed touched": World.changed,
+    "app without extension updated": _update(PLAIN, ""),
+    "app without extension installed": _update(OTHER, ""),
+    "app without extension uninstalled": _uninstall(PLAIN),
+}
+
+
+@pytest.mark.parametrize("change", IRRELEVANT)
+def test_changes_to_apps_that_declare_nothing_end_the_run(world: World, change: str) -> None:
+    before = world.links()
+    IRRELEVANT[change](world)
+    stamp = Path(quick.stamp_path(str(world.inst)))
+    old = stamp.read_bytes()
+    assert world.quiet()
+    # The stamp now knows the new deployments, so the next run is as quick.
+    assert stamp.read_bytes() != old
+    assert world.quiet()
+    assert world.full() == "" and world.links() == before
+
+
+# Changes a full run acts on: the quick check must let it run, and the full run says so.
+RELEVANT: dict[str, tuple[Callable[[World], None], str]] = {
+    "declaring app updated": (_update(DECL, DECLARE), f"{DECL}: relinked"),
+    "declaring app uninstalled": (_uninstall(DECL), f"{DECL}: unlinked"),
+    "app starts declaring": (_update(PLAIN, DECLARE), f"{PLAIN}: linked"),
+    "new declaring app": (_update(OTHER, DECLARE), f"{OTHER}: linked"),
+    "new app with unreadable metadata": (_unreadable_metadata, f"{OTHER}: cannot read"),
+    "link removed by hand": (lambda w: (w.target / DECL).unlink(), f"{DECL}: linked"),
+    "config denies the app": (lambda w: _rewrite_config(w, deny=[DECL]),
+                              f"{DECL}: unlinked, denied"),
+}
+
+
+@pytest.mark.parametrize("change", RELEVANT)
+def test_changes_that_matter_reach_the_full_run(world: World, change: str) -> None:
+    mutate, says = RELEVANT[change]
+    mutate(world)
+    assert not world.quiet()
+    assert says in world.full()
+
+
+@pytest.mark.parametrize("change", ["config rewritten as it was", "installations.d added",
+                                   "another environment", "repo config added"])
+def test_changed_inputs_make_a_full_run_even_if_it_has_nothing_to_do(
+        world: World, change: str) -> None:
+    environ = dict(world.environ)
+    if change == "config rewritten as it was":
+        world.config.write_text(world.config.read_text())
+    elif change == "installations.d added":
+        (world.confdir / "installations.d").mkdir()
+    elif change == "another environment":
+        environ["FLATPAK_CONFIG_DIR"] = str(world.confdir / "elsewhere")
+    else:
+        (world.inst / "repo").mkdir()
+        (world.inst / "repo" / "config").write_text("[core]\n")
+    assert not world.quiet(environ)
+
+
+# How a stamp goes bad: (what is replaced, by what); None replaces the whole stamp.
+CORRUPTIONS: dict[str, tuple[bytes, bytes] | None] = {
+    "without its end": (b"end\n", b""),
+    "not UTF-8": (b"end\n", b"R \xff\nend\n"),
+    "unknown record": (b"end\n", b"X y\0z\nend\n"),
+    "record without value": (b"end\n", b"A org.q.New\nend\n"),
+    "unknown record in the head": (b"\napps\n", b"\nX y\0z\napps\n"),
+    "no apps part": (b"\napps\n", b"\n"),
+    "another installation": (b"\nB /", b"\nB /elsewhere/"),
+    "cut short": None,
+    "empty": None,
+}
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_a_bad_stamp_is_no_stamp(world: World, how: str) -> None:
+    stamp = Path(quick.stamp_path(str(world.inst)))
+    good = stamp.read_bytes()
+    change = CORRUPTIONS[how]
+    if change is None:
+        bad = good[: len(good) // 2] if how == "cut short" else b""
+    else:
+        assert change[0] in good
+        bad = good.replace(*change)
+    stamp.write_bytes(bad)
+    # The apps part is only read when Flatpak changed something: make it so.
+    world.changed()
+    assert not world.quiet()
+    assert stamp.read_bytes() == bad
+    assert world.full() == ""
+
+
+def test_what_changed_within_the_margin_is_not_trusted(world: World,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quick, "MARGIN_NS", 10 * 10**9)
+    stamp = Path(quick.stamp_path(str(world.inst)))
+    # The config was written seconds ago: a change to it within the same clock tick
+    # would keep its signature, so no stamp may rest on it.
+    stamp.unlink()
+    assert world.full() == ""
+    assert not stamp.exists()
+    assert not world.quiet()
+
+
+def test_a_fresh_changed_file_is_recorded_as_unknown(world: World) -> None:
+    world.changed()
+    assert world.quiet()
+    changed = str(world.inst / ".changed")
+    stamp = quick.Stamp.decode(Path(quick.stamp_path(str(world.inst))).read_bytes())
+    assert stamp is not None and stamp.paths[changed] == quick.UNKNOWN
+
+
+def test_a_name_the_stamp_cannot_hold_means_no_stamp(world: World) -> None:
+    stamp = Path(quick.stamp_path(str(world.inst)))
+    stamp.unlink()
+    (world.inst / "app" / "bad\nname").mkdir()
+    time.sleep(2 * MARGIN_NS / 1e9)
+    assert world.full() == ""
+    assert not stamp.exists()
+
+
+def test_real_flatpak_updates_through_the_sandboxed_trigger(fenv: FlatpakEnv) -> None:
+    """Flatpak's own transactions, trigger in bubblewrap: an update of an app without an
+    extension ends quietly, an update of one with an extension is acted on."""
+    app = "org.fsx.Quick"
+    fenv.publish(app, daemon_tree(app, "v1"))
+    fenv.publish(PLAIN, None, declare=None)
+    fenv.install(app)
+    fenv.install(PLAIN)
+    assert fenv.sysext("reconcile").returncode == 0
+    linked = fenv.links()
+    assert list(linked) == [app]
+    time.sleep(quick.MARGIN_NS / 1e9 + 0.1)
+    hand = subprocess.run([fenv.python, "-I", str(TRIGGER), str(fenv.system_dir)],
+                          env=fenv.env, capture_output=True, text=True, check=True)
+    assert hand.stdout == ""
+    stamp = Path(quick.stamp_path(str(fenv.system_dir)))
+    assert stamp.is_file()
+
+    fenv.publish(PLAIN, None, declare=None, extra_metadata="\n[Context]\nshared=network;\n")
+    out = fenv.update()
+    assert "flatpak-sysext" not in out.stdout + out.stderr
+    active = os.stat(fenv.system_dir / "app" / PLAIN / "current" / "active")
+    decoded = quick.Stamp.decode(stamp.read_bytes())
+    assert decoded is not None
+    assert decoded.apps[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
+    assert fenv.links() == linked
+
+    fenv.publish(app, daemon_tree(app, "v2"))
+    out = fenv.update()
+    assert f"flatpak-sysext: {app}: relinked" in out.stdout + out.stderr
+    assert "requested" in out.stdout + out.stderr
