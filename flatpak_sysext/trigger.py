@@ -59,7 +59,19 @@ def _inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Itera
 
 
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
-    """Run the trigger for ``basedir``; always returns 0.
+    """Run the trigger for ``basedir``: the quick check, then if needed the full run.
+
+    Always returns 0. An explicit ``config_arg`` always gets the full run.
+    """
+    if os.geteuid() != 0:
+        return 0
+    if config_arg is None and quick.quiet(basedir, environ):
+        return 0
+    return run_full(basedir, config_arg, environ)
+
+
+def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
+    """The trigger without the quick check; always returns 0.
 
     A run that found nothing to do and said nothing leaves the quick check's stamp.
     """
@@ -128,8 +140,6 @@ def main(argv: Sequence[str]) -> int:
     the command line.
     """
     if len(argv) == 1 and not argv[0].startswith("-"):
-        if os.geteuid() != 0 or quick.quiet(argv[0], os.environ):
-            return 0
         return run(argv[0], None, os.environ)
     from flatpak_sysext.cli import main as cli_main
 

@@ -2,7 +2,7 @@
 nothing, and every change that matters sends the run down the full path.
 
 The oracle is the full run itself: after each change, whatever ``quick.quiet`` answers
-is checked against what ``trigger.run`` then does.
+is checked against what ``trigger.run_full`` then does.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class World:
         """A full trigger run; what it printed."""
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            assert trigger.run(str(self.inst), None, self.environ) == 0
+            assert trigger.run_full(str(self.inst), None, self.environ) == 0
         return out.getvalue()
 
     def quiet(self, environ: dict[str, str] | None = None) -> bool:
@@ -267,7 +267,7 @@ def test_real_flatpak_updates_through_the_sandboxed_trigger(fenv: FlatpakEnv) ->
     assert "flatpak-sysext" not in out.stdout + out.stderr
     active = os.stat(fenv.system_dir / "app" / PLAIN / "current" / "active")
     decoded = quick.Stamp.decode(stamp.read_bytes())
-    assert decoded is not None
+    assert decoded is not None and decoded.read_apps()
     assert decoded.apps[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
     assert fenv.links() == linked
 
