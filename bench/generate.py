@@ -112,6 +112,20 @@ def make_installation(template: Template, dest: Path, apps: int, *, every: int =
     return declared
 
 
+def update_plain_app(installation: Path, app: str) -> None:
+    """Do to ``app`` (one that declares nothing) what ``flatpak update`` does: deploy
+    another commit beside the active one, swap ``active`` to it atomically, remove the
+    old deployment and touch ``.changed``. Alternates between two commits."""
+    ref = installation / "app" / app / ARCH / BRANCH
+    old = os.readlink(ref / "active")
+    new = commit_of(app) if old != commit_of(app) else commit_of(app + ".next")
+    shutil.copytree(ref / old, ref / new, symlinks=True)
+    os.symlink(new, ref / ".active-new")
+    os.rename(ref / ".active-new", ref / "active")
+    shutil.rmtree(ref / old)
+    (installation / ".changed").touch()
+
+
 def make_check_tree(root: Path, name: str, files: int, exe: Path) -> None:
     """A valid extension tree of ``files`` files, 1,000 per directory, 1% static ELF."""
     rel = root / "usr/lib/extension-release.d"
