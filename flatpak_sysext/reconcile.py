@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, apply, cache, config, hostsync, policy, validate
+from flatpak_sysext import __version__, apply, cache, config, hostsync, placement, policy, validate
 from flatpak_sysext.config import Config
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.hostsync import read_merged
@@ -108,6 +108,8 @@ class Evaluation:
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
     merged: frozenset[str]
+    released: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Links of apps that could not be read, removed all the same, and why."""
 
 
 def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
@@ -173,9 +175,11 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 errors.append(f"{store.path}: cannot save the cache: {e.strerror}")
 
     entries = apply.scan(cfg.target_dir, scope, ctx.installations)
+    released = {name: RELEASED for name in held if name in entries
+                and entries[name].kind is Kind.MANAGED and not _still_pinned(entries[name])}
     merged = read_merged(ctx.host_root)
     statuses, wanted = _decide(ctx, judged, entries, merged)
-    plan = make_plan(wanted, entries, held)
+    plan = make_plan(wanted, entries, held - released.keys())
     conflicts = set(plan.conflicts)
     statuses = [
         dataclasses.replace(s, state="conflict", reason=_conflict_reason(entries[s.app_id]))
@@ -183,7 +187,20 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
         for s in statuses
     ]
     return Evaluation(tuple(statuses + shadowed), entries, plan, tuple(errors), tuple(warnings),
-                      merged)
+                      merged, released)
+
+
+RELEASED = "it cannot be read, and its link no longer resolves inside the installation"
+
+
+def _still_pinned(entry: Entry) -> bool:
+    """Whether a link of ours still resolves to exactly where it points.
+
+    Links are made to resolved paths, so this fails only when something on the way
+    became a symlink, such as a deployment replaced by one that leads elsewhere: then
+    holding the link of an app that cannot be read would merge a tree nobody validated.
+    """
+    return entry.target is not None and os.path.realpath(entry.target) == entry.target
 
 
 def _conflict_reason(entry: Entry) -> str:
@@ -201,52 +218,6 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         commit=app.commit, origin=app.origin,
         problems=report.problems if problems is None else problems,
         warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
-
-
-def _dirs(files: frozenset[str]) -> set[str]:
-    """Every directory the ``files`` lie in (``usr``, ``usr/bin`` for ``usr/bin/x``)."""
-    dirs: set[str] = set()
-    for f in files:
-        end = f.rfind("/")
-        while end > 0 and f[:end] not in dirs:  # the rest is there from an earlier file
-            dirs.add(f[:end])
-            end = f.rfind("/", 0, end)
-    return dirs
-
-
-class _Placed:
-    """The files of the extensions placed so far, indexed by path.
-
-    Handing ``check_placement`` every placed extension makes a run quadratic (a second
-    per run at 1,000 extensions). Two extensions can only conflict where a file of one
-    is a file or a directory of the other, so only those are handed over: the result
-    is the same, the cost linear.
-    """
-
-    def __init__(self) -> None:
-        self.files: dict[str, frozenset[str]] = {}
-        self.file_owners: dict[str, list[str]] = {}
-        self.dir_owners: dict[str, list[str]] = {}
-
-    def add(self, app_id: str, files: frozenset[str], dirs: set[str]) -> None:
-        """Place ``files`` (whose directories are ``dirs``) as ``app_id``'s."""
-        self.files[app_id] = files
-        for f in files:
-            self.file_owners.setdefault(f, []).append(app_id)
-        for d in dirs:
-            self.dir_owners.setdefault(d, []).append(app_id)
-
-    def sharing(self, files: frozenset[str], dirs: set[str]) -> dict[str, frozenset[str]]:
-        """The placed extensions that have a file where ``files`` has a file or a
-        directory (one of ``dirs``), or a directory where it has a file."""
-        # Set operations first: they run in C, and almost always find nothing.
-        hits = (files | dirs) & self.file_owners.keys() | files & self.dir_owners.keys()
-        names: set[str] = set()
-        for path in hits:
-            names.update(self.file_owners.get(path, ()))
-            if path in files:
-                names.update(self.dir_owners.get(path, ()))
-        return {n: self.files[n] for n in names}
 
 
 def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
@@ -276,17 +247,17 @@ def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
 
     candidates.sort(key=linked_first)
     ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
-    placed = _Placed()
+    placed = placement.Placed()
     wanted: dict[str, str] = {}
     for app, report, fresh in candidates:
-        dirs = _dirs(report.files)
-        placement = validate.check_placement(report.files, ctx.host_root, ignore,
-                                             placed.sharing(report.files, dirs))
+        dirs = placement.directories(report.files)
+        problems = placement.check(report.files, ctx.host_root, ignore,
+                                   placed.sharing(report.files, dirs))
         if cfg.allow_host_shadowing:
-            placement = [p for p in placement if p.code != "shadows-host-file"]
-        if placement:
+            problems = [p for p in problems if p.code != "shadows-host-file"]
+        if problems:
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
-                                    problems=report.problems + tuple(placement)))
+                                    problems=report.problems + tuple(problems)))
             continue
         assert app.root is not None
         placed.add(app.app_id, report.files, dirs)
@@ -404,7 +375,8 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
         elif isinstance(action, Relink) and s is not None:
             lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
         elif isinstance(action, Unlink):
-            why = "no longer installed" if s is None else _verdict(s)
+            why = ev.released.get(action.name, "no longer installed") if s is None \
+                else _verdict(s)
             lines.append(f"{action.name}: unlinked{suffix}, {why}")
         else:
             continue

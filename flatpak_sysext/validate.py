@@ -13,7 +13,7 @@ import dataclasses
 import errno
 import os
 import stat
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flatpak_sysext import release
@@ -110,7 +110,8 @@ def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
         return None
 
 
-def _what(st: os.stat_result) -> str:
+def what(st: os.stat_result) -> str:
+    """What kind of file ``st`` is, in words ("a symlink")."""
     return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
 
 
@@ -129,7 +130,7 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
             st = _lstat(part, fd)
             done.append(part)
             if st is None or not stat.S_ISDIR(st.st_mode):
-                state = "is missing" if st is None else f"is {_what(st)}, not a directory"
+                state = "is missing" if st is None else f"is {what(st)}, not a directory"
                 found.add("missing-extension-release", path,
                           f"{show(b'/'.join(done))} {state}. {advice}")
                 return
@@ -189,7 +190,7 @@ def _missing(fd: int, leaf: bytes, st: os.stat_result | None) -> str:
         return (f"is a symlink to {target}. systemd resolves it inside the extension, not on "
                 "the host, and flatpak-sysext never follows symlinks in a tree: make it a "
                 "regular file. ")
-    return f"is {_what(st)}, not a regular file. "
+    return f"is {what(st)}, not a regular file. "
 
 
 def _open_file(dir_fd: int, name: bytes, st: os.stat_result) -> int:
@@ -316,7 +317,7 @@ def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
             "usr/ or remove it"))
     elif not stat.S_ISDIR(st.st_mode):
         found.add("not-a-directory", rel,
-                  f"is {_what(st)}; it must be a real directory (systemd-sysext would "
+                  f"is {what(st)}; it must be a real directory (systemd-sysext would "
                   "resolve a symlink inside the extension, and flatpak-sysext does not "
                   "follow it)")
 
@@ -365,60 +366,3 @@ def _check_file(rel: str, st: os.stat_result, found: _Findings) -> None:
         found.add("unsafe-permissions", rel,
                   f"mode {stat.S_IMODE(mode):04o} is group- or world-writable; make it 0644 "
                   "or 0755")
-
-
-def check_placement(files: Iterable[str], host_root: str, ignore: Collection[str],
-                    others: Mapping[str, Collection[str]]) -> list[Problem]:
-    """Where an extension's files would collide once merged (SPEC §4, last two codes).
-
-    ``files`` are an extension's non-directories (TreeReport.files); the directories they
-    lie in are its directories. ``shadows-host-file``: under ``host_root`` (lstat, any
-    type) the host has something where the extension has a non-directory, or a
-    non-directory where it has a directory (which the directory would hide); paths in
-    ``ignore`` (what our own merged extensions show there) are exempt.
-    ``conflicts-with-extension``: an extension in ``others`` (name -> its files) has the
-    same path, unless both have a directory there.
-    """
-    mine = set(files)
-    dirs = {a for f in mine for a in _ancestors(f)}
-    paths = sorted(dirs) + sorted(mine)  # directories first: below a hidden one, skip
-    problems: list[Problem] = []
-    hidden: set[str] = set()
-    for path in paths:
-        if path in ignore or any(a in hidden for a in _ancestors(path)):
-            continue
-        try:
-            st = os.lstat(os.path.join(host_root, path))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if path in dirs and stat.S_ISDIR(st.st_mode):
-            continue
-        where = f"the host's /{show(path)}"
-        if path in dirs:
-            hidden.add(path)
-            text = f"is a directory here, but {where} is {_what(st)}: merged, it would be hidden"
-        elif stat.S_ISDIR(st.st_mode):
-            text = f"{where} is a directory: merged, this would hide everything in it"
-        else:
-            kind = "a file" if stat.S_ISREG(st.st_mode) else _what(st)
-            text = f"would replace {where} ({kind}) while merged"
-        problems.append(Problem("shadows-host-file", show(path), text + "; install it under "
-                                "another name (or set allow_host_shadowing)"))
-    for other, theirs in sorted(others.items()):
-        their_files = set(theirs)
-        their_dirs = {a for t in their_files for a in _ancestors(t)}
-        for path in paths:
-            if path in their_files and path in mine:
-                text = f"{other} provides it too; systemd-sysext would show only one of them"
-            elif path in (their_dirs if path in mine else their_files):
-                ours, its = ("file", "directory") if path in mine else ("directory", "file")
-                text = f"is a {ours} here but a {its} in {other}: merged, one would hide the other"
-            else:
-                continue
-            problems.append(Problem("conflicts-with-extension", show(path), text))
-    return problems
-
-
-def _ancestors(path: str) -> list[str]:
-    """The directories ``path`` lies in, below the top one (``usr/bin`` for usr/bin/x)."""
-    return [path[:i] for i, c in enumerate(path) if c == "/"][1:]

@@ -16,9 +16,10 @@ from typing import Any, BinaryIO
 import pytest
 
 from flatpak_sysext import elf, validate
+from flatpak_sysext.placement import check as check_placement
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import TreeReport
-from flatpak_sysext.validate import check_placement, validate_tree
+from flatpak_sysext.validate import validate_tree
 
 APP = "org.example.App"
 RELEASE = f"usr/lib/extension-release.d/extension-release.{APP}"
