@@ -314,24 +314,24 @@ NOOP_ROWS = {
 
 def table(results: dict[str, Any]) -> str:
     lines = [f"interpreter: {results['machine']['bench_python']}",
-             f"{'case':<44} {'median':>9} {'x bare':>7} {'peak RSS':>9}  target"]
+             f"{'case':<48} {'median':>9} {'x bare':>7} {'peak RSS':>9}  target"]
     for name, r in results["noop"].items():
         kind, _, apps = name.rpartition("-")
         label, target = NOOP_ROWS[kind] if kind else NOOP_ROWS[name]
         label = f"{label}, {int(apps):,} apps" if kind else label
         x = f"{r['x_bare']:.2f}x"
-        lines.append(f"{label:<44} {r['median_s'] * 1000:>7.1f}ms {x:>7} "
+        lines.append(f"{label:<48} {r['median_s'] * 1000:>7.1f}ms {x:>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB  {target if apps in ('1000', '10000') else ''}")
     for name, r in results["cold"].items():
-        lines.append(f"{name:<44} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
+        lines.append(f"{name:<48} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB  <= 1 s (100 ext), <= 100 MiB")
     for name, r in results["check"].items():
-        lines.append(f"{name + ' files':<44} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
+        lines.append(f"{name + ' files':<48} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB")
     e = results["elf"]
     for k in ("judge", "pyelftools"):
-        lines.append(f"{'ELF verdicts, ' + k:<44} {e[k]['files_per_s']:>7.0f}/s")
-    lines.append(f"{'ELF speedup (judge / pyelftools)':<44} {e['speedup']:>8.1f}x"
+        lines.append(f"{'ELF verdicts, ' + k:<48} {e[k]['files_per_s']:>7.0f}/s")
+    lines.append(f"{'ELF speedup (judge / pyelftools)':<48} {e['speedup']:>8.1f}x"
                  f"{'':>18}>= 10,000/s, >= 5x")
     return "\n".join(lines)
 
