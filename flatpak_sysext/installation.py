@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 
-from flatpak_sysext import deployfile, keyfile
+from flatpak_sysext import deployfile, keyfile, layout
 from flatpak_sysext.report import Problem
 
 DEFAULT_SYSTEM_DIR = "/var/lib/flatpak"
 DEFAULT_CONFIG_DIR = "/etc/flatpak"
-DEFAULT_EXTENSION_PATH = "lib/extensions"
-GROUP = "X-SystemExtension"
-
-# flatpak_is_valid_name(): dot-separated elements of [A-Za-z0-9_-], not starting with a
-# digit or '-', at least three elements, at most 255 characters.
-_APP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){2,}")
-# flatpak_is_valid_branch() and the architecture names Flatpak writes.
-_BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_ACTIVE = re.compile(r"[0-9a-f]{64}(-[A-Za-z0-9_.-]+)?")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -168,48 +158,34 @@ class Remembered:
 _NOT_INSTALLED = "not installed"
 
 
-def _readlink_at(apps_fd: int, path: str) -> str | None:
-    try:
-        return os.readlink(path, dir_fd=apps_fd)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
 def _links(inst: Installation, app_id: str, apps_fd: int) -> tuple[str, str] | Unreadable | None:
-    """The ``current`` and ``active`` link texts of an app, checked; None if not installed.
-
-    ``apps_fd`` is the installation's ``app/`` directory: paths relative to it cost the
-    kernel less than absolute ones, and this runs twice per installed app.
-    """
-    current = _readlink_at(apps_fd, f"{app_id}/current")
-    if current is None:
-        return None
-    parts = current.split("/")
-    if len(parts) != 2 or not all(_BRANCH.fullmatch(p) for p in parts):
-        return Unreadable(inst, app_id, f"'current' points to {current!r}, not ARCH/BRANCH")
-    active = _readlink_at(apps_fd, f"{app_id}/{current}/active")
-    if active is None:
-        return None
-    if not _ACTIVE.fullmatch(active):
-        return Unreadable(inst, app_id, f"'active' points to {active!r}, not a deployment")
-    return current, active
+    """The ``current`` and ``active`` link texts of an app, checked; None if not installed."""
+    try:
+        return layout.links(apps_fd, app_id)
+    except layout.LayoutError as e:
+        return Unreadable(inst, app_id, str(e))
 
 
 def _read_deployment(inst: Installation, app_id: str, current: str,
                      active: str) -> Declared | Unreadable | str | None:
     """Read the deployment ``current``/``active`` leads to: what it declares (None:
-    nothing), or ``_NOT_INSTALLED`` if it is not complete."""
-    arch, branch = current.split("/")
-    deploy_dir = os.path.join(inst.path, "app", app_id, arch, branch, active)
+    nothing), or ``_NOT_INSTALLED`` if it is not complete.
+
+    The metadata comes first: the ``deploy`` file of an app that declares nothing is
+    none of our business, and is not read.
+    """
+    deploy_dir = layout.deployment_dir(inst.path, app_id, current, active)
     try:
-        dfd = os.open(deploy_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+        dfd = layout.open_deployment(deploy_dir)
+    except layout.LayoutError as e:
+        return Unreadable(inst, app_id, str(e))
+    if dfd is None:
         return _NOT_INSTALLED
-    except OSError as e:
-        return Unreadable(inst, app_id, f"{deploy_dir}: {e.strerror}")
     try:
+        declared = layout.declared_path(dfd)
+        if declared is None:
+            return None
         info = deployfile.read("deploy", dir_fd=dfd)
-        metadata = keyfile.read("metadata", dir_fd=dfd)
     except FileNotFoundError:
         return _NOT_INSTALLED  # A deployment Flatpak has not finished writing.
     except OSError as e:
@@ -218,10 +194,7 @@ def _read_deployment(inst: Installation, app_id: str, current: str,
         return Unreadable(inst, app_id, f"{deploy_dir}: {e}")
     finally:
         os.close(dfd)
-    group = metadata.get(GROUP)
-    if group is None or "Application" not in metadata:
-        return None
-    declared = group.get("path", DEFAULT_EXTENSION_PATH)
+    arch, branch = current.split("/")
     root, problems = resolve_extension_root(os.path.join(deploy_dir, "files"), declared)
     return Declared(inst, app_id, arch, branch, active, info.origin, info.commit, declared,
                     root, tuple(problems))
@@ -272,7 +245,7 @@ def read_installation(inst: Installation, memo: dict[str, Remembered] | None = N
         except OSError as e:
             raise InstallationError(f"{inst.path}/app: {e.strerror}") from None
         for app_id in names:
-            if len(app_id) <= 255 and _APP_ID.fullmatch(app_id):
+            if layout.valid_app_id(app_id):
                 _read_one(inst, app_id, apps_fd, memo, found)
     finally:
         os.close(apps_fd)

@@ -15,17 +15,18 @@ do and said nothing leaves a stamp, ``<installation>/flatpak-sysext/quick``, wit
 The next run compares. If every signature is the same, nothing Flatpak or an
 administrator's configuration changed, and the run ends. If only ``.changed`` moved,
 Flatpak deployed or removed something: the apps whose deployment changed are read
-with the same reader a full run uses, and if none of them declares an extension and
-none mattered before, the run ends too, after updating the stamp. Anything else
-(a missing or unreadable stamp included) makes the full run happen.
+with the functions a full run reads them with (``layout``), and if none of them
+declares an extension or is unreadable, and none mattered before, the run ends too,
+after updating the stamp. Anything else (a missing or unreadable stamp included) makes
+the full run happen.
 
-Signatures with a timestamp younger than MARGIN are never recorded as stable: a change
+Signatures with a timestamp younger than MARGIN_NS are never recorded as stable: a change
 made in the same clock tick as the one recorded could not be told apart (git's "racily
 clean" problem). Deployments are never changed once Flatpak made them active (a new
 commit is a new directory), which is what makes a directory's identity enough.
 
-This module is the first thing the trigger imports; it needs only ``os`` until an app
-has to be read.
+This module is the first thing the trigger imports; it needs only ``os`` and the small
+``keyfile``, ``layout`` and ``state`` modules.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import os
 import time
 
-from flatpak_sysext import keyfile, state
+from flatpak_sysext import keyfile, layout, state
 
 TYPE_CHECKING = False  # Not typing's: importing typing or collections.abc costs milliseconds.
 if TYPE_CHECKING:
@@ -267,7 +268,7 @@ def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
         moved = {name for name, sig in apps.items() if stamp.apps.get(name) != sig}
         if not (moved | (stamp.apps.keys() - apps.keys())).isdisjoint(stamp.relevant):
             return False
-        if moved and _any_declares(installation_path, sorted(moved)):
+        if any(layout.may_matter(installation_path, name) for name in sorted(moved)):
             return False
     except (OSError, ValueError):
         return False
@@ -275,12 +276,3 @@ def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
     stamp.apps = apps
     stamp.save()
     return True
-
-
-def _any_declares(installation_path: str, names: list[str]) -> bool:
-    """Whether a full run would see one of these apps (declared, or unreadable)."""
-    from flatpak_sysext import installation  # Only now: importing it costs more than all the rest.
-
-    # The ID only labels what read_app returns, which is not kept.
-    inst = installation.Installation("", installation_path)
-    return any(installation.read_app(inst, name) is not None for name in names)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flatpak_sysext import deployfile, installation, keyfile
+from flatpak_sysext import deployfile, installation, keyfile, layout
 from flatpak_sysext.installation import Declared, Installation, Unreadable
 
 
@@ -123,6 +126,57 @@ def test_apps_without_the_group_and_runtimes_are_ignored(tmp_path: Path) -> None
     make_deployment(tmp_path)
     assert read_one(tmp_path) is None
     assert installation.read_installation(Installation("default", str(tmp_path))) == []
+    assert not layout.may_matter(str(tmp_path), "org.a.B")
+
+
+@pytest.mark.parametrize("declares", [False, True])
+def test_a_bad_deploy_file_matters_only_for_an_app_that_declares(
+        tmp_path: Path, declares: bool) -> None:
+    dep = make_deployment(tmp_path, meta="[X-SystemExtension]\n" if declares else "")
+    (dep / "deploy").write_bytes(b"not a GVariant")
+    found = read_one(tmp_path)
+    assert isinstance(found, Unreadable) if declares else found is None
+    assert layout.may_matter(str(tmp_path), "org.a.B") is declares
+
+
+@pytest.mark.parametrize("how", ["bad metadata", "metadata is a symlink", "deployment is a symlink",
+                                 "current escapes", "active not a commit"])
+def test_what_cannot_be_read_may_matter(tmp_path: Path, how: str) -> None:
+    dep = make_deployment(tmp_path)
+    appdir = tmp_path / "app" / "org.a.B"
+    if how == "bad metadata":
+        (dep / "metadata").write_bytes(b"\xff")
+    elif how == "metadata is a symlink":
+        (dep / "metadata").rename(dep / "real-metadata")
+        os.symlink("real-metadata", dep / "metadata")
+    elif how == "deployment is a symlink":
+        dep.rename(tmp_path / "moved")
+        os.symlink(tmp_path / "moved", dep)
+    elif how == "current escapes":
+        (appdir / "current").unlink()
+        os.symlink("../../..", appdir / "current")
+    else:
+        (dep.parent / "active").unlink()
+        os.symlink("latest", dep.parent / "active")
+    assert isinstance(read_one(tmp_path), Unreadable)
+    assert layout.may_matter(str(tmp_path), "org.a.B")
+
+
+# The names' grammars, as regular expressions: the oracle for layout's checks.
+APP_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*){2,}")
+BRANCH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+ACTIVE = re.compile(r"[0-9a-f]{64}(-[A-Za-z0-9_.-]+)?")
+NAME_CHARS = "aZ_9-.\n/ é\0f"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=NAME_CHARS, max_size=12), st.sampled_from(["", "0" * 64, "a" * 63]))
+def test_name_checks_match_flatpaks_grammar(name: str, prefix: str) -> None:
+    assert layout.valid_app_id(name) == bool(APP_ID.fullmatch(name))
+    assert layout.valid_branch(name) == bool(BRANCH.fullmatch(name))
+    assert layout.valid_active(prefix + name) == bool(ACTIVE.fullmatch(prefix + name))
+    long = ".".join([name] * 3) + "x" * 250
+    assert layout.valid_app_id(long) == (len(long) <= 255 and bool(APP_ID.fullmatch(long)))
 
 
 def test_installations_d(tmp_path: Path) -> None:
