@@ -21,6 +21,13 @@ def require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
+def require_tracing() -> None:
+    """What the fault and concurrency tests need: a real Flatpak, strace and unshare."""
+    require(have_flatpak() and shutil.which("strace") is not None
+            and shutil.which("unshare") is not None,
+            "flatpak, bubblewrap, strace and unshare are needed, as root")
+
+
 @pytest.fixture
 def fenv(tmp_path: Path) -> Iterator[FlatpakEnv]:
     """A throw-away Flatpak installation with our trigger installed (sandboxed by bwrap)."""

@@ -216,6 +216,12 @@ class FlatpakEnv:
         self.flatpak("build-export", *self._sign(), str(self.repo), str(appdir), branch)
         self.flatpak("build-update-repo", *self._sign(), str(self.repo))
 
+    def install_daemons(self, *app_ids: str) -> None:
+        """Publish and install, for each ID, an app whose extension is a working daemon."""
+        for app_id in app_ids:
+            self.publish(app_id, daemon_tree(app_id, "v1"))
+            self.install(app_id)
+
     def install(self, app_id: str, branch: str = "stable", *,
                 remote: str = "test") -> subprocess.CompletedProcess[str]:
         return self.flatpak("--system", "install", "-y", "--noninteractive", remote,

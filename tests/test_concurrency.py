@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import require
-from tests.flatpaktools import ARCH, FlatpakEnv, daemon_tree, have_flatpak
+from tests.conftest import require_tracing
+from tests.flatpaktools import ARCH, FlatpakEnv
 
 pytestmark = pytest.mark.flatpak
 
@@ -27,14 +27,10 @@ APPS = ("org.fsx.Alpha", "org.fsx.Beta", "org.fsx.Gamma")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlatpakEnv]:
-    require(have_flatpak() and shutil.which("strace") is not None
-            and shutil.which("unshare") is not None,
-            "flatpak, bubblewrap, strace and unshare are needed, as root")
+    require_tracing()
     root = tmp_path_factory.mktemp("concurrency") / "world"
     fenv = FlatpakEnv(root)
-    for app in APPS:
-        fenv.publish(app, daemon_tree(app, "v1"))
-        fenv.install(app)
+    fenv.install_daemons(*APPS)
     yield fenv
     shutil.rmtree(root, ignore_errors=True)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
-from tests.flatpaktools import ARCH, REPO_ROOT, FlatpakEnv, daemon_tree, have_flatpak
+from tests.conftest import require_tracing
+from tests.flatpaktools import ARCH, REPO_ROOT, FlatpakEnv
 
 pytestmark = pytest.mark.flatpak
 
@@ -114,14 +114,10 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    require(have_flatpak() and shutil.which("strace") is not None
-            and shutil.which("unshare") is not None,
-            "flatpak, bubblewrap, strace and unshare are needed, as root")
+    require_tracing()
     root = tmp_path_factory.mktemp("faults") / "world"
     fenv = FlatpakEnv(root)  # No trigger installed: installs leave no request behind.
-    for app in (ALPHA, BETA):
-        fenv.publish(app, daemon_tree(app, "v1"))
-        fenv.install(app)
+    fenv.install_daemons(ALPHA, BETA)
     code = root / "code"
     shutil.copytree(REPO_ROOT / "flatpak_sysext", code / "flatpak_sysext",
                     ignore=shutil.ignore_patterns("__pycache__"))

@@ -100,10 +100,7 @@ def test_unsandboxed_trigger_links_directly(fenv: FlatpakEnv) -> None:
 
 
 def test_second_reconcile_changes_nothing(fenv: FlatpakEnv) -> None:
-    fenv.publish(APP, daemon_tree(APP, "v1"))
-    fenv.publish(APP2, daemon_tree(APP2, "v1"))
-    fenv.install(APP)
-    fenv.install(APP2)
+    fenv.install_daemons(APP, APP2)
     reconcile(fenv)
     assert set(fenv.links()) == {APP, APP2}
     before = link_stats(fenv)
@@ -146,10 +143,7 @@ def test_foreign_entries_are_never_touched(fenv: FlatpakEnv, tmp_path: Path) -> 
     os.symlink("/srv/elsewhere", target / "unrelated-link")
     (target / "disk.raw").write_bytes(b"\0" * 512)
     (target / APP2).mkdir()  # A foreign entry named like an app that wants a link.
-    fenv.publish(APP, daemon_tree(APP, "v1"))
-    fenv.publish(APP2, daemon_tree(APP2, "v1"))
-    fenv.install(APP)
-    fenv.install(APP2)
+    fenv.install_daemons(APP, APP2)
     before = {p.name: (p.lstat().st_ino, p.lstat().st_mtime_ns) for p in target.iterdir()}
     out = fenv.sysext("reconcile")
     assert out.returncode == 0, out.stderr

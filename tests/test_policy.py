@@ -148,10 +148,7 @@ def test_remotes_allow_list(fenv: FlatpakEnv) -> None:
 
 
 def test_policy_change_between_runs(fenv: FlatpakEnv) -> None:
-    fenv.publish(APP, daemon_tree(APP, "v1"))
-    fenv.publish(APP2, daemon_tree(APP2, "v1"))
-    fenv.install(APP)
-    fenv.install(APP2)
+    fenv.install_daemons(APP, APP2)
     reconcile(fenv)
     assert set(fenv.links()) == {APP, APP2}
     kept = (fenv.target_dir / APP2).lstat().st_ino
