@@ -163,7 +163,7 @@ def bench_python(work: Path) -> str:
     A virtualenv of ``/usr/bin/python3`` with the package copied in (not an editable
     install, whose import hooks slow every start, the baseline's too), and the
     dependencies taken from this virtualenv. Falls back to this interpreter when
-    ``/usr/bin/python3`` is another Python version.
+    ``/usr/bin/python3`` is another Python version or cannot make a virtualenv.
     """
     system = "/usr/bin/python3"
     probe = "import sys; print(sys.version_info[:2])"
@@ -172,7 +172,11 @@ def bench_python(work: Path) -> str:
             sys.version_info[:2]):
         return PY
     venv = work / "system-python"
-    subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True)
+    made = subprocess.run([system, "-m", "venv", "--without-pip", str(venv)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:  # Debian without python3-venv, say
+        print(f"bench: {system} cannot make a venv, using {PY}: {made.stderr.strip()}")
+        return PY
     purelib = subprocess.run([str(venv / "bin/python"), "-I", "-c",
                               "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
