@@ -2,7 +2,8 @@
 
 Every figure is a whole process (spawn to exit, with its peak RSS from ``wait4``), the
 median of runs interleaved with their baseline in the same session, so a busy machine
-slows both alike. Needs root (the trigger does nothing otherwise), flatpak and gcc.
+slows both alike. Needs root (the trigger does nothing otherwise), flatpak, bubblewrap
+and gcc.
 
     .venv/bin/python bench/bench.py [--quick] [--out bench-results.json] [--keep]
 
@@ -133,6 +134,14 @@ class World:
     def trigger(self) -> Measure:
         return run([BENCH_PY, "-I", str(TRIGGER), str(self.path)], self.env)
 
+    def sandboxed_trigger(self) -> Measure:
+        """The trigger as Flatpak runs it: in bubblewrap, only the installation writable."""
+        return run([*bwrap(self.path), BENCH_PY, "-I", str(TRIGGER), str(self.path)], self.env)
+
+    def sandboxed_bare(self) -> Measure:
+        """Its baseline: the bare interpreter in the same sandbox."""
+        return run([*bwrap(self.path), BENCH_PY, "-I", "-c", "pass"], self.env)
+
     def full_trigger(self) -> Measure:
         """The trigger without the quick check's stamp: the full evaluation."""
         (self.path / "flatpak-sysext" / "quick").unlink(missing_ok=True)
@@ -187,6 +196,12 @@ def bench_python(work: Path) -> str:
     return str(venv / "bin/python")
 
 
+def bwrap(installation: Path) -> list[str]:
+    """The sandbox flatpak_dir_run_triggers() puts a trigger in (FACTS.md)."""
+    return ["bwrap", "--unshare-ipc", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/",
+            "--proc", "/proc", "--dev", "/dev", "--bind", str(installation), str(installation)]
+
+
 def bare() -> Measure:
     return run([BENCH_PY, "-I", "-c", "pass"])
 
@@ -219,6 +234,9 @@ def bench_noop(worlds: list[World], updated: list[World], rounds: int) -> dict[s
         cases[f"after-update-{u.apps}"] = u.trigger_after_update
         cases[f"full-{w.apps}"] = w.full_trigger
         cases[f"stat-apps-{w.apps}"] = w.stat_every_app
+        if w.apps == 1000:
+            cases[f"bwrap-bare-{w.apps}"] = w.sandboxed_bare
+            cases[f"bwrap-trigger-{w.apps}"] = w.sandboxed_trigger
     res = interleaved(cases, rounds)
     base = median_s(res["bare"])
     rows = {name: {"median_s": median_s(ms), "x_bare": median_s(ms) / base,
@@ -313,6 +331,8 @@ NOOP_ROWS = {
     "after-update": ("trigger, app w/o extension updated", ""),
     "full": ("trigger, full evaluation", ""),
     "stat-apps": ("floor: stat every app once", ""),
+    "bwrap-bare": ("bare start in Flatpak's trigger sandbox", ""),
+    "bwrap-trigger": ("no-op trigger in that sandbox", ""),
 }
 
 
@@ -346,8 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO_ROOT / "bench-results.json"))
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     args = p.parse_args(argv)
-    if os.geteuid() != 0 or not shutil.which("flatpak") or not shutil.which("gcc"):
-        print("bench: needs root, flatpak and gcc (make deps installs them)", file=sys.stderr)
+    if os.geteuid() != 0 or not all(shutil.which(c) for c in ("flatpak", "bwrap", "gcc")):
+        print("bench: needs root, flatpak, bubblewrap and gcc (make deps installs them)",
+              file=sys.stderr)
         return 2
     os.umask(0o022)  # generated trees must have the modes Flatpak gives them
     rounds = 5 if args.quick else 11

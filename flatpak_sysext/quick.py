@@ -252,7 +252,7 @@ def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
         stamp = Stamp.decode(keyfile.read_regular(stamp_path(installation_path), MAX_SIZE))
         if stamp is None or stamp.installation_path != installation_path:
             return False
-        if any(environ.get(k, _UNSET) != v for k, v in stamp.env.items()):
+        if stamp.env != {name: environ.get(name, _UNSET) for name in ENVIRONMENT}:
             return False
         changed = changed_path(installation_path)
         if any(signature(p) != s for p, s in stamp.paths.items() if p != changed):

@@ -192,6 +192,7 @@ CORRUPTIONS: dict[str, tuple[bytes, bytes] | None] = {
     "unknown record in the head": (b"\napps\n", b"\nX y\0z\napps\n"),
     "no apps part": (b"\napps\n", b"\n"),
     "another installation": (b"\nB /", b"\nB /elsewhere/"),
+    "an environment variable missing": (b"\nE SYSTEMD_OS_RELEASE\0\x01\n", b"\n"),
     "cut short": None,
     "empty": None,
 }
