@@ -26,11 +26,13 @@ TEMP_PREFIX = ".#flatpak-sysext."
 class Failure:
     """An action that could not be applied, and why."""
 
-    action: Action
+    action: Action | None
+    """None when the actions were applied but could not be synced to disk."""
     message: str
 
 
-def _owner(target: str, installations: Iterable[Installation]) -> Installation | None:
+def owner(target: str, installations: Iterable[Installation]) -> Installation | None:
+    """The installation whose ``app/`` the link text ``target`` leads into, if any."""
     if not os.path.isabs(target) or os.path.normpath(target) != target:
         return None
     return next((i for i in installations if target.startswith(i.path + "/app/")), None)
@@ -56,15 +58,15 @@ def scan(target_dir: str, scope: Iterable[Installation],
                 target = os.readlink(de.path) if de.is_symlink() else None
             except FileNotFoundError:
                 continue  # Removed while we looked: as if it had never been there.
-            owner = _owner(target, installations) if target is not None else None
+            ours = owner(target, installations) if target is not None else None
             if de.name.startswith(".#"):
-                if de.name.startswith(TEMP_PREFIX) and owner in scope:
+                if de.name.startswith(TEMP_PREFIX) and ours in scope:
                     entries[de.name] = Entry(de.name, Kind.TEMPORARY, target)
                 continue
-            if owner is None:
+            if ours is None:
                 entries[de.name] = Entry(de.name, Kind.FOREIGN, target)
             else:
-                kind = Kind.MANAGED if owner in scope else Kind.OTHER
+                kind = Kind.MANAGED if ours in scope else Kind.OTHER
                 entries[de.name] = Entry(de.name, kind, target)
     return entries
 
@@ -129,7 +131,8 @@ def apply(target_dir: str, actions: Iterable[Action]) -> list[Failure]:
         try:
             os.fsync(dfd)
         except OSError as e:
-            failures.append(Failure(actions[-1], f"{target_dir}: sync: {e.strerror}"))
+            # Every action was made: only their durability is in doubt.
+            failures.append(Failure(None, f"{target_dir}: sync: {e.strerror}"))
     finally:
         os.close(dfd)
     return failures
@@ -164,9 +167,10 @@ _WRITE_TEMPORARY = re.compile(r"\.#.+\.[0-9a-f]{16}")
 def _remove_leftovers(directory: str) -> None:
     """Remove what a run killed inside :func:`state.write_file` left: its ``.#`` temporaries.
 
-    Only called with the lock held: the state files (cache, request) are only written
-    under it, so none of their temporaries is in use; a best-effort write made without
-    the lock (the config memo) at worst fails and is made again next time.
+    Only called with the lock held: the state files (cache, request, host sync state)
+    are only written under it, so none of their temporaries is in use; a best-effort
+    write made without the lock (the config memo, the quick check's stamp) at worst
+    fails and is made again next time.
     """
     for name in os.listdir(directory):
         if _WRITE_TEMPORARY.fullmatch(name):

@@ -17,7 +17,7 @@ import re
 import subprocess
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from flatpak_sysext import release
+from flatpak_sysext import apply, release
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
     DBUS_RELOAD,
@@ -115,9 +115,7 @@ class Change:
 
 
 def _owner(path: str | None, scope: Sequence[Installation]) -> Installation | None:
-    if path is None:
-        return None
-    return next((i for i in scope if path.startswith(i.path + "/app/")), None)
+    return None if path is None else apply.owner(path, scope)
 
 
 def _failure(code: int, output: str) -> str:

@@ -51,11 +51,6 @@ class Declared:
     root: str | None
     problems: tuple[Problem, ...]
 
-    @property
-    def deploy_dir(self) -> str:
-        return os.path.join(self.installation.path, "app", self.app_id, self.arch, self.branch,
-                            self.active_id)
-
 
 @dataclasses.dataclass(frozen=True)
 class Unreadable:
@@ -111,6 +106,12 @@ def find_installation(path: str, installations: list[Installation]) -> Installat
     return next((i for i in installations if i.path == real), None)
 
 
+def still_resolved(path: str) -> bool:
+    """Whether a path that was resolved still resolves to itself: false once something
+    on the way has become a symlink."""
+    return os.path.realpath(path) == path
+
+
 def resolve_extension_root(files_dir: str, declared: str) -> tuple[str | None, list[Problem]]:
     """Resolve ``declared`` (relative to ``/app``) inside ``files_dir``.
 
@@ -128,14 +129,13 @@ def resolve_extension_root(files_dir: str, declared: str) -> tuple[str | None, l
         return None, [Problem("escapes-deployment", declared,
                               f"path={declared!r} must be a relative path below /app "
                               "without '..', such as lib/extensions")]
-    current = base
     for i in range(len(parts)):
         current = os.path.realpath(os.path.join(base, *parts[: i + 1]))
         if os.path.commonpath([base, current]) != base:
             return None, [Problem("escapes-deployment", "/".join(parts[: i + 1]),
                                   f"/app/{'/'.join(parts[: i + 1])} resolves to {current}, "
                                   "outside the app's files")]
-    if not os.path.isdir(current) or os.path.islink(current):
+    if not os.path.isdir(current):
         return None, [Problem("not-a-directory", declared,
                               f"/app/{declared} (declared in [X-SystemExtension] path=) "
                               "is missing or not a directory")]
@@ -227,7 +227,9 @@ def read_installation(inst: Installation, memo: dict[str, Remembered] | None = N
     deployment never changes once Flatpak made it active (a new commit, branch or
     subpath set is a new ``current`` or ``active`` link), so while both links read as
     before, reading its ``deploy`` and ``metadata`` again cannot tell anything new:
-    only the two links are read for such an app. Anything else is read afresh, and only
+    only the two links are read for such an app, and for one that declares an
+    extension, whether its root still resolves to itself (a directory of the layout
+    replaced by a symlink would lead elsewhere). Anything else is read afresh, and only
     complete deployments are remembered.
     """
     memo = {} if memo is None else memo
@@ -264,7 +266,9 @@ def _read_one(inst: Installation, app_id: str, apps_fd: int, memo: dict[str, Rem
             found.append(links)
         return
     known = memo.get(app_id)
-    if known is not None and (known.current, known.active) == links:
+    if known is not None and (known.current, known.active) == links and (
+            known.declared is None or known.declared.root is None
+            or still_resolved(known.declared.root)):
         app: Declared | Unreadable | str | None = known.declared
     else:
         app = _read_deployment(inst, app_id, *links)

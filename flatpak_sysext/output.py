@@ -75,8 +75,10 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"  {p.code}: {p.path}: {p.message}")
         for w in s.warnings:
             print(f"  warning: {w.code}: {w.path}: {w.message}")
+    apps = {s.app_id for s in ev.apps}
     for entry in sorted(ev.entries.values(), key=lambda e: e.name):
-        if entry.kind is Kind.FOREIGN:
+        # One with an app's name is that app's conflict, shown above (as in status_json).
+        if entry.kind is Kind.FOREIGN and entry.name not in apps:
             print(f"{entry.name}: foreign (not ours, left alone)")
     for line in ev.errors + ev.warnings:
         print(f"warning: {line}")

@@ -15,7 +15,7 @@ from flatpak_sysext.report import Problem
 from flatpak_sysext.validate import show, what
 
 
-def check(files: Iterable[str], host_root: str, ignore: Collection[str],
+def check(files: Iterable[str], host_root: str | None, ignore: Collection[str],
           others: Mapping[str, Collection[str]]) -> list[Problem]:
     """Where an extension's files would collide once merged.
 
@@ -23,13 +23,33 @@ def check(files: Iterable[str], host_root: str, ignore: Collection[str],
     lie in are its directories. ``shadows-host-file``: under ``host_root`` (lstat, any
     type) the host has something where the extension has a non-directory, or a
     non-directory where it has a directory (which the directory would hide); paths in
-    ``ignore`` (what our own merged extensions show there) are exempt.
+    ``ignore`` (what our own merged extensions show there) are exempt; with no
+    ``host_root`` (``allow_host_shadowing``) the host is not looked at.
     ``conflicts-with-extension``: an extension in ``others`` (name -> its files) has the
     same path, unless both have a directory there.
     """
     mine = set(files)
     dirs = {a for f in mine for a in _ancestors(f)}
     paths = sorted(dirs) + sorted(mine)  # directories first: below a hidden one, skip
+    problems = [] if host_root is None else _shadows_host(paths, dirs, host_root, ignore)
+    for other, theirs in sorted(others.items()):
+        their_files = set(theirs)
+        their_dirs = {a for t in their_files for a in _ancestors(t)}
+        for path in paths:
+            if path in their_files and path in mine:
+                text = f"{other} provides it too; systemd-sysext would show only one of them"
+            elif path in (their_dirs if path in mine else their_files):
+                ours, its = ("file", "directory") if path in mine else ("directory", "file")
+                text = f"is a {ours} here but a {its} in {other}: merged, one would hide the other"
+            else:
+                continue
+            problems.append(Problem("conflicts-with-extension", show(path), text))
+    return problems
+
+
+def _shadows_host(paths: list[str], dirs: set[str], host_root: str,
+                  ignore: Collection[str]) -> list[Problem]:
+    """``shadows-host-file`` for ``paths`` (directories first; ``dirs`` are those)."""
     problems: list[Problem] = []
     hidden: set[str] = set()
     for path in paths:
@@ -52,18 +72,6 @@ def check(files: Iterable[str], host_root: str, ignore: Collection[str],
             text = f"would replace {where} ({kind}) while merged"
         problems.append(Problem("shadows-host-file", show(path), text + "; install it under "
                                 "another name (or set allow_host_shadowing)"))
-    for other, theirs in sorted(others.items()):
-        their_files = set(theirs)
-        their_dirs = {a for t in their_files for a in _ancestors(t)}
-        for path in paths:
-            if path in their_files and path in mine:
-                text = f"{other} provides it too; systemd-sysext would show only one of them"
-            elif path in (their_dirs if path in mine else their_files):
-                ours, its = ("file", "directory") if path in mine else ("directory", "file")
-                text = f"is a {ours} here but a {its} in {other}: merged, one would hide the other"
-            else:
-                continue
-            problems.append(Problem("conflicts-with-extension", show(path), text))
     return problems
 
 

@@ -14,11 +14,27 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, apply, cache, config, hostsync, placement, policy, validate
+from flatpak_sysext import (
+    __version__,
+    apply,
+    cache,
+    config,
+    hostsync,
+    placement,
+    policy,
+    quick,
+    validate,
+)
 from flatpak_sysext.config import Config
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.hostsync import read_merged
-from flatpak_sysext.installation import Declared, Installation, Unreadable, read_installation
+from flatpak_sysext.installation import (
+    Declared,
+    Installation,
+    Unreadable,
+    read_installation,
+    still_resolved,
+)
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Plan, Relink, Unlink, make_plan
 from flatpak_sysext.release import Host, read_host
 from flatpak_sysext.report import Problem, TreeReport
@@ -108,8 +124,8 @@ class Evaluation:
     errors: tuple[str, ...]
     warnings: tuple[str, ...]
     merged: frozenset[str]
-    released: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    """Links of apps that could not be read, removed all the same, and why."""
+    released: frozenset[str] = frozenset()
+    """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
 
 
 def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
@@ -175,11 +191,12 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 errors.append(f"{store.path}: cannot save the cache: {e.strerror}")
 
     entries = apply.scan(cfg.target_dir, scope, ctx.installations)
-    released = {name: RELEASED for name in held if name in entries
-                and entries[name].kind is Kind.MANAGED and not _still_pinned(entries[name])}
+    released = frozenset(name for name in held if name in entries
+                         and entries[name].kind is Kind.MANAGED
+                         and not _still_pinned(entries[name]))
     merged = read_merged(ctx.host_root)
     statuses, wanted = _decide(ctx, judged, entries, merged)
-    plan = make_plan(wanted, entries, held - released.keys())
+    plan = make_plan(wanted, entries, held - released)
     conflicts = set(plan.conflicts)
     statuses = [
         dataclasses.replace(s, state="conflict", reason=_conflict_reason(entries[s.app_id]))
@@ -190,7 +207,8 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                       merged, released)
 
 
-RELEASED = "it cannot be read, and its link no longer resolves inside the installation"
+RELEASED = ("it cannot be read or validated, and its link no longer resolves inside the "
+            "installation")
 
 
 def _still_pinned(entry: Entry) -> bool:
@@ -200,7 +218,7 @@ def _still_pinned(entry: Entry) -> bool:
     became a symlink, such as a deployment replaced by one that leads elsewhere: then
     holding the link of an app that cannot be read would merge a tree nobody validated.
     """
-    return entry.target is not None and os.path.realpath(entry.target) == entry.target
+    return entry.target is not None and still_resolved(entry.target)
 
 
 def _conflict_reason(entry: Entry) -> str:
@@ -251,10 +269,9 @@ def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
     wanted: dict[str, str] = {}
     for app, report, fresh in candidates:
         dirs = placement.directories(report.files)
-        problems = placement.check(report.files, ctx.host_root, ignore,
+        host_root = None if cfg.allow_host_shadowing else ctx.host_root
+        problems = placement.check(report.files, host_root, ignore,
                                    placed.sharing(report.files, dirs))
-        if cfg.allow_host_shadowing:
-            problems = [p for p in problems if p.code != "shadows-host-file"]
         if problems:
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(problems)))
@@ -280,15 +297,14 @@ class Result:
     """The host sync after the links changed (SPEC §8), if one ran."""
 
 
-def _changed_stamp(scope: Sequence[Installation]) -> tuple[object, ...]:
+def _changed_stamp(scope: Sequence[Installation]) -> tuple[str, ...]:
     """What ``.changed`` looks like: Flatpak bumps it on every deploy and uninstall."""
-    stamps: list[object] = []
+    stamps = []
     for inst in scope:
         try:
-            st = os.stat(os.path.join(inst.path, ".changed"))
-            stamps.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-        except OSError:
-            stamps.append(None)
+            stamps.append(quick.signature(quick.changed_path(inst.path)))
+        except OSError as e:
+            stamps.append(f"error {e.errno}")
     return tuple(stamps)
 
 
@@ -332,7 +348,7 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
         for _ in range(MAX_PASSES):
             stamp = _changed_stamp(scope)
             ev = evaluate(ctx, scope, save_cache=True)
-            if sync is not None and ev.plan.actions:
+            if sync is not None and ev.plan.changes_links:
                 sync.owe()
             pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
             failed = {f.action for f in pass_failures}
@@ -375,8 +391,10 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
         elif isinstance(action, Relink) and s is not None:
             lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
         elif isinstance(action, Unlink):
-            why = ev.released.get(action.name, "no longer installed") if s is None \
-                else _verdict(s)
+            if s is not None:
+                why = _verdict(s)
+            else:
+                why = RELEASED if action.name in ev.released else "no longer installed"
             lines.append(f"{action.name}: unlinked{suffix}, {why}")
         else:
             continue

@@ -14,7 +14,7 @@ LOCK_NAME = "lock"
 
 
 def directory(installation_path: str) -> str:
-    """Where flatpak-sysext keeps its cache, lock and request for an installation."""
+    """Where flatpak-sysext keeps its state files for an installation (see the man page)."""
     return os.path.join(installation_path, STATE_DIR)
 
 

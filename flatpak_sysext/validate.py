@@ -1,7 +1,7 @@
 """The tree rules of SPEC §4: what gets an extension rejected, found without trusting it.
 
 The walk never follows a symlink: each directory and file is opened with O_NOFOLLOW
-relative to its parent's descriptor. It is iterative and holds two descriptors at most,
+relative to its parent's descriptor. It is iterative and holds three descriptors at most,
 climbing back through ``..`` and checking it arrived where it came from, so a 10,000-deep
 tree costs neither recursion nor a descriptor per level.
 """
@@ -256,8 +256,8 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
 def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
           files: list[str]) -> list[bytes]:
     """Check the entries of the directory ``fd`` (the top of ``stack``); returns its subdirs."""
-    # Imported here, not at the top: check_placement runs on every reconcile, and a run
-    # that validates no tree need not load pyelftools.
+    # Imported here, not at the top: reconcile imports this module on every run, and a
+    # run that validates no tree need not load pyelftools.
     from flatpak_sysext import elf
 
     top = stack[-1]

@@ -11,11 +11,13 @@ is not ours in scope was ever in an action or changed.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import stat
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -197,3 +199,20 @@ def test_the_plan_only_names_our_entries(
             assert (kind, target) == (Kind.MANAGED, wanted[name])
         elif kind is Kind.MANAGED and name not in wanted:
             assert name in held
+
+
+def test_a_failed_directory_sync_blames_no_action(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every link was made when only the final fsync fails: none of them may be
+    reported as not applied, or host sync would skip it."""
+    target = tmp_path / "extensions"
+    actions = [Link("org.a.B", str(tmp_path / "b")), Link("org.a.C", str(tmp_path / "c"))]
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    [failure] = apply.apply(str(target), actions)
+    assert failure.action is None and "sync" in failure.message
+    assert {p.name: os.readlink(p) for p in target.iterdir()} == {
+        a.name: a.target for a in actions}

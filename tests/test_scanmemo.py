@@ -53,6 +53,23 @@ def test_unchanged_links_are_not_read_again_and_changed_ones_are(tmp_path: Path)
     assert isinstance(beta, Declared) and beta.branch == "beta"
 
 
+def test_a_layout_directory_turned_symlink_is_not_answered_from_the_memo(
+        tmp_path: Path) -> None:
+    base = tmp_path / "inst"
+    inst = Installation("default", str(base))
+    memo: dict[str, Remembered] = {}
+    deploy(base, "a" * 64)
+    [app] = installation.read_installation(inst, memo)
+    assert isinstance(app, Declared) and app.root is not None
+    # Same link texts, but the arch directory now lies elsewhere, behind a symlink.
+    arch = base / "app" / APP / "x86_64"
+    arch.rename(tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", arch)
+    [again] = installation.read_installation(inst, memo)
+    assert isinstance(again, Declared) and again.root is None
+    assert [p.code for p in again.problems] == ["escapes-deployment"]
+
+
 def test_incomplete_and_uninstalled_apps_are_forgotten(tmp_path: Path) -> None:
     inst = Installation("default", str(tmp_path))
     memo: dict[str, Remembered] = {}

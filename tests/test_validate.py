@@ -20,12 +20,18 @@ from flatpak_sysext.placement import check as check_placement
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import TreeReport
 from flatpak_sysext.validate import validate_tree
+from tests.conftest import require
 
 APP = "org.example.App"
 RELEASE = f"usr/lib/extension-release.d/extension-release.{APP}"
 HOST = Host({"ID": "debian", "VERSION_ID": "12"}, "x86-64")
 TARGET = elf.ElfTarget.host()
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod)")
+needs_root = pytest.mark.usefixtures("as_root")
+
+
+@pytest.fixture
+def as_root() -> None:
+    require(os.geteuid() == 0, "needs root (mknod)")
 
 
 @pytest.fixture(autouse=True)
@@ -237,8 +243,7 @@ def test_comment_continuation_is_judged_both_ways(tmp_path: pathlib.Path) -> Non
 
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    if shutil.which("gcc") is None:
-        pytest.skip("needs gcc")
+    require(shutil.which("gcc") is not None, "needs gcc")
     work = tmp_path_factory.mktemp("gcc")
     (work / "hello.c").write_text('#include <stdio.h>\nint main(void) { puts("hi"); }\n')
     built = {}
