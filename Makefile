@@ -32,7 +32,6 @@ VPY := $(VENV)/bin/python
 # Debian 12's versions: the oldest a current LTS distribution ships (SPEC §10).
 MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3
 
-APT_PACKAGES := flatpak bubblewrap gcc libc6-dev strace gnupg
 PYTEST_ARGS ?=
 
 .PHONY: all deps venv test test-min lint demo bench clean \
@@ -42,9 +41,11 @@ all: venv
 
 deps:
 	@missing=""; \
-	for pair in flatpak:flatpak bwrap:bubblewrap gcc:gcc strace:strace gpg:gnupg; do \
+	for pair in flatpak:flatpak bwrap:bubblewrap gcc:gcc strace:strace gpg:gnupg \
+	    systemd-sysext:systemd; do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
 	done; \
+	$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || \
 	  missing="$$missing libc6-dev"; \
 	if [ -n "$$missing" ]; then \
