@@ -14,8 +14,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import jsonschema
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRIGGER = REPO_ROOT / "triggers" / "flatpak-sysext.trigger"
@@ -76,6 +79,20 @@ def daemon_tree(app_id: str, message: str, *, static: bool = True,
             f"<allow own=\"{app_id}\"/></policy></busconfig>\n")
 
     return build
+
+
+def schema(name: str) -> Any:
+    """One of the package's JSON schemas, ``schemas/NAME.schema.json``."""
+    text = resources.files("flatpak_sysext").joinpath(f"schemas/{name}.schema.json").read_text()
+    return json.loads(text)
+
+
+def status_by_name(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    """The output of a successful ``status --json``, checked against its schema, by name."""
+    assert result.returncode == 0, result.stderr
+    items = json.loads(result.stdout)
+    jsonschema.validate(items, schema("status"))
+    return {item["name"]: item for item in items}
 
 
 class FlatpakEnv:
@@ -177,6 +194,14 @@ class FlatpakEnv:
     def sysext(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run our command line the way the service or an admin would."""
         return self.run(self.python, "-m", "flatpak_sysext", *args, check=check)
+
+    def commit(self, app_id: str) -> str:
+        """The commit Flatpak itself says the installed app is at."""
+        return self.flatpak("--system", "info", "--show-commit", app_id).stdout.strip()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """``flatpak-sysext status --json`` by extension name, checked against its schema."""
+        return status_by_name(self.sysext("status", "--json"))
 
     def _ensure_runtime(self) -> None:
         if self._runtime_ready:

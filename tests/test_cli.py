@@ -6,21 +6,14 @@ import json
 import os
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
 
-from tests.flatpaktools import FlatpakEnv, compile_c, daemon_tree, write_release
+from tests.flatpaktools import FlatpakEnv, compile_c, daemon_tree, schema, write_release
 
 APP = "org.fsx.Profiler"
-
-
-def schema(name: str) -> Any:
-    text = resources.files("flatpak_sysext").joinpath(f"schemas/{name}.schema.json").read_text()
-    return json.loads(text)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,14 +47,11 @@ def test_status_and_reconcile_json_match_their_schemas(fenv: FlatpakEnv) -> None
     doc = json.loads(real.stdout)
     jsonschema.validate(doc, schema("reconcile"))
     commit = doc["extensions"][1]["commit"][:12]
+    assert commit == fenv.commit(APP)[:12]
     # The trigger already judged org.fsx.Bad at install time: only the link is news.
     assert doc["changes"] == [f"{APP}: linked, commit {commit}"]
 
-    st = fenv.sysext("status", "--json")
-    assert st.returncode == 0
-    items = json.loads(st.stdout)
-    jsonschema.validate(items, schema("status"))
-    states = {i["name"]: i["state"] for i in items}
+    states = {name: i["state"] for name, i in fenv.status().items()}
     assert states == {APP: "linked", "org.fsx.Bad": "rejected", "other.raw": "foreign"}
 
 

@@ -3,21 +3,13 @@ inside bubblewrap, and ``reconcile`` does what flatpak-sysext.service would do."
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from tests.flatpaktools import ARCH, FlatpakEnv, daemon_tree
 
 APP = "org.fsx.Profiler"
 APP2 = "org.fsx.Tracer"
-
-
-def status(fenv: FlatpakEnv) -> dict[str, dict[str, Any]]:
-    result = fenv.sysext("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return {item["name"]: item for item in json.loads(result.stdout)}
 
 
 def reconcile(fenv: FlatpakEnv, *args: str) -> str:
@@ -40,13 +32,13 @@ def test_install_update_uninstall_through_the_sandboxed_trigger(fenv: FlatpakEnv
     assert "requested" in out.stdout + out.stderr
     assert fenv.links() == {}
     assert (fenv.system_dir / "flatpak-sysext" / "request").is_file()
-    assert status(fenv)[APP]["state"] == "pending"
+    assert fenv.status()[APP]["state"] == "pending"
 
     assert f"{APP}: linked" in reconcile(fenv)
     assert not (fenv.system_dir / "flatpak-sysext" / "request").exists()
     v1 = fenv.deploy_files(APP) / "lib/extensions"
     assert fenv.links() == {APP: str(v1)}
-    st = status(fenv)[APP]
+    st = fenv.status()[APP]
     assert st["state"] == "linked" and st["target"] == str(v1)
     assert st["installation"] == str(fenv.system_dir)
     assert (Path(fenv.links()[APP]) / f"usr/libexec/{APP}/profilerd").is_file()
@@ -66,7 +58,7 @@ def test_install_update_uninstall_through_the_sandboxed_trigger(fenv: FlatpakEnv
         f"dynamic-elf usr/libexec/{APP}/profilerd" in out.stdout
     assert f"{APP}: unlinked, rejected: dynamic-elf" in reconcile(fenv)
     assert fenv.links() == {}
-    st = status(fenv)[APP]
+    st = fenv.status()[APP]
     assert st["state"] == "rejected"
     assert [p["code"] for p in st["problems"]] == ["dynamic-elf"]
     assert st["problems"][0]["path"] == f"usr/libexec/{APP}/profilerd"
@@ -79,7 +71,7 @@ def test_install_update_uninstall_through_the_sandboxed_trigger(fenv: FlatpakEnv
     fenv.uninstall(APP)
     assert f"{APP}: unlinked, no longer installed" in reconcile(fenv)
     assert fenv.links() == {}
-    assert APP not in status(fenv)
+    assert APP not in fenv.status()
 
 
 def test_unsandboxed_trigger_links_directly(fenv: FlatpakEnv) -> None:
@@ -151,7 +143,7 @@ def test_foreign_entries_are_never_touched(fenv: FlatpakEnv, tmp_path: Path) -> 
     assert set(after) == set(before) | {APP}
     assert all(after[n] == before[n] for n in before)
     assert (target / "some-dir-image" / "keep").read_text() == "mine"
-    st = status(fenv)
+    st = fenv.status()
     assert st[APP]["state"] == "linked"
     assert st[APP2]["state"] == "conflict"
     assert "not ours" in st[APP2]["reason"]

@@ -9,7 +9,6 @@ Flatpak cannot have written, left alone and reported), and the good app stays li
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -87,12 +86,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FlatpakEnv
     shutil.rmtree(root, ignore_errors=True)
 
 
-def status(fenv: FlatpakEnv) -> dict[str, dict[str, Any]]:
-    result = fenv.sysext("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return {item["name"]: item for item in json.loads(result.stdout)}
-
-
 def assert_links_pinned(fenv: FlatpakEnv, allowed: tuple[str, ...] = (GOOD, OUT)) -> None:
     """Every link points into ``<installation>/app/<ID>/<ARCH>/<BRANCH>/<active>/files/``
     and resolves there too (no directory on the way is a symlink out)."""
@@ -111,7 +104,7 @@ def test_hostile_apps_built_with_flatpak(world: tuple[FlatpakEnv, dict[str, str]
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(fenv.links()) == {GOOD, OUT}
     assert_links_pinned(fenv)
-    st = status(fenv)
+    st = fenv.status()
     for app, code in codes.items():
         assert st[app]["state"] == "rejected", st[app]
         assert [p["code"] for p in st[app]["problems"]] == [code], st[app]
@@ -224,7 +217,7 @@ def test_hand_edited_layouts(world: tuple[FlatpakEnv, dict[str, str]], restore: 
     assert "Traceback" not in output
     assert_links_pinned(fenv)
     assert GOOD in fenv.links()
-    st = status(fenv)
+    st = fenv.status()
     if outcome == "skipped":
         assert result.returncode == 0, output
         assert name not in st and name not in fenv.links()

@@ -21,8 +21,7 @@ import jsonschema
 import pytest
 
 from tests.conftest import require
-from tests.flatpaktools import FlatpakEnv, daemon_tree
-from tests.test_cli import schema
+from tests.flatpaktools import FlatpakEnv, daemon_tree, schema, status_by_name
 
 pytestmark = pytest.mark.merge
 
@@ -85,11 +84,7 @@ class Host:
         return lines
 
     def status(self) -> dict[str, dict[str, Any]]:
-        result = self.sysext("status", "--json")
-        assert result.returncode == 0, result.stderr
-        items = json.loads(result.stdout)
-        jsonschema.validate(items, schema("status"))
-        return {item["name"]: item for item in items}
+        return status_by_name(self.sysext("status", "--json"))
 
     def merged(self) -> list[str]:
         result = self.ns.run("cat", "/usr/.systemd-sysext/extensions")

@@ -9,7 +9,6 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -36,14 +35,8 @@ def signed(tmp_path: Path) -> Iterator[FlatpakEnv]:
     shutil.rmtree(tmp_path / "world", ignore_errors=True)
 
 
-def status(env: FlatpakEnv) -> dict[str, dict[str, Any]]:
-    result = env.sysext("status", "--json")
-    assert result.returncode == 0, result.stderr
-    return {item["name"]: item for item in json.loads(result.stdout)}
-
-
 def states(env: FlatpakEnv) -> dict[str, tuple[str, str | None]]:
-    return {name: (s["state"], s["reason"]) for name, s in status(env).items()}
+    return {name: (s["state"], s["reason"]) for name, s in env.status().items()}
 
 
 def reconcile(env: FlatpakEnv) -> str:
@@ -70,7 +63,7 @@ def test_verified_remote_is_linked_unverified_remote_denied(signed: FlatpakEnv) 
 
     assert f"{APP}: linked" in reconcile(signed)
     assert signed.links() == {APP: target(signed, APP)}
-    st = status(signed)
+    st = signed.status()
     assert (st[APP]["state"], st[APP]["origin"]) == ("linked", "test")
     assert (st[APP2]["state"], st[APP2]["origin"]) == ("denied", "plain")
     assert st[APP2]["reason"] == f"origin remote 'plain' {GPG_RULE}"
@@ -90,7 +83,7 @@ def test_bundle_origin_remote_is_denied_without_a_key(signed: FlatpakEnv) -> Non
     signed.install_bundle(KEYED, with_key=True)
     assert f"{KEYED}: linked" in reconcile(signed)
     assert signed.links() == {KEYED: target(signed, KEYED)}
-    st = status(signed)
+    st = signed.status()
     origin = st[BUNDLED]["origin"]
     assert origin.endswith("-origin") and st[KEYED]["origin"].endswith("-origin")
     assert (st[BUNDLED]["state"], st[BUNDLED]["reason"]) == (
@@ -144,7 +137,7 @@ def test_remotes_allow_list(fenv: FlatpakEnv) -> None:
     assert f"{APP}: unlinked, denied: origin remote 'test' is not in remotes" in reconcile(fenv)
     fenv.write_config({"remotes": None})
     assert set(reconcile(fenv).splitlines()) == {
-        f"{a}: linked, commit {status(fenv)[a]['commit'][:12]}" for a in (APP, OTHER)}
+        f"{a}: linked, commit {fenv.commit(a)[:12]}" for a in (APP, OTHER)}
 
 
 def test_policy_change_between_runs(fenv: FlatpakEnv) -> None:
@@ -171,7 +164,7 @@ def test_policy_change_between_runs(fenv: FlatpakEnv) -> None:
     assert fenv.links() == {APP: target(fenv, APP)}
 
     fenv.write_config({})
-    assert reconcile(fenv) == f"{APP2}: linked, commit {status(fenv)[APP2]['commit'][:12]}\n"
+    assert reconcile(fenv) == f"{APP2}: linked, commit {fenv.commit(APP2)[:12]}\n"
     assert set(fenv.links()) == {APP, APP2}
 
 
@@ -189,7 +182,7 @@ def test_host_shadowing_is_rejected_unless_allowed(fenv: FlatpakEnv) -> None:
     fenv.install(APP)
     reconcile(fenv)
     assert fenv.links() == {}
-    st = status(fenv)[APP]
+    st = fenv.status()[APP]
     assert st["state"] == "rejected"
     assert [(p["code"], p["path"]) for p in st["problems"]] == [
         ("shadows-host-file", "usr/bin/env")]
@@ -197,7 +190,7 @@ def test_host_shadowing_is_rejected_unless_allowed(fenv: FlatpakEnv) -> None:
     fenv.write_config({"allow_host_shadowing": True})
     assert f"{APP}: linked" in reconcile(fenv)
     assert fenv.links() == {APP: target(fenv, APP)}
-    assert status(fenv)[APP]["problems"] == []
+    assert fenv.status()[APP]["problems"] == []
 
     fenv.write_config({"allow_host_shadowing": False})
     assert f"{APP}: unlinked, rejected: shadows-host-file usr/bin/env" in reconcile(fenv)
