@@ -58,6 +58,15 @@ def _inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Itera
     yield os.path.dirname(os.path.abspath(__file__))  # This code: an upgrade changes it.
 
 
+def _news(warnings: Iterable[str], cfg: config.Config) -> list[str]:
+    """The warnings about this run (a cache or state discarded), not the config's
+    standing one about the target directory, which is said only beside other news."""
+    from flatpak_sysext import config
+
+    standing = config.target_dir_warning(cfg)
+    return [w for w in warnings if w != standing]
+
+
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
     """Run the trigger for ``basedir``: the quick check, then if needed the full run.
 
@@ -102,7 +111,7 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
             ev = result.evaluation
             lines = change_lines(ev, result.applied)
             lines += [f.message for f in result.failures]
-            lines += list(ev.errors)
+            lines += list(ev.errors) + _news(ev.warnings, cfg)
             if result.sync is not None:
                 info, problems = hoststate.summary(result.sync)
                 lines += info + problems
@@ -118,6 +127,7 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
             # Each request is announced once, not again by every later transaction.
             fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]
             lines = change_lines(ev, fresh, requested=True) + list(ev.errors)
+            lines += _news(ev.warnings, cfg)
             quiet = not (lines or ev.plan.actions)
         if quiet and inst.path == basedir and config_arg is None:
             snap.save({s.app_id for s in ev.apps} | set(ev.entries))

@@ -228,6 +228,13 @@ def test_what_changed_within_the_margin_is_not_trusted(world: World,
     assert not world.quiet()
 
 
+def test_a_discarded_cache_is_said_once(world: World) -> None:
+    (world.inst / "flatpak-sysext" / "cache.json").write_text("{corrupt")
+    said = world.full()
+    assert "cache.json" in said and "discarded" in said
+    assert world.full() == ""
+
+
 def test_a_fresh_changed_file_is_recorded_as_unknown(world: World) -> None:
     world.changed()
     assert world.quiet()
