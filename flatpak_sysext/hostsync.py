@@ -132,9 +132,8 @@ def _run(runner: Runner, step: str, argv: Sequence[str]) -> Step:
     return Step(step, FAILED, _failure(code, output), tuple(argv))
 
 
-def _verify(linked: Collection[str], removed: Collection[str], host_root: str) -> Step:
+def _verify(linked: Collection[str], removed: Collection[str], merged: frozenset[str]) -> Step:
     """Our linked names must all be merged, our removed ones not (others' may be)."""
-    merged = read_merged(host_root)
     missing = sorted(set(linked) - merged)
     stale = sorted(set(removed) & merged)
     problems = []
@@ -148,11 +147,11 @@ def _verify(linked: Collection[str], removed: Collection[str], host_root: str) -
     return Step(VERIFY, OK, f"merged: {', '.join(sorted(merged)) or 'nothing'}")
 
 
-def _manager_reloaded(runner: Runner, host_root: str) -> bool:
-    """Whether ``refresh`` reloaded the manager itself (systemd >= 255, any merged
+def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str]) -> bool:
+    """Whether ``refresh`` reloaded the manager itself (systemd >= 255, any ``merged``
     extension saying ``EXTENSION_RELOAD_MANAGER=1``), as systemd decides it."""
     flagged = False
-    for name in read_merged(host_root):
+    for name in merged:
         try:
             fields = release.read_env_file(_host(host_root, "/" + release.release_path(name)))
         except OSError:
@@ -168,7 +167,8 @@ def _manager_reloaded(runner: Runner, host_root: str) -> bool:
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
            host_root: str) -> list[Step]:
     refresh = _run(runner, REFRESH, ("systemd-sysext", "refresh"))
-    steps = [refresh, _verify(linked, removed, host_root)]
+    merged = read_merged(host_root)
+    steps = [refresh, _verify(linked, removed, merged)]
     if needs.sysusers:
         # "--": the names come from the extension and must not be read as options.
         steps.append(_run(runner, SYSUSERS, ("systemd-sysusers", "--", *sorted(needs.sysusers))))
@@ -180,7 +180,7 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
             continue
         argv = RELOAD_COMMANDS[reload]
         if reload == DAEMON_RELOAD and refresh.outcome == OK and _manager_reloaded(
-                runner, host_root):
+                runner, host_root, merged):
             steps.append(Step(reload, SKIPPED, "systemd-sysext reloaded the manager itself "
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
             continue
