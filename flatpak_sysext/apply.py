@@ -1,4 +1,4 @@
-"""The only module that changes the target directory: scanning it, applying a plan, locking.
+"""The only module that changes the target directory: it applies a plan's actions.
 
 Every change is atomic (a new link is made in one ``symlinkat``; a changed one is made
 under a temporary ``.#`` name, which systemd-sysext ignores, and renamed over the old),
@@ -11,15 +11,11 @@ import contextlib
 import dataclasses
 import errno
 import os
-import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-from flatpak_sysext import state
-from flatpak_sysext.installation import Installation
-from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, RemoveTemporary, Unlink
-
-TEMP_PREFIX = ".#flatpak-sysext."
+from flatpak_sysext.plan import Action, Link, Relink, RemoveTemporary, Unlink
+from flatpak_sysext.targetdir import TEMP_PREFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,46 +25,6 @@ class Failure:
     action: Action | None
     """None when the actions were applied but could not be synced to disk."""
     message: str
-
-
-def owner(target: str, installations: Iterable[Installation]) -> Installation | None:
-    """The installation whose ``app/`` the link text ``target`` leads into, if any."""
-    if not os.path.isabs(target) or os.path.normpath(target) != target:
-        return None
-    return next((i for i in installations if target.startswith(i.path + "/app/")), None)
-
-
-def scan(target_dir: str, scope: Iterable[Installation],
-         installations: Iterable[Installation]) -> dict[str, Entry]:
-    """Classify every entry of ``target_dir`` (SPEC §3); a missing directory is empty.
-
-    Names starting with ``.#`` are ignored by systemd-sysext and so by us, except our
-    own temporary links into an installation in ``scope``.
-    """
-    scope = list(scope)
-    installations = list(installations)
-    entries: dict[str, Entry] = {}
-    try:
-        it = os.scandir(target_dir)
-    except FileNotFoundError:
-        return entries
-    with it:
-        for de in it:
-            try:
-                target = os.readlink(de.path) if de.is_symlink() else None
-            except FileNotFoundError:
-                continue  # Removed while we looked: as if it had never been there.
-            ours = owner(target, installations) if target is not None else None
-            if de.name.startswith(".#"):
-                if de.name.startswith(TEMP_PREFIX) and ours in scope:
-                    entries[de.name] = Entry(de.name, Kind.TEMPORARY, target)
-                continue
-            if ours is None:
-                entries[de.name] = Entry(de.name, Kind.FOREIGN, target)
-            else:
-                kind = Kind.MANAGED if ours in scope else Kind.OTHER
-                entries[de.name] = Entry(de.name, kind, target)
-    return entries
 
 
 def _expect_link(dfd: int, name: str, target: str) -> None:
@@ -136,43 +92,3 @@ def apply(target_dir: str, actions: Iterable[Action]) -> list[Failure]:
     finally:
         os.close(dfd)
     return failures
-
-
-def request_path(inst: Installation) -> str:
-    """The file whose change starts ``flatpak-sysext.service`` through the path unit."""
-    return os.path.join(state.directory(inst.path), "request")
-
-
-def clear_request(inst: Installation) -> None:
-    """Forget a sandboxed trigger's request once a reconcile has carried it out."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(request_path(inst))
-
-
-@contextlib.contextmanager
-def locked(installations: Iterable[Installation]) -> Iterator[None]:
-    """Hold each installation's lock (in path order, so runs never deadlock)."""
-    with contextlib.ExitStack() as stack:
-        for inst in sorted(installations, key=lambda i: i.path):
-            fd = state.lock(inst.path)
-            stack.callback(os.close, fd)
-            _remove_leftovers(state.directory(inst.path))
-        yield
-
-
-_WRITE_TEMPORARY = re.compile(r"\.#.+\.[0-9a-f]{16}")
-"""The name :func:`state.write_file` gives its temporary file."""
-
-
-def _remove_leftovers(directory: str) -> None:
-    """Remove what a run killed inside :func:`state.write_file` left: its ``.#`` temporaries.
-
-    Only called with the lock held: the state files (cache, request, host sync state)
-    are only written under it, so none of their temporaries is in use; a best-effort
-    write made without the lock (the config memo, the quick check's stamp) at worst
-    fails and is made again next time.
-    """
-    for name in os.listdir(directory):
-        if _WRITE_TEMPORARY.fullmatch(name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))

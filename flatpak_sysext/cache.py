@@ -17,11 +17,13 @@ import json
 import os
 from typing import Any
 
-from flatpak_sysext import state
+from flatpak_sysext import fileio, statefiles
 from flatpak_sysext.installation import Declared, Installation, Remembered
 from flatpak_sysext.report import Problem, TreeReport
 
 FORMAT = 2
+MAX_SIZE = 256 << 20
+"""Far above what 10,000 extensions need (a few MB); a larger file is discarded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,7 @@ class Cache:
 
     def __init__(self, inst: Installation, fingerprint: str) -> None:
         self.inst = inst
-        self.path = os.path.join(state.directory(inst.path), "cache.json")
+        self.path = os.path.join(statefiles.directory(inst.path), "cache.json")
         self.fingerprint = fingerprint
         self.entries: dict[str, tuple[Key, TreeReport]] = {}
         self.scan: dict[str, Remembered] = {}
@@ -108,8 +110,7 @@ class Cache:
     def load(self) -> None:
         """Read the file; a missing one is empty, a corrupt or stale one is discarded."""
         try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read())
+            data = json.loads(fileio.read_regular(self.path, MAX_SIZE))
             if data.get("format") != FORMAT or data.get("host") != self.fingerprint:
                 self.dirty = True
                 return
@@ -157,6 +158,6 @@ class Cache:
             "scan": {app_id: _remembered_to_json(r) for app_id, r in sorted(self.scan.items())},
         }
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        state.write_file(self.path, json.dumps(data, separators=(",", ":")).encode())
+        statefiles.write_file(self.path, json.dumps(data, separators=(",", ":")).encode())
         self.dirty = False
         self._scan_saved = dict(self.scan)

@@ -1,4 +1,7 @@
-"""The command line (SPEC §5): parse arguments, run a command, print, choose the exit code."""
+"""The command line: parse arguments, run a command, print, choose the exit code.
+
+See docs/reference.md#command-line.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from flatpak_sysext import __version__, config, installation, output, trigger
-from flatpak_sysext.reconcile import Context, reconcile
+from flatpak_sysext.evaluate import Context, evaluate
+from flatpak_sysext.reconcile import reconcile
 
 
 class Die(Exception):
@@ -86,13 +90,11 @@ def cmd_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if args.json:
         _print_json(output.reconcile_json(ctx, result, dry_run=args.dry_run))
     else:
-        output.print_reconcile(result, dry_run=args.dry_run)
+        output.print_reconcile(ctx, result, dry_run=args.dry_run)
     return 1 if result.failures or result.evaluation.errors else 0
 
 
 def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext.reconcile import evaluate
-
     ctx = _context(args, environ)
     try:
         ev = evaluate(ctx, ctx.installations, save_cache=False)

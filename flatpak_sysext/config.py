@@ -1,4 +1,6 @@
-"""The configuration file (SPEC §6): defaults, loading, validation against the shipped schema.
+"""The configuration file: defaults, loading, validation against the shipped schema.
+
+The keys are documented in docs/configuration.md.
 
 Every way a file can be wrong is a ``ConfigError`` whose message is one line naming the
 file and, where there is one, the key. Nothing is guessed: an unknown key, a duplicate
@@ -16,7 +18,7 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-from flatpak_sysext import state
+from flatpak_sysext import fileio, statefiles
 
 DEFAULT_PATH = "/etc/flatpak-sysext/config.json"
 MAX_SIZE = 1 << 20
@@ -24,7 +26,7 @@ SCHEMA = "schemas/config.schema.json"
 MEMO_NAME = "config-validated"
 """File in a state directory holding the digest of the last config that validated."""
 
-# Where systemd-sysext looks for images, in its order (FACTS.md, "Search directories").
+# Where systemd-sysext looks for images, in its order (docs/platform.md#search-directories).
 SEARCH_DIRS = ("/etc/extensions", "/run/extensions", "/var/lib/extensions")
 OLD_SEARCH_DIRS = ("/usr/local/lib/extensions", "/usr/lib/extensions")
 
@@ -35,7 +37,7 @@ class ConfigError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The effective configuration; every field has the default of SPEC §6."""
+    """The effective configuration; every field has its documented default."""
 
     target_dir: str = "/var/lib/extensions"
     allow: tuple[str, ...] = ("*",)
@@ -176,10 +178,10 @@ def _memo_read(memo_dir: str | None) -> str | None:
     if memo_dir is None:
         return None
     try:
-        with open(os.path.join(memo_dir, MEMO_NAME), "rb") as f:
-            return f.read(256).decode("ascii", "replace").strip()
-    except OSError:
+        data = fileio.read_regular(os.path.join(memo_dir, MEMO_NAME), 256)
+    except (OSError, ValueError):
         return None
+    return data.decode("ascii", "replace").strip()
 
 
 def _memo_write(memo_dir: str, digest: str) -> None:
@@ -187,7 +189,7 @@ def _memo_write(memo_dir: str, digest: str) -> None:
     # turn a valid config into an error.
     try:
         os.makedirs(memo_dir, mode=0o755, exist_ok=True)
-        state.write_file(os.path.join(memo_dir, MEMO_NAME), f"{digest}\n".encode())
+        statefiles.write_file(os.path.join(memo_dir, MEMO_NAME), f"{digest}\n".encode())
     except OSError:
         pass
 

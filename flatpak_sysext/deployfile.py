@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from flatpak_sysext import keyfile
+from flatpak_sysext import fileio
 
 MAX_SIZE = 1 << 20
 
@@ -97,7 +97,7 @@ def read(path: str, *, dir_fd: int | None = None) -> DeployInfo:
     Raises OSError if unreadable and DeployFileError if malformed.
     """
     try:
-        data = keyfile.read_regular(path, MAX_SIZE, dir_fd=dir_fd)
+        data = fileio.read_regular(path, MAX_SIZE, dir_fd=dir_fd)
     except ValueError as e:
         raise DeployFileError(str(e)) from None
     return parse(data)

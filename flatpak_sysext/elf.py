@@ -1,4 +1,4 @@
-"""ELF verdicts for SPEC §4: only statically linked executables for the host may ship.
+"""ELF verdicts (docs/problems.md): only statically linked executables for the host may ship.
 
 Every verdict reads a bounded number of bytes whatever the headers claim (at most
 ``MAX_BYTES_READ``): the first ``_HEAD`` bytes, which hold the ELF header, the program
@@ -22,6 +22,8 @@ from elftools.elf import enums
 from elftools.elf.descriptions import describe_e_machine
 from elftools.elf.elffile import ELFFile
 from elftools.elf.structs import ELFStructs
+
+from flatpak_sysext import codes
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -74,7 +76,7 @@ def _host_target() -> ElfTarget:
 
 
 def judge(f: BinaryIO, target: ElfTarget) -> tuple[str, str] | None:
-    """Judge one file's content by SPEC §4's ELF rules.
+    """Judge one file's content by the ELF rules.
 
     Returns None for a file that does not start with the ELF magic (scripts, data) and for a
     statically linked executable (static or static-PIE) built for ``target``; otherwise
@@ -90,7 +92,7 @@ def judge(f: BinaryIO, target: ElfTarget) -> tuple[str, str] | None:
     try:
         return _judge(_Reader(f, head, f.seek(0, os.SEEK_END)), target)
     except _Malformed as e:
-        return "malformed-elf", f"starts with the ELF magic but is malformed: {e}"
+        return codes.MALFORMED_ELF, f"starts with the ELF magic but is malformed: {e}"
 
 
 class _Malformed(Exception):
@@ -194,11 +196,11 @@ def _judge(r: _Reader, target: ElfTarget) -> tuple[str, str] | None:
     if (machine, elfclass, little_endian) != (
         target.machine, target.elfclass, target.little_endian
     ):
-        return "foreign-elf", (f"built for {_describe(machine, elfclass, little_endian)}, but "
+        return codes.FOREIGN_ELF, (f"built for {_describe(machine, elfclass, little_endian)}, but "
                                f"this host is {target.describe()}")
     if e_type not in ("ET_EXEC", "ET_DYN"):
         kind = _NOT_EXECUTABLES.get(e_type) or f"an ELF file of type {e_type}"
-        return "unsupported-elf", (f"{kind}, not an executable; ship only statically linked "
+        return codes.UNSUPPORTED_ELF, (f"{kind}, not an executable; ship only statically linked "
                                    "executables")
     phdr, dyn = _layout(little_endian, elfclass, e_type, machine, ehdr.get(header, "EI_OSABI"))
     interp_phdr, dynamic_phdr, loads = _segments(r, ehdr, header, phdr)
@@ -213,14 +215,15 @@ def _judge(r: _Reader, target: ElfTarget) -> tuple[str, str] | None:
         libs, pie = _dynamic(r, phdr, dyn, dynamic_phdr, loads)
     if e_type == "ET_DYN" and interp is None and not pie:
         uses = f"; it needs {libs}" if libs else ""
-        return "shared-library", (f"a shared library (ET_DYN without PT_INTERP or DF_1_PIE){uses}"
-                                  f"; ship only statically linked executables")
+        return codes.SHARED_LIBRARY, (
+            f"a shared library (ET_DYN without PT_INTERP or DF_1_PIE){uses}"
+            "; ship only statically linked executables")
     needs = [f"the program interpreter {interp}"] if interp is not None else []
     if libs:
         needs.append(libs)
     if not needs:
         return None
-    return "dynamic-elf", f"dynamically linked: needs {' and '.join(needs)}; {_ADVICE}"
+    return codes.DYNAMIC_ELF, f"dynamically linked: needs {' and '.join(needs)}; {_ADVICE}"
 
 
 def _segments(

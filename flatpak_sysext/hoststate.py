@@ -15,10 +15,11 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flatpak_sysext import state as statefiles
+from flatpak_sysext import fileio, statefiles
 from flatpak_sysext.installation import Installation
 
 STATE_FILE = "hostsync.json"
+MAX_SIZE = 1 << 22
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 REFRESH, VERIFY = "refresh", "verify"
@@ -203,8 +204,7 @@ def load(inst: Installation) -> tuple[State, str | None]:
     """The installation's state, and a warning if it had to be discarded."""
     path = state_path(inst)
     try:
-        with open(path, "rb") as f:
-            return State.parse(json.loads(f.read(1 << 22))), None
+        return State.parse(json.loads(fileio.read_regular(path, MAX_SIZE))), None
     except FileNotFoundError:
         return State(), None
     except (OSError, ValueError) as e:

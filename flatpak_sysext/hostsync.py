@@ -1,4 +1,4 @@
-"""Bringing the host along after the links changed (SPEC §8).
+"""Bringing the host along after the links changed (docs/reference.md#host-sync).
 
 ``systemd-sysext refresh``, then a check that what is merged is what is linked (up to
 systemd 254 a failed merge can still exit 0), then only the reloads that the changed
@@ -17,7 +17,7 @@ import re
 import subprocess
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from flatpak_sysext import apply, release
+from flatpak_sysext import fileio, release, targetdir
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
     DBUS_RELOAD,
@@ -45,6 +45,7 @@ Runner = Callable[[Sequence[str]], tuple[int, str]]
 """Runs one command (argv) and returns its exit status and its output."""
 
 MERGED_LIST = "/usr/.systemd-sysext/extensions"
+MAX_MERGED_LIST = 1 << 20
 COMMAND_TIMEOUT = 300
 MAX_MESSAGE = 400
 
@@ -96,9 +97,8 @@ def selinux_enforcing(host_root: str = "/") -> bool:
 def read_merged(host_root: str = "/") -> frozenset[str]:
     """The extension names systemd-sysext has merged into ``/usr`` right now."""
     try:
-        with open(_host(host_root, MERGED_LIST), "rb") as f:
-            data = f.read(1 << 20)
-    except OSError:
+        data = fileio.read_regular(_host(host_root, MERGED_LIST), MAX_MERGED_LIST)
+    except (OSError, ValueError):
         return frozenset()
     return frozenset(data.decode("utf-8", "replace").split())
 
@@ -115,7 +115,7 @@ class Change:
 
 
 def _owner(path: str | None, scope: Sequence[Installation]) -> Installation | None:
-    return None if path is None else apply.owner(path, scope)
+    return None if path is None else targetdir.owner(path, scope)
 
 
 def _failure(code: int, output: str) -> str:

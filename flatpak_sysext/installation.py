@@ -1,9 +1,10 @@
 """Reading Flatpak system installations: which apps declare a system extension, and where.
 
-Everything here only reads. The layout is Flatpak's (FACTS.md): ``app/<ID>/current``
-points to ``<ARCH>/<BRANCH>``, whose ``active`` points to the deploy directory. An app
-is treated as hostile input: names, symlinks and files are checked before use, and the
-declared extension path must resolve inside the deployment's ``files/``.
+Everything here only reads. The layout is Flatpak's (docs/platform.md#deployment-layout):
+``app/<ID>/current`` points to ``<ARCH>/<BRANCH>``, whose ``active`` points to the deploy
+directory. An app is treated as hostile input: names, symlinks and files are checked
+before use, and the declared extension path must resolve inside the deployment's
+``files/``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 
-from flatpak_sysext import deployfile, keyfile, layout
+from flatpak_sysext import codes, deployfile, keyfile, layout
 from flatpak_sysext.report import Problem
 
 DEFAULT_SYSTEM_DIR = "/var/lib/flatpak"
@@ -122,21 +123,21 @@ def resolve_extension_root(files_dir: str, declared: str) -> tuple[str | None, l
     if base != os.path.normpath(files_dir):
         # A directory of the layout itself (app/<ID>, <ARCH>, <BRANCH>, files) is a
         # symlink: Flatpak never makes one, and it leads out of the installation.
-        return None, [Problem("escapes-deployment", "",
+        return None, [Problem(codes.ESCAPES_DEPLOYMENT, "",
                               f"{files_dir} resolves to {base}, outside the installation")]
     parts = [p for p in declared.split("/") if p not in ("", ".")]
     if os.path.isabs(declared) or ".." in parts or not parts:
-        return None, [Problem("escapes-deployment", declared,
+        return None, [Problem(codes.ESCAPES_DEPLOYMENT, declared,
                               f"path={declared!r} must be a relative path below /app "
                               "without '..', such as lib/extensions")]
     for i in range(len(parts)):
         current = os.path.realpath(os.path.join(base, *parts[: i + 1]))
         if os.path.commonpath([base, current]) != base:
-            return None, [Problem("escapes-deployment", "/".join(parts[: i + 1]),
+            return None, [Problem(codes.ESCAPES_DEPLOYMENT, "/".join(parts[: i + 1]),
                                   f"/app/{'/'.join(parts[: i + 1])} resolves to {current}, "
                                   "outside the app's files")]
     if not os.path.isdir(current):
-        return None, [Problem("not-a-directory", declared,
+        return None, [Problem(codes.NOT_A_DIRECTORY, declared,
                               f"/app/{declared} (declared in [X-SystemExtension] path=) "
                               "is missing or not a directory")]
     return current, []

@@ -10,7 +10,8 @@ GKeyFile: ``[group]`` headers, ``key=value`` lines, ``#`` comments, the escapes 
 from __future__ import annotations
 
 import os
-import stat
+
+from flatpak_sysext import fileio
 
 MAX_SIZE = 1 << 20
 """Key files Flatpak writes are a few KiB; anything larger is not worth parsing as root."""
@@ -69,29 +70,13 @@ def parse(data: bytes) -> KeyFile:
     return groups
 
 
-def read_regular(path: str | os.PathLike[str], limit: int, *, dir_fd: int | None = None) -> bytes:
-    """Read a regular file without following a final symlink, at most ``limit`` bytes.
-
-    Raises OSError if it cannot be read, ValueError if it is not a regular file or larger.
-    Shared by every reader of files an app or an installation provides.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise ValueError("not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit} bytes")
-    return data
-
-
 def read(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> KeyFile:
     """Read and parse a key file without following a final symlink, at most MAX_SIZE bytes.
 
     Raises OSError if it cannot be read and KeyFileError if it is malformed or too large.
     """
     try:
-        data = read_regular(path, MAX_SIZE, dir_fd=dir_fd)
+        data = fileio.read_regular(path, MAX_SIZE, dir_fd=dir_fd)
     except ValueError as e:
         raise KeyFileError(str(e)) from None
     return parse(data)

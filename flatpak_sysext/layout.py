@@ -1,9 +1,10 @@
-"""Flatpak's on-disk layout of an app, read without trusting it (FACTS.md).
+"""Flatpak's on-disk layout of an installation, read without trusting it.
 
 ``app/<ID>/current`` points to ``<ARCH>/<BRANCH>``, whose ``active`` points to the
 deployment, which holds ``metadata`` (and ``deploy``, ``files/``…). This module reads
 the links and what the metadata declares; ``installation`` builds on it. The trigger's
-quick check uses it too, so it imports nothing beyond ``os`` and ``keyfile``.
+quick check uses it too, so it imports nothing beyond ``os`` and ``keyfile``. See
+docs/platform.md#deployment-layout.
 """
 
 from __future__ import annotations
@@ -132,3 +133,8 @@ def may_matter(installation_path: str, app_id: str) -> bool:
 def deployment_dir(installation_path: str, app_id: str, current: str, active: str) -> str:
     """Where ``current`` and ``active`` lead."""
     return os.path.join(installation_path, "app", app_id, current, active)
+
+
+def changed_path(installation_path: str) -> str:
+    """The file Flatpak touches on every deploy, uninstall, remote change and make-current."""
+    return os.path.join(installation_path, ".changed")

@@ -2,13 +2,96 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-from flatpak_sysext import apply, hoststate
-from flatpak_sysext.plan import Kind
-from flatpak_sysext.reconcile import AppStatus, Context, Evaluation, Result, change_lines
+from flatpak_sysext import apply, config, evaluate, hoststate
+from flatpak_sysext.evaluate import AppStatus, Context, Evaluation
+from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
+from flatpak_sysext.reconcile import Result
 from flatpak_sysext.report import Problem, TreeReport
+
+
+def _verdict(s: AppStatus) -> str:
+    """Why an extension is not linked, in one line."""
+    if s.state == "rejected" and s.problems:
+        first = s.problems[0]
+        extra = len(s.problems) - 1
+        more = f" (+{extra} more: flatpak-sysext status)" if extra else ""
+        return f"rejected: {first.code} {first.path}: {first.message}{more}"
+    return f"{s.state}: {s.reason}" if s.reason else s.state
+
+
+def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool = False,
+                 ) -> list[str]:
+    """One short line per extension whose state changes (docs/reference.md#trigger-contract)."""
+    by_app = {s.app_id: s for s in ev.apps}
+    lines: list[str] = []
+    done: set[str] = set()
+    suffix = " (requested; flatpak-sysext.service applies it)" if requested else ""
+    for action in actions:
+        s = by_app.get(action.name)
+        if isinstance(action, Link) and s is not None:
+            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{suffix}")
+        elif isinstance(action, Relink) and s is not None:
+            lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
+        elif isinstance(action, Unlink):
+            if s is not None:
+                why = _verdict(s)
+            else:
+                why = evaluate.RELEASED if action.name in ev.released else "no longer installed"
+            lines.append(f"{action.name}: unlinked{suffix}, {why}")
+        else:
+            continue
+        done.add(action.name)
+    for s in ev.apps:
+        if s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied"):
+            lines.append(f"{s.app_id}: {_verdict(s)}")
+    return lines
+
+
+def standing(cfg: config.Config) -> list[str]:
+    """The warning every run of this configuration deserves (a target directory that
+    systemd-sysext does not search), apart from the news of any one run."""
+    warning = config.target_dir_warning(cfg)
+    return [warning] if warning else []
+
+
+@dataclasses.dataclass(frozen=True)
+class Lines:
+    """What a run has to tell, sorted by where it goes."""
+
+    changes: list[str]
+    """One line per extension whose state changed."""
+    info: list[str]
+    """What host sync did."""
+    errors: list[str]
+    """What failed: the run did not do all it had to."""
+    warnings: list[str]
+    """What went wrong without failing the run (the evaluation's and host sync's)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.info or self.errors or self.warnings)
+
+
+def result_lines(result: Result) -> Lines:
+    """The news of a reconcile: changes, host sync, failures, errors, warnings.
+
+    Without the :func:`standing` warning, which only the caller knows whether to repeat.
+    """
+    ev = result.evaluation
+    info, problems = hoststate.summary(result.sync) if result.sync else ([], [])
+    return Lines(change_lines(ev, result.applied), info,
+                 [f.message for f in result.failures] + list(ev.errors),
+                 list(ev.warnings) + problems)
+
+
+def request_lines(ev: Evaluation, actions: Sequence[Action]) -> Lines:
+    """The news of a sandboxed trigger run that asked the service for ``actions``."""
+    return Lines(change_lines(ev, actions, requested=True), [], list(ev.errors),
+                 list(ev.warnings))
 
 
 def _problems(problems: tuple[Problem, ...]) -> list[dict[str, str]]:
@@ -80,7 +163,7 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
         # One with an app's name is that app's conflict, shown above (as in status_json).
         if entry.kind is Kind.FOREIGN and entry.name not in apps:
             print(f"{entry.name}: foreign (not ours, left alone)")
-    for line in ev.errors + ev.warnings:
+    for line in [*ev.errors, *standing(ctx.config), *ev.warnings]:
         print(f"warning: {line}")
     for path, report in _syncs(ctx).items():
         if report is not None:
@@ -102,30 +185,25 @@ def reconcile_json(ctx: Context, result: Result, *, dry_run: bool) -> dict[str, 
         "changes": change_lines(ev, actions),
         "failures": [f.message for f in result.failures],
         "errors": list(ev.errors),
-        "warnings": list(ev.warnings),
+        "warnings": standing(ctx.config) + list(ev.warnings),
         "extensions": status_json(ctx, ev),
         "host_sync": None if result.sync is None else result.sync.to_json(),
     }
 
 
-def print_reconcile(result: Result, *, dry_run: bool) -> None:
-    """``reconcile`` for people: the changes, then what went wrong."""
+def print_reconcile(ctx: Context, result: Result, *, dry_run: bool) -> None:
+    """``reconcile`` for people: the changes and what host sync did on stdout, then what
+    went wrong on stderr (a run that changed nothing prints nothing on stdout)."""
     ev = result.evaluation
+    lines = result_lines(result)
     if dry_run:
-        for a in ev.plan.actions:
-            print(f"would {apply.describe(a)}")
-    else:
-        for line in change_lines(ev, result.applied):
-            print(line)
-    info, problems = hoststate.summary(result.sync) if result.sync else ([], [])
-    for line in info:
+        lines = dataclasses.replace(lines, changes=[f"would {apply.describe(a)}"
+                                                    for a in ev.plan.actions])
+    for line in lines.changes + lines.info:
         print(line)
-    # Diagnostics go to stderr, so a run that changed nothing prints nothing on stdout.
-    for f in result.failures:
-        print(f"error: {f.message}", file=sys.stderr)
-    for line in ev.errors:
+    for line in lines.errors:
         print(f"error: {line}", file=sys.stderr)
-    for line in ev.warnings + tuple(problems):
+    for line in standing(ctx.config) + lines.warnings:
         print(f"warning: {line}", file=sys.stderr)
 
 

@@ -1,4 +1,6 @@
-"""Placement (SPEC §4, last two codes): where an extension's files land once merged.
+"""Placement: where an extension's files land once merged.
+
+The rules ``shadows-host-file`` and ``conflicts-with-extension`` (docs/problems.md).
 
 Unlike the rest of validation this depends on the machine, the host's ``/usr`` and the
 extensions linked beside it, so ``reconcile`` decides it on every full run and
@@ -11,8 +13,8 @@ import os
 import stat
 from collections.abc import Collection, Iterable, Mapping
 
-from flatpak_sysext.report import Problem
-from flatpak_sysext.validate import show, what
+from flatpak_sysext import codes
+from flatpak_sysext.report import Problem, show, what
 
 
 def check(files: Iterable[str], host_root: str | None, ignore: Collection[str],
@@ -43,7 +45,7 @@ def check(files: Iterable[str], host_root: str | None, ignore: Collection[str],
                 text = f"is a {ours} here but a {its} in {other}: merged, one would hide the other"
             else:
                 continue
-            problems.append(Problem("conflicts-with-extension", show(path), text))
+            problems.append(Problem(codes.CONFLICTS_WITH_EXTENSION, show(path), text))
     return problems
 
 
@@ -70,7 +72,7 @@ def _shadows_host(paths: list[str], dirs: set[str], host_root: str,
         else:
             kind = "a file" if stat.S_ISREG(st.st_mode) else what(st)
             text = f"would replace {where} ({kind}) while merged"
-        problems.append(Problem("shadows-host-file", show(path), text + "; install it under "
+        problems.append(Problem(codes.SHADOWS_HOST_FILE, show(path), text + "; install it under "
                                 "another name (or set allow_host_shadowing)"))
     return problems
 

@@ -67,8 +67,6 @@ class RemoveTemporary:
     name: str
     old: str
 
-
-
 Action = Union[Link, Relink, Unlink, RemoveTemporary]
 
 
@@ -83,6 +81,12 @@ class Plan:
     def changes_links(self) -> bool:
         """Whether applying it changes what systemd-sysext would merge."""
         return any(not isinstance(a, RemoveTemporary) for a in self.actions)
+
+
+def blocks(entry: Entry | None) -> bool:
+    """Whether an existing entry stands in the way of our link of the same name: it is
+    not ours, or ours but into an installation outside this run's scope."""
+    return entry is not None and (entry.kind is not Kind.MANAGED or entry.target is None)
 
 
 def make_plan(
@@ -108,8 +112,8 @@ def make_plan(
         existing = entries.get(name)
         if existing is None:
             actions.append(Link(name, target))
-        elif existing.kind is not Kind.MANAGED or existing.target is None:
+        elif blocks(existing):
             conflicts.append(name)
-        elif existing.target != target:
+        elif existing.target is not None and existing.target != target:
             actions.append(Relink(name, existing.target, target))
     return Plan(tuple(actions), tuple(conflicts))

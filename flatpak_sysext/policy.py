@@ -1,4 +1,4 @@
-"""Policy (SPEC §6): which apps an administrator lets link a system extension.
+"""Policy (docs/configuration.md): which apps an administrator lets link a system extension.
 
 The rules are applied in a fixed order and the first that denies is reported:
 ``deny`` globs (deny wins), ``allow`` globs, the ``remotes`` allow-list, then

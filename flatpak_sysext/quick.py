@@ -25,8 +25,9 @@ made in the same clock tick as the one recorded could not be told apart (git's "
 clean" problem). Deployments are never changed once Flatpak made them active (a new
 commit is a new directory), which is what makes a directory's identity enough.
 
-This module is the first thing the trigger imports; it needs only ``os`` and the small
-``keyfile``, ``layout`` and ``state`` modules.
+This module is the first thing the trigger imports; it needs only ``os``, ``time`` and
+the small ``fileio``, ``keyfile``, ``layout`` and ``statefiles`` modules
+(tests/test_quickpath.py holds it to that).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from __future__ import annotations
 import os
 import time
 
-from flatpak_sysext import keyfile, layout, state
+from flatpak_sysext import fileio, layout, statefiles
+from flatpak_sysext.fileio import ABSENT, signature
 
 TYPE_CHECKING = False  # Not typing's: importing typing or collections.abc costs milliseconds.
 if TYPE_CHECKING:
@@ -51,22 +53,7 @@ ENVIRONMENT = ("FLATPAK_SYSTEM_DIR", "FLATPAK_CONFIG_DIR", "FLATPAK_SYSEXT_CONFI
 """The variables a trigger run reads."""
 UNKNOWN = "?"
 """A signature that matches nothing: what is recorded for a path that changed too recently."""
-ABSENT = "-"
 _UNSET = "\x01"
-
-
-def signature(path: str) -> str:
-    """What ``stat`` says of ``path`` (following symlinks): ABSENT if it does not exist.
-
-    Raises OSError for any other failure: a path that cannot be looked at cannot be
-    vouched for.
-    """
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return ABSENT
-    return (f"{st.st_dev}:{st.st_ino}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:"
-            f"{st.st_ctime_ns}")
 
 
 def _recent(sig: str, since_ns: int) -> bool:
@@ -181,14 +168,14 @@ class Stamp:
         if data is None:
             return
         try:
-            state.write_file(stamp_path(self.installation_path), data)
+            statefiles.write_file(stamp_path(self.installation_path), data)
         except OSError:
             return
 
 
 def stamp_path(installation_path: str) -> str:
     """Where the stamp of the installation at ``installation_path`` is kept."""
-    return os.path.join(state.directory(installation_path), STAMP_NAME)
+    return os.path.join(statefiles.directory(installation_path), STAMP_NAME)
 
 
 class Snapshot:
@@ -200,7 +187,7 @@ class Snapshot:
                            {name: environ.get(name, _UNSET) for name in ENVIRONMENT},
                            {}, frozenset(), {})
         self.stable = True
-        self.add([changed_path(installation_path)], volatile=True)
+        self.add([layout.changed_path(installation_path)], volatile=True)
 
     def add(self, paths: Iterable[str], *, volatile: bool = False) -> None:
         """Record the signatures of ``paths`` now.
@@ -237,11 +224,6 @@ class Snapshot:
             self.stamp.save()
 
 
-def changed_path(installation_path: str) -> str:
-    """The file Flatpak touches on every deploy, uninstall, remote change and make-current."""
-    return os.path.join(installation_path, ".changed")
-
-
 def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
     """Whether a trigger run for the installation would do nothing and say nothing.
 
@@ -249,12 +231,12 @@ def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
     decides.
     """
     try:
-        stamp = Stamp.decode(keyfile.read_regular(stamp_path(installation_path), MAX_SIZE))
+        stamp = Stamp.decode(fileio.read_regular(stamp_path(installation_path), MAX_SIZE))
         if stamp is None or stamp.installation_path != installation_path:
             return False
         if stamp.env != {name: environ.get(name, _UNSET) for name in ENVIRONMENT}:
             return False
-        changed = changed_path(installation_path)
+        changed = layout.changed_path(installation_path)
         if any(signature(p) != s for p, s in stamp.paths.items() if p != changed):
             return False
         started_ns = time.time_ns()

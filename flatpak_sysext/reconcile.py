@@ -1,289 +1,25 @@
-"""The reconcile loop: read installations and the target directory, decide, apply.
+"""The reconcile loop: evaluate, apply the plan under the locks, then sync the host.
 
-``evaluate`` reads everything and decides (it writes nothing but the cache);
-``reconcile`` applies its plan. ``status``, ``reconcile --dry-run`` and the sandboxed
-trigger all use ``evaluate``, so they can never disagree about what a run would do.
+``reconcile`` is what ``flatpak-sysext reconcile``, the service and the unsandboxed
+trigger run. It reads an installation again while Flatpak's ``.changed`` moves under
+it (see docs/ARCHITECTURE.md#sandboxed-triggers) and syncs the host once the links are
+right (docs/reference.md#host-sync).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
-import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-from flatpak_sysext import (
-    __version__,
-    apply,
-    cache,
-    config,
-    hostsync,
-    placement,
-    policy,
-    quick,
-    validate,
-)
-from flatpak_sysext.config import Config
+from flatpak_sysext import apply, fileio, hostsync, layout, request, statefiles, targetdir
+from flatpak_sysext.apply import Failure
+from flatpak_sysext.evaluate import Context, Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
-from flatpak_sysext.hostsync import read_merged
-from flatpak_sysext.installation import (
-    Declared,
-    Installation,
-    Unreadable,
-    read_installation,
-    still_resolved,
-)
-from flatpak_sysext.plan import Action, Entry, Kind, Link, Plan, Relink, Unlink, make_plan
-from flatpak_sysext.release import Host, read_host
-from flatpak_sysext.report import Problem, TreeReport
+from flatpak_sysext.installation import Installation
+from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 
-if TYPE_CHECKING:
-    from flatpak_sysext.elf import ElfTarget
-
-# How often a run reads an installation that keeps changing under it.
 MAX_PASSES = 5
-
-
-@functools.cache
-def _executable_ident() -> bytes:
-    """The start of the interpreter's ELF header, up to ``e_machine``.
-
-    These bytes decide ``ElfTarget.host()`` (class, byte order, machine): reading them
-    keeps the cache's host fingerprint exact without importing pyelftools (tens of
-    milliseconds) in a run that validates nothing.
-    """
-    for path in ("/proc/self/exe", sys.executable):
-        try:
-            with open(path, "rb") as f:
-                return f.read(20)
-        except OSError:
-            continue
-    return b""
-
-
-@dataclasses.dataclass(frozen=True)
-class Context:
-    """Everything a run depends on besides the installations' contents."""
-
-    config: Config
-    installations: tuple[Installation, ...]
-    host: Host
-    host_root: str = "/"
-    runner: hostsync.Runner = hostsync.run_command
-    """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
-
-    @classmethod
-    def create(cls, config: Config, installations: Sequence[Installation],
-               environ: Mapping[str, str]) -> Context:
-        return cls(config, tuple(installations), read_host(environ))
-
-    @property
-    def elf_target(self) -> ElfTarget:
-        """What ELF files must be built for; pyelftools is loaded only when asked."""
-        from flatpak_sysext import elf
-
-        return elf.ElfTarget.host()
-
-    def fingerprint(self) -> str:
-        return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
-                                      self.host.architecture, _executable_ident())
-
-
-@dataclasses.dataclass(frozen=True)
-class AppStatus:
-    """The state of one declared extension (SPEC §5 ``status``)."""
-
-    app_id: str
-    installation: Installation
-    state: str
-    """``linked``, ``pending``, ``rejected``, ``denied`` or ``conflict``."""
-    link: str
-    target: str | None
-    """Where the link should point (for a valid extension) or points (otherwise)."""
-    commit: str
-    origin: str
-    problems: tuple[Problem, ...]
-    warnings: tuple[Problem, ...]
-    reason: str | None = None
-    """Why it is denied or in conflict."""
-    newly_judged: bool = False
-    """Validated in this run rather than taken from the cache."""
-    files: frozenset[str] = frozenset()
-    """The tree's files (``TreeReport.files``): what host sync reloads for."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Evaluation:
-    """What a run found and decided, before anything is changed."""
-
-    apps: tuple[AppStatus, ...]
-    entries: Mapping[str, Entry]
-    plan: Plan
-    errors: tuple[str, ...]
-    warnings: tuple[str, ...]
-    merged: frozenset[str]
-    released: frozenset[str] = frozenset()
-    """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
-
-
-def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
-    key = cache.Key(f"{app.arch}/{app.branch}/{app.active_id}", app.declared_path)
-    report = store.get(app.app_id, key)
-    if app.root is None:
-        # Resolving the declared path failed in this run: that is the verdict, whatever
-        # the cache remembers of the same deployment (its layout may have changed since).
-        failed = TreeReport(problems=app.problems, warnings=(), files=frozenset())
-        if report == failed:
-            return report, False
-        report = failed
-    elif report is not None:
-        return report, False
-    else:
-        report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target)
-    store.put(app.app_id, key, report)
-    return report, True
-
-
-def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -> Evaluation:
-    """Read the installations in ``scope`` and the target directory, and plan."""
-    cfg = ctx.config
-    errors: list[str] = []
-    warnings = [w for w in [config.target_dir_warning(cfg)] if w]
-    seen: dict[str, Declared] = {}
-    held: set[str] = set()
-    judged: list[tuple[Declared, TreeReport, bool]] = []
-    shadowed: list[AppStatus] = []
-    for inst in scope:
-        store = cache.Cache(inst, ctx.fingerprint())
-        store.load()
-        if store.warning:
-            warnings.append(store.warning)
-        found = read_installation(inst, store.scan)
-        store.retain({a.app_id for a in found})
-        for app in found:
-            if isinstance(app, Unreadable):
-                errors.append(f"{app.app_id}: cannot read {inst.path}: {app.reason}")
-                held.add(app.app_id)
-                continue
-            try:
-                report, fresh = _judge(ctx, app, store)
-            except OSError as e:
-                # An I/O error or a tree changing under us says nothing about the
-                # extension: hold its link as it is, cache nothing, and report it.
-                errors.append(f"{app.app_id}: cannot validate {app.root}: {e.strerror or e}")
-                held.add(app.app_id)
-                continue
-            if app.app_id in seen:
-                first = seen[app.app_id].installation
-                shadowed.append(_status(ctx, app, report, "conflict", None, fresh,
-                                        f"also installed in {first.path}, which takes precedence"))
-                continue
-            seen[app.app_id] = app
-            judged.append((app, report, fresh))
-        if save_cache:
-            try:
-                store.save()
-            except OSError as e:
-                # The links may still be right, but the run did not do all it had to
-                # (SPEC §5: exit 1 when an operation failed), and the disk needs a look.
-                errors.append(f"{store.path}: cannot save the cache: {e.strerror}")
-
-    entries = apply.scan(cfg.target_dir, scope, ctx.installations)
-    released = frozenset(name for name in held if name in entries
-                         and entries[name].kind is Kind.MANAGED
-                         and not _still_pinned(entries[name]))
-    merged = read_merged(ctx.host_root)
-    statuses, wanted = _decide(ctx, judged, entries, merged)
-    plan = make_plan(wanted, entries, held - released)
-    conflicts = set(plan.conflicts)
-    statuses = [
-        dataclasses.replace(s, state="conflict", reason=_conflict_reason(entries[s.app_id]))
-        if s.app_id in conflicts else s
-        for s in statuses
-    ]
-    return Evaluation(tuple(statuses + shadowed), entries, plan, tuple(errors), tuple(warnings),
-                      merged, released)
-
-
-RELEASED = ("it cannot be read or validated, and its link no longer resolves inside the "
-            "installation")
-
-
-def _still_pinned(entry: Entry) -> bool:
-    """Whether a link of ours still resolves to exactly where it points.
-
-    Links are made to resolved paths, so this fails only when something on the way
-    became a symlink, such as a deployment replaced by one that leads elsewhere: then
-    holding the link of an app that cannot be read would merge a tree nobody validated.
-    """
-    return entry.target is not None and still_resolved(entry.target)
-
-
-def _conflict_reason(entry: Entry) -> str:
-    if entry.kind is Kind.OTHER:
-        return f"{entry.name} is linked from another installation ({entry.target})"
-    return f"{entry.name} already exists in the target directory and is not ours"
-
-
-def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target: str | None,
-            fresh: bool, reason: str | None = None,
-            problems: tuple[Problem, ...] | None = None) -> AppStatus:
-    return AppStatus(
-        app_id=app.app_id, installation=app.installation, state=state,
-        link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
-        commit=app.commit, origin=app.origin,
-        problems=report.problems if problems is None else problems,
-        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
-
-
-def _decide(ctx: Context, judged: list[tuple[Declared, TreeReport, bool]],
-            entries: Mapping[str, Entry], merged: frozenset[str],
-            ) -> tuple[list[AppStatus], dict[str, str]]:
-    """Apply policy and the placement checks; returns statuses and the wanted links.
-
-    Extensions already linked are placed first, so a newcomer cannot take a file away
-    from one that is in use.
-    """
-    cfg = ctx.config
-    statuses: list[AppStatus] = []
-    candidates: list[tuple[Declared, TreeReport, bool]] = []
-    for app, report, fresh in judged:
-        if not report.accepted:
-            statuses.append(_status(ctx, app, report, "rejected", None, fresh))
-            continue
-        why = policy.denial(cfg, app.installation.path, app.app_id, app.origin)
-        if why is not None:
-            statuses.append(_status(ctx, app, report, "denied", None, fresh, why))
-            continue
-        candidates.append((app, report, fresh))
-
-    def linked_first(item: tuple[Declared, TreeReport, bool]) -> tuple[bool, str]:
-        entry = entries.get(item[0].app_id)
-        return (entry is None or entry.kind is not Kind.MANAGED, item[0].app_id)
-
-    candidates.sort(key=linked_first)
-    ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
-    placed = placement.Placed()
-    wanted: dict[str, str] = {}
-    for app, report, fresh in candidates:
-        dirs = placement.directories(report.files)
-        host_root = None if cfg.allow_host_shadowing else ctx.host_root
-        problems = placement.check(report.files, host_root, ignore,
-                                   placed.sharing(report.files, dirs))
-        if problems:
-            statuses.append(_status(ctx, app, report, "rejected", None, fresh,
-                                    problems=report.problems + tuple(problems)))
-            continue
-        assert app.root is not None
-        placed.add(app.app_id, report.files, dirs)
-        wanted[app.app_id] = app.root
-        entry = entries.get(app.app_id)
-        state = "linked" if entry is not None and entry.target == app.root else "pending"
-        statuses.append(_status(ctx, app, report, state, app.root, fresh))
-    statuses.sort(key=lambda s: s.app_id)
-    return statuses, wanted
+"""How often a run reads an installation that keeps changing under it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,9 +28,9 @@ class Result:
 
     evaluation: Evaluation
     applied: tuple[Action, ...]
-    failures: tuple[apply.Failure, ...]
+    failures: tuple[Failure, ...]
     sync: SyncReport | None = None
-    """The host sync after the links changed (SPEC §8), if one ran."""
+    """The host sync after the links changed, if one ran."""
 
 
 def _changed_stamp(scope: Sequence[Installation]) -> tuple[str, ...]:
@@ -302,7 +38,7 @@ def _changed_stamp(scope: Sequence[Installation]) -> tuple[str, ...]:
     stamps = []
     for inst in scope:
         try:
-            stamps.append(quick.signature(quick.changed_path(inst.path)))
+            stamps.append(fileio.signature(layout.changed_path(inst.path)))
         except OSError as e:
             stamps.append(f"error {e.errno}")
     return tuple(stamps)
@@ -330,7 +66,7 @@ def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]
 
 
 def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False) -> Result:
-    """Bring the target directory in line with ``scope``, then the host (SPEC §8).
+    """Bring the target directory in line with ``scope``, then the host.
 
     All under the installations' locks. An installation that changes during a pass is
     read again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service
@@ -341,8 +77,8 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
         ev = evaluate(ctx, scope, save_cache=False)
         return Result(ev, (), ())
     applied: list[Action] = []
-    failures: list[apply.Failure] = []
-    with apply.locked(scope):
+    failures: list[Failure] = []
+    with statefiles.Locked(i.path for i in scope):
         sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
                 if ctx.config.host_sync else None)
         for _ in range(MAX_PASSES):
@@ -358,48 +94,11 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
                 break
         if not failures:
             for inst in scope:
-                apply.clear_request(inst)
+                request.clear(inst.path)
         report = None
         if sync is not None:
-            entries = apply.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+            entries = targetdir.scan(ctx.config.target_dir, ctx.installations,
+                                     ctx.installations)
             linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
             report = sync.run(_changes(ev, applied), linked)
     return Result(ev, tuple(applied), tuple(failures), report)
-
-
-def _verdict(s: AppStatus) -> str:
-    """Why an extension is not linked, in one line."""
-    if s.state == "rejected" and s.problems:
-        first = s.problems[0]
-        extra = len(s.problems) - 1
-        more = f" (+{extra} more: flatpak-sysext status)" if extra else ""
-        return f"rejected: {first.code} {first.path}: {first.message}{more}"
-    return f"{s.state}: {s.reason}" if s.reason else s.state
-
-
-def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool = False,
-                 ) -> list[str]:
-    """One short line per extension whose state changes (SPEC §7)."""
-    by_app = {s.app_id: s for s in ev.apps}
-    lines: list[str] = []
-    done: set[str] = set()
-    suffix = " (requested; flatpak-sysext.service applies it)" if requested else ""
-    for action in actions:
-        s = by_app.get(action.name)
-        if isinstance(action, Link) and s is not None:
-            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{suffix}")
-        elif isinstance(action, Relink) and s is not None:
-            lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
-        elif isinstance(action, Unlink):
-            if s is not None:
-                why = _verdict(s)
-            else:
-                why = RELEASED if action.name in ev.released else "no longer installed"
-            lines.append(f"{action.name}: unlinked{suffix}, {why}")
-        else:
-            continue
-        done.add(action.name)
-    for s in ev.apps:
-        if s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied"):
-            lines.append(f"{s.app_id}: {_verdict(s)}")
-    return lines

@@ -9,12 +9,14 @@ Where versions differ, the choice is stated where it is made.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 import sys
 import types
 from collections.abc import Iterator, Mapping
 
+from flatpak_sysext import codes, fileio
 from flatpak_sysext.report import Problem
 
 MAX_ENV_FILE = 64 * 1024
@@ -189,11 +191,14 @@ def _decode(data: bytes) -> str:
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
     """Read and parse ``path`` (symlinks followed) as systemd would; raises OSError.
 
-    Reads at most :data:`MAX_ENV_FILE` bytes. A file systemd would refuse to read
-    (:func:`env_file_error`) gives an empty mapping, which is what systemd sees.
+    A file that is not regular or holds more than :data:`MAX_ENV_FILE` bytes cannot be
+    read (OSError); one systemd would refuse to read (:func:`env_file_error`) gives an
+    empty mapping, which is what systemd sees.
     """
-    with open(path, "rb") as f:
-        data = f.read(MAX_ENV_FILE)
+    try:
+        data = fileio.read_regular(path, MAX_ENV_FILE, follow=True)
+    except ValueError as e:
+        raise OSError(errno.EINVAL, f"{os.fspath(path)}: {e}") from None
     return {} if env_file_error(data) else parse_env_file(data)
 
 
@@ -286,7 +291,7 @@ def compatibility(ext: Mapping[str, str], host: Host, name: str) -> list[Problem
     problems: list[Problem] = []
     scope = ext.get("SYSEXT_SCOPE")
     if scope is not None and "system" not in _SCOPE_WORD.findall(scope):
-        problems.append(Problem("incompatible-scope", path,
+        problems.append(Problem(codes.INCOMPATIBLE_SCOPE, path,
                                 f"SYSEXT_SCOPE={scope} does not include 'system', so "
                                 "systemd-sysext never merges it on a host; write "
                                 "SYSEXT_SCOPE=system (or 'system portable') or drop the line"))
@@ -295,7 +300,7 @@ def compatibility(ext: Mapping[str, str], host: Host, name: str) -> list[Problem
         hint = ""
         if architecture_from_uname(arch) == host.architecture:
             hint = f" (systemd spells it {host.architecture})"
-        problems.append(Problem("incompatible-architecture", path,
+        problems.append(Problem(codes.INCOMPATIBLE_ARCHITECTURE, path,
                                 f"ARCHITECTURE={arch} but this host is "
                                 f"{host.architecture}{hint}; use "
                                 f"ARCHITECTURE={host.architecture}, ARCHITECTURE=_any, or no "
@@ -306,7 +311,7 @@ def compatibility(ext: Mapping[str, str], host: Host, name: str) -> list[Problem
 
 def _os_problems(ext: Mapping[str, str], host: Host, path: str, here: str) -> list[Problem]:
     def problem(text: str) -> list[Problem]:
-        return [Problem("incompatible-os", path, text)]
+        return [Problem(codes.INCOMPATIBLE_OS, path, text)]
 
     if not host.get("ID"):
         return problem("this host's os-release has no ID= (or systemd cannot read it), so "

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import stat
 from typing import Any
+
+from flatpak_sysext import codes
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """One reason to reject (or, as a warning, to mention) an extension.
 
-    ``code`` is one of the stable codes of SPEC §4; ``path`` is relative to the
-    extension root ("" for the root itself); ``message`` tells a person what to change.
+    ``code`` is one of the stable codes of :mod:`codes` (docs/problems.md); ``path`` is
+    relative to the extension root ("" for the root itself); ``message`` tells a person
+    what to change.
     """
 
     code: str
@@ -28,6 +33,8 @@ class Problem:
         code, path, message = data.get("code"), data.get("path"), data.get("message")
         if not (isinstance(code, str) and isinstance(path, str) and isinstance(message, str)):
             raise ValueError("problem fields must be strings")
+        if code not in codes.ALL:
+            raise ValueError(f"unknown problem code {code!r}")
         return cls(code, path, message)
 
 
@@ -47,3 +54,20 @@ class TreeReport:
     @property
     def accepted(self) -> bool:
         return not self.problems
+
+
+SPECIAL_KINDS = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+"""The file types an extension must not hold, in words."""
+_KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a directory", **SPECIAL_KINDS}
+
+
+def show(path: bytes | str) -> str:
+    """A path for people: bytes that are not UTF-8 appear as ``\\xNN``."""
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def what(st: os.stat_result) -> str:
+    """What kind of file ``st`` is, in words ("a symlink")."""
+    return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")

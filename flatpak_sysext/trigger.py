@@ -1,25 +1,31 @@
-"""``flatpak-sysext trigger BASEDIR``: what Flatpak runs after a transaction (SPEC §7).
+"""``flatpak-sysext trigger BASEDIR``: what Flatpak runs after a transaction.
 
-It never fails the transaction (always exit 0), says nothing for installations that are
-not ours to manage, and works inside Flatpak's bubblewrap sandbox, where only BASEDIR is
-writable: there it validates and records a request for ``flatpak-sysext.service``.
+Flatpak's contract (docs/reference.md#trigger-contract): it never fails the transaction
+(always exit 0), says nothing for installations that are not ours to manage, and works
+inside Flatpak's bubblewrap sandbox, where only BASEDIR is writable. Where it can write
+the target directory it reconciles (:func:`_reconcile_here`); in the sandbox it
+validates and asks ``flatpak-sysext.service`` to act (:func:`_ask_service`).
 
 Most transactions touch no app that declares a system extension, so the quick check
 (``quick``) comes first, and the rest of the package is imported only when it says a
-full run is needed.
+full run is needed. This module imports only what the quick check does
+(tests/test_quickpath.py holds it to that).
 """
 
 from __future__ import annotations
 
 import os
 
-from flatpak_sysext import quick, state
+from flatpak_sysext import quick
 
 TYPE_CHECKING = False  # Not typing's: see quick.py.
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Mapping
 
-    from flatpak_sysext import config
+    from flatpak_sysext.config import Config
+    from flatpak_sysext.evaluate import Context, Evaluation
+    from flatpak_sysext.installation import Installation
+    from flatpak_sysext.output import Lines
 
 
 def _writable(path: str) -> bool:
@@ -32,16 +38,7 @@ def _writable(path: str) -> bool:
     return os.access(path, os.W_OK)
 
 
-def _requested(path: str) -> list[str]:
-    """The actions the request at ``path`` asked for (empty if none, or unreadable)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(1 << 20).decode("utf-8", "replace").splitlines()
-    except OSError:
-        return []
-
-
-def _inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterable[str]:
+def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterable[str]:
     """The files and directories a run reads before it knows its installation."""
     from flatpak_sysext import installation, release
 
@@ -58,13 +55,12 @@ def _inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Itera
     yield os.path.dirname(os.path.abspath(__file__))  # This code: an upgrade changes it.
 
 
-def _news(warnings: Iterable[str], cfg: config.Config) -> list[str]:
-    """The warnings about this run (a cache or state discarded), not the config's
-    standing one about the target directory, which is said only beside other news."""
-    from flatpak_sysext import config
+def state_inputs(cfg: Config, inst: Installation) -> Iterable[str]:
+    """What a run reads once it knows its configuration and installation."""
+    from flatpak_sysext import hoststate, hostsync, request
 
-    standing = config.target_dir_warning(cfg)
-    return [w for w in warnings if w != standing]
+    return [cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst),
+            request.path(inst.path)]
 
 
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
@@ -86,71 +82,71 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
     """
     if os.geteuid() != 0:
         return 0
-    from flatpak_sysext import apply, config, hoststate, hostsync, installation
-    from flatpak_sysext.reconcile import Context, change_lines, evaluate, reconcile
+    from flatpak_sysext import config, installation, output, statefiles
+    from flatpak_sysext.evaluate import Context
 
     snap = quick.Snapshot(basedir, environ)  # Before anything it records is read.
-    cfg: config.Config | None = None
-    quiet = False
+    cfg: Config | None = None
     try:
         config_file = config.config_path(config_arg, environ)
-        snap.add(_inputs(config_file, environ, basedir))
+        snap.add(inputs(config_file, environ, basedir))
         insts = installation.system_installations(environ)
         inst = installation.find_installation(basedir, insts)
         if inst is None:
             return 0
         # The memo spares the no-op trigger jsonschema's import while the file is unchanged.
         cfg = config.load(config_file, must_exist=config_arg is not None,
-                          memo_dir=state.directory(inst.path))
-        snap.add([cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst),
-                  apply.request_path(inst)])
+                          memo_dir=statefiles.directory(inst.path))
+        snap.add(state_inputs(cfg, inst))
         ctx = Context.create(cfg, insts, environ)
         snap.add_apps()
-        if _writable(cfg.target_dir):
-            result = reconcile(ctx, [inst])
-            ev = result.evaluation
-            lines = change_lines(ev, result.applied)
-            lines += [f.message for f in result.failures]
-            lines += list(ev.errors) + _news(ev.warnings, cfg)
-            if result.sync is not None:
-                info, problems = hoststate.summary(result.sync)
-                lines += info + problems
-            quiet = not (lines or ev.plan.actions or result.failures or result.sync)
-        else:
-            with apply.locked([inst]):
-                ev = evaluate(ctx, [inst], save_cache=True)
-                pending = [apply.describe(a) for a in ev.plan.actions]
-                already = _requested(apply.request_path(inst))
-                if pending and pending != already:
-                    state.write_file(apply.request_path(inst), "".join(
-                        f"{line}\n" for line in pending).encode())
-            # Each request is announced once, not again by every later transaction.
-            fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]
-            lines = change_lines(ev, fresh, requested=True) + list(ev.errors)
-            lines += _news(ev.warnings, cfg)
-            quiet = not (lines or ev.plan.actions)
-        if quiet and inst.path == basedir and config_arg is None:
+        act = _reconcile_here if _writable(cfg.target_dir) else _ask_service
+        lines, ev = act(ctx, inst)
+        if not lines and not ev.plan.actions and inst.path == basedir and config_arg is None:
             snap.save({s.app_id for s in ev.apps} | set(ev.entries))
+        said = [*lines.changes, *lines.info, *lines.errors, *lines.warnings]
     except (config.ConfigError, installation.InstallationError) as e:
-        lines = [str(e)]
+        said = [str(e)]
     except OSError as e:
-        lines = [f"{e.filename or ''}: {e.strerror or e}"]
-    # Quiet unless something changed; then say if systemd-sysext will not see it.
-    warning = config.target_dir_warning(cfg) if lines and cfg is not None else None
-    for line in [*lines, *([warning] if warning else [])]:
+        said = [f"{e.filename or ''}: {e.strerror or e}"]
+    # Quiet unless something happened; then say if systemd-sysext will not see it.
+    if said and cfg is not None:
+        said += output.standing(cfg)
+    for line in said:
         print(f"flatpak-sysext: {line}")
     return 0
 
 
-def main(argv: Sequence[str]) -> int:
-    """The trigger file's entry point: ``BASEDIR``, as Flatpak passes it.
+def _reconcile_here(ctx: Context, inst: Installation) -> tuple[Lines, Evaluation]:
+    """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does."""
+    from flatpak_sysext import output
+    from flatpak_sysext.reconcile import reconcile
 
-    Flatpak runs this after every transaction, so it skips the command line's parser and
-    output modules, and asks the quick check first; anything but a lone BASEDIR goes to
-    the command line.
+    result = reconcile(ctx, [inst])
+    # A host sync always reports its steps, so a run that synced is never quiet.
+    return output.result_lines(result), result.evaluation
+
+
+def _ask_service(ctx: Context, inst: Installation) -> tuple[Lines, Evaluation]:
+    """In the sandbox: validate, and leave a request for the service if links must
+    change. Each request is announced once, not again by every later transaction."""
+    from flatpak_sysext import apply, output, request, statefiles
+    from flatpak_sysext.evaluate import evaluate
+
+    with statefiles.Locked([inst.path]):
+        ev = evaluate(ctx, [inst], save_cache=True)
+        pending = [apply.describe(a) for a in ev.plan.actions]
+        already = request.read(inst.path)
+        if pending and pending != already:
+            request.write(inst.path, pending)
+    fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]
+    return output.request_lines(ev, fresh), ev
+
+
+def main(basedir: str) -> int:
+    """The trigger file's entry point for Flatpak's one argument, BASEDIR.
+
+    Flatpak runs this after every transaction, so it skips the command line's parser
+    and output modules and asks the quick check first.
     """
-    if len(argv) == 1 and not argv[0].startswith("-"):
-        return run(argv[0], None, os.environ)
-    from flatpak_sysext.cli import main as cli_main
-
-    return cli_main(["trigger", *argv])
+    return run(basedir, None, os.environ)

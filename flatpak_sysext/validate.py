@@ -1,4 +1,4 @@
-"""The tree rules of SPEC §4: what gets an extension rejected, found without trusting it.
+"""The tree rules (docs/problems.md): what gets an extension rejected, found without trusting it.
 
 The walk never follows a symlink: each directory and file is opened with O_NOFOLLOW
 relative to its parent's descriptor. It is iterative and holds three descriptors at most,
@@ -16,9 +16,9 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import release
+from flatpak_sysext import codes, release
 from flatpak_sysext.release import Host
-from flatpak_sysext.report import Problem, TreeReport
+from flatpak_sysext.report import SPECIAL_KINDS, Problem, TreeReport, show, what
 
 if TYPE_CHECKING:
     from flatpak_sysext import elf
@@ -29,19 +29,10 @@ MAX_PER_CODE = 1000  # problems listed per code: a hostile tree must not make a 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening something that turned into a FIFO under us must not hang.
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-_SPECIAL = {stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-            stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
-_KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFDIR: "a directory", **_SPECIAL}
 
 
 class TreeChanged(OSError):
     """The tree changed while it was being validated; validate it again."""
-
-
-def show(path: bytes | str) -> str:
-    """A path for people: bytes that are not UTF-8 appear as ``\\xNN``."""
-    raw = path if isinstance(path, bytes) else os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
 
 
 class _Findings:
@@ -65,7 +56,7 @@ class _Findings:
 
 def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
                   elf_target: elf.ElfTarget) -> TreeReport:
-    """Check the extension tree at ``root`` (the directory holding ``usr/``) for SPEC §4.
+    """Check the extension tree at ``root`` (which holds ``usr/``) against every tree rule.
 
     ``root`` itself is opened following symlinks: resolving it is the caller's job (see
     installation.resolve_extension_root). Not being merged, it need not be 0755, only not
@@ -79,11 +70,11 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
     found = _Findings()
     why = release.valid_image_name(name)
     if why is not None:
-        found.add("invalid-name", "", f"the app ID cannot name a system extension: {why}")
+        found.add(codes.INVALID_NAME, "", f"the app ID cannot name a system extension: {why}")
     try:
         root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
-        found.add("not-a-directory", "", f"{show(os.fspath(root))} is not a directory")
+        found.add(codes.NOT_A_DIRECTORY, "", f"{show(os.fspath(root))} is not a directory")
         return found.report(frozenset())
     try:
         if _usable_file_name(f"extension-release.{name}"):
@@ -110,11 +101,6 @@ def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
         return None
 
 
-def what(st: os.stat_result) -> str:
-    """What kind of file ``st`` is, in words ("a symlink")."""
-    return _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-
-
 def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> None:
     """``missing-extension-release`` and the compatibility problems."""
     path = release.release_path(name)
@@ -131,7 +117,7 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
             done.append(part)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 state = "is missing" if st is None else f"is {what(st)}, not a directory"
-                found.add("missing-extension-release", path,
+                found.add(codes.MISSING_EXTENSION_RELEASE, path,
                           f"{show(b'/'.join(done))} {state}. {advice}")
                 return
             new = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -140,7 +126,7 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
         leaf = os.fsencode(f"extension-release.{name}")
         st = _lstat(leaf, fd)
         if st is None or not stat.S_ISREG(st.st_mode):
-            found.add("missing-extension-release", path,
+            found.add(codes.MISSING_EXTENSION_RELEASE, path,
                       _missing(fd, leaf, st) + advice)
             return
         with os.fdopen(_open_file(fd, leaf, st), "rb") as f:
@@ -148,14 +134,14 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
     finally:
         os.close(fd)
     if len(data) > release.MAX_ENV_FILE:
-        found.add("missing-extension-release", path,
+        found.add(codes.MISSING_EXTENSION_RELEASE, path,
                   f"is larger than {release.MAX_ENV_FILE} bytes; flatpak-sysext does not read "
                   "it. An extension-release holds a few short lines")
         return
     error = release.env_file_error(data) or release.env_file_error(
         data, comment_continuation=True)
     if error is not None:
-        found.add("missing-extension-release", path,
+        found.add(codes.MISSING_EXTENSION_RELEASE, path,
                   f"systemd refuses to read it: {error}. Save it as plain UTF-8 text")
         return
     # systemd < 254 (Debian 12 has 252) lets a comment ending in a backslash swallow the
@@ -166,7 +152,7 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
     if legacy != current:
         problems += [p for p in release.compatibility(legacy, host, name) if p not in problems]
         found.warnings.append(Problem(
-            "ambiguous-extension-release", path,
+            codes.AMBIGUOUS_EXTENSION_RELEASE, path,
             "a comment ends in a backslash: systemd before 254 reads the next line as part "
             "of the comment, later versions do not; remove the backslash"))
     for p in problems:
@@ -219,7 +205,7 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
     fd = os.dup(root_fd)
     st = os.fstat(fd)
     if stat.S_IMODE(st.st_mode) & 0o022:
-        found.add("unsafe-permissions", "", f"the extension's root directory has mode "
+        found.add(codes.UNSAFE_PERMISSIONS, "", f"the extension's root directory has mode "
                                             f"{stat.S_IMODE(st.st_mode):04o}: others could "
                                             "write into it; make it 0755")
     stack = [_Dir(b"", (st.st_dev, st.st_ino), merged=False)]
@@ -281,7 +267,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
         if depth == 0:
             _check_top(raw, st, found)
         elif depth == 2 and path(raw) == b"usr/lib/os-release":
-            found.add("contains-os-release", "usr/lib/os-release",
+            found.add(codes.CONTAINS_OS_RELEASE, "usr/lib/os-release",
                       "an extension must not carry usr/lib/os-release: systemd-sysext then "
                       "refuses to merge any extension on the host; remove it (the "
                       "extension-release file describes the extension)")
@@ -290,7 +276,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
             perm = stat.S_IMODE(mode)
             if (merged and perm != 0o755) or perm & 0o022:  # the path only when needed
                 rel = show(path(raw))
-                found.add("unsafe-permissions", rel, _dir_message(rel, perm, merged))
+                found.add(codes.UNSAFE_PERMISSIONS, rel, _dir_message(rel, perm, merged))
             continue
         full = path(raw)
         if merged and depth:
@@ -312,11 +298,11 @@ def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
     rel = show(raw)
     if raw not in MERGED:
         found.warnings.append(Problem(
-            "ignored-top-level-entry", rel,
+            codes.IGNORED_TOP_LEVEL_ENTRY, rel,
             "systemd-sysext merges only usr/ and opt/, so this is ignored; move it under "
             "usr/ or remove it"))
     elif not stat.S_ISDIR(st.st_mode):
-        found.add("not-a-directory", rel,
+        found.add(codes.NOT_A_DIRECTORY, rel,
                   f"is {what(st)}; it must be a real directory (systemd-sysext would "
                   "resolve a symlink inside the extension, and flatpak-sysext does not "
                   "follow it)")
@@ -334,7 +320,7 @@ def _check_xattrs(fd: int, rel: bytes | Callable[[], bytes], found: _Findings) -
     for attr in names:
         if attr.startswith(("trusted.overlay.", "user.overlay.")):
             where = show(rel if isinstance(rel, bytes) else rel())
-            found.add("special-file", where, f"carries the overlayfs attribute {attr}: merged, "
+            found.add(codes.SPECIAL_FILE, where, f"carries the overlayfs attribute {attr}: merged, "
                                              f"it would change what the host's /{where} "
                                              "shows; remove it")
 
@@ -348,21 +334,21 @@ def _dir_message(rel: str, perm: int, merged: bool) -> str:
 
 def _check_file(rel: str, st: os.stat_result, found: _Findings) -> None:
     mode = st.st_mode
-    kind = _SPECIAL.get(stat.S_IFMT(mode))
+    kind = SPECIAL_KINDS.get(stat.S_IFMT(mode))
     if kind is not None or not stat.S_ISREG(mode):
         text = f"is {kind or 'an unknown kind of file'}"
         if stat.S_ISCHR(mode) and st.st_rdev == 0:
             text += (", an overlayfs whiteout: merged, it would hide the host's "
                      f"/{rel}")
-        found.add("special-file", rel, f"{text}; an extension may only hold regular files, "
+        found.add(codes.SPECIAL_FILE, rel, f"{text}; an extension may only hold regular files, "
                                        "directories and symlinks")
     if mode & (stat.S_ISUID | stat.S_ISGID):
-        bits = " and ".join(b for b, m in (("setuid", stat.S_ISUID), ("setgid", stat.S_ISGID))
+        bits = " and ".join(b for b, m in ((codes.SETUID, stat.S_ISUID), ("setgid", stat.S_ISGID))
                             if mode & m)
-        found.add("setuid", rel, f"has the {bits} bit (mode {stat.S_IMODE(mode):04o}); "
+        found.add(codes.SETUID, rel, f"has the {bits} bit (mode {stat.S_IMODE(mode):04o}); "
                                  "remove it: a daemon that needs privileges gets them from "
                                  "its systemd unit or D-Bus activation")
     if mode & 0o022:
-        found.add("unsafe-permissions", rel,
+        found.add(codes.UNSAFE_PERMISSIONS, rel,
                   f"mode {stat.S_IMODE(mode):04o} is group- or world-writable; make it 0644 "
                   "or 0755")

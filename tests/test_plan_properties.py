@@ -3,7 +3,7 @@
 Random target directories hold every kind of entry (our links, links into another
 system installation, foreign links, directories, files, FIFOs, dangling and relative
 links, temporaries of ours and of others); random wanted maps and held names are planned
-with ``plan.make_plan`` over ``apply.scan`` and applied with ``apply.apply`` in a real
+with ``plan.make_plan`` over ``targetdir.scan`` and applied with ``apply.apply`` in a real
 directory. Then: the wanted state is reached, a second plan is empty, and nothing that
 is not ours in scope was ever in an action or changed.
 """
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import apply
+from flatpak_sysext import apply, targetdir
 from flatpak_sysext.installation import Installation
 from flatpak_sysext.plan import Entry, Kind, Link, Relink, RemoveTemporary, Unlink, make_plan
 
@@ -31,7 +31,7 @@ IGNORED = [".#org.fsx.N0.lck", ".#other"]
 COMMITS = ["a" * 64, "b" * 64, "c" * 64]
 
 # How an entry is made, given the two installations' paths: name of the kind → what
-# ``apply.scan`` must call it (None: not listed at all, as systemd-sysext ignores it).
+# ``targetdir.scan`` must call it (None: not listed at all, as systemd-sysext ignores it).
 ENTRY_KINDS = {
     "ours": Kind.MANAGED,
     "other-installation": Kind.OTHER,
@@ -128,7 +128,7 @@ def test_applying_the_plan_reaches_the_wanted_state(
         before = {n: snapshot(w.target / n) for n in os.listdir(w.target)} \
             if w.target.exists() else {}
 
-        scanned = apply.scan(str(w.target), [w.ours], [w.ours, w.other])
+        scanned = targetdir.scan(str(w.target), [w.ours], [w.ours, w.other])
         expected_kinds = {n: ENTRY_KINDS[k] for n, (k, _) in entries.items()}
         expected_kinds |= {n: Kind.TEMPORARY for n, (k, _) in temps.items()
                            if n in TEMPS and k == "ours"}
@@ -162,7 +162,7 @@ def test_applying_the_plan_reaches_the_wanted_state(
         assert links == expect
         assert not [n for n in after if n in scanned and scanned[n].kind is Kind.TEMPORARY]
 
-        again = make_plan(wanted, apply.scan(str(w.target), [w.ours], [w.ours, w.other]), held)
+        again = make_plan(wanted, targetdir.scan(str(w.target), [w.ours], [w.ours, w.other]), held)
         assert again.actions == ()
         assert again.conflicts == plan.conflicts
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flatpak_sysext import config, installation, reconcile
+from flatpak_sysext import config, evaluate, installation, reconcile
 from tests.flatpaktools import FlatpakEnv, daemon_tree
 
 APP = "org.fsx.Profiler"
@@ -22,10 +22,10 @@ def test_an_install_during_a_run_is_linked_by_that_run(
     fenv.publish(APP2, daemon_tree(APP2, "v1"))
     fenv.install(APP)
     passes: list[set[str]] = []
-    evaluate = reconcile.evaluate
+    real_evaluate = evaluate.evaluate
 
-    def evaluate_then_install(*args: Any, **kwargs: Any) -> reconcile.Evaluation:
-        ev = evaluate(*args, **kwargs)
+    def evaluate_then_install(*args: Any, **kwargs: Any) -> evaluate.Evaluation:
+        ev = real_evaluate(*args, **kwargs)
         passes.append({s.app_id for s in ev.apps})
         if len(passes) == 1:
             fenv.install(APP2)  # Flatpak deploys while the first pass is under way.
@@ -34,7 +34,7 @@ def test_an_install_during_a_run_is_linked_by_that_run(
     monkeypatch.setattr(reconcile, "evaluate", evaluate_then_install)
     env = fenv.env
     insts = installation.system_installations(env)
-    ctx = reconcile.Context.create(config.load(str(fenv.config_file)), insts, env)
+    ctx = evaluate.Context.create(config.load(str(fenv.config_file)), insts, env)
     result = reconcile.reconcile(ctx, insts)
     assert passes == [{APP}, {APP, APP2}]
     assert set(fenv.links()) == {APP, APP2}

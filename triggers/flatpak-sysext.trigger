@@ -4,6 +4,12 @@
 # path as $1. `make install` substitutes the interpreter above.
 import sys
 
-from flatpak_sysext.trigger import main
+if len(sys.argv) == 2 and not sys.argv[1].startswith("-"):
+    # What Flatpak passes: the quick path, which spares the command line's imports.
+    from flatpak_sysext.trigger import main
 
-sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1]))
+
+from flatpak_sysext.cli import main as cli_main
+
+sys.exit(cli_main(["trigger", *sys.argv[1:]]))

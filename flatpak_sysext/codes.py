@@ -1,0 +1,60 @@
+"""Every problem code flatpak-sysext reports: the one registry.
+
+A code is stable: scripts and people match on it. Each is documented, with the rule,
+why it exists and what to change, in docs/problems.md (a test holds the two, and the
+JSON schemas' enums, to this registry). Rejections make an extension unusable;
+warnings are reported and change nothing.
+"""
+
+from __future__ import annotations
+
+# Rejections: the tree itself (validate, installation, release, elf).
+INVALID_NAME = "invalid-name"
+NOT_A_DIRECTORY = "not-a-directory"
+ESCAPES_DEPLOYMENT = "escapes-deployment"
+MISSING_EXTENSION_RELEASE = "missing-extension-release"
+INCOMPATIBLE_OS = "incompatible-os"
+INCOMPATIBLE_ARCHITECTURE = "incompatible-architecture"
+INCOMPATIBLE_SCOPE = "incompatible-scope"
+CONTAINS_OS_RELEASE = "contains-os-release"
+SPECIAL_FILE = "special-file"
+SETUID = "setuid"
+UNSAFE_PERMISSIONS = "unsafe-permissions"
+DYNAMIC_ELF = "dynamic-elf"
+SHARED_LIBRARY = "shared-library"
+UNSUPPORTED_ELF = "unsupported-elf"
+FOREIGN_ELF = "foreign-elf"
+MALFORMED_ELF = "malformed-elf"
+# Rejections: where the tree would land on this machine (placement).
+SHADOWS_HOST_FILE = "shadows-host-file"
+CONFLICTS_WITH_EXTENSION = "conflicts-with-extension"
+
+# Warnings.
+AMBIGUOUS_EXTENSION_RELEASE = "ambiguous-extension-release"
+IGNORED_TOP_LEVEL_ENTRY = "ignored-top-level-entry"
+
+REJECTIONS: dict[str, str] = {
+    INVALID_NAME: "the app ID cannot name a system extension",
+    NOT_A_DIRECTORY: "the declared path, or a top-level usr or opt, is not a directory",
+    ESCAPES_DEPLOYMENT: "the declared path resolves outside the app's files",
+    MISSING_EXTENSION_RELEASE: "no readable extension-release file named for the app",
+    INCOMPATIBLE_OS: "ID, VERSION_ID or SYSEXT_LEVEL do not match the host",
+    INCOMPATIBLE_ARCHITECTURE: "ARCHITECTURE is not the host's",
+    INCOMPATIBLE_SCOPE: "SYSEXT_SCOPE does not include system",
+    CONTAINS_OS_RELEASE: "the tree ships usr/lib/os-release",
+    SPECIAL_FILE: "a device node, FIFO, socket or overlayfs attribute",
+    SETUID: "a setuid or setgid file",
+    UNSAFE_PERMISSIONS: "a group- or world-writable entry, or a directory not 0755",
+    DYNAMIC_ELF: "an ELF executable that needs a loader or shared libraries",
+    SHARED_LIBRARY: "an ELF shared library",
+    UNSUPPORTED_ELF: "an ELF file that is not an executable",
+    FOREIGN_ELF: "an ELF file built for another machine",
+    MALFORMED_ELF: "a file with the ELF magic that cannot be parsed",
+    SHADOWS_HOST_FILE: "a file that would replace one of the host's",
+    CONFLICTS_WITH_EXTENSION: "a file another linked extension provides too",
+}
+WARNINGS: dict[str, str] = {
+    AMBIGUOUS_EXTENSION_RELEASE: "systemd versions read the extension-release differently",
+    IGNORED_TOP_LEVEL_ENTRY: "a top-level entry other than usr and opt is never merged",
+}
+ALL: frozenset[str] = frozenset(REJECTIONS) | frozenset(WARNINGS)

@@ -1,0 +1,275 @@
+"""Evaluation: read the installations and the target directory, judge, decide, plan.
+
+``evaluate`` writes nothing but the cache. ``status``, ``reconcile`` (and its
+``--dry-run``) and the sandboxed trigger all use it, so they can never disagree about
+what a run would do. Every app's state is decided in one place, :func:`_decide`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from flatpak_sysext import __version__, cache, hostsync, placement, policy, targetdir, validate
+from flatpak_sysext.config import Config
+from flatpak_sysext.hostsync import read_merged
+from flatpak_sysext.installation import (
+    Declared,
+    Installation,
+    Unreadable,
+    read_installation,
+    still_resolved,
+)
+from flatpak_sysext.plan import Entry, Kind, Plan, blocks, make_plan
+from flatpak_sysext.release import Host, read_host
+from flatpak_sysext.report import Problem, TreeReport
+
+if TYPE_CHECKING:
+    from flatpak_sysext.elf import ElfTarget
+
+@functools.cache
+def _executable_ident() -> bytes:
+    """The start of the interpreter's ELF header, up to ``e_machine``.
+
+    These bytes decide ``ElfTarget.host()`` (class, byte order, machine): reading them
+    keeps the cache's host fingerprint exact without importing pyelftools (tens of
+    milliseconds) in a run that validates nothing.
+    """
+    for path in ("/proc/self/exe", sys.executable):
+        try:
+            with open(path, "rb") as f:
+                return f.read(20)
+        except OSError:
+            continue
+    return b""
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """Everything a run depends on besides the installations' contents."""
+
+    config: Config
+    installations: tuple[Installation, ...]
+    host: Host
+    host_root: str = "/"
+    runner: hostsync.Runner = hostsync.run_command
+    """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
+
+    @classmethod
+    def create(cls, config: Config, installations: Sequence[Installation],
+               environ: Mapping[str, str]) -> Context:
+        return cls(config, tuple(installations), read_host(environ))
+
+    @property
+    def elf_target(self) -> ElfTarget:
+        """What ELF files must be built for; pyelftools is loaded only when asked."""
+        from flatpak_sysext import elf
+
+        return elf.ElfTarget.host()
+
+    def fingerprint(self) -> str:
+        return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
+                                      self.host.architecture, _executable_ident())
+
+
+@dataclasses.dataclass(frozen=True)
+class AppStatus:
+    """The state of one declared extension, as ``status`` shows it."""
+
+    app_id: str
+    installation: Installation
+    state: str
+    """``linked``, ``pending``, ``rejected``, ``denied`` or ``conflict``."""
+    link: str
+    target: str | None
+    """Where the link should point (for a valid extension) or points (otherwise)."""
+    commit: str
+    origin: str
+    problems: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
+    reason: str | None = None
+    """Why it is denied or in conflict."""
+    newly_judged: bool = False
+    """Validated in this run rather than taken from the cache."""
+    files: frozenset[str] = frozenset()
+    """The tree's files (``TreeReport.files``): what host sync reloads for."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What a run found and decided, before anything is changed."""
+
+    apps: tuple[AppStatus, ...]
+    entries: Mapping[str, Entry]
+    plan: Plan
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    merged: frozenset[str]
+    released: frozenset[str] = frozenset()
+    """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
+
+
+def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
+    key = cache.Key(f"{app.arch}/{app.branch}/{app.active_id}", app.declared_path)
+    report = store.get(app.app_id, key)
+    if app.root is None:
+        # Resolving the declared path failed in this run: that is the verdict, whatever
+        # the cache remembers of the same deployment (its layout may have changed since).
+        failed = TreeReport(problems=app.problems, warnings=(), files=frozenset())
+        if report == failed:
+            return report, False
+        report = failed
+    elif report is not None:
+        return report, False
+    else:
+        report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target)
+    store.put(app.app_id, key, report)
+    return report, True
+
+
+Judged = tuple[Declared, TreeReport, bool]
+"""An app, its tree's verdict, and whether that was reached in this run."""
+
+
+def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -> Evaluation:
+    """Read the installations in ``scope`` and the target directory, decide, and plan."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    held: set[str] = set()
+    judged: list[Judged] = []
+    for inst in scope:
+        store = cache.Cache(inst, ctx.fingerprint())
+        store.load()
+        if store.warning:
+            warnings.append(store.warning)
+        found = read_installation(inst, store.scan)
+        store.retain({a.app_id for a in found})
+        for app in found:
+            if isinstance(app, Unreadable):
+                errors.append(f"{app.app_id}: cannot read {inst.path}: {app.reason}")
+                held.add(app.app_id)
+                continue
+            try:
+                report, fresh = _judge(ctx, app, store)
+            except OSError as e:
+                # An I/O error or a tree changing under us says nothing about the
+                # extension: hold its link as it is, cache nothing, and report it.
+                errors.append(f"{app.app_id}: cannot validate {app.root}: {e.strerror or e}")
+                held.add(app.app_id)
+                continue
+            judged.append((app, report, fresh))
+        if save_cache:
+            try:
+                store.save()
+            except OSError as e:
+                # The links may still be right, but the run did not do all it had to
+                # (exit 1 when an operation failed), and the disk needs a look.
+                errors.append(f"{store.path}: cannot save the cache: {e.strerror}")
+
+    entries = targetdir.scan(ctx.config.target_dir, scope, ctx.installations)
+    released = frozenset(name for name in held if name in entries
+                         and entries[name].kind is Kind.MANAGED
+                         and not _still_pinned(entries[name]))
+    merged = read_merged(ctx.host_root)
+    statuses, wanted = _decide(ctx, judged, entries, merged)
+    plan = make_plan(wanted, entries, held - released)
+    return Evaluation(tuple(statuses), entries, plan, tuple(errors), tuple(warnings),
+                      merged, released)
+
+
+RELEASED = ("it cannot be read or validated, and its link no longer resolves inside the "
+            "installation")
+
+
+def _still_pinned(entry: Entry) -> bool:
+    """Whether a link of ours still resolves to exactly where it points.
+
+    Links are made to resolved paths, so this fails only when something on the way
+    became a symlink, such as a deployment replaced by one that leads elsewhere: then
+    holding the link of an app that cannot be read would merge a tree nobody validated.
+    """
+    return entry.target is not None and still_resolved(entry.target)
+
+
+def _conflict_reason(entry: Entry) -> str:
+    if entry.kind is Kind.OTHER:
+        return f"{entry.name} is linked from another installation ({entry.target})"
+    return f"{entry.name} already exists in the target directory and is not ours"
+
+
+def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target: str | None,
+            fresh: bool, reason: str | None = None,
+            problems: tuple[Problem, ...] | None = None) -> AppStatus:
+    return AppStatus(
+        app_id=app.app_id, installation=app.installation, state=state,
+        link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
+        commit=app.commit, origin=app.origin,
+        problems=report.problems if problems is None else problems,
+        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
+
+
+def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
+            merged: frozenset[str]) -> tuple[list[AppStatus], dict[str, str]]:
+    """Every app's state, and the links wanted: the one place states are decided.
+
+    In order: an app also installed in an installation listed earlier is a conflict
+    (the first takes precedence); a rejected tree is ``rejected``; policy may deny;
+    the placement checks may reject; a name the target directory holds and is not
+    ours is a conflict; the rest is wanted, ``linked`` if its link is already right.
+    Extensions already linked are placed first, so a newcomer cannot take a file away
+    from one that is in use.
+    """
+    cfg = ctx.config
+    statuses: list[AppStatus] = []
+    candidates: list[Judged] = []
+    first: dict[str, Installation] = {}
+    for app, report, fresh in judged:
+        if app.app_id in first:
+            where = first[app.app_id].path
+            statuses.append(_status(ctx, app, report, "conflict", None, fresh,
+                                    f"also installed in {where}, which takes precedence"))
+            continue
+        first[app.app_id] = app.installation
+        if not report.accepted:
+            statuses.append(_status(ctx, app, report, "rejected", None, fresh))
+            continue
+        why = policy.denial(cfg, app.installation.path, app.app_id, app.origin)
+        if why is not None:
+            statuses.append(_status(ctx, app, report, "denied", None, fresh, why))
+            continue
+        candidates.append((app, report, fresh))
+
+    def linked_first(item: Judged) -> tuple[bool, str]:
+        entry = entries.get(item[0].app_id)
+        return (entry is None or entry.kind is not Kind.MANAGED, item[0].app_id)
+
+    candidates.sort(key=linked_first)
+    ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
+    placed = placement.Placed()
+    wanted: dict[str, str] = {}
+    for app, report, fresh in candidates:
+        dirs = placement.directories(report.files)
+        host_root = None if cfg.allow_host_shadowing else ctx.host_root
+        problems = placement.check(report.files, host_root, ignore,
+                                   placed.sharing(report.files, dirs))
+        if problems:
+            statuses.append(_status(ctx, app, report, "rejected", None, fresh,
+                                    problems=report.problems + tuple(problems)))
+            continue
+        assert app.root is not None
+        placed.add(app.app_id, report.files, dirs)
+        entry = entries.get(app.app_id)
+        if blocks(entry):
+            assert entry is not None
+            statuses.append(_status(ctx, app, report, "conflict", app.root, fresh,
+                                    _conflict_reason(entry)))
+            continue
+        wanted[app.app_id] = app.root
+        state = "linked" if entry is not None and entry.target == app.root else "pending"
+        statuses.append(_status(ctx, app, report, state, app.root, fresh))
+    statuses.sort(key=lambda s: s.app_id)
+    return statuses, wanted

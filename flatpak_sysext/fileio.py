@@ -1,0 +1,72 @@
+"""Reading files bounded, and telling whether a path changed.
+
+Every file flatpak-sysext reads (key files, ``deploy``, ``extension-release``, the
+config, its own state) is read through :func:`read_regular`: never through a final
+symlink, never a FIFO or device that could block, never more than a stated number of
+bytes. The trigger's quick check imports this, so it imports nothing beyond ``os`` and
+``stat``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+ABSENT = "-"
+"""The signature of a path that does not exist."""
+
+
+class NotRegularError(ValueError):
+    """The path is not a regular file (a directory, FIFO, device, socket or symlink)."""
+
+
+class TooLargeError(ValueError):
+    """The file is larger than the reader's limit."""
+
+
+def read_regular(path: str | os.PathLike[str], limit: int, *, dir_fd: int | None = None,
+                 follow: bool = False) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them.
+
+    A final symlink is refused unless ``follow`` (for files a person configures, such
+    as the config, which may well be a link). Raises OSError if the file cannot be
+    opened or read (FileNotFoundError if it does not exist, ELOOP for a symlink not
+    followed), NotRegularError if it is
+    not a regular file, TooLargeError if it holds more than ``limit`` bytes.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    if not follow:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags, dir_fd=dir_fd)  # a final symlink: ELOOP, an OSError
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularError("a directory" if stat.S_ISDIR(mode) else "not a regular file")
+        chunks = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise TooLargeError(f"larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def signature(path: str) -> str:
+    """What ``stat`` says of ``path`` (following symlinks): ABSENT if it does not exist.
+
+    Device, inode, mode, size, mtime and ctime: together they change whenever the file
+    is replaced or written. Raises OSError for any other failure: a path that cannot be
+    looked at cannot be vouched for.
+    """
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return ABSENT
+    return (f"{st.st_dev}:{st.st_ino}:{st.st_mode}:{st.st_size}:{st.st_mtime_ns}:"
+            f"{st.st_ctime_ns}")
