@@ -29,7 +29,8 @@ VENV_MIN ?= .venv-min
 PYTHON_MIN ?= $(firstword $(foreach p,python3.9 $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9),\
 	$(shell $(p) -c 'import venv' >/dev/null 2>&1 && echo $(p))) $(PYTHON))
 VPY := $(VENV)/bin/python
-# Debian 12's versions: the oldest a current LTS distribution ships (SPEC §10).
+# Debian 12's versions: the oldest a current LTS distribution ships
+# (docs/reference.md#supported-versions).
 MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3
 
 PYTEST_ARGS ?=

@@ -197,7 +197,10 @@ def bench_python(work: Path) -> str:
 
 
 def bwrap(installation: Path) -> list[str]:
-    """The sandbox flatpak_dir_run_triggers() puts a trigger in (FACTS.md)."""
+    """The sandbox flatpak_dir_run_triggers() puts a trigger in.
+
+    See docs/platform.md#trigger-sandbox.
+    """
     return ["bwrap", "--unshare-ipc", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/",
             "--proc", "/proc", "--dev", "/dev", "--bind", str(installation), str(installation)]
 
