@@ -105,6 +105,8 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         snap.add([cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst),
                   apply.request_path(inst)])
         ctx = Context.create(cfg, insts, environ)
+        if cfg.allow_host_glibc:  # verdicts depend on the host's glibc (hostglibc.py)
+            snap.add(ctx.host_glibc.watched_paths())
         snap.add_apps()
         if _writable(cfg.target_dir):
             result = reconcile(ctx, [inst])
