@@ -70,6 +70,12 @@ _MAX_NEEDED = 64  # DT_NEEDED names; more is never only glibc
 _MAX_VERNEED = 64  # DT_VERNEED files followed through vn_next
 _MAX_VERSIONS = 1024  # version records (Vernaux, or Verdef) followed in one file
 _NUMBERED = re.compile(r"GLIBC_(\d+(?:\.\d+)*)")
+# What admit() may read of a judged file on top of elf.judge's own reads: the dynamic
+# table again (1024 entries of at most 16 bytes), a bounded string (4096 bytes, as elf
+# reads them) per name, and a 16-byte record per version entry.
+MAX_BYTES_READ = (elf.MAX_BYTES_READ + 1024 * 16
+                  + (_MAX_NEEDED + 1 + _MAX_VERNEED + _MAX_VERSIONS) * 4096
+                  + (_MAX_VERNEED + _MAX_VERSIONS) * 16)
 
 
 @functools.lru_cache(maxsize=4)  # keys: 2 byte orders x 2 classes
