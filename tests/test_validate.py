@@ -303,7 +303,8 @@ def test_deep_tree(fast_tmp: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> N
         os.close(fd)
         fds = [_open_fds()]
 
-        def counting_judge(f: BinaryIO, target: elf.ElfTarget) -> tuple[str, str] | None:
+        def counting_judge(f: BinaryIO, target: elf.ElfTarget,
+                           glibc: object = None) -> tuple[str, str] | None:
             fds.append(_open_fds())
             return None
 
