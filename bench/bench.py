@@ -13,7 +13,8 @@ bench_python): the trigger when nothing changed; the trigger after Flatpak updat
 app that declares nothing (what almost every real transaction is); the trigger's full
 evaluation (no quick-check stamp); and, as the floor of any exact check, a bare Python
 that stats every app's deployment once. Also a cold reconcile (no cache, no links); ELF
-verdicts per second against the obvious pyelftools code; and ``check`` on trees of
+verdicts per second against the obvious pyelftools code (and, for daemons that need only
+glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); and ``check`` on trees of
 25k/50k/100k files. Nothing here asserts: people judge the table.
 """
 
@@ -257,14 +258,16 @@ def bench_cold(worlds: list[World], rounds: int) -> dict[str, Any]:
 def elf_worker(kind: str, listing: str) -> None:
     """Judge every file of ``listing`` in this process; print the loop's seconds."""
     paths = Path(listing).read_text().split("\n")
-    if kind == "judge":
-        from flatpak_sysext import elf
+    if kind in ("judge", "judge-dynamic", "host-glibc"):
+        from flatpak_sysext import elf, hostglibc
 
         target = elf.ElfTarget.host()
+        # One judge per run, as validate makes one per tree: the host's glibc is read once.
+        glibc = hostglibc.GlibcJudge(hostglibc.HostGlibc("/", target))
 
         def verdict(path: str) -> bool:
             with open(path, "rb") as f:
-                return elf.judge(f, target) is None
+                return elf.judge(f, target, glibc if kind == "host-glibc" else None) is None
     else:
         from elftools.elf.dynamic import DynamicSegment
         from elftools.elf.elffile import ELFFile
@@ -295,16 +298,29 @@ def bench_elf(work: Path, count: int, rounds: int) -> dict[str, Any]:
     files = generate.make_elf_files(work / "elf", exes, count)
     listing = work / "elf-files.txt"
     listing.write_text("\n".join(map(str, files)))
-    loops: dict[str, list[float]] = {"judge": [], "pyelftools": []}
+    # Daemons that need only libc.so.6 (allow_host_glibc), PIE and not.
+    hello = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
+    dynamic = [compile_c(hello, work / "glibc-pie", "-O2"),
+               compile_c(hello, work / "glibc-no-pie", "-O2", "-no-pie")]
+    glibc_listing = work / "elf-glibc-files.txt"
+    glibc_listing.write_text("\n".join(map(str, generate.make_elf_files(
+        work / "elf-glibc", dynamic, count))))
+    loops: dict[str, list[float]] = {"judge": [], "pyelftools": [], "judge-dynamic": [],
+                                     "host-glibc": []}
+    # Which files each kind judges, and how many it must accept.
+    inputs = {"judge": (listing, count), "pyelftools": (listing, count),
+              "judge-dynamic": (glibc_listing, 0), "host-glibc": (glibc_listing, count)}
 
     def worker(kind: str) -> Callable[[], Measure]:
         def go() -> Measure:
             start = time.perf_counter()
-            out = subprocess.run([PY, "-I", __file__, "elf-worker", kind, str(listing)],
+            files, expected = inputs[kind]
+            out = subprocess.run([PY, "-I", __file__, "elf-worker", kind, str(files)],
                                  capture_output=True, text=True, check=True).stdout
             data = json.loads(out)
-            if data["accepted"] != count:
-                raise SystemExit(f"{kind} accepted {data['accepted']} of {count} static files")
+            if data["accepted"] != expected:
+                raise SystemExit(f"{kind} accepted {data['accepted']} of {count} files, "
+                                 f"not {expected}")
             loops[kind].append(data["seconds"])
             return Measure(time.perf_counter() - start, 0)
         return go
@@ -355,12 +371,22 @@ def table(results: dict[str, Any]) -> str:
     for name, r in results["check"].items():
         lines.append(f"{name + ' files':<48} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB")
-    e = results["elf"]
-    for k in ("judge", "pyelftools"):
-        lines.append(f"{'ELF verdicts, ' + k:<48} {e[k]['files_per_s']:>7.0f}/s")
+    lines += elf_rows(results["elf"])
+    return "\n".join(lines)
+
+
+ELF_ROWS = {"judge": "judge", "pyelftools": "pyelftools",
+            "judge-dynamic": "glibc daemon, static rule",
+            "host-glibc": "glibc daemon, allow_host_glibc"}
+
+
+def elf_rows(e: dict[str, Any]) -> list[str]:
+    """The ELF verdict rates: files per second and microseconds per file."""
+    lines = [f"{'ELF verdicts, ' + label:<48} {e[k]['files_per_s']:>7.0f}/s "
+             f"{1e6 / e[k]['files_per_s']:>6.1f}us/file" for k, label in ELF_ROWS.items()]
     lines.append(f"{'ELF speedup (judge / pyelftools)':<48} {e['speedup']:>8.1f}x"
                  f"{'':>18}>= 10,000/s, >= 5x")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,7 +394,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer rounds, smaller check trees")
     p.add_argument("--out", default=str(REPO_ROOT / "bench-results.json"))
     p.add_argument("--keep", action="store_true", help="keep the generated files")
+    p.add_argument("--elf-only", action="store_true",
+                   help="only the ELF verdict rates (needs gcc, not root)")
     args = p.parse_args(argv)
+    if args.elf_only:
+        with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
+            rounds = 3 if args.quick else 5
+            print("\n".join(elf_rows(bench_elf(Path(tmp), 2000 if args.quick else 5000,
+                                                rounds))))
+        return 0
     if os.geteuid() != 0 or not all(shutil.which(c) for c in ("flatpak", "bwrap", "gcc")):
         print("bench: needs root, flatpak, bubblewrap and gcc (make deps installs them)",
               file=sys.stderr)

@@ -45,6 +45,7 @@ def _report_to_json(report: TreeReport) -> dict[str, Any]:
         "problems": [p.to_json() for p in report.problems],
         "warnings": [w.to_json() for w in report.warnings],
         "files": sorted(report.files),
+        "host_glibc": {library: list(versions) for library, versions in report.host_glibc},
     }
 
 
@@ -52,10 +53,16 @@ def _report_from_json(data: Any) -> TreeReport:
     files = data["files"]
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         raise ValueError("files must be a list of strings")
+    # Absent from entries judged before allow_host_glibc existed, which needed nothing.
+    glibc = data.get("host_glibc", {})
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v)
+               for v in glibc.values()):
+        raise ValueError("host_glibc must map libraries to lists of versions")
     return TreeReport(
         problems=tuple(Problem.from_json(p) for p in data["problems"]),
         warnings=tuple(Problem.from_json(w) for w in data["warnings"]),
         files=frozenset(files),
+        host_glibc=tuple((str(k), tuple(v)) for k, v in sorted(glibc.items())),
     )
 
 

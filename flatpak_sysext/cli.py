@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("path", metavar="PATH")
     c.add_argument("--name", metavar="NAME")
     c.add_argument("--json", action="store_true")
+    c.add_argument("--allow-host-glibc", action="store_true",
+                   help="admit executables that need only this machine's glibc (hostglibc)")
     return p
 
 
@@ -125,7 +127,14 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             die(f"{path}: found {len(names)} extension-release files in "
                 "usr/lib/extension-release.d; name the extension with --name")
         name = names[0]
-    report = validate.validate_tree(path, name, release.read_host(environ), elf.ElfTarget.host())
+    target = elf.ElfTarget.host()
+    glibc = None
+    if args.allow_host_glibc:  # judged against this machine's glibc
+        from flatpak_sysext import hostglibc
+
+        glibc = hostglibc.HostGlibc(config.glibc_root(environ), target)
+    report = validate.validate_tree(path, name, release.read_host(environ), target,
+                                    host_glibc=glibc)
     if args.json:
         _print_json(output.check_json(name, path, report))
     else:

@@ -11,6 +11,7 @@ key or a file that cannot be read exactly is an error, never a silent fallback t
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -46,11 +47,26 @@ class Config:
     require_gpg_verified_remote: bool = True
     allow_host_shadowing: bool = False
     host_sync: bool = True
+    allow_host_glibc: tuple[str, ...] = ()
+    """App-ID globs whose executables may need the host's glibc (``true`` is ``("*",)``)."""
+
+    def host_glibc_allowed(self, app_id: str) -> bool:
+        """Whether ``app_id``'s tree is judged with allow_host_glibc (hostglibc)."""
+        return any(fnmatch.fnmatchcase(app_id, p) for p in self.allow_host_glibc)
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str]) -> str:
     """The file to read: ``--config``, else ``$FLATPAK_SYSEXT_CONFIG``, else the default."""
     return explicit or environ.get("FLATPAK_SYSEXT_CONFIG") or DEFAULT_PATH
+
+
+GLIBC_ROOT_VARIABLE = "FLATPAK_SYSEXT_GLIBC_ROOT"
+"""Where allow_host_glibc looks for the host's glibc instead of ``/`` (tests; README)."""
+
+
+def glibc_root(environ: Mapping[str, str]) -> str:
+    """The root under which allow_host_glibc reads the host's glibc: ``/`` by default."""
+    return environ.get(GLIBC_ROOT_VARIABLE) or "/"
 
 
 def target_dir_warning(cfg: Config) -> str | None:
@@ -226,6 +242,7 @@ def _config(path: str, data: dict[str, Any]) -> Config:
         value = data.get(key, getattr(defaults, key))
         return None if value is None else tuple(value)
 
+    glibc = data.get("allow_host_glibc", False)
     target = data.get("target_dir", defaults.target_dir)
     # "/var/lib/extensions/" and "/var/lib//extensions" mean the default; only the
     # normalised spelling is compared with systemd's search directories.
@@ -241,4 +258,5 @@ def _config(path: str, data: dict[str, Any]) -> Config:
                                              defaults.require_gpg_verified_remote),
         allow_host_shadowing=data.get("allow_host_shadowing", defaults.allow_host_shadowing),
         host_sync=data.get("host_sync", defaults.host_sync),
+        allow_host_glibc=("*",) if glibc is True else tuple(glibc or ()),
     )

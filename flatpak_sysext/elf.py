@@ -15,7 +15,7 @@ import functools
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from elftools.construct import ConstructError, Struct
 from elftools.elf import enums
@@ -24,6 +24,9 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.structs import ELFStructs
 
 from flatpak_sysext import codes
+
+if TYPE_CHECKING:
+    from flatpak_sysext.hostglibc import GlibcJudge
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -75,8 +78,9 @@ def _host_target() -> ElfTarget:
     raise RuntimeError(f"cannot read the interpreter's executable: {error}")
 
 
-def judge(f: BinaryIO, target: ElfTarget) -> tuple[str, str] | None:
-    """Judge one file's content by the ELF rules.
+def judge(f: BinaryIO, target: ElfTarget,
+          glibc: GlibcJudge | None = None) -> tuple[str, str] | None:
+    """Judge one file's content by the ELF rules (docs/problems.md).
 
     Returns None for a file that does not start with the ELF magic (scripts, data) and for a
     statically linked executable (static or static-PIE) built for ``target``; otherwise
@@ -84,22 +88,25 @@ def judge(f: BinaryIO, target: ElfTarget) -> tuple[str, str] | None:
     ``foreign-elf`` or ``malformed-elf``. ``f`` is a seekable binary file, read from offset 0
     and left open at an unspecified position. No content makes this raise; an I/O error
     while reading ``f`` (OSError) propagates, as it says nothing about the content.
+
+    With ``glibc`` (allow_host_glibc), an executable that would be ``dynamic-elf`` because
+    it needs a loader is handed to ``glibc.admit`` (hostglibc), which may admit it.
     """
     f.seek(0)
     head = f.read(_HEAD)
     if not head.startswith(ELF_MAGIC):
         return None
     try:
-        return _judge(_Reader(f, head, f.seek(0, os.SEEK_END)), target)
-    except _Malformed as e:
+        return _judge(Reader(f, head, f.seek(0, os.SEEK_END)), target, glibc)
+    except Malformed as e:
         return codes.MALFORMED_ELF, f"starts with the ELF magic but is malformed: {e}"
 
 
-class _Malformed(Exception):
+class Malformed(Exception):
     """The file cannot be parsed within our bounds; the text says where."""
 
 
-class _Reader:
+class Reader:
     """Bounded reads of the judged file, served from its first page when possible."""
 
     def __init__(self, f: BinaryIO, head: bytes, size: int) -> None:
@@ -107,28 +114,28 @@ class _Reader:
 
     def at(self, offset: int, length: int, what: str) -> bytes:
         if offset + length > self.size:
-            raise _Malformed(f"{what} (at {offset:#x}, {length} bytes) lies beyond the end "
+            raise Malformed(f"{what} (at {offset:#x}, {length} bytes) lies beyond the end "
                              f"of the file ({self.size} bytes)")
         if offset + length <= len(self.head):
             return self.head[offset:offset + length]
         self.f.seek(offset)
         data = self.f.read(length)
         if len(data) != length:
-            raise _Malformed(f"{what}: short read (did the file change while being read?)")
+            raise Malformed(f"{what}: short read (did the file change while being read?)")
         return data
 
     def cstring(self, offset: int, limit: int, what: str) -> str:
         if offset >= self.size:
-            raise _Malformed(f"{what} at {offset:#x} lies beyond the end of the file")
+            raise Malformed(f"{what} at {offset:#x} lies beyond the end of the file")
         data = self.at(offset, min(limit, self.size - offset), what)
         end = data.find(b"\0")
         if end < 0:
-            raise _Malformed(f"{what} at {offset:#x} is not NUL-terminated within {len(data)} "
+            raise Malformed(f"{what} at {offset:#x} is not NUL-terminated within {len(data)} "
                              "bytes")
         return _printable(data[:end])
 
 
-class _Record:
+class Record:
     """A pyelftools record struct whose fields are parsed one at a time, at the offsets and with
     the field constructs it defines: parsing a whole struct costs ~20 us, a field ~1 us."""
 
@@ -145,7 +152,7 @@ class _Record:
         try:
             return field.parse(record[offset:offset + size])
         except ConstructError as e:
-            raise _Malformed(f"pyelftools cannot parse its {name}: {e}") from e
+            raise Malformed(f"pyelftools cannot parse its {name}: {e}") from e
 
 
 def _flatten(struct: Any, offset: int) -> Iterator[tuple[str, tuple[int, int, Any]]]:
@@ -164,34 +171,39 @@ _DYN_FIELDS = frozenset({"d_tag", "d_val"})
 
 
 @functools.cache  # keys: 2 byte orders x 2 classes
-def _ehdr(little_endian: bool, elfclass: int) -> _Record:
+def _ehdr(little_endian: bool, elfclass: int) -> Record:
     structs = ELFStructs(little_endian, elfclass)
     structs.create_basic_structs()
-    return _Record(structs.Elf_Ehdr, _EHDR_FIELDS)
+    return Record(structs.Elf_Ehdr, _EHDR_FIELDS)
 
 
 @functools.lru_cache(maxsize=64)  # the machine is the target's, so few keys occur
 def _layout(
     little_endian: bool, elfclass: int, e_type: str, machine: str, osabi: Any
-) -> tuple[_Record, _Record]:
+) -> tuple[Record, Record]:
     """Elf_Phdr and Elf_Dyn, whose p_type and d_tag names depend on the machine and OS ABI."""
     structs = ELFStructs(little_endian, elfclass)
     structs.create_basic_structs()
     structs.create_advanced_structs(e_type, machine, osabi)
-    return _Record(structs.Elf_Phdr, _PHDR_FIELDS), _Record(structs.Elf_Dyn, _DYN_FIELDS)
+    return Record(structs.Elf_Phdr, _PHDR_FIELDS), Record(structs.Elf_Dyn, _DYN_FIELDS)
 
 
-def _judge(r: _Reader, target: ElfTarget) -> tuple[str, str] | None:
+def _header(r: Reader) -> tuple[int, bool, Record, bytes]:
+    """The class, byte order, Elf_Ehdr record and ELF header bytes of the file."""
     if len(r.head) < _EI_NIDENT:
-        raise _Malformed("it ends inside the ELF identification bytes")
+        raise Malformed("it ends inside the ELF identification bytes")
     elfclass = _CLASSES.get(r.head[_EI_CLASS])
     little_endian = _LITTLE_ENDIAN.get(r.head[_EI_DATA])
     if elfclass is None:
-        raise _Malformed(f"invalid EI_CLASS {r.head[_EI_CLASS]} (neither 32- nor 64-bit)")
+        raise Malformed(f"invalid EI_CLASS {r.head[_EI_CLASS]} (neither 32- nor 64-bit)")
     if little_endian is None:
-        raise _Malformed(f"invalid EI_DATA {r.head[_EI_DATA]} (neither little- nor big-endian)")
+        raise Malformed(f"invalid EI_DATA {r.head[_EI_DATA]} (neither little- nor big-endian)")
     ehdr = _ehdr(little_endian, elfclass)
-    header = r.at(0, ehdr.size, "the ELF header")
+    return elfclass, little_endian, ehdr, r.at(0, ehdr.size, "the ELF header")
+
+
+def _judge(r: Reader, target: ElfTarget, glibc: GlibcJudge | None) -> tuple[str, str] | None:
+    elfclass, little_endian, ehdr, header = _header(r)
     machine, e_type = ehdr.get(header, "e_machine"), ehdr.get(header, "e_type")
     if (machine, elfclass, little_endian) != (
         target.machine, target.elfclass, target.little_endian
@@ -208,7 +220,7 @@ def _judge(r: _Reader, target: ElfTarget) -> tuple[str, str] | None:
     if interp_phdr is not None:
         size = phdr.get(interp_phdr, "p_filesz")
         if not 2 <= size <= _MAX_STR:  # the kernel's bounds
-            raise _Malformed(f"PT_INTERP has an absurd size of {size} bytes")
+            raise Malformed(f"PT_INTERP has an absurd size of {size} bytes")
         interp = r.cstring(phdr.get(interp_phdr, "p_offset"), size, "the PT_INTERP path")
     libs, pie = "", False
     if dynamic_phdr is not None:
@@ -223,18 +235,25 @@ def _judge(r: _Reader, target: ElfTarget) -> tuple[str, str] | None:
         needs.append(libs)
     if not needs:
         return None
-    return codes.DYNAMIC_ELF, f"dynamically linked: needs {' and '.join(needs)}; {_ADVICE}"
+    text = f"dynamically linked: needs {' and '.join(needs)}"
+    if glibc is not None and interp is not None and dynamic_phdr is not None:
+        image = Dynamic(r, little_endian, elfclass, phdr, dyn, dynamic_phdr, loads, interp)
+        why = glibc.admit(image)
+        if why is None:
+            return None
+        return codes.DYNAMIC_ELF, f"{text}, and allow_host_glibc cannot admit it: {why}"
+    return codes.DYNAMIC_ELF, f"{text}; {_ADVICE}"
 
 
 def _segments(
-    r: _Reader, ehdr: _Record, header: bytes, phdr: _Record
+    r: Reader, ehdr: Record, header: bytes, phdr: Record
 ) -> tuple[bytes | None, bytes | None, list[bytes]]:
     """The PT_INTERP, PT_DYNAMIC (or None) and PT_LOAD program headers, unparsed."""
     phnum, phentsize = ehdr.get(header, "e_phnum"), ehdr.get(header, "e_phentsize")
     if not 1 <= phnum <= _MAX_PHNUM:
-        raise _Malformed(f"e_phnum is {phnum}; an executable has 1 to {_MAX_PHNUM} program headers")
+        raise Malformed(f"e_phnum is {phnum}; an executable has 1 to {_MAX_PHNUM} program headers")
     if phentsize != phdr.size:  # the kernel refuses any other size too
-        raise _Malformed(f"e_phentsize is {phentsize}, not {phdr.size}")
+        raise Malformed(f"e_phentsize is {phentsize}, not {phdr.size}")
     table = r.at(ehdr.get(header, "e_phoff"), phnum * phentsize, "the program header table")
     found: dict[str, bytes] = {}
     loads = []
@@ -245,18 +264,18 @@ def _segments(
             loads.append(record)
         elif p_type in ("PT_INTERP", "PT_DYNAMIC"):
             if p_type in found:  # linkers never emit two; which one counts would be a guess
-                raise _Malformed(f"more than one {p_type}")
+                raise Malformed(f"more than one {p_type}")
             found[p_type] = record
     return found.get("PT_INTERP"), found.get("PT_DYNAMIC"), loads
 
 
 def _dynamic(
-    r: _Reader, phdr: _Record, dyn: _Record, segment: bytes, loads: list[bytes]
+    r: Reader, phdr: Record, dyn: Record, segment: bytes, loads: list[bytes]
 ) -> tuple[str, bool]:
     """The DT_NEEDED libraries (as message text, "" if none) and whether DF_1_PIE is set."""
     offset, size = phdr.get(segment, "p_offset"), phdr.get(segment, "p_filesz")
     if offset + size > r.size:
-        raise _Malformed(f"PT_DYNAMIC (at {offset:#x}, {size} bytes) lies beyond the end of the "
+        raise Malformed(f"PT_DYNAMIC (at {offset:#x}, {size} bytes) lies beyond the end of the "
                          f"file ({r.size} bytes)")
     count = size // dyn.size
     data = r.at(offset, min(count, _MAX_DYN) * dyn.size, "the dynamic section")
@@ -275,20 +294,20 @@ def _dynamic(
                 values[tag] = value
     else:
         if count > _MAX_DYN:
-            raise _Malformed(f"no DT_NULL within the first {_MAX_DYN} dynamic entries")
+            raise Malformed(f"no DT_NULL within the first {_MAX_DYN} dynamic entries")
     pie = bool(values.get("DT_FLAGS_1", 0) & _DF_1_PIE)
     if not needed:
         return "", pie
     if "DT_STRTAB" not in values:
-        raise _Malformed("DT_NEEDED entries but no DT_STRTAB")
-    strtab = _file_offset(phdr, loads, values["DT_STRTAB"])
+        raise Malformed("DT_NEEDED entries but no DT_STRTAB")
+    strtab = _file_offset(phdr, loads, values["DT_STRTAB"], "DT_STRTAB")
     strsz = values.get("DT_STRSZ")
     names = []
     for value in needed[:_MAX_NAMES]:
         limit = _MAX_STR
         if strsz is not None:
             if value >= strsz:
-                raise _Malformed(f"a DT_NEEDED name at {value:#x} lies beyond DT_STRSZ {strsz}")
+                raise Malformed(f"a DT_NEEDED name at {value:#x} lies beyond DT_STRSZ {strsz}")
             limit = min(limit, strsz - value)
         names.append(r.cstring(strtab + value, limit, "a DT_NEEDED library name"))
     more = f" and {len(needed) - _MAX_NAMES} more" if len(needed) > _MAX_NAMES else ""
@@ -296,13 +315,89 @@ def _dynamic(
     return f"the shared librar{plural} {', '.join(names)}{more}", pie
 
 
-def _file_offset(phdr: _Record, loads: list[bytes], address: int) -> int:
-    """The file offset of a virtual address, through the PT_LOAD segment holding it."""
+def _file_offset(phdr: Record, loads: list[bytes], address: int, what: str,
+                 length: int = 1) -> int:
+    """The file offset of ``length`` bytes at a virtual address, through the PT_LOAD
+    segment whose file contents hold them all (beyond them the loader sees zeros)."""
     for record in loads:
         vaddr = phdr.get(record, "p_vaddr")
-        if vaddr <= address < vaddr + phdr.get(record, "p_filesz"):
+        if vaddr <= address and address + length <= vaddr + phdr.get(record, "p_filesz"):
             return int(phdr.get(record, "p_offset") + address - vaddr)
-    raise _Malformed(f"DT_STRTAB {address:#x} is in no PT_LOAD segment's file contents")
+    raise Malformed(f"{what} {address:#x} is in no PT_LOAD segment's file contents")
+
+
+class Dynamic:
+    """The loader's view of an ELF file, for hostglibc: its dynamic entries, found through
+    PT_DYNAMIC (never through section headers, which a file may lack or forge), the
+    strings of DT_STRTAB and the bytes at virtual addresses, every read bounded."""
+
+    def __init__(self, r: Reader, little_endian: bool, elfclass: int, phdr: Record,
+                 dyn: Record, segment: bytes, loads: list[bytes], interp: str | None) -> None:
+        self.reader, self.little_endian, self.elfclass = r, little_endian, elfclass
+        self.interp = interp
+        self._phdr, self._loads = phdr, loads
+        self.entries = _entries(r, phdr, dyn, segment)
+        """(d_tag, d_val) up to DT_NULL; d_tag is pyelftools' name, or a number it lacks."""
+        values = dict(self.entries)  # the last one wins, as in glibc's loader
+        self._strtab, self._strsz = values.get("DT_STRTAB"), values.get("DT_STRSZ")
+
+    def values(self, tag: str) -> list[int]:
+        """The d_val of every entry with this d_tag, in order."""
+        return [value for t, value in self.entries if t == tag]
+
+    def string(self, offset: int, what: str) -> str:
+        """The string at ``offset`` in DT_STRTAB, within DT_STRSZ and ``_MAX_STR`` bytes."""
+        if self._strtab is None:
+            raise Malformed(f"{what}: no DT_STRTAB")
+        limit = _MAX_STR
+        if self._strsz is not None:
+            if offset >= self._strsz:
+                raise Malformed(f"{what} at {offset:#x} lies beyond DT_STRSZ {self._strsz}")
+            limit = min(limit, self._strsz - offset)
+        start = _file_offset(self._phdr, self._loads, self._strtab, "DT_STRTAB")
+        return self.reader.cstring(start + offset, limit, what)
+
+    def at(self, address: int, length: int, what: str) -> bytes:
+        """The ``length`` bytes the loader sees at virtual ``address``."""
+        offset = _file_offset(self._phdr, self._loads, address, what, length)
+        return self.reader.at(offset, length, what)
+
+
+def _entries(r: Reader, phdr: Record, dyn: Record, segment: bytes) -> list[tuple[Any, int]]:
+    offset, size = phdr.get(segment, "p_offset"), phdr.get(segment, "p_filesz")
+    count = size // dyn.size
+    data = r.at(offset, min(count, _MAX_DYN) * dyn.size, "the dynamic section")
+    found: list[tuple[Any, int]] = []
+    for start in range(0, len(data), dyn.size):
+        record = data[start:start + dyn.size]
+        tag = dyn.get(record, "d_tag")
+        if tag == "DT_NULL":
+            return found
+        found.append((tag, dyn.get(record, "d_val")))
+    if count > _MAX_DYN:
+        raise Malformed(f"no DT_NULL within the first {_MAX_DYN} dynamic entries")
+    return found  # the segment ends without DT_NULL: the loader stops there too
+
+
+def read_dynamic(f: BinaryIO, target: ElfTarget) -> Dynamic | None:
+    """The loader's view of the shared object ``f``; None if it is not an ELF file for
+    ``target`` with a PT_DYNAMIC (the loader would skip it). Raises Malformed."""
+    f.seek(0)
+    head = f.read(_HEAD)
+    if not head.startswith(ELF_MAGIC):
+        return None
+    r = Reader(f, head, f.seek(0, os.SEEK_END))
+    elfclass, little_endian, ehdr, header = _header(r)
+    machine, e_type = ehdr.get(header, "e_machine"), ehdr.get(header, "e_type")
+    if (machine, elfclass, little_endian) != (
+        target.machine, target.elfclass, target.little_endian
+    ) or e_type != "ET_DYN":
+        return None
+    phdr, dyn = _layout(little_endian, elfclass, e_type, machine, ehdr.get(header, "EI_OSABI"))
+    _, dynamic_phdr, loads = _segments(r, ehdr, header, phdr)
+    if dynamic_phdr is None:
+        return None
+    return Dynamic(r, little_endian, elfclass, phdr, dyn, dynamic_phdr, loads, None)
 
 
 def _describe(machine: str | int, elfclass: int, little_endian: bool) -> str:

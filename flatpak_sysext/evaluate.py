@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from flatpak_sysext import __version__, cache, hostsync, placement, policy, targetdir, validate
-from flatpak_sysext.config import Config
+from flatpak_sysext.config import Config, glibc_root
 from flatpak_sysext.hostsync import read_merged
 from flatpak_sysext.installation import (
     Declared,
@@ -30,6 +30,7 @@ from flatpak_sysext.report import Problem, TreeReport
 
 if TYPE_CHECKING:
     from flatpak_sysext.elf import ElfTarget
+    from flatpak_sysext.hostglibc import HostGlibc
 
 @functools.cache
 def _executable_ident() -> bytes:
@@ -62,7 +63,8 @@ class Context:
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
                environ: Mapping[str, str]) -> Context:
-        return cls(config, tuple(installations), read_host(environ))
+        return cls(config, tuple(installations), read_host(environ),
+                   glibc_root=glibc_root(environ))
 
     @property
     def elf_target(self) -> ElfTarget:
@@ -72,8 +74,31 @@ class Context:
         return elf.ElfTarget.host()
 
     def fingerprint(self) -> str:
+        """What every cached verdict depends on besides the tree: a different one
+        discards the cache."""
         return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
-                                      self.host.architecture, _executable_ident())
+                                      self.host.architecture, _executable_ident(),
+                                      *self._glibc_fingerprint())
+
+    # allow_host_glibc (hostglibc.py): verdicts depend on the host's glibc too.
+    glibc_root: str = "/"
+    """Where the host's glibc is read (``FLATPAK_SYSEXT_GLIBC_ROOT``; tests)."""
+
+    @functools.cached_property
+    def host_glibc(self) -> HostGlibc:
+        """The host's glibc, read once per run and only if allow_host_glibc is used."""
+        from flatpak_sysext import hostglibc
+
+        return hostglibc.HostGlibc(self.glibc_root, self.elf_target)
+
+    def glibc_for(self, app_id: str) -> HostGlibc | None:
+        """The host glibc ``app_id``'s tree is judged against, if allow_host_glibc admits it."""
+        return self.host_glibc if self.config.host_glibc_allowed(app_id) else None
+
+    def _glibc_fingerprint(self) -> tuple[object, ...]:
+        if not self.config.allow_host_glibc:
+            return ()
+        return self.config.allow_host_glibc, self.host_glibc.identity()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +151,8 @@ def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport,
     elif report is not None:
         return report, False
     else:
-        report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target)
+        report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target,
+                                        host_glibc=ctx.glibc_for(app.app_id))
     store.put(app.app_id, key, report)
     return report, True
 

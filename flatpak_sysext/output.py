@@ -215,6 +215,7 @@ def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
         "accepted": report.accepted,
         "problems": _problems(report.problems),
         "warnings": _problems(report.warnings),
+        "host_glibc": {library: list(versions) for library, versions in report.host_glibc},
     }
 
 
@@ -224,5 +225,8 @@ def print_check(name: str, path: str, report: TreeReport) -> None:
         print(f"{p.code}: {p.path or '.'}: {p.message}")
     for w in report.warnings:
         print(f"warning: {w.code}: {w.path or '.'}: {w.message}")
+    if report.host_glibc:
+        needs = ", ".join(f"{' '.join(v)} from {lib}" for lib, v in report.host_glibc)
+        print(f"needs the host's glibc (allow_host_glibc): {needs}")
     verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
     print(f"{name} ({path}): {verdict}")

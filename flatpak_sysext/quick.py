@@ -7,7 +7,8 @@ do and said nothing leaves a stamp, ``<installation>/flatpak-sysext/quick``, wit
 - the environment variables and command-line path it ran with;
 - the ``stat`` signature of every file and directory its decision read: the config,
   ``installations.d``, os-release, the repo config, the target directory, the merged
-  list, the state files, the installed code, and Flatpak's ``.changed``;
+  list, the state files, the installed code, and Flatpak's ``.changed``; with
+  allow_host_glibc, also the host's loader, ``ld.so.cache`` and ``libc.so.6``;
 - per installed app, the identity of its active deployment directory (the ``stat`` of
   ``app/<ID>/current/active``), and which apps mattered (declared an extension or had
   an entry in the target directory).
@@ -49,7 +50,7 @@ MARGIN_NS = 2_000_000_000
 filesystems with one-second timestamps and clocks stepped by a little."""
 MAX_SIZE = 64 << 20
 ENVIRONMENT = ("FLATPAK_SYSTEM_DIR", "FLATPAK_CONFIG_DIR", "FLATPAK_SYSEXT_CONFIG",
-               "SYSTEMD_OS_RELEASE")
+               "SYSTEMD_OS_RELEASE", "FLATPAK_SYSEXT_GLIBC_ROOT")
 """The variables a trigger run reads."""
 UNKNOWN = "?"
 """A signature that matches nothing: what is recorded for a path that changed too recently."""

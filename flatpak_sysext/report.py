@@ -50,6 +50,9 @@ class TreeReport:
     problems: tuple[Problem, ...]
     warnings: tuple[Problem, ...]
     files: frozenset[str]
+    host_glibc: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """What the executables admitted by allow_host_glibc need of the host: per glibc
+    library (sorted), its highest numbered version needed and any unnumbered one."""
 
     @property
     def accepted(self) -> bool:

@@ -99,6 +99,8 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
                           memo_dir=statefiles.directory(inst.path))
         snap.add(state_inputs(cfg, inst))
         ctx = Context.create(cfg, insts, environ)
+        if cfg.allow_host_glibc:  # verdicts depend on the host's glibc (hostglibc.py)
+            snap.add(ctx.host_glibc.watched_paths())
         snap.add_apps()
         act = _reconcile_here if _writable(cfg.target_dir) else _ask_service
         lines, ev = act(ctx, inst)

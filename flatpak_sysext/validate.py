@@ -22,6 +22,7 @@ from flatpak_sysext.report import SPECIAL_KINDS, Problem, TreeReport, show, what
 
 if TYPE_CHECKING:
     from flatpak_sysext import elf
+    from flatpak_sysext.hostglibc import GlibcJudge, HostGlibc
 
 MERGED = (b"usr", b"opt")  # the only top-level directories systemd-sysext merges
 MAX_PER_CODE = 1000  # problems listed per code: a hostile tree must not make a huge report
@@ -46,16 +47,18 @@ class _Findings:
         if self.counts[code] <= MAX_PER_CODE:
             self.problems.append(Problem(code, path, message))
 
-    def report(self, files: frozenset[str]) -> TreeReport:
+    def report(self, files: frozenset[str], glibc: GlibcJudge | None = None) -> TreeReport:
         for code, n in sorted(self.counts.items()):
             if n > MAX_PER_CODE:
                 self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
                                                        f"{code} problems, not listed"))
-        return TreeReport(tuple(self.problems), tuple(self.warnings), files)
+        return TreeReport(tuple(self.problems), tuple(self.warnings), files,
+                          glibc.requirements() if glibc is not None else ())
 
 
 def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
-                  elf_target: elf.ElfTarget) -> TreeReport:
+                  elf_target: elf.ElfTarget, *,
+                  host_glibc: HostGlibc | None = None) -> TreeReport:
     """Check the extension tree at ``root`` (which holds ``usr/``) against every tree rule.
 
     ``root`` itself is opened following symlinks: resolving it is the caller's job (see
@@ -66,6 +69,9 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
     problem (up to :data:`MAX_PER_CODE` per code). Raises OSError only when the tree
     cannot be read or changes while it is read (:class:`TreeChanged`), never for what it
     holds.
+
+    With ``host_glibc`` (allow_host_glibc), an executable that needs only that glibc is
+    admitted too (hostglibc), and the report's ``host_glibc`` says what they need of it.
     """
     found = _Findings()
     why = release.valid_image_name(name)
@@ -79,10 +85,15 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
     try:
         if _usable_file_name(f"extension-release.{name}"):
             _check_release(root_fd, name, host, found)
-        files = _walk(root_fd, elf_target, found)
+        glibc = None
+        if host_glibc is not None:
+            from flatpak_sysext.hostglibc import GlibcJudge
+
+            glibc = GlibcJudge(host_glibc)
+        files = _walk(root_fd, elf_target, glibc, found)
     finally:
         os.close(root_fd)
-    return found.report(frozenset(files))
+    return found.report(frozenset(files), glibc)
 
 
 def _usable_file_name(name: str) -> bool:
@@ -199,7 +210,8 @@ class _Dir:
     pending: list[bytes] | None = None  # subdirectories still to visit
 
 
-def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
+def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
+          found: _Findings) -> list[str]:
     """Check every entry below the root; returns the non-directories under usr/ and opt/."""
     files: list[str] = []
     fd = os.dup(root_fd)
@@ -213,7 +225,7 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
         while stack:
             top = stack[-1]
             if top.pending is None:
-                top.pending = _scan(fd, stack, target, found, files)
+                top.pending = _scan(fd, stack, target, glibc, found, files)
             if top.pending:
                 child = top.pending.pop()
                 new = os.open(child, _DIR_FLAGS, dir_fd=fd)
@@ -239,8 +251,8 @@ def _walk(root_fd: int, target: elf.ElfTarget, found: _Findings) -> list[str]:
     return files
 
 
-def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
-          files: list[str]) -> list[bytes]:
+def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge | None,
+          found: _Findings, files: list[str]) -> list[bytes]:
     """Check the entries of the directory ``fd`` (the top of ``stack``); returns its subdirs."""
     # Imported here, not at the top: reconcile imports this module on every run, and a
     # run that validates no tree need not load pyelftools.
@@ -287,7 +299,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, found: _Findings,
         if merged and stat.S_ISREG(mode):
             with os.fdopen(_open_file(fd, raw, st), "rb") as f:
                 _check_xattrs(f.fileno(), full, found)
-                verdict = elf.judge(f, target)
+                verdict = elf.judge(f, target, glibc)
             if verdict is not None:
                 found.add(verdict[0], show(full), verdict[1])
     subdirs.reverse()  # popped from the end: visit in name order

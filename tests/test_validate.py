@@ -303,7 +303,8 @@ def test_deep_tree(fast_tmp: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> N
         os.close(fd)
         fds = [_open_fds()]
 
-        def counting_judge(f: BinaryIO, target: elf.ElfTarget) -> tuple[str, str] | None:
+        def counting_judge(f: BinaryIO, target: elf.ElfTarget,
+                           glibc: object = None) -> tuple[str, str] | None:
             fds.append(_open_fds())
             return None
 
@@ -379,7 +380,7 @@ def test_directory_moved_during_walk(tmp_path: pathlib.Path,
     (tree / "usr/c").mkdir()
     real = elf.judge
 
-    def moving_judge(f: BinaryIO, target: elf.ElfTarget) -> Any:
+    def moving_judge(f: BinaryIO, target: elf.ElfTarget, glibc: object = None) -> Any:
         os.rename(tree / "usr/a/b", tree / "usr/c/b")  # ".." of b is now usr/c
         return real(f, target)
 
