@@ -1,0 +1,226 @@
+"""End to end on a booted host: Debian 12 under ``systemd-nspawn --boot`` (testsupport/booted.py).
+
+One booted machine serves the whole module and the scenarios run in order, each starting
+from the state the previous one left: installed, refused, rebooted, package manager,
+update, uninstall, and a last look at the units and the journal. The project is installed
+inside by ``make install``; apps come from a GPG-signed repository through ``flatpak
+install --system``, so the trigger runs sandboxed by bubblewrap as on a user's machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.flatpaktools import FlatpakEnv
+from tests.flatpaktools import daemon_tree as c_daemon_tree
+from testsupport import booted
+from testsupport.booted import Machine, call_daemon, daemon_unit
+
+pytestmark = [pytest.mark.privileged, pytest.mark.booted]
+
+APP = "org.fsx.Booted"  # a static Go daemon owning this bus name
+DYN = "org.fsx.Dynamic"  # the same shape, but its daemon is dynamically linked
+UNIT = daemon_unit(APP)
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip when ``condition`` is false; with FLATPAK_SYSEXT_TEST_STRICT=1, fail instead."""
+    if condition:
+        return
+    if os.environ.get("FLATPAK_SYSEXT_TEST_STRICT") == "1":
+        pytest.fail(f"FLATPAK_SYSEXT_TEST_STRICT=1, but {why}")
+    pytest.skip(why)
+
+
+class Precondition(Exception):
+    """A step before the one under test went wrong: an error, never an expected failure."""
+
+
+def precondition(condition: bool, what: str) -> None:
+    # The xfail scenarios expect an AssertionError from the missing feature only; a
+    # broken setup must show up as an error instead of passing as "expected to fail".
+    if not condition:
+        raise Precondition(what)
+
+
+@dataclass
+class Host:
+    machine: Machine
+    publisher: FlatpakEnv
+    builds: Path
+    # What `flatpak install` printed, by app ID, for the scenarios that look at it later.
+    installed: dict[str, str] = field(default_factory=dict)
+
+    def flatpak(self, *args: str) -> str:
+        """Run ``flatpak ARGS`` inside; return its output, which must show no traceback."""
+        result = self.machine.run("flatpak", *args, "-y", "--noninteractive")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert "Traceback" not in out, out
+        return out
+
+    def link_target(self, name: str) -> str:
+        """Where /var/lib/extensions/NAME resolves inside, or "" if there is no such link."""
+        return self.machine.run("readlink", "-e", f"/var/lib/extensions/{name}").stdout.strip()
+
+    def declared_tree(self, app_id: str) -> str:
+        """The extension tree of the app's active deployment, as Flatpak locates it."""
+        location = self.machine.run("flatpak", "info", "--system", "--show-location", app_id,
+                                    check=True).stdout.strip()
+        return self.machine.run("readlink", "-e", f"{location}/files/lib/extensions",
+                                check=True).stdout.strip()
+
+    def version(self) -> str:
+        """What the daemon answers over D-Bus (busctl prints ``s "VERSION"``)."""
+        result = call_daemon(self.machine, APP)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def usr_writable(self) -> bool:
+        probe = "/usr/.fsx-write-probe"
+        ok = self.machine.run("touch", probe).returncode == 0
+        self.machine.run("rm", "-f", probe)
+        return ok
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A booted Debian 12 with flatpak-sysext installed and the signed repository added."""
+    require(os.geteuid() == 0, "booting a container needs root")
+    missing = booted.missing_tools() + [t for t in ("flatpak", "bwrap", "gcc", "gpg")
+                                        if shutil.which(t) is None]
+    require(not missing, f"missing tools: {' '.join(missing)}")
+    base = tmp_path_factory.mktemp("booted")
+    builds = base / "builds"
+    builds.mkdir()
+    publisher = FlatpakEnv(base / "publisher", signed=True)
+    session_root = booted.SessionRoot(booted.cached_root())
+    machine = Machine(session_root.root, f"fsx-booted-{os.getpid()}")
+    try:
+        v1 = booted.build_daemon(builds / "fsx-daemon-v1", "v1")
+        publisher.publish(APP, booted.daemon_tree(APP, v1))
+        publisher.publish(DYN, c_daemon_tree(DYN, "dynamic", static=False))
+        machine.boot()
+        machine.install_project()
+        machine.add_repository(publisher.repo, publisher.pubkey)
+        yield Host(machine, publisher, builds)
+    finally:
+        machine.poweroff()
+        session_root.remove()
+        publisher.close()
+
+
+def test_install_links_merges_and_activates(host: Host) -> None:
+    host.installed[APP] = host.flatpak("install", "--system", "fsx", APP)
+    host.machine.settle()
+    host.machine.wait_for(lambda: APP in host.machine.merged(), f"{APP} to be merged")
+    assert host.link_target(APP) == host.declared_tree(APP)
+    # Not running before the call: the reply proves D-Bus activation through systemd.
+    assert host.machine.run("systemctl", "is-active", UNIT).stdout.strip() != "active"
+    assert host.version() == 's "v1"'
+    assert host.machine.run("systemctl", "is-active", UNIT).stdout.strip() == "active"
+
+
+def test_dynamic_app_refused_with_reason(host: Host) -> None:
+    out = host.installed[DYN] = host.flatpak("install", "--system", "fsx", DYN)
+    host.machine.settle()
+    # Whether the trigger says it depends on a race (see the next scenario); if it does,
+    # it says why.
+    said = [line for line in out.splitlines() if line.startswith(f"flatpak-sysext: {DYN}:")]
+    assert all(": rejected: dynamic-elf " in line for line in said), out
+    status = json.loads(host.machine.run("flatpak-sysext", "status", "--json",
+                                         check=True).stdout)
+    item = next(i for i in status if i["app"] == DYN)
+    assert item["state"] == "rejected"
+    assert [p["code"] for p in item["problems"]] == ["dynamic-elf"]
+    assert "dynamically linked" in item["problems"][0]["message"]
+    assert host.link_target(DYN) == ""
+    assert DYN not in host.machine.merged()
+
+
+# Not strict: today the outcome is a race. Flatpak bumps .changed before it runs
+# triggers; when the path unit's reconcile links the app first, the trigger finds nothing
+# left to do and prints nothing, and when the trigger is first it prints its line.
+@pytest.mark.xfail(strict=False, raises=AssertionError,
+                   reason="install output that names the app whoever reconciles first")
+def test_install_output_says_what_became_of_each_app(host: Host) -> None:
+    precondition(APP in host.installed and DYN in host.installed, "both apps installed")
+    assert f"flatpak-sysext: {APP}: linked" in host.installed[APP]
+    assert f"flatpak-sysext: {DYN}: rejected: dynamic-elf" in host.installed[DYN]
+
+
+def test_reboot_merges_at_boot_after_reconcile(host: Host) -> None:
+    host.machine.reboot()
+    assert APP in host.machine.merged()
+
+    def show(unit: str, prop: str) -> str:
+        return host.machine.run("systemctl", "show", "-p", prop, "--value", unit).stdout.strip()
+
+    # Both are oneshot: ours has finished (successfully) before sysext's started.
+    assert show("flatpak-sysext.service", "Result") == "success"
+    done = int(show("flatpak-sysext.service", "ExecMainExitTimestampMonotonic"))
+    merge = int(show("systemd-sysext.service", "ExecMainStartTimestampMonotonic"))
+    assert 0 < done <= merge
+    assert host.version() == 's "v1"'
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="package-manager hooks (unmerge before dpkg, merge after)")
+def test_dpkg_install_while_merged(host: Host) -> None:
+    m = host.machine
+    precondition(APP in m.merged(), f"{APP} merged before dpkg runs")
+    pkg = "/root/fsx-probe"
+    control = ("Package: fsx-probe\nVersion: 1\nArchitecture: all\n"
+               "Maintainer: flatpak-sysext tests <tests@fsx.invalid>\n"
+               "Description: a file under /usr for the booted-host tests\n")
+    m.run("mkdir", "-p", f"{pkg}/DEBIAN", f"{pkg}/usr/share/fsx-probe", check=True)
+    m.run("sh", "-c", f"cat > {pkg}/DEBIAN/control", input=control, check=True)
+    m.run("sh", "-c", f"echo probe > {pkg}/usr/share/fsx-probe/probe", check=True)
+    m.run("dpkg-deb", "--build", "--root-owner-group", pkg, f"{pkg}.deb", check=True)
+    result = m.run("dpkg", "-i", f"{pkg}.deb")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert m.run("test", "-f", "/usr/share/fsx-probe/probe").returncode == 0
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after dpkg")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="restart of the extension's running units after an update")
+def test_update_restarts_daemon(host: Host) -> None:
+    v2 = booted.build_daemon(host.builds / "fsx-daemon-v2", "v2")
+    host.publisher.publish(APP, booted.daemon_tree(APP, v2))
+    host.machine.sync_repository(host.publisher.repo)
+    precondition(host.version() == 's "v1"', "v1 answers before the update")
+    host.flatpak("update", "--system")
+    host.machine.settle()
+    host.machine.wait_for(lambda: host.link_target(APP) == host.declared_tree(APP)
+                          and APP in host.machine.merged(), "the new commit to be merged")
+    assert host.version() == 's "v2"'
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="stopping the extension's units on uninstall")
+def test_uninstall_stops_daemon(host: Host) -> None:
+    m = host.machine
+    precondition(host.version().startswith('s "v'), "the daemon answers before uninstall")
+    host.flatpak("uninstall", "--system", APP)
+    m.settle()
+    m.wait_for(lambda: APP not in m.merged(), f"{APP} to be unmerged")
+    assert host.link_target(APP) == ""
+    assert host.usr_writable()
+    assert m.run("systemctl", "is-active", UNIT).stdout.strip() != "active"
+    assert call_daemon(m, APP).returncode != 0
+
+
+def test_no_failed_unit_no_traceback(host: Host) -> None:
+    m = host.machine
+    assert m.run("systemctl", "--failed", "--no-legend", check=True).stdout.strip() == ""
+    journal = m.run("journalctl", "--no-pager", "-q", check=True).stdout
+    assert "flatpak-sysext" in journal  # the journal is the one the service wrote to
+    assert "Traceback" not in journal

@@ -1,0 +1,326 @@
+"""A real Debian 12 booted with systemd as PID 1, for the booted-host tests.
+
+The root is made once with ``debootstrap`` from Debian's archive and cached outside the
+clone (``$FLATPAK_SYSEXT_TEST_CACHE``, default ``/var/cache/flatpak-sysext-tests``); a test
+session boots a throw-away copy of it with ``systemd-nspawn --boot`` and runs commands
+inside with ``nsenter``. The project is installed inside as a packager would (``make
+install`` on Debian's Python and packages), and extension daemons are static Go programs
+built here with Debian's ``golang-go`` and ``golang-dbus-dev``. See docs/ARCHITECTURE.md,
+"Booted-host tests".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+CACHE_DIR = Path(os.environ.get("FLATPAK_SYSEXT_TEST_CACHE", "/var/cache/flatpak-sysext-tests"))
+SUITE = "bookworm"
+# polkitd needs libpam-systemd for a logind; make and python3-* are what `make install`
+# and the installed package use; procps for the tests' own look at processes.
+PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
+            "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
+            "procps")
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "go", "git")
+GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their sources
+DAEMON_SOURCE = Path(__file__).resolve().parent / "daemon"
+INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+TreeBuilder = Callable[[Path], None]
+
+
+def missing_tools() -> list[str]:
+    """The host tools this module needs that are not installed."""
+    return [t for t in TOOLS if shutil.which(t) is None]
+
+
+def mirror() -> str:
+    """The Debian mirror apt uses here (first ``URIs:`` of a deb822 source), else Debian's."""
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    return DEFAULT_MIRROR
+
+
+def root_key() -> str:
+    """What names a cached root: the suite and the package list (not the mirror)."""
+    return hashlib.sha256("\n".join((SUITE, *PACKAGES)).encode()).hexdigest()[:12]
+
+
+def cached_root() -> Path:
+    """The cached Debian root, made with debootstrap if it is missing.
+
+    It is built in a temporary directory next to it and renamed when complete, under a
+    lock, so an interrupted build leaves nothing that looks usable.
+    """
+    final = CACHE_DIR / f"{SUITE}-{root_key()}"
+    if final.is_dir():
+        return final
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if final.is_dir():  # another session built it while we waited
+            return final
+        build = Path(tempfile.mkdtemp(prefix=f".build-{final.name}.", dir=CACHE_DIR))
+        try:
+            subprocess.run(["debootstrap", "--variant=minbase",
+                            f"--include={','.join(PACKAGES)}", SUITE, str(build / "root"),
+                            mirror()], check=True, stdout=subprocess.DEVNULL)
+            os.rename(build / "root", final)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return final
+
+
+class SessionRoot:
+    """A throw-away copy of the cached root (``cp -a --reflink=auto``), deleted by ``remove``.
+
+    Not an overlayfs mount with the cache as lower dir, although mounting is instant and
+    the copy takes about 2 s: systemd-sysext's own overlay on top of an overlayfs root
+    lists every directory under /usr as empty (files still open by name), so after a
+    merge systemd finds no unit at all and cannot even power off.
+    """
+
+    def __init__(self, cache: Path) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="fsx-booted-", dir=CACHE_DIR))
+        self.root = self.base / "root"
+        subprocess.run(["cp", "-a", "--reflink=auto", str(cache), str(self.root)], check=True)
+
+    def remove(self) -> None:
+        """Delete the copy."""
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Machine:
+    """A root booted with ``systemd-nspawn --boot``; commands run inside with nsenter."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = root
+        self.name = name
+        self.log = root.parent / f"{name}.console.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid1 = 0
+        self.boots = 0
+        self._prepare()
+
+    def _prepare(self) -> None:
+        # A fixed machine ID and a persistent journal, so journalctl sees every boot.
+        (self.root / "etc/machine-id").write_text(os.urandom(16).hex() + "\n")
+        (self.root / "var/log/journal").mkdir(parents=True, exist_ok=True)
+
+    def boot(self, timeout: float = 120) -> float:
+        """Boot and wait until the system is up (running or degraded); return the seconds."""
+        start = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                ["systemd-nspawn", "-D", str(self.root), "--boot", "--register=no",
+                 "--console=pipe", "--private-network", "--link-journal=no",
+                 # No host systemd to make a scope for it in (its bus is absent).
+                 "--keep-unit",
+                 f"--machine={self.name}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        self.pid1 = self._find_pid1(start + timeout)
+        state = ""
+        while time.monotonic() < start + timeout:
+            left = max(1.0, start + timeout - time.monotonic())
+            try:
+                state = self.run("systemctl", "is-system-running", "--wait",
+                                 timeout=left).stdout.strip()
+            except subprocess.TimeoutExpired:
+                break
+            if state in ("running", "degraded"):
+                self.boots += 1
+                return time.monotonic() - start
+            time.sleep(0.2)  # too early: the bus may not be up yet
+        self.kill()
+        raise RuntimeError(f"{self.name} did not boot in {timeout}s (state {state!r}):\n"
+                           + self.console_tail())
+
+    def console_tail(self, lines: int = 40) -> str:
+        """The end of the container's console output (it is deleted with the root)."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def _find_pid1(self, deadline: float) -> int:
+        # nspawn starts the container's init with CLONE_PARENT: it is nspawn's child,
+        # and PID 1 in its own namespace (the last NSpid field).
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited with {self.proc.returncode}:\n"
+                                   + self.console_tail())
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(line.split(":\t", 1) for line in
+                                  status.read_text().splitlines() if ":\t" in line)
+                except OSError:
+                    continue
+                if (fields.get("PPid") == str(self.proc.pid)
+                        and fields.get("NSpid", "").split()[-1:] == ["1"]):
+                    return int(status.parent.name)
+            time.sleep(0.05)
+        raise RuntimeError("no init process found under systemd-nspawn:\n"
+                           + self.console_tail())
+
+    def run(self, *cmd: str, check: bool = False, timeout: float = 300,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` inside, as root, with a clean environment (none of the host's)."""
+        result = subprocess.run(
+            ["nsenter", "-t", str(self.pid1), "-a", "/usr/bin/env", "-i",
+             f"PATH={INSIDE_PATH}", "LANG=C.UTF-8", "HOME=/root", *cmd],
+            capture_output=True, text=True, timeout=timeout, input=input)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited with {result.returncode}:\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def poweroff(self, timeout: float = 60) -> None:
+        """Shut down cleanly (SIGRTMIN+4 to systemd), killing it after ``timeout``."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.pid1, signal.SIGRTMIN + 4)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        """Stop the container at once."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            if self.pid1:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid1, signal.SIGKILL)
+            self.proc.wait(30)
+        self.proc = None
+
+    def reboot(self, timeout: float = 120) -> float:
+        """Power off and boot the same root again; return the seconds the boot took."""
+        self.poweroff()
+        return self.boot(timeout)
+
+    def install_project(self, source: Path = SOURCE_ROOT) -> None:
+        """Install flatpak-sysext the way a packager does, and enable its units.
+
+        The working tree (tracked and untracked files git does not ignore) is copied to
+        /usr/src/flatpak-sysext and installed there by ``make install PREFIX=/usr`` on
+        Debian's python3, python3-pyelftools and python3-jsonschema.
+        """
+        dest = self.root / "usr/src/flatpak-sysext"
+        files = subprocess.run(["git", "-C", str(source), "ls-files", "-z", "--cached",
+                                "--others", "--exclude-standard"], check=True,
+                               capture_output=True, text=True).stdout.split("\0")
+        for name in filter(None, files):
+            src = source / name
+            if not src.is_file():  # deleted in the working tree, not yet in the index
+                continue
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+        self.run("make", "-C", "/usr/src/flatpak-sysext", "install", "PREFIX=/usr",
+                 "PYTHON=/usr/bin/python3", check=True)
+        self.run("systemctl", "enable", "--now", "flatpak-sysext.path",
+                 "flatpak-sysext.service", check=True)
+        self.run("systemctl", "enable", "systemd-sysext.service", check=True)
+
+    def add_repository(self, repo: Path, pubkey: Path, remote: str = "fsx") -> None:
+        """Copy a signed Flatpak repository in and add it as a GPG-verified system remote."""
+        self.sync_repository(repo)
+        shutil.copy2(pubkey, self.root / "srv/fsx/pubkey.gpg")
+        self.run("flatpak", "remote-add", "--system", "--gpg-import=/srv/fsx/pubkey.gpg",
+                 remote, "file:///srv/fsx/repo", check=True)
+
+    def sync_repository(self, repo: Path) -> None:
+        """Copy the repository's current content (new commits, refs, summary) in."""
+        shutil.copytree(repo, self.root / "srv/fsx/repo", symlinks=True, dirs_exist_ok=True)
+
+    def merged(self) -> list[str]:
+        """The names systemd-sysext says are merged into /usr now."""
+        result = self.run("cat", "/usr/.systemd-sysext/extensions")
+        return result.stdout.split() if result.returncode == 0 else []
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.2)
+
+    def settle(self, timeout: float = 120) -> None:
+        """Wait until the path unit's reconcile (and any job it queued) has finished."""
+        self.wait_for(lambda: self.run("systemctl", "list-jobs", "--no-legend")
+                      .stdout.strip() == "" and self.run(
+                          "systemctl", "is-active", "flatpak-sysext.service")
+                      .stdout.strip() != "activating",
+                      "flatpak-sysext.service to finish", timeout)
+
+
+def build_daemon(out: Path, version: str) -> Path:
+    """Build the static Go D-Bus daemon (testsupport/daemon) answering ``version``."""
+    env = dict(os.environ, GO111MODULE="off", GOPATH=GOPATH, CGO_ENABLED="0",
+               GOCACHE=str(CACHE_DIR / "go-build"), GOFLAGS="")
+    subprocess.run(["go", "build", "-ldflags", f"-X main.version={version}", "-o", str(out),
+                    "."], cwd=DAEMON_SOURCE, env=env, check=True, capture_output=True)
+    return out
+
+
+def daemon_unit(app_id: str) -> str:
+    """The systemd unit name of an app's daemon: ``fsx-<last part of the ID>.service``."""
+    return f"fsx-{app_id.rsplit('.', 1)[-1].lower()}.service"
+
+
+def daemon_tree(app_id: str, binary: Path) -> TreeBuilder:
+    """A sysext tree with a D-Bus-activated system service owning the bus name ``app_id``.
+
+    The unit (Type=dbus), the D-Bus service file that activates it through systemd, a
+    policy letting root own the name and anyone call it, and an extension-release that
+    matches any host.
+    """
+    unit = daemon_unit(app_id)
+    exe = f"/usr/libexec/{app_id}/fsx-daemon"
+
+    def build(root: Path) -> None:
+        files = {
+            f"usr/lib/extension-release.d/extension-release.{app_id}": "ID=_any\n",
+            f"usr/lib/systemd/system/{unit}":
+                f"[Unit]\nDescription={app_id} test daemon\n\n[Service]\nType=dbus\n"
+                f"BusName={app_id}\nExecStart={exe} {app_id}\n",
+            f"usr/share/dbus-1/system-services/{app_id}.service":
+                f"[D-BUS Service]\nName={app_id}\nExec=/bin/false\nUser=root\n"
+                f"SystemdService={unit}\n",
+            f"usr/share/dbus-1/system.d/{app_id}.conf":
+                '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration'
+                ' 1.0//EN"\n "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">\n'
+                f'<busconfig>\n  <policy user="root"><allow own="{app_id}"/></policy>\n'
+                f'  <policy context="default"><allow send_destination="{app_id}"/></policy>\n'
+                "</busconfig>\n",
+        }
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        (root / exe.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binary, root / exe.lstrip("/"))
+
+    return build
+
+
+def call_daemon(machine: Machine, app_id: str) -> subprocess.CompletedProcess[str]:
+    """``busctl call`` the daemon's Version() on the system bus (activating it if needed)."""
+    path = "/" + app_id.replace(".", "/")
+    return machine.run("busctl", "call", "--system", app_id, path, app_id, "Version",
+                       timeout=60)
