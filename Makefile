@@ -8,12 +8,20 @@ BINDIR ?= $(EXEC_PREFIX)/bin
 DATAROOTDIR ?= $(PREFIX)/share
 DATADIR ?= $(DATAROOTDIR)
 MANDIR ?= $(DATAROOTDIR)/man
-SYSCONFDIR ?= /etc
 DESTDIR ?=
 # Flatpak reads triggers only from its own datadir (/usr/share/flatpak/triggers on
 # distributions): with PREFIX=/usr/local, set DATADIR=/usr/share or TRIGGERSDIR.
 TRIGGERSDIR ?= $(DATADIR)/flatpak/triggers
-SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+# Units go where systemd itself looks when installing into systemd's own prefix: pkg-config
+# says, e.g. /lib/systemd/system on Debian 12 (the only place its dh_installsystemd enables
+# units from), /usr/lib/systemd/system elsewhere. Any other PREFIX (/usr/local, a test
+# prefix), or no pkg-config or systemd.pc: $(PREFIX)/lib/systemd/system.
+SYSTEMD_PREFIX := $(shell pkg-config --variable=prefix systemd 2>/dev/null)
+SYSTEMDUNITDIR ?= $(if $(filter $(PREFIX),$(SYSTEMD_PREFIX)),$\
+	$(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),$\
+	$(PREFIX)/lib/systemd/system)
+# The example config (every key with its default) is documentation, not a config file.
+EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext
 # Where PYTHON looks for packages under PREFIX: the first of its own site directories
 # under PREFIX/lib (Debian: /usr/lib/python3/dist-packages, or for /usr/local
 # /usr/local/lib/python3.X/dist-packages), else posix_prefix's purelib
@@ -108,7 +116,7 @@ install-package:
 
 install-data:
 	install -d $(DESTDIR)$(TRIGGERSDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
-	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext $(DESTDIR)$(MANDIR)/man8
+	  $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(MANDIR)/man8
 	sed '1s|^#!/usr/bin/python3|#!$(PYTHON_EXE)|' triggers/flatpak-sysext.trigger \
 	  > $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger
 	chmod 0755 $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger
@@ -116,8 +124,7 @@ install-data:
 	  > $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
 	install -m 0644 systemd/flatpak-sysext.path $(DESTDIR)$(SYSTEMDUNITDIR)/
-	install -m 0644 examples/config.json \
-	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext/config.json.example
+	install -m 0644 examples/config.json $(DESTDIR)$(EXAMPLEDIR)/config.json.example
 	install -m 0644 docs/flatpak-sysext.8 $(DESTDIR)$(MANDIR)/man8/
 
 uninstall:
@@ -126,9 +133,10 @@ uninstall:
 	  $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.path \
-	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext/config.json.example \
+	  $(DESTDIR)$(EXAMPLEDIR)/config.json.example \
 	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
-	rmdir $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext 2>/dev/null || true
+	rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null || true
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
+	  .hypothesis
