@@ -38,7 +38,8 @@ PYTHON_MIN ?= $(firstword $(foreach p,python3.9 $(wildcard $(HOME)/.pyenv/versio
 	$(shell $(p) -c 'import venv' >/dev/null 2>&1 && echo $(p))) $(PYTHON))
 VPY := $(VENV)/bin/python
 # Debian 12's versions: the oldest a current LTS distribution ships (SPEC §10).
-MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3
+# setuptools too: tests/test_sdist.py builds with it.
+MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 setuptools==66.1.1
 
 PYTEST_ARGS ?=
 
@@ -68,7 +69,7 @@ deps:
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q --upgrade pip setuptools
 	$(VPY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
