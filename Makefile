@@ -42,9 +42,11 @@ VPY := $(VENV)/bin/python
 MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 setuptools==66.1.1
 
 PYTEST_ARGS ?=
+# Where `make deb` leaves the Debian package.
+DEBDIR ?= dist
 
 .PHONY: all deps venv test test-min lint demo bench clean \
-	install install-package install-data uninstall
+	install install-package install-data uninstall deb
 
 all: venv
 
@@ -137,6 +139,10 @@ uninstall:
 	  $(DESTDIR)$(EXAMPLEDIR)/config.json.example \
 	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
 	rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null || true
+
+# The Debian package, built from the sdist with packaging/debian (packaging/build-deb.sh).
+deb:
+	packaging/build-deb.sh $(DEBDIR)
 
 clean:
 	rm -rf $(VENV) $(VENV_MIN) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
