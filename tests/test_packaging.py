@@ -113,11 +113,13 @@ def run_prerm(deb: Path, tmp_path: Path, remove_all: str, *args: str) -> tuple[i
     fakes, log = tmp_path / "bin", tmp_path / "calls"
     fakes.mkdir(exist_ok=True)
     log.write_text("")
-    status = "2" if remove_all == "absent" else remove_all
+    helps = "2" if remove_all == "absent" else "0"
+    runs = "2" if remove_all == "absent" else remove_all
     scripts = {
         # argparse exits 2 on an unknown subcommand, --help included.
         "flatpak-sysext": f'echo "flatpak-sysext $*" >> {log}\n'
-                          f'case "$*" in remove-all*) exit {status};; esac',
+                          f'case "$*" in "remove-all --help") exit {helps};;'
+                          f' remove-all) exit {runs};; esac',
         "deb-systemd-invoke": f'echo "deb-systemd-invoke $*" >> {log}',
         "py3clean": "true",
     }
