@@ -38,8 +38,8 @@ PYTHON_MIN ?= $(firstword $(foreach p,python3.9 $(wildcard $(HOME)/.pyenv/versio
 	$(shell $(p) -c 'import venv' >/dev/null 2>&1 && echo $(p))) $(PYTHON))
 VPY := $(VENV)/bin/python
 # Debian 12's versions: the oldest a current LTS distribution ships (SPEC §10).
-# setuptools too: tests/test_sdist.py builds with it.
-MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 setuptools==66.1.1
+# setuptools and wheel too: tests/test_sdist.py builds with them.
+MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 setuptools==66.1.1 wheel==0.38.4
 
 PYTEST_ARGS ?=
 # Where `make deb` leaves the Debian package.
