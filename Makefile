@@ -8,12 +8,20 @@ BINDIR ?= $(EXEC_PREFIX)/bin
 DATAROOTDIR ?= $(PREFIX)/share
 DATADIR ?= $(DATAROOTDIR)
 MANDIR ?= $(DATAROOTDIR)/man
-SYSCONFDIR ?= /etc
 DESTDIR ?=
 # Flatpak reads triggers only from its own datadir (/usr/share/flatpak/triggers on
 # distributions): with PREFIX=/usr/local, set DATADIR=/usr/share or TRIGGERSDIR.
 TRIGGERSDIR ?= $(DATADIR)/flatpak/triggers
-SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+# Units go where systemd itself looks when installing into systemd's own prefix: pkg-config
+# says, e.g. /lib/systemd/system on Debian 12 (the only place its dh_installsystemd enables
+# units from), /usr/lib/systemd/system elsewhere. Any other PREFIX (/usr/local, a test
+# prefix), or no pkg-config or systemd.pc: $(PREFIX)/lib/systemd/system.
+SYSTEMD_PREFIX := $(shell pkg-config --variable=prefix systemd 2>/dev/null)
+SYSTEMDUNITDIR ?= $(if $(filter $(PREFIX),$(SYSTEMD_PREFIX)),$\
+	$(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),$\
+	$(PREFIX)/lib/systemd/system)
+# The example config (every key with its default) is documentation, not a config file.
+EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext
 # Where PYTHON looks for packages under PREFIX: the first of its own site directories
 # under PREFIX/lib (Debian: /usr/lib/python3/dist-packages, or for /usr/local
 # /usr/local/lib/python3.X/dist-packages), else posix_prefix's purelib
@@ -30,13 +38,15 @@ PYTHON_MIN ?= $(firstword $(foreach p,python3.9 $(wildcard $(HOME)/.pyenv/versio
 	$(shell $(p) -c 'import venv' >/dev/null 2>&1 && echo $(p))) $(PYTHON))
 VPY := $(VENV)/bin/python
 # Debian 12's versions: the oldest a current LTS distribution ships
-# (docs/reference.md#supported-versions).
-MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3
+# (docs/reference.md#supported-versions); setuptools and wheel too, for tests/test_sdist.py.
+MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 setuptools==66.1.1 wheel==0.38.4
 
 PYTEST_ARGS ?=
+# Where `make deb` leaves the Debian package.
+DEBDIR ?= dist
 
 .PHONY: all deps venv test test-min lint demo bench clean \
-	install install-package install-data uninstall
+	install install-package install-data uninstall deb
 
 all: venv
 
@@ -61,7 +71,7 @@ deps:
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q --upgrade pip setuptools
 	$(VPY) -m pip install -q -e '.[test,lint]'
 	touch $@
 
@@ -109,7 +119,7 @@ install-package:
 
 install-data:
 	install -d $(DESTDIR)$(TRIGGERSDIR) $(DESTDIR)$(SYSTEMDUNITDIR) \
-	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext $(DESTDIR)$(MANDIR)/man8
+	  $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(MANDIR)/man8
 	sed '1s|^#!/usr/bin/python3|#!$(PYTHON_EXE)|' triggers/flatpak-sysext.trigger \
 	  > $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger
 	chmod 0755 $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger
@@ -117,8 +127,7 @@ install-data:
 	  > $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
 	install -m 0644 systemd/flatpak-sysext.path $(DESTDIR)$(SYSTEMDUNITDIR)/
-	install -m 0644 examples/config.json \
-	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext/config.json.example
+	install -m 0644 examples/config.json $(DESTDIR)$(EXAMPLEDIR)/config.json.example
 	install -m 0644 docs/flatpak-sysext.8 $(DESTDIR)$(MANDIR)/man8/
 
 uninstall:
@@ -127,9 +136,14 @@ uninstall:
 	  $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.path \
-	  $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext/config.json.example \
+	  $(DESTDIR)$(EXAMPLEDIR)/config.json.example \
 	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
-	rmdir $(DESTDIR)$(SYSCONFDIR)/flatpak-sysext 2>/dev/null || true
+	rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null || true
+
+# The Debian package, built from the sdist with packaging/debian (packaging/build-deb.sh).
+deb:
+	packaging/build-deb.sh $(DEBDIR)
 
 clean:
-	rm -rf $(VENV) $(VENV_MIN) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_MIN) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
+	  .hypothesis

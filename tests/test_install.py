@@ -37,10 +37,19 @@ def site_dir(destdir: Path) -> Path:
     return found[0]
 
 
+def systemd_unit_dir() -> str:
+    """Where this machine's systemd wants the units of PREFIX=/usr (pkg-config; Debian 12:
+    lib/systemd/system), or usr/lib/systemd/system without pkg-config or systemd.pc."""
+    found = subprocess.run(["pkg-config", "--variable=systemdsystemunitdir", "systemd"],
+                           capture_output=True, text=True) if shutil.which("pkg-config") else None
+    return (found.stdout.strip() if found else "").lstrip("/") or "usr/lib/systemd/system"
+
+
 def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
     require(shutil.which("make") is not None, "make is needed")
     dest = tmp_path / "dest"
     make("install", f"DESTDIR={dest}", "PREFIX=/usr")
+    units = systemd_unit_dir()
 
     site = site_dir(dest)
     package = sorted(f"{site.relative_to(dest)}/flatpak_sysext/{p.name}"
@@ -52,9 +61,9 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
         **{p: 0o644 for p in package + schemas},
         "usr/bin/flatpak-sysext": 0o755,
         "usr/share/flatpak/triggers/flatpak-sysext.trigger": 0o755,
-        "usr/lib/systemd/system/flatpak-sysext.service": 0o644,
-        "usr/lib/systemd/system/flatpak-sysext.path": 0o644,
-        "etc/flatpak-sysext/config.json.example": 0o644,
+        f"{units}/flatpak-sysext.service": 0o644,
+        f"{units}/flatpak-sysext.path": 0o644,
+        "usr/share/doc/flatpak-sysext/config.json.example": 0o644,
         "usr/share/man/man8/flatpak-sysext.8": 0o644,
     }
 
@@ -66,7 +75,7 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
         REPO_ROOT / "triggers/flatpak-sysext.trigger").read_text().splitlines()[1:]
     script = (dest / "usr/bin/flatpak-sysext").read_text()
     assert script.splitlines()[0] == f"#!{sys.executable}"
-    service = (dest / "usr/lib/systemd/system/flatpak-sysext.service").read_text()
+    service = (dest / units / "flatpak-sysext.service").read_text()
     assert "ExecStart=/usr/bin/flatpak-sysext reconcile\n" in service
 
     # The installed copy is what that interpreter imports and runs.
@@ -82,7 +91,7 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys; from flatpak_sysext import config; "
          "print(config.load(sys.argv[1]) == config.Config())",
-         str(dest / "etc/flatpak-sysext/config.json.example")],
+         str(dest / "usr/share/doc/flatpak-sysext/config.json.example")],
         env=env, cwd=tmp_path, capture_output=True, text=True)
     assert loaded.stdout == "True\n", loaded.stderr
 
