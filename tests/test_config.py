@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from flatpak_sysext import config
-from tests.conftest import require
-from tests.flatpaktools import FlatpakEnv, daemon_tree, have_flatpak
+from testsupport.flatpak import FlatpakEnv, daemon_tree, have_flatpak
+from testsupport.prerequisites import require
+from testsupport.source import PACKAGE_DIR, SOURCE_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 APP = "org.fsx.Profiler"
 APP2 = "org.fsx.Tracer"
 
@@ -97,8 +97,8 @@ def test_missing_file_is_the_defaults_unless_named_explicitly(tmp_path: Path) ->
 
 
 def test_example_has_every_key_with_its_default() -> None:
-    example = REPO_ROOT / "examples" / "config.json"
-    schema = json.loads((REPO_ROOT / "flatpak_sysext" / config.SCHEMA).read_text())
+    example = SOURCE_ROOT / "examples" / "config.json"
+    schema = json.loads((PACKAGE_DIR / config.SCHEMA).read_text())
     data = json.loads(example.read_text())
     assert set(data) == set(schema["properties"])
     assert data == {k: v["default"] for k, v in schema["properties"].items()}
@@ -140,7 +140,7 @@ def load_in_child(path: Path, memo: Path) -> tuple[str, bool]:
             "except config.ConfigError as e:\n    print(e)\n"
             "print('jsonschema' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code, str(path), str(memo)], check=True,
-                         capture_output=True, text=True, cwd=REPO_ROOT).stdout.splitlines()
+                         capture_output=True, text=True).stdout.splitlines()
     return out[0], out[1] == "True"
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.conftest import require
-from tests.flatpaktools import FlatpakEnv, daemon_tree, schema, status_by_name
+from testsupport.flatpak import FlatpakEnv, daemon_tree, schema, status_by_name
+from testsupport.prerequisites import require_tools
 
-pytestmark = pytest.mark.merge
+pytestmark = [pytest.mark.privileged, pytest.mark.merge]
 
 APP = "org.fsx.Profiler"
 DAEMON = f"/usr/libexec/{APP}/profilerd"
@@ -93,8 +92,7 @@ class Host:
 
 @pytest.fixture
 def host(fenv: FlatpakEnv, tmp_path: Path) -> Iterator[Host]:
-    for tool in ("unshare", "nsenter", "systemd-sysext"):
-        require(shutil.which(tool) is not None, f"{tool} is needed")
+    require_tools("unshare", "nsenter", "systemd-sysext")
     # The trigger is not what is tested here: reconcile is, inside the namespace.
     (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
     fenv.write_config({"target_dir": "/run/extensions", "host_sync": True})
