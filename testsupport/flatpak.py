@@ -1,4 +1,4 @@
-"""Throw-away Flatpak installations built with the real ``flatpak`` (FACTS.md, "Testing").
+"""Throw-away Flatpak installations built with the real ``flatpak``.
 
 Used by the tests, ``make bench`` and ``make demo``. Everything lives under one directory: the
 repository, the system installation, Flatpak's config and triggers directories, the
