@@ -92,7 +92,7 @@ test-min: $(VENV_MIN)/.stamp
 	$(VENV_MIN)/bin/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check flatpak_sysext tests bench testsupport
+	$(VENV)/bin/ruff check flatpak_sysext tests testsupport bench demo
 	$(VENV)/bin/mypy
 
 demo: deps venv

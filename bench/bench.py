@@ -40,7 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench import generate  # noqa: E402
-from tests.flatpaktools import TRIGGER, compile_c  # noqa: E402
+from testsupport.flatpak import compile_c  # noqa: E402
+from testsupport.source import TRIGGER  # noqa: E402
 
 PY = sys.executable
 """Runs the harness, the ELF workers and the generators; the measured children run BENCH_PY."""

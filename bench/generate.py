@@ -1,6 +1,6 @@
 """Generated Flatpak installations, real enough for ``flatpak list``, made in seconds.
 
-One app is built and installed with the real ``flatpak`` (tests/flatpaktools.py); its
+One app is built and installed with the real ``flatpak`` (testsupport/flatpak.py); its
 deployment is the template. Every generated app is a clone of it under another ID: the same
 layout Flatpak writes (``app/<ID>/current -> ARCH/BRANCH``, ``active -> <commit>``, the
 deploy directory with ``deploy``, ``metadata``, ``export/`` and ``files/.ref``), the
@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.flatpaktools import ARCH, FlatpakEnv, compile_c
+from testsupport.flatpak import ARCH, FlatpakEnv, compile_c
 
 TEMPLATE_ID = "org.fsx.BenchTemplate"
 BRANCH = "stable"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.flatpaktools import FlatpakEnv, daemon_tree, have_flatpak
+from testsupport.flatpak import FlatpakEnv, daemon_tree, have_flatpak
 
 GOOD = "org.example.Sysprofd"
 BAD = "org.example.Dynamic"

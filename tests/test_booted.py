@@ -18,25 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.flatpaktools import FlatpakEnv
-from tests.flatpaktools import daemon_tree as c_daemon_tree
 from testsupport import booted
 from testsupport.booted import Machine, call_daemon, daemon_unit
+from testsupport.flatpak import FlatpakEnv
+from testsupport.flatpak import daemon_tree as c_daemon_tree
+from testsupport.prerequisites import require
 
 pytestmark = [pytest.mark.privileged, pytest.mark.booted]
 
 APP = "org.fsx.Booted"  # a static Go daemon owning this bus name
 DYN = "org.fsx.Dynamic"  # the same shape, but its daemon is dynamically linked
 UNIT = daemon_unit(APP)
-
-
-def require(condition: bool, why: str) -> None:
-    """Skip when ``condition`` is false; with FLATPAK_SYSEXT_TEST_STRICT=1, fail instead."""
-    if condition:
-        return
-    if os.environ.get("FLATPAK_SYSEXT_TEST_STRICT") == "1":
-        pytest.fail(f"FLATPAK_SYSEXT_TEST_STRICT=1, but {why}")
-    pytest.skip(why)
 
 
 class Precondition(Exception):

@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from tests.flatpaktools import FlatpakEnv, compile_c, daemon_tree, schema, write_release
+from testsupport.flatpak import FlatpakEnv, compile_c, daemon_tree, schema, write_release
 
 APP = "org.fsx.Profiler"
 
@@ -26,6 +26,7 @@ def test_schemas_are_valid_draft7() -> None:
         jsonschema.Draft7Validator.check_schema(schema(name))
 
 
+@pytest.mark.privileged
 def test_status_and_reconcile_json_match_their_schemas(fenv: FlatpakEnv) -> None:
     fenv.publish(APP, daemon_tree(APP, "v1"))
     fenv.publish("org.fsx.Bad", daemon_tree("org.fsx.Bad", "x", static=False))

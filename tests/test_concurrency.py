@@ -1,4 +1,4 @@
-"""Many runs at once, and a run that dies holding the lock (SPEC §9).
+"""Many runs at once, and a run that dies holding the lock (docs/reference.md#locks).
 
 Everything runs the real command line on a real Flatpak installation: ``reconcile``
 (the service), the trigger with a writable target directory (Flatpak without the
@@ -17,16 +17,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import require_tracing
-from tests.flatpaktools import ARCH, FlatpakEnv
+from testsupport.flatpak import ARCH, FlatpakEnv
+from testsupport.prerequisites import require_tracing
 
-pytestmark = pytest.mark.flatpak
+pytestmark = pytest.mark.privileged
 
 APPS = ("org.fsx.Alpha", "org.fsx.Beta", "org.fsx.Gamma")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlatpakEnv]:
+def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlatpakEnv]:
     require_tracing()
     root = tmp_path_factory.mktemp("concurrency") / "world"
     fenv = FlatpakEnv(root)
@@ -75,9 +75,9 @@ KINDS = ["reconcile"] * 6 + ["trigger"] * 6 + ["sandboxed-trigger"] * 4
 
 
 @pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale"])
-def test_many_runs_at_once(world: FlatpakEnv, stale: bool) -> None:
-    reset(world, stale=stale)
-    procs = [subprocess.Popen(command(world, kind), env=world.env, stdout=subprocess.PIPE,
+def test_many_runs_at_once(daemons: FlatpakEnv, stale: bool) -> None:
+    reset(daemons, stale=stale)
+    procs = [subprocess.Popen(command(daemons, kind), env=daemons.env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for kind in KINDS]
     outputs = []
     for kind, proc in zip(KINDS, procs):
@@ -85,7 +85,7 @@ def test_many_runs_at_once(world: FlatpakEnv, stale: bool) -> None:
         assert proc.returncode == 0, f"{kind}: {out}{err}"
         assert err == "" or "Traceback" not in err, err
         outputs.append(out)
-    assert_converged(world)
+    assert_converged(daemons)
     # Under the lock exactly one run made each change; the others found nothing to do.
     done = "relinked to commit" if stale else "linked, commit"
     for app in APPS:
@@ -94,24 +94,24 @@ def test_many_runs_at_once(world: FlatpakEnv, stale: bool) -> None:
         assert len(made) == 1, (app, outputs)
 
 
-def test_a_run_killed_holding_the_lock_does_not_block_the_next(world: FlatpakEnv) -> None:
-    reset(world, stale=False)
+def test_a_run_killed_holding_the_lock_does_not_block_the_next(daemons: FlatpakEnv) -> None:
+    reset(daemons, stale=False)
     # A reconcile stopped in the middle of its changes, with the lock held...
     holder = subprocess.Popen(
         ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=symlinkat",
-         "-e", "inject=symlinkat:signal=STOP:when=2", *command(world, "reconcile")],
-        env=world.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "-e", "inject=symlinkat:signal=STOP:when=2", *command(daemons, "reconcile")],
+        env=daemons.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # (strace stops it as its second link is made.)
     deadline = time.monotonic() + 60
-    while len(world.links()) < 2 and time.monotonic() < deadline:
+    while len(daemons.links()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(world.links()) == 2 and holder.poll() is None, "the holder never stopped"
+    assert len(daemons.links()) == 2 and holder.poll() is None, "the holder never stopped"
     # ...makes the next run wait (it is still running after a while)...
-    waiter = subprocess.Popen(command(world, "reconcile"), env=world.env,
+    waiter = subprocess.Popen(command(daemons, "reconcile"), env=daemons.env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with pytest.raises(subprocess.TimeoutExpired):
         waiter.wait(timeout=3)
-    assert len(world.links()) == 2
+    assert len(daemons.links()) == 2
     # ...until the holder dies without releasing anything by itself.
     tracee = int(subprocess.run(["pgrep", "-P", str(holder.pid)], capture_output=True,
                                 text=True, check=True).stdout.split()[0])
@@ -119,7 +119,7 @@ def test_a_run_killed_holding_the_lock_does_not_block_the_next(world: FlatpakEnv
     holder.communicate(timeout=60)
     out, err = waiter.communicate(timeout=60)
     assert waiter.returncode == 0, out + err
-    assert_converged(world)
+    assert_converged(daemons)
     # And the lock file the dead run left is no obstacle to a fresh run either.
-    again = world.sysext("reconcile")
+    again = daemons.sysext("reconcile")
     assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr

@@ -19,8 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flatpak_sysext.elf import ELF_MAGIC, MAX_BYTES_READ, ElfTarget, judge
-from tests.conftest import require
-from tests.elfcorpus import (
+from testsupport.elfcorpus import (
     EXPECTED,
     CountingFile,
     build_corpus,
@@ -29,6 +28,7 @@ from tests.elfcorpus import (
     edit_ehdr,
     edit_phdr,
 )
+from testsupport.prerequisites import require_tools
 
 HOST = ElfTarget.host()
 CODES = {"dynamic-elf", "shared-library", "unsupported-elf", "foreign-elf", "malformed-elf"}
@@ -55,7 +55,7 @@ def code_of(data: bytes, target: ElfTarget = HOST) -> str | None:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    require(shutil.which("gcc") is not None, "gcc builds the ELF corpus")
+    require_tools("gcc")
     paths = build_corpus(tmp_path_factory.mktemp("elf"))
     return {name: path.read_bytes() for name, path in paths.items()}
 
@@ -120,7 +120,7 @@ def test_real_i386_executable(tmp_path: pathlib.Path) -> None:
 
 
 def test_many_needed_libraries_are_counted(tmp_path: pathlib.Path) -> None:
-    require(shutil.which("gcc") is not None, "needs gcc")
+    require_tools("gcc")
     src = tmp_path / "x.c"
     src.write_text("int x;\n")
     lib = ["gcc", "-shared", "-fPIC", "-nostdlib"]

@@ -1,4 +1,4 @@
-"""Fault injection at every mutation point of a run, in the real process (SPEC §9).
+"""Fault injection at every mutation point of a run, in the real process (docs/reference.md#safety).
 
 Each scenario is first run once under ``strace`` to find its mutation points: every
 syscall that changes the filesystem (a directory made, a file created or written or
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tracing
-from tests.flatpaktools import ARCH, REPO_ROOT, FlatpakEnv
+from testsupport.flatpak import ARCH, FlatpakEnv
+from testsupport.prerequisites import require_tracing
+from testsupport.source import PACKAGE_DIR
 
-pytestmark = pytest.mark.flatpak
+pytestmark = pytest.mark.privileged
 
 ALPHA = "org.fsx.Alpha"
 BETA = "org.fsx.Beta"
@@ -58,13 +59,13 @@ class Point:
         return f"{self.call}#{self.ordinal} {self.text[:150]}"
 
 
-def _is_mutation(call: str, args: str, ret: int, world: Path) -> bool:
+def _is_mutation(call: str, args: str, ret: int, rig: Path) -> bool:
     if call == "openat":
         return "O_CREAT" in args and ret >= 0
     if call in ("mkdir", "mkdirat"):
         return ret == 0  # makedirs(exist_ok=True) tolerates any failure of an existing dir
     if call in ("write", "fsync", "fdatasync"):
-        return f"<{world}/" in args.split(",", 1)[0]  # -y: the fd's path; not stdout
+        return f"<{rig}/" in args.split(",", 1)[0]  # -y: the fd's path; not stdout
     return True
 
 
@@ -73,7 +74,7 @@ def _normalise(text: str) -> str:
 
 
 @dataclasses.dataclass
-class World:
+class InjectionRig:
     """One real Flatpak installation with two apps, shared by the module's cases.
 
     The commands run from ``code``, a copy of the package with its bytecode compiled:
@@ -113,30 +114,30 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InjectionRig]:
     require_tracing()
     root = tmp_path_factory.mktemp("faults") / "world"
     fenv = FlatpakEnv(root)  # No trigger installed: installs leave no request behind.
     fenv.install_daemons(ALPHA, BETA)
     code = root / "code"
-    shutil.copytree(REPO_ROOT / "flatpak_sysext", code / "flatpak_sysext",
+    shutil.copytree(PACKAGE_DIR, code / "flatpak_sysext",
                     ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([fenv.python, "-m", "compileall", "-q", str(code)], check=True)
-    yield World(fenv, fenv.python, code)
+    yield InjectionRig(fenv, fenv.python, code)
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _reset_target(w: World) -> None:
+def _reset_target(w: InjectionRig) -> None:
     shutil.rmtree(w.fenv.target_dir, ignore_errors=True)
     shutil.rmtree(w.state_dir, ignore_errors=True)
 
 
-def fresh(w: World) -> None:
+def fresh(w: InjectionRig) -> None:
     """First run ever: no state directory, no target directory, two apps to link."""
     _reset_target(w)
 
 
-def seeded(w: World) -> None:
+def seeded(w: InjectionRig) -> None:
     """Every kind of action at once, a pending request and a corrupt cache.
 
     A stale link of ours (relinked), a link to an uninstalled app (unlinked), a leftover
@@ -156,13 +157,13 @@ def seeded(w: World) -> None:
     (w.state_dir / "cache.json").write_text("{corrupt")
 
 
-def sandboxed(w: World) -> None:
+def sandboxed(w: InjectionRig) -> None:
     """The trigger in Flatpak's sandbox: links to make, target directory read-only."""
     _reset_target(w)
     w.fenv.target_dir.mkdir()
 
 
-SCENARIOS: dict[str, tuple[Callable[[World], None], str]] = {
+SCENARIOS: dict[str, tuple[Callable[[InjectionRig], None], str]] = {
     "reconcile-fresh": (fresh, "reconcile"),
     "reconcile-seeded": (seeded, "reconcile"),
     "trigger-seeded": (seeded, "trigger"),
@@ -170,7 +171,7 @@ SCENARIOS: dict[str, tuple[Callable[[World], None], str]] = {
 }
 
 
-def _wrap(w: World, scenario: str, strace: list[str]) -> list[str]:
+def _wrap(w: InjectionRig, scenario: str, strace: list[str]) -> list[str]:
     """The full command line; the sandboxed trigger sees a read-only target directory."""
     argv = [*strace, *w.command(SCENARIOS[scenario][1])]
     if scenario != "trigger-sandboxed":
@@ -187,7 +188,7 @@ def _strace(trace_file: Path, *extra: str) -> list[str]:
             "-e", "trace=" + ",".join(SYSCALLS), *extra]
 
 
-def mutation_points(w: World, scenario: str, tmp: Path) -> list[Point]:
+def mutation_points(w: InjectionRig, scenario: str, tmp: Path) -> list[Point]:
     """Run the scenario once under strace and list its mutation points, in order."""
     SCENARIOS[scenario][0](w)
     trace = tmp / "count.trace"
@@ -207,7 +208,7 @@ def mutation_points(w: World, scenario: str, tmp: Path) -> list[Point]:
     return points
 
 
-def check_state(w: World, scenario: str) -> list[str]:
+def check_state(w: InjectionRig, scenario: str) -> list[str]:
     """What is wrong with the state a successful run of ``scenario`` must leave."""
     problems: list[str] = []
     if scenario == "trigger-sandboxed":
@@ -232,7 +233,7 @@ def check_state(w: World, scenario: str) -> list[str]:
     return problems
 
 
-def check_converged(w: World, scenario: str) -> list[str]:
+def check_converged(w: InjectionRig, scenario: str) -> list[str]:
     """Run again without faults; returns what is wrong with the state it leaves."""
     problems: list[str] = []
     result = w.run(_wrap(w, scenario, []))
@@ -248,7 +249,7 @@ def check_converged(w: World, scenario: str) -> list[str]:
     return problems
 
 
-def inject(w: World, scenario: str, point: Point, fault: str, tmp: Path) -> list[str]:
+def inject(w: InjectionRig, scenario: str, point: Point, fault: str, tmp: Path) -> list[str]:
     """Run with ``fault`` at ``point``; returns what is wrong with how the run ended."""
     SCENARIOS[scenario][0](w)
     trace = tmp / "inject.trace"
@@ -287,16 +288,16 @@ def inject(w: World, scenario: str, point: Point, fault: str, tmp: Path) -> list
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_fault_at_every_mutation_point_converges(
-        world: World, scenario: str, fault: str, tmp_path: Path) -> None:
-    points = mutation_points(world, scenario, tmp_path)
+        rig: InjectionRig, scenario: str, fault: str, tmp_path: Path) -> None:
+    points = mutation_points(rig, scenario, tmp_path)
     # The scenarios are built to reach these; fewer points means the count went wrong.
     assert len(points) >= {"reconcile-fresh": 8, "reconcile-seeded": 11,
                            "trigger-seeded": 11, "trigger-sandboxed": 8}[scenario], points
     report: list[str] = []
     survived = 0
     for point in points:
-        wrong = inject(world, scenario, point, fault, tmp_path)
-        wrong += check_converged(world, scenario)
+        wrong = inject(rig, scenario, point, fault, tmp_path)
+        wrong += check_converged(rig, scenario)
         report += [f"{point}: {w}" for w in wrong]
         survived += not wrong
     print(f"FAULTS {scenario} {fault}: {len(points)} points, {survived} survived")

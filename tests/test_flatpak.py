@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.flatpaktools import ARCH, FlatpakEnv, daemon_tree
+import pytest
+
+from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree
+
+pytestmark = pytest.mark.privileged
 
 APP = "org.fsx.Profiler"
 APP2 = "org.fsx.Tracer"

@@ -1,4 +1,4 @@
-"""Fuzzing every parser fed by untrusted input (SPEC §4, §9).
+"""Fuzzing every parser fed by untrusted input (docs/problems.md, docs/reference.md#safety).
 
 App metadata, ``repo/config`` and ``installations.d`` (key files), ``deploy`` files,
 extension-release and os-release (env files) and ELF headers come from whoever built
@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from flatpak_sysext import deployfile, elf, installation, keyfile, release
 from flatpak_sysext.installation import Declared, Installation, Unreadable
-from tests.conftest import require
-from tests.elfcorpus import CountingFile, build_corpus
-from tests.test_installation import gvariant_deploy
+from testsupport.deployments import gvariant_deploy
+from testsupport.elfcorpus import CountingFile, build_corpus
+from testsupport.prerequisites import require_tools
 
 EXAMPLES = int(os.environ.get("FLATPAK_SYSEXT_FUZZ_EXAMPLES", "500"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -191,7 +191,7 @@ CODES = {"dynamic-elf", "shared-library", "unsupported-elf", "foreign-elf", "mal
 
 @pytest.fixture(scope="module")
 def elf_seeds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, bytes]]:
-    require(shutil.which("gcc") is not None, "gcc is needed to build real ELF files")
+    require_tools("gcc")
     where = tmp_path_factory.mktemp("elf")
     paths = build_corpus(where)
     # judge() only reads the first page and what headers point at: keep the files whole

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 from flatpak_sysext import config, elf, hostglibc, quick, release, trigger, validate
 from flatpak_sysext.report import TreeReport
-from tests.conftest import require
-from tests.elfcorpus import CountingFile
-from tests.flatpaktools import FlatpakEnv, compile_c, daemon_tree, schema, write_release
+from testsupport.elfcorpus import CountingFile
+from testsupport.flatpak import FlatpakEnv, compile_c, daemon_tree, schema, write_release
+from testsupport.prerequisites import require_available, require_tools
 
 APP = "org.fsx.Glibc"
 DAEMON = "usr/libexec/daemon"
@@ -83,9 +83,8 @@ def version_needs(path: Path) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def bins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    require(shutil.which("gcc") is not None and shutil.which("readelf") is not None,
-            "gcc and binutils are needed")
-    require(Path("/usr/include/zlib.h").is_file(), "zlib1g-dev is needed")
+    require_tools("gcc", "readelf")
+    require_available(Path("/usr/include/zlib.h").is_file(), "zlib1g-dev is needed")
     out = tmp_path_factory.mktemp("bins")
     # DT_NEEDED libpthread.so.0, a stub since glibc 2.34, as binaries built before have it.
     noasneeded = "-Wl,--no-as-needed"
@@ -200,7 +199,7 @@ def test_a_host_without_the_loader_admits_nothing(tmp_path: Path, bins: dict[str
 
 def debian_binary(path: str, package: str) -> Path:
     owner = subprocess.run(["dpkg-query", "-S", path], capture_output=True, text=True)
-    require(owner.returncode == 0 and owner.stdout.startswith(f"{package}:"),
+    require_available(owner.returncode == 0 and owner.stdout.startswith(f"{package}:"),
             f"{path} from Debian's {package} is needed")
     return Path(path)
 
@@ -248,6 +247,7 @@ def test_config_key(tmp_path: Path) -> None:
         config.load(str(path))
 
 
+@pytest.mark.privileged
 def test_a_glibc_change_unlinks_at_the_next_reconcile(
         fenv: FlatpakEnv, old_host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fenv.write_config({"allow_host_glibc": [APP]})
@@ -268,6 +268,7 @@ def test_a_glibc_change_unlinks_at_the_next_reconcile(
     assert status["problems"][0]["code"] == "dynamic-elf"
 
 
+@pytest.mark.privileged
 def test_the_quick_check_sees_a_glibc_change(
         fenv: FlatpakEnv, bins: dict[str, Path], old_host: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,7 +370,7 @@ def test_fuzzed_version_tables(seed: tuple[bytes, int, hostglibc.HostGlibc],
 
 def test_ld_so_cache_parsing_follows_the_file(tmp_path: Path) -> None:
     data = Path("/etc/ld.so.cache").read_bytes() if Path("/etc/ld.so.cache").is_file() else b""
-    require(data.startswith(b"glibc-ld.so.cache1.1"), "a glibc ld.so.cache is needed")
+    require_available(data.startswith(b"glibc-ld.so.cache1.1"), "a glibc ld.so.cache is needed")
     listing = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True,
                              check=True).stdout
     expected = re.search(r"\blibc\.so\.6 \([^)]*\) => (\S+)", listing)

@@ -1,4 +1,5 @@
-"""Hostile installations, as an attacker with a malicious app would build them (SPEC §3, §4).
+"""Hostile installations, as an attacker with a malicious app would build them
+(docs/reference.md#links-and-ownership, docs/problems.md).
 
 Some are built and installed with the real flatpak (Flatpak lets an app ship any
 symlink and declare any path); the others edit an installed layout by hand, where
@@ -20,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
-from tests.flatpaktools import ARCH, FlatpakEnv, TreeBuilder, daemon_tree, have_flatpak
+from testsupport.flatpak import ARCH, FlatpakEnv, TreeBuilder, daemon_tree
+from testsupport.prerequisites import require_flatpak
 
-pytestmark = pytest.mark.flatpak
+pytestmark = pytest.mark.privileged
 
 GOOD = "org.fsx.Good"
 OUT = "org.fsx.Out"  # valid as installed; the hand-edited cases move its pieces outside
@@ -52,9 +53,13 @@ def parent_symlinked(target: str) -> TreeBuilder:
     return build
 
 
+# The installation, and the problem code each hostile app must be refused with.
+HostileApps = tuple[FlatpakEnv, dict[str, str]]
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FlatpakEnv, dict[str, str]]]:
-    require(have_flatpak(), "flatpak and bubblewrap are needed, as root")
+def hostile_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileApps]:
+    require_flatpak()
     root = tmp_path_factory.mktemp("hostile")
     fenv = FlatpakEnv(root / "world")
     bait = root / "bait"
@@ -98,8 +103,8 @@ def assert_links_pinned(fenv: FlatpakEnv, allowed: tuple[str, ...] = (GOOD, OUT)
         assert os.path.realpath(target) == target, (name, target, os.path.realpath(target))
 
 
-def test_hostile_apps_built_with_flatpak(world: tuple[FlatpakEnv, dict[str, str]]) -> None:
-    fenv, codes = world
+def test_hostile_apps_built_with_flatpak(hostile_apps: HostileApps) -> None:
+    fenv, codes = hostile_apps
     result = fenv.sysext("reconcile")
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(fenv.links()) == {GOOD, OUT}
@@ -178,9 +183,9 @@ HAND_EDITS: dict[str, tuple[Any, str]] = {
 
 
 @pytest.fixture
-def restore(world: tuple[FlatpakEnv, dict[str, str]], tmp_path: Path) -> Iterator[Path]:
+def restore(hostile_apps: HostileApps, tmp_path: Path) -> Iterator[Path]:
     """Undo a hand edit: the installation goes back to what flatpak installed."""
-    fenv, _ = world
+    fenv, _ = hostile_apps
     app = fenv.system_dir / "app"
     saved = tmp_path / "saved"
     shutil.copytree(app / OUT, saved, symlinks=True)
@@ -201,9 +206,9 @@ def restore(world: tuple[FlatpakEnv, dict[str, str]], tmp_path: Path) -> Iterato
 
 
 @pytest.mark.parametrize("case", sorted(HAND_EDITS))
-def test_hand_edited_layouts(world: tuple[FlatpakEnv, dict[str, str]], restore: Path,
+def test_hand_edited_layouts(hostile_apps: HostileApps, restore: Path,
                              case: str) -> None:
-    fenv, _ = world
+    fenv, _ = hostile_apps
     edit, outcome = HAND_EDITS[case]
     # Linked before the edit, so the edit must also take a link away where it should.
     assert fenv.sysext("reconcile").returncode == 0
@@ -241,9 +246,9 @@ def test_hand_edited_layouts(world: tuple[FlatpakEnv, dict[str, str]], restore: 
         assert outcome in [p["code"] for p in st[name]["problems"]], st[name]
 
 
-def test_deployment_replaced_during_the_run(world: tuple[FlatpakEnv, dict[str, str]]) -> None:
+def test_deployment_replaced_during_the_run(hostile_apps: HostileApps) -> None:
     """A real ``flatpak update`` lands while a reconcile is stopped before linking."""
-    fenv, _ = world
+    fenv, _ = hostile_apps
     race = "org.fsx.Race"
     fenv.publish(race, daemon_tree(race, "v1"))
     fenv.install(race)

@@ -1,6 +1,6 @@
-"""Host sync at the runner boundary (SPEC §8): the exact commands per kind of content,
-the verification of the merge, and what is kept between runs. No systemd runs as PID 1
-here, so a fake host stands in: a directory as the host's root and a runner that
+"""Host sync at the runner boundary (docs/reference.md#host-sync): the exact commands
+per kind of content, the verification of the merge, and what is kept between runs. No
+systemd runs as PID 1 here, so a fake host stands in: a directory as the host's root and a runner that
 records every command and, for ``systemd-sysext refresh``, merges the way systemd
 would (the names of the target directory's links, their extension-release files).
 The real merge is tests/test_merge.py."""
@@ -61,7 +61,7 @@ class FakeHost:
         (meta / "extensions").write_text("\n".join(names))
 
 
-class World:
+class SyncRig:
     """An installation whose deployments are plain directories, and the fake host."""
 
     def __init__(self, root: Path) -> None:
@@ -105,8 +105,8 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    return World(tmp_path)
+def sync_rig(tmp_path: Path) -> SyncRig:
+    return SyncRig(tmp_path)
 
 
 def outcomes(report: hoststate.SyncReport | None) -> dict[str, str]:
@@ -133,96 +133,98 @@ def outcomes(report: hoststate.SyncReport | None) -> dict[str, str]:
       "opt/profiler/data"], []),
 ])
 def test_each_kind_of_content_gets_exactly_its_reload(
-        world: World, files: list[str], expected: list[tuple[str, ...]]) -> None:
-    tree = world.deploy(files)
-    report = world.sync([Change(APP, None, tree, frozenset(files))])
-    assert world.host.commands == [REFRESH, *expected]
+        sync_rig: SyncRig, files: list[str], expected: list[tuple[str, ...]]) -> None:
+    tree = sync_rig.deploy(files)
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(files))])
+    assert sync_rig.host.commands == [REFRESH, *expected]
     assert report is not None and report.ok
     assert outcomes(report)["verify"] == "ok"
 
 
-def test_everything_at_once_runs_in_order_once(world: World) -> None:
+def test_everything_at_once_runs_in_order_once(sync_rig: SyncRig) -> None:
     files = ["usr/lib/sysusers.d/b.conf", "usr/lib/sysusers.d/-a.conf",
              "usr/lib/tmpfiles.d/t.conf", "usr/lib/systemd/system/a.service",
              "usr/lib/systemd/system/b.service", "usr/share/dbus-1/system.d/a.conf",
              "usr/share/polkit-1/actions/a.policy", "usr/lib/udev/rules.d/a.rules"]
-    world.install(files)
+    sync_rig.install(files)
     # Users first (units and D-Bus policy may name them), then the manager, then the
     # services; a name that looks like an option stays an argument after "--".
-    assert world.host.commands == [
+    assert sync_rig.host.commands == [
         REFRESH, ("systemd-sysusers", "--", "-a.conf", "b.conf"),
         ("systemd-tmpfiles", "--create", "--", "t.conf"),
         DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD]
 
 
-def test_removal_reloads_what_the_removed_content_had(world: World) -> None:
-    tree = world.install(["usr/lib/systemd/system/a.service", "usr/share/dbus-1/system.d/a.conf",
+def test_removal_reloads_what_the_removed_content_had(sync_rig: SyncRig) -> None:
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service", "usr/share/dbus-1/system.d/a.conf",
                           "usr/lib/sysusers.d/a.conf"])
     shutil.rmtree(Path(tree).parent.parent)  # Flatpak deletes an uninstalled deployment.
-    report = world.sync([Change(APP, tree, None)])
+    report = sync_rig.sync([Change(APP, tree, None)])
     # Users and created files stay: no sysusers or tmpfiles for a removal.
-    assert world.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD]
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD]
     assert outcomes(report) == {"refresh": "ok", "verify": "ok", "daemon-reload": "ok",
                                 "dbus-reload": "ok"}
 
 
-def test_update_reloads_for_the_old_content_and_the_new(world: World) -> None:
-    old = world.install(["usr/lib/systemd/system/a.service"])
-    new = world.deploy(["usr/share/polkit-1/actions/a.policy"])
-    world.sync([Change(APP, old, new, frozenset(["usr/share/polkit-1/actions/a.policy"]))])
-    assert world.host.commands == [REFRESH, DAEMON_RELOAD, POLKIT_RELOAD]
+def test_update_reloads_for_the_old_content_and_the_new(sync_rig: SyncRig) -> None:
+    old = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    new = sync_rig.deploy(["usr/share/polkit-1/actions/a.policy"])
+    sync_rig.sync([Change(APP, old, new, frozenset(["usr/share/polkit-1/actions/a.policy"]))])
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, POLKIT_RELOAD]
     # And the record follows: removing it now needs only polkit.
-    world.sync([Change(APP, new, None)])
-    assert world.host.commands == [REFRESH, POLKIT_RELOAD]
+    sync_rig.sync([Change(APP, new, None)])
+    assert sync_rig.host.commands == [REFRESH, POLKIT_RELOAD]
 
 
-def test_content_never_recorded_reloads_everything_on_removal(world: World) -> None:
-    tree = world.deploy(["usr/libexec/profilerd"])
-    world.link(tree)  # Linked while host sync was off: nothing recorded.
-    world.sync([Change(APP, tree, None)])
-    assert world.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
+def test_content_never_recorded_reloads_everything_on_removal(sync_rig: SyncRig) -> None:
+    tree = sync_rig.deploy(["usr/libexec/profilerd"])
+    sync_rig.link(tree)  # Linked while host sync was off: nothing recorded.
+    sync_rig.sync([Change(APP, tree, None)])
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
                                    UDEV_RELOAD]
 
 
-def test_verification_catches_a_refresh_that_succeeded_without_merging(world: World) -> None:
-    world.host.merges = False  # systemd <= 254: the merge failed, the exit status is 0.
-    tree = world.deploy(["usr/lib/systemd/system/a.service"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/lib/systemd/system/a.service"]))])
+def test_verification_catches_a_refresh_that_succeeded_without_merging(sync_rig: SyncRig) -> None:
+    sync_rig.host.merges = False  # systemd <= 254: the merge failed, the exit status is 0.
+    tree = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
+    report = sync_rig.sync([Change(APP, None, tree,
+                                   frozenset(["usr/lib/systemd/system/a.service"]))])
     assert report is not None and not report.ok
     verify = next(s for s in report.steps if s.step == "verify")
     assert verify.outcome == "failed" and f"not merged: {APP}" in verify.message
     # A failed step is a warning: the reloads still ran.
-    assert world.host.commands == [REFRESH, DAEMON_RELOAD]
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD]
     assert f"host sync: verify failed: not merged: {APP}" in "\n".join(
         hoststate.summary(report)[1])
 
 
-def test_verification_catches_a_removed_extension_still_merged(world: World) -> None:
-    tree = world.install(["usr/libexec/profilerd"])
-    world.host.merges = False  # The old merge stays in place.
-    report = world.sync([Change(APP, tree, None)])
+def test_verification_catches_a_removed_extension_still_merged(sync_rig: SyncRig) -> None:
+    tree = sync_rig.install(["usr/libexec/profilerd"])
+    sync_rig.host.merges = False  # The old merge stays in place.
+    report = sync_rig.sync([Change(APP, tree, None)])
     assert report is not None
     verify = next(s for s in report.steps if s.step == "verify")
     assert verify.outcome == "failed" and f"still merged after unlinking: {APP}" in verify.message
 
 
-def test_other_merged_images_are_not_ours_to_judge(world: World) -> None:
-    foreign = world.deploy([], name="vendor-tools")
-    world.link(foreign, "vendor-tools")
-    tree = world.deploy(["usr/libexec/profilerd"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+def test_other_merged_images_are_not_ours_to_judge(sync_rig: SyncRig) -> None:
+    foreign = sync_rig.deploy([], name="vendor-tools")
+    sync_rig.link(foreign, "vendor-tools")
+    tree = sync_rig.deploy(["usr/libexec/profilerd"])
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
     assert outcomes(report) == {"refresh": "ok", "verify": "ok"}
     assert report is not None
     assert report.steps[1].message == f"merged: {APP}, vendor-tools"
 
 
-def test_a_failing_command_is_a_warning_and_the_rest_still_runs(world: World) -> None:
-    world.host.results[DAEMON_RELOAD] = (1, "Failed to connect to bus: No such file or directory\n")
-    tree = world.deploy(["usr/lib/systemd/system/a.service", "usr/lib/udev/rules.d/a.rules"])
-    report = world.sync([Change(APP, None, tree, frozenset(
+def test_a_failing_command_is_a_warning_and_the_rest_still_runs(sync_rig: SyncRig) -> None:
+    sync_rig.host.results[DAEMON_RELOAD] = (
+        1, "Failed to connect to bus: No such file or directory\n")
+    tree = sync_rig.deploy(["usr/lib/systemd/system/a.service", "usr/lib/udev/rules.d/a.rules"])
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(
         ["usr/lib/systemd/system/a.service", "usr/lib/udev/rules.d/a.rules"]))])
     assert report is not None and not report.ok
-    assert world.host.commands == [REFRESH, DAEMON_RELOAD, UDEV_RELOAD]
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, UDEV_RELOAD]
     assert hoststate.summary(report) == (
         ["host sync: refresh, verify, udev-reload: ok"],
         ["host sync: daemon-reload failed: exit status 1: Failed to connect to bus: "
@@ -232,79 +234,81 @@ def test_a_failing_command_is_a_warning_and_the_rest_still_runs(world: World) ->
 @pytest.mark.parametrize(("version", "reloads"), [("systemd 255 (255.4-1)", False),
                                                   ("systemd 254 (254.5-1)", True)])
 def test_extension_reload_manager_spares_the_daemon_reload_from_systemd_255(
-        world: World, version: str, reloads: bool) -> None:
-    world.host.results[VERSION] = (0, f"{version}\n+PAM +AUDIT\n")
+        sync_rig: SyncRig, version: str, reloads: bool) -> None:
+    sync_rig.host.results[VERSION] = (0, f"{version}\n+PAM +AUDIT\n")
     files = ["usr/lib/systemd/system/a.service"]
-    tree = world.deploy(files, release="ID=_any\nEXTENSION_RELOAD_MANAGER=yes\n")
-    report = world.sync([Change(APP, None, tree, frozenset(files))])
-    assert world.host.commands == [REFRESH, VERSION] + ([DAEMON_RELOAD] if reloads else [])
+    tree = sync_rig.deploy(files, release="ID=_any\nEXTENSION_RELOAD_MANAGER=yes\n")
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(files))])
+    assert sync_rig.host.commands == [REFRESH, VERSION] + ([DAEMON_RELOAD] if reloads else [])
     assert outcomes(report)["daemon-reload"] == ("ok" if reloads else "skipped")
 
 
-def test_without_the_flag_the_version_is_not_even_asked(world: World) -> None:
-    world.install(["usr/lib/systemd/system/a.service"], release="ID=_any\n"
+def test_without_the_flag_the_version_is_not_even_asked(sync_rig: SyncRig) -> None:
+    sync_rig.install(["usr/lib/systemd/system/a.service"], release="ID=_any\n"
                   "EXTENSION_RELOAD_MANAGER=0\n")
-    assert VERSION not in world.host.commands
+    assert VERSION not in sync_rig.host.commands
 
 
-def test_nothing_runs_without_systemd(world: World) -> None:
-    (world.host.root / "run/systemd/system").rmdir()
-    tree = world.deploy(["usr/lib/systemd/system/a.service"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/lib/systemd/system/a.service"]))])
-    assert world.host.commands == []
+def test_nothing_runs_without_systemd(sync_rig: SyncRig) -> None:
+    (sync_rig.host.root / "run/systemd/system").rmdir()
+    tree = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
+    report = sync_rig.sync([Change(APP, None, tree,
+                                   frozenset(["usr/lib/systemd/system/a.service"]))])
+    assert sync_rig.host.commands == []
     assert report is not None and report.ok
     assert hoststate.summary(report) == (["host sync: refresh skipped: systemd is not running"],
                                          [])
 
 
-def test_selinux_enforcing_is_a_warning(world: World) -> None:
-    (world.host.root / "sys/fs/selinux").mkdir(parents=True)
-    (world.host.root / "sys/fs/selinux/enforce").write_text("1")
-    tree = world.deploy(["usr/libexec/profilerd"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+def test_selinux_enforcing_is_a_warning(sync_rig: SyncRig) -> None:
+    (sync_rig.host.root / "sys/fs/selinux").mkdir(parents=True)
+    (sync_rig.host.root / "sys/fs/selinux/enforce").write_text("1")
+    tree = sync_rig.deploy(["usr/libexec/profilerd"])
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
     assert report is not None and report.ok
     assert any("SELinux is enforcing" in w for w in report.warnings)
-    (world.host.root / "sys/fs/selinux/enforce").write_text("0")
-    report = world.sync([Change(APP, tree, None)])
+    (sync_rig.host.root / "sys/fs/selinux/enforce").write_text("0")
+    report = sync_rig.sync([Change(APP, tree, None)])
     assert report is not None and report.warnings == ()
 
 
-def test_no_change_no_sync(world: World) -> None:
-    world.install(["usr/lib/systemd/system/a.service"])
-    assert world.sync([]) is None
-    assert world.host.commands == []
+def test_no_change_no_sync(sync_rig: SyncRig) -> None:
+    sync_rig.install(["usr/lib/systemd/system/a.service"])
+    assert sync_rig.sync([]) is None
+    assert sync_rig.host.commands == []
 
 
-def test_a_run_that_died_before_syncing_is_finished_by_the_next(world: World) -> None:
-    world.install(["usr/libexec/profilerd"])
-    tree = world.deploy(["usr/libexec/profilerd"])
-    dying = HostSync([world.inst], host_root=str(world.host.root), runner=world.host)
+def test_a_run_that_died_before_syncing_is_finished_by_the_next(sync_rig: SyncRig) -> None:
+    sync_rig.install(["usr/libexec/profilerd"])
+    tree = sync_rig.deploy(["usr/libexec/profilerd"])
+    dying = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host)
     dying.owe()
-    world.link(tree)  # ...and the run is killed here.
-    world.host.commands.clear()
-    report = world.sync([])
+    sync_rig.link(tree)  # ...and the run is killed here.
+    sync_rig.host.commands.clear()
+    report = sync_rig.sync([])
     # What changed is unknown now: everything a change can need is reloaded.
-    assert world.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
                                    UDEV_RELOAD]
     assert report is not None and report.ok
-    assert world.sync([]) is None
+    assert sync_rig.sync([]) is None
 
 
-def test_owing_without_a_change_owes_nothing_afterwards(world: World) -> None:
-    hs = HostSync([world.inst], host_root=str(world.host.root), runner=world.host)
+def test_owing_without_a_change_owes_nothing_afterwards(sync_rig: SyncRig) -> None:
+    hs = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host)
     hs.owe()  # Links were to change, but every action failed.
     assert hs.run([], []) is None
-    assert world.sync([]) is None
-    assert world.host.commands == []
+    assert sync_rig.sync([]) is None
+    assert sync_rig.host.commands == []
 
 
-def test_the_last_sync_is_recorded_for_status(world: World) -> None:
-    assert hoststate.last_sync(world.inst) is None
-    world.host.results[DAEMON_RELOAD] = (1, "boom")
-    tree = world.deploy(["usr/lib/systemd/system/a.service"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/lib/systemd/system/a.service"]))])
-    assert hoststate.last_sync(world.inst) == report
-    data = json.loads(Path(hoststate.state_path(world.inst)).read_text())
+def test_the_last_sync_is_recorded_for_status(sync_rig: SyncRig) -> None:
+    assert hoststate.last_sync(sync_rig.inst) is None
+    sync_rig.host.results[DAEMON_RELOAD] = (1, "boom")
+    tree = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
+    report = sync_rig.sync([Change(APP, None, tree,
+                                   frozenset(["usr/lib/systemd/system/a.service"]))])
+    assert hoststate.last_sync(sync_rig.inst) == report
+    data = json.loads(Path(hoststate.state_path(sync_rig.inst)).read_text())
     assert data["last"]["ok"] is False
     assert data["contents"] == {APP: {"reloads": ["daemon-reload"], "sysusers": [],
                                       "tmpfiles": []}}
@@ -313,23 +317,23 @@ def test_the_last_sync_is_recorded_for_status(world: World) -> None:
 
 @pytest.mark.parametrize("garbage", [b"{", b"[]", b'{"version": 1, "contents": {"a": 1}}',
                                      b'{"version": 1, "last": {"time": 1}}', b"\xff"])
-def test_a_corrupt_state_is_discarded_with_a_warning(world: World, garbage: bytes) -> None:
-    path = Path(hoststate.state_path(world.inst))
+def test_a_corrupt_state_is_discarded_with_a_warning(sync_rig: SyncRig, garbage: bytes) -> None:
+    path = Path(hoststate.state_path(sync_rig.inst))
     path.parent.mkdir(parents=True)
     path.write_bytes(garbage)
-    assert hoststate.last_sync(world.inst) is None
-    tree = world.deploy(["usr/libexec/profilerd"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+    assert hoststate.last_sync(sync_rig.inst) is None
+    tree = sync_rig.deploy(["usr/libexec/profilerd"])
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
     assert report is not None
     assert any("discarded" in w for w in report.warnings)
-    assert hoststate.last_sync(world.inst) is not None
+    assert hoststate.last_sync(sync_rig.inst) is not None
 
 
-def test_a_state_that_cannot_be_written_is_a_warning(world: World) -> None:
-    Path(world.inst.path).mkdir(parents=True)
-    Path(hoststate.state_path(world.inst)).parent.write_text("not a directory")
-    tree = world.deploy(["usr/libexec/profilerd"])
-    report = world.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
+def test_a_state_that_cannot_be_written_is_a_warning(sync_rig: SyncRig) -> None:
+    Path(sync_rig.inst.path).mkdir(parents=True)
+    Path(hoststate.state_path(sync_rig.inst)).parent.write_text("not a directory")
+    tree = sync_rig.deploy(["usr/libexec/profilerd"])
+    report = sync_rig.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
     assert report is not None and outcomes(report)["verify"] == "ok"
     assert any("cannot save the host sync state" in w for w in report.warnings)
 

@@ -1,4 +1,4 @@
-"""``make install`` / ``make uninstall`` as a packager runs them (SPEC §10), and the
+"""``make install`` / ``make uninstall`` as a packager runs them (README, "For packagers"), and the
 systemd units checked by ``systemd-analyze verify``."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 from flatpak_sysext import config
-from tests.conftest import require
-from tests.flatpaktools import REPO_ROOT
+from testsupport.prerequisites import require_tools
+from testsupport.source import SOURCE_ROOT
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), *args, f"PYTHON={sys.executable}"],
-                            capture_output=True, text=True)
+    result = subprocess.run(["make", "-s", "-C", str(SOURCE_ROOT), *args,
+                             f"PYTHON={sys.executable}"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -46,16 +46,16 @@ def systemd_unit_dir() -> str:
 
 
 def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
-    require(shutil.which("make") is not None, "make is needed")
+    require_tools("make")
     dest = tmp_path / "dest"
     make("install", f"DESTDIR={dest}", "PREFIX=/usr")
     units = systemd_unit_dir()
 
     site = site_dir(dest)
     package = sorted(f"{site.relative_to(dest)}/flatpak_sysext/{p.name}"
-                     for p in (REPO_ROOT / "flatpak_sysext").glob("*.py"))
+                     for p in (SOURCE_ROOT / "flatpak_sysext").glob("*.py"))
     schemas = sorted(f"{site.relative_to(dest)}/flatpak_sysext/schemas/{p.name}"
-                     for p in (REPO_ROOT / "flatpak_sysext/schemas").glob("*.json"))
+                     for p in (SOURCE_ROOT / "flatpak_sysext/schemas").glob("*.json"))
     assert str(site).startswith(f"{dest}/usr/lib/python3")
     assert files_under(dest) == {
         **{p: 0o644 for p in package + schemas},
@@ -72,7 +72,7 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
     trigger = (dest / "usr/share/flatpak/triggers/flatpak-sysext.trigger").read_text()
     assert trigger.splitlines()[0] == f"#!{sys.executable} -I"
     assert trigger.splitlines()[1:] == (
-        REPO_ROOT / "triggers/flatpak-sysext.trigger").read_text().splitlines()[1:]
+        SOURCE_ROOT / "triggers/flatpak-sysext.trigger").read_text().splitlines()[1:]
     script = (dest / "usr/bin/flatpak-sysext").read_text()
     assert script.splitlines()[0] == f"#!{sys.executable}"
     service = (dest / units / "flatpak-sysext.service").read_text()
@@ -109,16 +109,15 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
 
 
 def test_the_example_config_holds_every_key_with_its_default(tmp_path: Path) -> None:
-    example = REPO_ROOT / "examples/config.json"
+    example = SOURCE_ROOT / "examples/config.json"
     keys = json.loads(example.read_text()).keys()
-    schema = json.loads((REPO_ROOT / "flatpak_sysext/schemas/config.schema.json").read_text())
+    schema = json.loads((SOURCE_ROOT / "flatpak_sysext/schemas/config.schema.json").read_text())
     assert set(keys) == set(schema["properties"])
     assert config.load(str(example)) == config.Config()
 
 
 def test_the_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
-    require(shutil.which("systemd-analyze") is not None and shutil.which("make") is not None,
-            "systemd-analyze and make are needed")
+    require_tools("systemd-analyze", "make")
     # verify checks that ExecStart= exists and that man:flatpak-sysext(8) opens: install
     # for real under a throw-away prefix (no DESTDIR), so both are where the units say.
     prefix = tmp_path / "prefix"

@@ -12,24 +12,7 @@ from hypothesis import strategies as st
 
 from flatpak_sysext import deployfile, installation, keyfile, layout
 from flatpak_sysext.installation import Declared, Installation, Unreadable
-
-
-def gvariant_deploy(origin: str, commit: str, subpaths: list[str]) -> bytes:
-    """Serialise ``(ssasta{sv})`` with an empty dict, as GLib would (1-byte offsets)."""
-    body = origin.encode() + b"\0"
-    ends = [len(body)]
-    body += commit.encode() + b"\0"
-    ends.append(len(body))
-    arr = b""
-    arr_ends = []
-    for s in subpaths:
-        arr += s.encode() + b"\0"
-        arr_ends.append(len(arr))
-    arr += bytes(arr_ends)
-    body += arr
-    ends.append(len(body))
-    body += b"\0" * (-len(body) % 8) + (1234).to_bytes(8, "big")
-    return body + bytes(reversed(ends))
+from testsupport.deployments import gvariant_deploy
 
 
 def test_deploy_file_round_trip() -> None:

@@ -1,6 +1,7 @@
-"""The whole story with a real merge (SPEC §8): real Flatpak installs, and ``reconcile``
-run inside a private mount namespace with its own ``/run`` (FACTS.md), where the real
-``systemd-sysext`` merges into that namespace's ``/usr`` only.
+"""The whole story with a real merge (docs/reference.md#host-sync): real Flatpak
+installs, and ``reconcile`` run inside a private mount namespace with its own ``/run``
+(docs/platform.md#real-merge-in-a-private-namespace), where the real ``systemd-sysext``
+merges into that namespace's ``/usr`` only.
 
 ``/run/systemd/system`` exists in the namespace, so host sync runs. No systemd is PID 1
 there: ``systemctl``, ``busctl``, ``udevadm``, ``systemd-sysusers`` and
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +20,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.conftest import require
-from tests.flatpaktools import FlatpakEnv, daemon_tree, schema, status_by_name
+from testsupport.flatpak import FlatpakEnv, daemon_tree, schema, status_by_name
+from testsupport.prerequisites import require_tools
 
-pytestmark = pytest.mark.merge
+pytestmark = [pytest.mark.privileged, pytest.mark.merge]
 
 APP = "org.fsx.Profiler"
 DAEMON = f"/usr/libexec/{APP}/profilerd"
@@ -93,8 +93,7 @@ class Host:
 
 @pytest.fixture
 def host(fenv: FlatpakEnv, tmp_path: Path) -> Iterator[Host]:
-    for tool in ("unshare", "nsenter", "systemd-sysext"):
-        require(shutil.which(tool) is not None, f"{tool} is needed")
+    require_tools("unshare", "nsenter", "systemd-sysext")
     # The trigger is not what is tested here: reconcile is, inside the namespace.
     (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
     fenv.write_config({"target_dir": "/run/extensions", "host_sync": True})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import stat
 import subprocess
 import tarfile
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from testsupport.prerequisites import require_tools
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Tools of the build itself (dpkg-dev, debhelper, dh-python, lintian); the Build-Depends
@@ -53,8 +52,7 @@ def systemd_unit_dir() -> str:
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package ``make deb`` builds (once for this module: it takes minutes)."""
-    require(all(shutil.which(tool) for tool in BUILD_TOOLS),
-            f"{', '.join(BUILD_TOOLS)} are needed (dpkg-dev, debhelper, dh-python, lintian)")
+    require_tools(*BUILD_TOOLS)
     out = tmp_path_factory.mktemp("deb")
     build = subprocess.run(["make", "-s", "-C", str(REPO_ROOT), "deb", f"DEBDIR={out}"],
                            capture_output=True, text=True)

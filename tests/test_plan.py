@@ -21,7 +21,8 @@ ENTRIES: dict[str, Entry | None] = {
     "foreign-directory": Entry(NAME, Kind.FOREIGN, None),
 }
 
-# (wanted?, entry, held?) → (actions, conflicts), as SPEC §3 and §9 describe them.
+# (wanted?, entry, held?) → (actions, conflicts), as docs/reference.md#links-and-ownership
+# and #safety describe them.
 EXPECTED: dict[tuple[bool, str, bool], tuple[list[object], list[str]]] = {}
 for held in (False, True):
     EXPECTED.update({

@@ -1,4 +1,5 @@
-"""Property-based tests of the planner, applied for real (SPEC §3, §9).
+"""Property-based tests of the planner, applied for real
+(docs/reference.md#links-and-ownership, #safety).
 
 Random target directories hold every kind of entry (our links, links into another
 system installation, foreign links, directories, files, FIFOs, dangling and relative
@@ -76,7 +77,8 @@ def make_entry(w: World, name: str, kind: str, commit: str) -> None:
     elif kind == "relative-link":
         os.symlink(f"../inst/app/{name}/x86_64/stable/{commit}/files", path)
     elif kind == "unnormalised-link":
-        # Points into our installation only after normalisation: not ours (SPEC §3).
+        # Points into our installation only after normalisation: not ours
+        # (docs/reference.md#links-and-ownership).
         os.symlink(f"{w.ours.path}/app/../app/{name}/x86_64/stable/{commit}/files", path)
     elif kind == "prefix-lookalike":
         os.symlink(f"{w.ours.path}-not/app/{name}/x86_64/stable/{commit}/files", path)

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
-from tests.flatpaktools import FlatpakEnv, daemon_tree, have_flatpak, write_release
+from testsupport.flatpak import FlatpakEnv, daemon_tree, have_flatpak, write_release
+from testsupport.prerequisites import require
+
+pytestmark = pytest.mark.privileged
 
 APP = "org.fsx.Profiler"
 APP2 = "org.fsx.Tracer"

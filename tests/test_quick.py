@@ -20,18 +20,20 @@ from pathlib import Path
 import pytest
 
 from flatpak_sysext import quick, trigger
-from tests.conftest import require
-from tests.flatpaktools import TRIGGER, FlatpakEnv, daemon_tree
-from tests.test_scanmemo import deploy
+from testsupport.deployments import DECLARE, deploy
+from testsupport.flatpak import FlatpakEnv, daemon_tree
+from testsupport.prerequisites import require
+
+# Every test needs root: the trigger acts only as root.
+pytestmark = pytest.mark.privileged
 
 DECL = "org.q.Declares"
 PLAIN = "org.q.Plain"
 OTHER = "org.q.Other"
-DECLARE = "[X-SystemExtension]\npath=ext\n"
 MARGIN_NS = 50_000_000
 
 
-class World:
+class HandMadeInstallation:
     """A hand-made installation with one app that declares an extension and one that
     does not, a config and a target directory."""
 
@@ -84,48 +86,48 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+def settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HandMadeInstallation:
     require(os.geteuid() == 0, "the trigger only acts as root")
     monkeypatch.setattr(quick, "MARGIN_NS", MARGIN_NS)
-    w = World(tmp_path)
+    w = HandMadeInstallation(tmp_path)
     assert f"{DECL}: linked" in w.full()
     w.settle()
     return w
 
 
-def test_nothing_changed_is_quiet_and_so_is_the_full_run(world: World) -> None:
-    assert world.quiet()
-    assert world.full() == ""
+def test_nothing_changed_is_quiet_and_so_is_the_full_run(settled: HandMadeInstallation) -> None:
+    assert settled.quiet()
+    assert settled.full() == ""
 
 
-def _rewrite_config(w: World, **values: object) -> None:
+def _rewrite_config(w: HandMadeInstallation, **values: object) -> None:
     data = json.loads(w.config.read_text())
     data.update(values)
     w.config.write_text(json.dumps(data))
 
 
-def _update(app: str, meta: str) -> Callable[[World], None]:
-    def change(w: World) -> None:
+def _update(app: str, meta: str) -> Callable[[HandMadeInstallation], None]:
+    def change(w: HandMadeInstallation) -> None:
         w.deploy(app, meta)
         w.changed()
     return change
 
 
-def _uninstall(app: str) -> Callable[[World], None]:
-    def change(w: World) -> None:
+def _uninstall(app: str) -> Callable[[HandMadeInstallation], None]:
+    def change(w: HandMadeInstallation) -> None:
         shutil.rmtree(w.inst / "app" / app)
         w.changed()
     return change
 
 
-def _unreadable_metadata(w: World) -> None:
+def _unreadable_metadata(w: HandMadeInstallation) -> None:
     (w.deploy(OTHER, "") / "metadata").write_bytes(b"\xff\n")
     w.changed()
 
 
 # Changes a full run does nothing about: the quick check must end the run.
-IRRELEVANT: dict[str, Callable[[World], None]] = {
-    "only .changed touched": World.changed,
+IRRELEVANT: dict[str, Callable[[HandMadeInstallation], None]] = {
+    "only .changed touched": HandMadeInstallation.changed,
     "app without extension updated": _update(PLAIN, ""),
     "app without extension installed": _update(OTHER, ""),
     "app without extension uninstalled": _uninstall(PLAIN),
@@ -133,20 +135,21 @@ IRRELEVANT: dict[str, Callable[[World], None]] = {
 
 
 @pytest.mark.parametrize("change", IRRELEVANT)
-def test_changes_to_apps_that_declare_nothing_end_the_run(world: World, change: str) -> None:
-    before = world.links()
-    IRRELEVANT[change](world)
-    stamp = Path(quick.stamp_path(str(world.inst)))
+def test_changes_to_apps_that_declare_nothing_end_the_run(settled: HandMadeInstallation,
+                                                          change: str) -> None:
+    before = settled.links()
+    IRRELEVANT[change](settled)
+    stamp = Path(quick.stamp_path(str(settled.inst)))
     old = stamp.read_bytes()
-    assert world.quiet()
+    assert settled.quiet()
     # The stamp now knows the new deployments, so the next run is as quick.
     assert stamp.read_bytes() != old
-    assert world.quiet()
-    assert world.full() == "" and world.links() == before
+    assert settled.quiet()
+    assert settled.full() == "" and settled.links() == before
 
 
 # Changes a full run acts on: the quick check must let it run, and the full run says so.
-RELEVANT: dict[str, tuple[Callable[[World], None], str]] = {
+RELEVANT: dict[str, tuple[Callable[[HandMadeInstallation], None], str]] = {
     "declaring app updated": (_update(DECL, DECLARE), f"{DECL}: relinked"),
     "declaring app uninstalled": (_uninstall(DECL), f"{DECL}: unlinked"),
     "app starts declaring": (_update(PLAIN, DECLARE), f"{PLAIN}: linked"),
@@ -159,28 +162,28 @@ RELEVANT: dict[str, tuple[Callable[[World], None], str]] = {
 
 
 @pytest.mark.parametrize("change", RELEVANT)
-def test_changes_that_matter_reach_the_full_run(world: World, change: str) -> None:
+def test_changes_that_matter_reach_the_full_run(settled: HandMadeInstallation, change: str) -> None:
     mutate, says = RELEVANT[change]
-    mutate(world)
-    assert not world.quiet()
-    assert says in world.full()
+    mutate(settled)
+    assert not settled.quiet()
+    assert says in settled.full()
 
 
 @pytest.mark.parametrize("change", ["config rewritten as it was", "installations.d added",
                                    "another environment", "repo config added"])
 def test_changed_inputs_make_a_full_run_even_if_it_has_nothing_to_do(
-        world: World, change: str) -> None:
-    environ = dict(world.environ)
+        settled: HandMadeInstallation, change: str) -> None:
+    environ = dict(settled.environ)
     if change == "config rewritten as it was":
-        world.config.write_text(world.config.read_text())
+        settled.config.write_text(settled.config.read_text())
     elif change == "installations.d added":
-        (world.confdir / "installations.d").mkdir()
+        (settled.confdir / "installations.d").mkdir()
     elif change == "another environment":
-        environ["FLATPAK_CONFIG_DIR"] = str(world.confdir / "elsewhere")
+        environ["FLATPAK_CONFIG_DIR"] = str(settled.confdir / "elsewhere")
     else:
-        (world.inst / "repo").mkdir()
-        (world.inst / "repo" / "config").write_text("[core]\n")
-    assert not world.quiet(environ)
+        (settled.inst / "repo").mkdir()
+        (settled.inst / "repo" / "config").write_text("[core]\n")
+    assert not settled.quiet(environ)
 
 
 # How a stamp goes bad: (what is replaced, by what); None replaces the whole stamp.
@@ -199,8 +202,8 @@ CORRUPTIONS: dict[str, tuple[bytes, bytes] | None] = {
 
 
 @pytest.mark.parametrize("how", CORRUPTIONS)
-def test_a_bad_stamp_is_no_stamp(world: World, how: str) -> None:
-    stamp = Path(quick.stamp_path(str(world.inst)))
+def test_a_bad_stamp_is_no_stamp(settled: HandMadeInstallation, how: str) -> None:
+    stamp = Path(quick.stamp_path(str(settled.inst)))
     good = stamp.read_bytes()
     change = CORRUPTIONS[how]
     if change is None:
@@ -210,45 +213,45 @@ def test_a_bad_stamp_is_no_stamp(world: World, how: str) -> None:
         bad = good.replace(*change)
     stamp.write_bytes(bad)
     # The apps part is only read when Flatpak changed something: make it so.
-    world.changed()
-    assert not world.quiet()
+    settled.changed()
+    assert not settled.quiet()
     assert stamp.read_bytes() == bad
-    assert world.full() == ""
+    assert settled.full() == ""
 
 
-def test_what_changed_within_the_margin_is_not_trusted(world: World,
+def test_what_changed_within_the_margin_is_not_trusted(settled: HandMadeInstallation,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quick, "MARGIN_NS", 10 * 10**9)
-    stamp = Path(quick.stamp_path(str(world.inst)))
+    stamp = Path(quick.stamp_path(str(settled.inst)))
     # The config was written seconds ago: a change to it within the same clock tick
     # would keep its signature, so no stamp may rest on it.
     stamp.unlink()
-    assert world.full() == ""
+    assert settled.full() == ""
     assert not stamp.exists()
-    assert not world.quiet()
+    assert not settled.quiet()
 
 
-def test_a_discarded_cache_is_said_once(world: World) -> None:
-    (world.inst / "flatpak-sysext" / "cache.json").write_text("{corrupt")
-    said = world.full()
+def test_a_discarded_cache_is_said_once(settled: HandMadeInstallation) -> None:
+    (settled.inst / "flatpak-sysext" / "cache.json").write_text("{corrupt")
+    said = settled.full()
     assert "cache.json" in said and "discarded" in said
-    assert world.full() == ""
+    assert settled.full() == ""
 
 
-def test_a_fresh_changed_file_is_recorded_as_unknown(world: World) -> None:
-    world.changed()
-    assert world.quiet()
-    changed = str(world.inst / ".changed")
-    stamp = quick.Stamp.decode(Path(quick.stamp_path(str(world.inst))).read_bytes())
+def test_a_fresh_changed_file_is_recorded_as_unknown(settled: HandMadeInstallation) -> None:
+    settled.changed()
+    assert settled.quiet()
+    changed = str(settled.inst / ".changed")
+    stamp = quick.Stamp.decode(Path(quick.stamp_path(str(settled.inst))).read_bytes())
     assert stamp is not None and stamp.paths[changed] == quick.UNKNOWN
 
 
-def test_a_name_the_stamp_cannot_hold_means_no_stamp(world: World) -> None:
-    stamp = Path(quick.stamp_path(str(world.inst)))
+def test_a_name_the_stamp_cannot_hold_means_no_stamp(settled: HandMadeInstallation) -> None:
+    stamp = Path(quick.stamp_path(str(settled.inst)))
     stamp.unlink()
-    (world.inst / "app" / "bad\nname").mkdir()
+    (settled.inst / "app" / "bad\nname").mkdir()
     time.sleep(2 * MARGIN_NS / 1e9)
-    assert world.full() == ""
+    assert settled.full() == ""
     assert not stamp.exists()
 
 
@@ -264,7 +267,8 @@ def test_real_flatpak_updates_through_the_sandboxed_trigger(fenv: FlatpakEnv) ->
     linked = fenv.links()
     assert list(linked) == [app]
     time.sleep(quick.MARGIN_NS / 1e9 + 0.1)
-    hand = subprocess.run([fenv.python, "-I", str(TRIGGER), str(fenv.system_dir)],
+    hand = subprocess.run([str(fenv.triggers_dir / "flatpak-sysext.trigger"),
+                           str(fenv.system_dir)],
                           env=fenv.env, capture_output=True, text=True, check=True)
     assert hand.stdout == ""
     stamp = Path(quick.stamp_path(str(fenv.system_dir)))

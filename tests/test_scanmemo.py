@@ -9,28 +9,9 @@ from pathlib import Path
 
 from flatpak_sysext import cache, installation
 from flatpak_sysext.installation import Declared, Installation, Remembered
-from tests.test_installation import gvariant_deploy
+from testsupport.deployments import deploy, gvariant_deploy
 
 APP = "org.a.B"
-DECLARE = "[X-SystemExtension]\npath=ext\n"
-
-
-def deploy(base: Path, active: str, meta: str = DECLARE, *, branch: str = "stable",
-           make_current: bool = True, app: str = APP) -> Path:
-    """Write a deployment of ``app`` and make it active (and current), as Flatpak does."""
-    ref = base / "app" / app / "x86_64" / branch
-    dep = ref / active
-    (dep / "files" / "ext").mkdir(parents=True)
-    (dep / "deploy").write_bytes(gvariant_deploy("origin", active[:64], []))
-    (dep / "metadata").write_text(f"[Application]\nname={app}\n\n{meta}")
-    tmp = ref / "active.tmp"
-    os.symlink(active, tmp)
-    os.rename(tmp, ref / "active")
-    if make_current:
-        current = base / "app" / app / "current.tmp"
-        os.symlink(f"x86_64/{branch}", current)
-        os.rename(current, base / "app" / app / "current")
-    return dep
 
 
 def test_unchanged_links_are_not_read_again_and_changed_ones_are(tmp_path: Path) -> None:

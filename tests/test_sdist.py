@@ -14,7 +14,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from tests.conftest import require
+from testsupport.prerequisites import require_available, require_tools
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What is not source: checkouts' and builds' leftovers.
@@ -47,8 +47,9 @@ def installed(source: Path, dest: Path) -> dict[str, bytes]:
 
 def test_the_sdist_builds_a_wheel_and_installs_the_data_as_the_checkout_does(
         tmp_path: Path) -> None:
-    require(shutil.which("make") is not None and importlib.util.find_spec("setuptools") is not None,
-            "make and setuptools are needed")
+    require_tools("make")
+    require_available(importlib.util.find_spec("setuptools") is not None,
+                      "setuptools is needed")
     # A copy: building writes an egg-info into the source tree.
     checkout = tmp_path / "checkout"
     shutil.copytree(REPO_ROOT, checkout, ignore=NOT_SOURCE)

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from flatpak_sysext import config, evaluate, installation, reconcile
-from tests.flatpaktools import FlatpakEnv, daemon_tree
+from testsupport.flatpak import FlatpakEnv, daemon_tree
+
+pytestmark = pytest.mark.privileged
 
 APP = "org.fsx.Profiler"
 APP2 = "org.fsx.Tracer"

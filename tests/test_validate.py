@@ -20,7 +20,7 @@ from flatpak_sysext.placement import check as check_placement
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import TreeReport
 from flatpak_sysext.validate import validate_tree
-from tests.conftest import require
+from testsupport.prerequisites import require, require_tools
 
 APP = "org.example.App"
 RELEASE = f"usr/lib/extension-release.d/extension-release.{APP}"
@@ -114,6 +114,7 @@ def test_symlinked_release_directory_is_not_followed(tmp_path: pathlib.Path) -> 
     assert problem.message.startswith("usr/lib is a symlink, not a directory.")
 
 
+@pytest.mark.privileged
 @needs_root
 def test_symlinked_directories_are_not_walked(tmp_path: pathlib.Path) -> None:
     outside = tmp_path / "outside"
@@ -131,6 +132,7 @@ def test_symlinked_directories_are_not_walked(tmp_path: pathlib.Path) -> None:
     assert report.files == {RELEASE, "usr/share", "usr/lib/up"}
 
 
+@pytest.mark.privileged
 @needs_root
 def test_hostile_tree_reports_everything(tmp_path: pathlib.Path) -> None:
     tree = make_tree(tmp_path, files={"usr/lib/os-release": b"ID=evil\n",
@@ -174,6 +176,7 @@ def test_hostile_tree_reports_everything(tmp_path: pathlib.Path) -> None:
     assert "etc/passwd" not in report.files and "usr/bin/sock" in report.files
 
 
+@pytest.mark.privileged
 @needs_root
 def test_overlay_attributes(tmp_path: pathlib.Path) -> None:
     tree = make_tree(tmp_path, files={"usr/lib/x": b"", "extra/y": b""})
@@ -243,7 +246,7 @@ def test_comment_continuation_is_judged_both_ways(tmp_path: pathlib.Path) -> Non
 
 @pytest.fixture(scope="module")
 def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    require(shutil.which("gcc") is not None, "needs gcc")
+    require_tools("gcc")
     work = tmp_path_factory.mktemp("gcc")
     (work / "hello.c").write_text('#include <stdio.h>\nint main(void) { puts("hi"); }\n')
     built = {}

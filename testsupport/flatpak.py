@@ -1,6 +1,6 @@
-"""Throw-away Flatpak installations built with the real ``flatpak`` (FACTS.md, "Testing").
+"""Throw-away Flatpak installations built with the real ``flatpak``.
 
-Used by the tests and by ``make demo``. Everything lives under one directory: the
+Used by the tests, ``make bench`` and ``make demo``. Everything lives under one directory: the
 repository, the system installation, Flatpak's config and triggers directories, the
 target directory and flatpak-sysext's config, so nothing on the host is touched.
 """
@@ -20,8 +20,8 @@ from typing import Any
 
 import jsonschema
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRIGGER = REPO_ROOT / "triggers" / "flatpak-sysext.trigger"
+from testsupport.source import installed_trigger
+
 RUNTIME = "org.fsx.Platform"
 ARCH = subprocess.run(["flatpak", "--default-arch"], capture_output=True, text=True,
                       check=False).stdout.strip() if shutil.which("flatpak") else "x86_64"
@@ -174,10 +174,10 @@ class FlatpakEnv:
         self.config_file.write_text(json.dumps(data))
 
     def install_trigger(self) -> Path:
-        """Install our trigger as a package would, with this interpreter substituted."""
-        text = TRIGGER.read_text().replace("#!/usr/bin/python3", f"#!{self.python}", 1)
+        """Install our trigger as a package would, with this interpreter substituted
+        (and the package under test on its path, see ``testsupport.source``)."""
         dest = self.triggers_dir / "flatpak-sysext.trigger"
-        dest.write_text(text)
+        dest.write_text(installed_trigger(self.python))
         dest.chmod(0o755)
         return dest
 
