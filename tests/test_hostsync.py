@@ -1,8 +1,8 @@
 """Host sync at the runner boundary (docs/reference.md#host-sync): the exact commands
 per kind of content, the verification of the merge, and what is kept between runs. No
-systemd runs as PID 1 here, so a fake host stands in: a directory as the host's root and a runner that
-records every command and, for ``systemd-sysext refresh``, merges the way systemd
-would (the names of the target directory's links, their extension-release files).
+systemd runs as PID 1 here, so a fake host stands in: a directory as the host's root and
+a runner that records every command and, for ``systemd-sysext refresh``, merges the way
+systemd would (the names of the target directory's links, their extension-release files).
 The real merge is tests/test_merge.py."""
 
 from __future__ import annotations
