@@ -7,8 +7,6 @@ is checked against what ``trigger.run_full`` then does.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -19,71 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import quick, trigger
-from testsupport.deployments import DECLARE, deploy
+from flatpak_sysext import quick
+from testsupport.deployments import (
+    DECL,
+    DECLARE,
+    MARGIN_NS,
+    OTHER,
+    PLAIN,
+    HandMadeInstallation,
+)
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require
 
 # Every test needs root: the trigger acts only as root.
 pytestmark = pytest.mark.privileged
-
-DECL = "org.q.Declares"
-PLAIN = "org.q.Plain"
-OTHER = "org.q.Other"
-MARGIN_NS = 50_000_000
-
-
-class HandMadeInstallation:
-    """A hand-made installation with one app that declares an extension and one that
-    does not, a config and a target directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.inst = root / "inst"
-        self.target = root / "extensions"
-        self.config = root / "config.json"
-        self.confdir = root / "etc-flatpak"
-        self.confdir.mkdir(parents=True)
-        self.config.write_text(json.dumps({"target_dir": str(self.target), "host_sync": False,
-                                           "require_gpg_verified_remote": False}))
-        self.environ = {"FLATPAK_SYSTEM_DIR": str(self.inst),
-                        "FLATPAK_CONFIG_DIR": str(self.confdir),
-                        "FLATPAK_SYSEXT_CONFIG": str(self.config)}
-        self.commits = iter(f"{n:064x}" for n in range(1, 1000))
-        self.deploy(DECL, DECLARE)
-        self.deploy(PLAIN, "")
-        self.changed()
-
-    def deploy(self, app: str, meta: str) -> Path:
-        """A new deployment of ``app``, valid as an extension if ``meta`` declares one."""
-        dep = deploy(self.inst, next(self.commits), meta, app=app)
-        rel = dep / "files/ext/usr/lib/extension-release.d"
-        rel.mkdir(parents=True)
-        (rel / f"extension-release.{app}").write_text("ID=_any\n")
-        return dep
-
-    def changed(self) -> None:
-        """What Flatpak does at the end of every deploy and uninstall."""
-        (self.inst / ".changed").touch()
-
-    def full(self) -> str:
-        """A full trigger run; what it printed."""
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            assert trigger.run_full(str(self.inst), None, self.environ) == 0
-        return out.getvalue()
-
-    def quiet(self, environ: dict[str, str] | None = None) -> bool:
-        return quick.quiet(str(self.inst), self.environ if environ is None else environ)
-
-    def settle(self) -> None:
-        """Let the margin pass and make a quiet full run leave its stamp."""
-        time.sleep(2 * MARGIN_NS / 1e9)
-        assert self.full() == ""
-        assert Path(quick.stamp_path(str(self.inst))).is_file()
-
-    def links(self) -> dict[str, str]:
-        return {p.name: os.readlink(p) for p in self.target.iterdir()}
-
 
 @pytest.fixture
 def settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HandMadeInstallation:

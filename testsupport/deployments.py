@@ -3,8 +3,14 @@ that need an installation but not the real ``flatpak``."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import time
 from pathlib import Path
+
+from flatpak_sysext import quick, trigger
 
 DECLARE = "[X-SystemExtension]\npath=ext\n"
 """Metadata declaring ``files/ext`` as the app's system extension."""
@@ -45,3 +51,71 @@ def deploy(base: Path, active: str, meta: str = DECLARE, *, branch: str = "stabl
         os.symlink(f"x86_64/{branch}", current)
         os.rename(current, base / "app" / app / "current")
     return dep
+
+
+DECL = "org.q.Declares"
+PLAIN = "org.q.Plain"
+OTHER = "org.q.Other"
+MARGIN_NS = 50_000_000
+"""The quick check's margin for tests that patch it in (instead of 2 s)."""
+
+
+class HandMadeInstallation:
+    """A hand-made installation with one app that declares an extension and one that
+    does not, a config and a target directory."""
+
+    def __init__(self, root: Path, *, verified: bool = False) -> None:
+        """With ``verified``, the config requires a GPG-verified remote and ``repo/config``
+        has one, so policy reads it as it would on a real installation."""
+        self.inst = root / "inst"
+        self.target = root / "extensions"
+        self.config = root / "config.json"
+        self.confdir = root / "etc-flatpak"
+        self.confdir.mkdir(parents=True)
+        self.config.write_text(json.dumps({"target_dir": str(self.target), "host_sync": False,
+                                           "require_gpg_verified_remote": verified}))
+        if verified:
+            # The remote every hand-made deployment comes from (``deploy``), verifying.
+            (self.inst / "repo").mkdir(parents=True)
+            (self.inst / "repo" / "config").write_text(
+                '[core]\nmode=bare-user-only\n\n[remote "origin"]\nurl=file:///nowhere\n'
+                'gpg-verify=true\n')
+        self.environ = {"FLATPAK_SYSTEM_DIR": str(self.inst),
+                        "FLATPAK_CONFIG_DIR": str(self.confdir),
+                        "FLATPAK_SYSEXT_CONFIG": str(self.config)}
+        self.commits = iter(f"{n:064x}" for n in range(1, 1000))
+        self.deploy(DECL, DECLARE)
+        self.deploy(PLAIN, "")
+        self.changed()
+
+    def deploy(self, app: str, meta: str) -> Path:
+        """A new deployment of ``app``, valid as an extension if ``meta`` declares one."""
+        dep = deploy(self.inst, next(self.commits), meta, app=app)
+        rel = dep / "files/ext/usr/lib/extension-release.d"
+        rel.mkdir(parents=True)
+        (rel / f"extension-release.{app}").write_text("ID=_any\n")
+        return dep
+
+    def changed(self) -> None:
+        """What Flatpak does at the end of every deploy and uninstall."""
+        (self.inst / ".changed").touch()
+
+    def full(self) -> str:
+        """A full trigger run; what it printed."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert trigger.run_full(str(self.inst), None, self.environ) == 0
+        return out.getvalue()
+
+    def quiet(self, environ: dict[str, str] | None = None) -> bool:
+        return quick.quiet(str(self.inst), self.environ if environ is None else environ)
+
+    def settle(self) -> None:
+        """Let the margin pass and make a quiet full run leave its stamp (with
+        MARGIN_NS patched into ``quick``)."""
+        time.sleep(2 * MARGIN_NS / 1e9)
+        assert self.full() == ""
+        assert Path(quick.stamp_path(str(self.inst))).is_file()
+
+    def links(self) -> dict[str, str]:
+        return {p.name: os.readlink(p) for p in self.target.iterdir()}
