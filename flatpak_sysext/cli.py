@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from flatpak_sysext import __version__, config, installation, output, trigger
 from flatpak_sysext.evaluate import Context, evaluate
-from flatpak_sysext.reconcile import reconcile
+from flatpak_sysext.reconcile import reconcile, remove_all
 
 
 class Die(Exception):
@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     s = sub.add_parser("status", parents=[common], help="show every declared extension")
     s.add_argument("--json", action="store_true")
+    sub.add_parser("remove-all", parents=[common],
+                   help="unlink every extension of ours, sync the host and remove our state "
+                        "(for a package's removal)")
     c = sub.add_parser("check", parents=[common], help="validate one extension tree")
     c.add_argument("path", metavar="PATH")
     c.add_argument("--name", metavar="NAME")
@@ -109,6 +112,16 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_remove_all(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    ctx = _context(args, environ)
+    try:
+        removal = remove_all(ctx)
+    except OSError as e:
+        die(f"{e.filename or ''} {e.strerror or e}".strip(), 1)
+    output.print_removal(removal)
+    return 1 if removal.failures else 0
+
+
 def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from flatpak_sysext import elf, release, validate
 
@@ -151,6 +164,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return trigger.run(args.basedir, args.config, env)
         if args.command == "reconcile":
             return cmd_reconcile(args, env)
+        if args.command == "remove-all":
+            return cmd_remove_all(args, env)
         if args.command == "status":
             return cmd_status(args, env)
         return cmd_check(args, env)

@@ -10,7 +10,7 @@ from typing import Any
 from flatpak_sysext import apply, config, evaluate, hoststate
 from flatpak_sysext.evaluate import AppStatus, Context, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
-from flatpak_sysext.reconcile import Result
+from flatpak_sysext.reconcile import Removal, Result
 from flatpak_sysext.report import Problem, TreeReport
 
 
@@ -204,6 +204,22 @@ def print_reconcile(ctx: Context, result: Result, *, dry_run: bool) -> None:
     for line in lines.errors:
         print(f"error: {line}", file=sys.stderr)
     for line in standing(ctx.config) + lines.warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+def print_removal(removal: Removal) -> None:
+    """``remove-all`` for people: what went, what host sync did, what failed."""
+    for action in removal.applied:
+        if isinstance(action, Unlink):
+            print(f"{action.name}: unlinked, flatpak-sysext is being removed")
+    info, problems = hoststate.summary(removal.sync) if removal.sync else ([], [])
+    for line in info:
+        print(line)
+    for path in removal.removed_state:
+        print(f"removed {path}")
+    for f in removal.failures:
+        print(f"error: {f.message}", file=sys.stderr)
+    for line in problems:
         print(f"warning: {line}", file=sys.stderr)
 
 

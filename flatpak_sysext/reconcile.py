@@ -9,6 +9,8 @@ right (docs/reference.md#host-sync).
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from collections.abc import Sequence
 
 from flatpak_sysext import apply, fileio, hostsync, layout, request, statefiles, targetdir
@@ -16,7 +18,7 @@ from flatpak_sysext.apply import Failure
 from flatpak_sysext.evaluate import Context, Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.installation import Installation
-from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
+from flatpak_sysext.plan import Action, Kind, Link, Relink, RemoveTemporary, Unlink
 
 MAX_PASSES = 5
 """How often a run reads an installation that keeps changing under it."""
@@ -102,3 +104,54 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
             linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
             report = sync.run(_changes(ev, applied), linked)
     return Result(ev, tuple(applied), tuple(failures), report)
+
+
+@dataclasses.dataclass(frozen=True)
+class Removal:
+    """What ``remove_all`` did."""
+
+    applied: tuple[Action, ...]
+    failures: tuple[Failure, ...]
+    sync: SyncReport | None
+    removed_state: tuple[str, ...]
+    """The state directories that were removed."""
+
+
+def remove_all(ctx: Context) -> Removal:
+    """Take every link of ours away, sync the host, and remove our state directories.
+
+    What a package's removal runs (prerm, %preun), so that nothing of ours is merged
+    at the next boot once the tool is gone. Foreign entries are left alone, as always.
+    A state directory is kept when a link could not be removed: the next run needs it.
+    """
+    paths = [i.path for i in ctx.installations]
+    # Taking the locks makes the state directories: only those that were there count.
+    existed = {p for p in paths if os.path.isdir(statefiles.directory(p))}
+    with statefiles.Locked(paths):
+        entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+        actions: list[Action] = []
+        for entry in sorted(entries.values(), key=lambda e: e.name):
+            if entry.target is None:
+                continue
+            if entry.kind is Kind.MANAGED:
+                actions.append(Unlink(entry.name, entry.target))
+            elif entry.kind is Kind.TEMPORARY:
+                actions.append(RemoveTemporary(entry.name, entry.target))
+        sync = (hostsync.HostSync(ctx.installations, host_root=ctx.host_root,
+                                  runner=ctx.runner) if ctx.config.host_sync else None)
+        if sync is not None and actions:
+            sync.owe()
+        failures = apply.apply(ctx.config.target_dir, actions)
+        failed = {f.action for f in failures}
+        applied = [a for a in actions if a not in failed]
+        changes = [hostsync.Change(a.name, a.old, None) for a in applied
+                   if isinstance(a, Unlink)]
+        report = sync.run(changes, []) if sync is not None else None
+        removed: list[str] = []
+        if not failures:
+            for path in paths:
+                directory = statefiles.directory(path)
+                shutil.rmtree(directory, ignore_errors=path not in existed)
+                if path in existed:
+                    removed.append(directory)
+    return Removal(tuple(applied), tuple(failures), report, tuple(removed))

@@ -198,3 +198,26 @@ def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
     assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD,
                                "systemctl try-reload-or-restart polkit.service",
                                "udevadm control --reload"]
+
+
+def test_remove_all_takes_every_link_of_ours_away_and_unmerges(host: Host) -> None:
+    """What a package's removal runs: nothing of ours is left merged, linked or kept, and
+    what is not ours stays."""
+    fenv = host.fenv
+    fenv.install_daemons(APP)
+    host.reconcile()
+    assert host.merged() == [APP]
+    foreign = Path("/run/extensions/not-ours")
+    assert host.ns.run("ln", "-s", "/nonexistent", str(foreign)).returncode == 0
+    host.commands()
+    result = host.sysext("remove-all")
+    assert result.returncode == 0, result.stderr
+    assert f"{APP}: unlinked, flatpak-sysext is being removed" in result.stdout
+    assert host.merged() == []
+    assert host.ns.run("test", "-e", DAEMON).returncode != 0
+    # The removed extension had a unit and D-Bus policy: those are reloaded away.
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+    assert host.ns.run("ls", "/run/extensions").stdout.split() == ["not-ours"]
+    assert not (fenv.system_dir / "flatpak-sysext").exists()
+    again = host.sysext("remove-all")
+    assert (again.returncode, again.stdout) == (0, "")
