@@ -29,8 +29,9 @@ src=$(echo "$work"/build/*)
 cp -r "$src/packaging/debian" "$src/debian"
 
 # As on a buildd, whatever machine this runs on: the distribution's own tools and Python
-# first in PATH (not a pyenv or a venv), and not in CI (the tests fail instead of skipping
-# with CI=true).
-(cd "$src" && env -u CI PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -b -us -uc)
+# first in PATH (not a pyenv or a venv), and not in our CI's strict mode (a build runs
+# the tests that need no privilege, and may lack tools the strict mode demands).
+(cd "$src" && env -u CI -u FLATPAK_SYSEXT_TEST_STRICT PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    dpkg-buildpackage -b -us -uc)
 cp "$work"/build/*.deb "$out"/
 ls "$work"/build/*.deb | sed 's|.*/||'

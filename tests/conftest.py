@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from testsupport import prerequisites
 from testsupport.flatpak import FlatpakEnv
+from testsupport.source import SOURCE_ROOT
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -30,3 +32,16 @@ def fenv(tmp_path: Path) -> Iterator[FlatpakEnv]:
     env.install_trigger()
     yield env
     shutil.rmtree(tmp_path / "world", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def debian_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package ``make deb`` builds from this tree: once a session (a minute), for
+    the packaging checks and the booted host that installs it."""
+    prerequisites.require_tools("dpkg-buildpackage", "dpkg-deb", "dh", "pybuild", "make")
+    out = tmp_path_factory.mktemp("deb")
+    build = subprocess.run(["make", "-s", "-C", str(SOURCE_ROOT), "deb", f"DEBDIR={out}"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
+    (built,) = out.glob("*.deb")
+    return built

@@ -1,0 +1,87 @@
+"""The Debian package on a booted Debian 12: installed with dpkg, it links and merges a
+signed app's extension through its own units and trigger; purged, nothing of it is
+left on the host (README, "Removal, and what the tool owns")."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testsupport import booted
+from testsupport.booted import Machine
+from testsupport.flatpak import FlatpakEnv
+from testsupport.prerequisites import require
+
+pytestmark = [pytest.mark.privileged, pytest.mark.booted]
+
+APP = "org.fsx.Packaged"
+UNITS = ("flatpak-sysext.path", "flatpak-sysext.service")
+
+
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """A booted Debian 12 without flatpak-sysext, and a signed repository added."""
+    require(os.geteuid() == 0, "booting a container needs root")
+    missing = booted.missing_tools() + [t for t in ("flatpak", "gpg")
+                                        if shutil.which(t) is None]
+    require(not missing, f"missing tools: {' '.join(missing)}")
+    base = tmp_path_factory.mktemp("debian-package")
+    publisher = FlatpakEnv(base / "publisher", signed=True)
+    session_root = booted.SessionRoot(booted.cached_root())
+    m = Machine(session_root.root, f"fsx-deb-{os.getpid()}")
+    try:
+        daemon = booted.build_daemon(base / "fsx-daemon", "packaged")
+        publisher.publish(APP, booted.daemon_tree(APP, daemon))
+        m.boot()
+        m.add_repository(publisher.repo, publisher.pubkey)
+        yield m
+    finally:
+        m.poweroff()
+        session_root.remove()
+        publisher.close()
+
+
+def _ours_left(m: Machine) -> list[str]:
+    """Whatever of flatpak-sysext is still on the machine."""
+    found = m.run("sh", "-c", "ls -d /var/lib/extensions/* /var/lib/flatpak/flatpak-sysext "
+                  "/etc/flatpak-sysext /usr/share/flatpak/triggers/flatpak-sysext.trigger "
+                  "/lib/systemd/system/flatpak-sysext.* /usr/lib/systemd/system/flatpak-sysext.* "
+                  "/etc/systemd/system/*/flatpak-sysext.* /usr/bin/flatpak-sysext "
+                  "/usr/lib/python3/dist-packages/flatpak_sysext 2>/dev/null").stdout.split()
+    if m.run("dpkg-query", "-W", "flatpak-sysext").returncode == 0:
+        found.append("dpkg: flatpak-sysext still known")
+    return found + [f"merged: {name}" for name in m.merged()]
+
+
+def test_install_link_and_purge(machine: Machine, debian_package: Path) -> None:
+    m = machine
+    # Not /tmp: the booted system mounts a tmpfs there.
+    shutil.copy2(debian_package, m.root / "root" / debian_package.name)
+    m.run("dpkg", "-i", f"/root/{debian_package.name}", check=True)
+    # The maintainer scripts enabled and started both units (dh_installsystemd).
+    for unit in UNITS:
+        assert m.run("systemctl", "is-enabled", unit).stdout.strip() == "enabled", unit
+    m.run("systemctl", "enable", "systemd-sysext.service", check=True)
+
+    out = m.run("flatpak", "install", "--system", "-y", "--noninteractive", "fsx", APP)
+    assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stderr
+    m.settle()
+    m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged")
+    assert m.run("readlink", f"/var/lib/extensions/{APP}").returncode == 0
+    reply = booted.call_daemon(m, APP)
+    assert reply.stdout.strip() == 's "packaged"', reply.stderr
+
+    purge = m.run("dpkg", "--purge", "flatpak-sysext")
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    assert f"{APP}: unlinked, flatpak-sysext is being removed" in purge.stdout
+    assert _ours_left(m) == []
+    # The app stays installed; only its extension is gone from the host, and /usr is
+    # the distribution's again.
+    assert m.run("flatpak", "info", "--system", APP).returncode == 0
+    assert m.run("touch", "/usr/.fsx-probe").returncode == 0
+    m.run("rm", "-f", "/usr/.fsx-probe")
+    assert m.run("systemctl", "--failed", "--no-legend").stdout.strip() == ""
