@@ -26,8 +26,18 @@ def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
 
+_warned: set[str] = set()
+
+
 def show(result: subprocess.CompletedProcess[str]) -> None:
+    """Print what a command printed, each warning only the first time it is said: the
+    demo's own temporary target directory is warned about by every command."""
     for line in (result.stdout + result.stderr).splitlines():
+        _, sep, warning = line.partition("warning: ")
+        if sep:
+            if warning in _warned:
+                continue
+            _warned.add(warning)
         print(f"   {line}")
 
 

@@ -106,14 +106,15 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         lines, ev = act(ctx, inst)
         if not lines and not ev.plan.actions and inst.path == basedir and config_arg is None:
             snap.save({s.app_id for s in ev.apps} | set(ev.entries))
-        said = [*lines.changes, *lines.info, *lines.errors, *lines.warnings]
+        said = [*lines.changes, *lines.info, *lines.errors,
+                *(f"warning: {w}" for w in lines.warnings)]
     except (config.ConfigError, installation.InstallationError) as e:
         said = [str(e)]
     except OSError as e:
         said = [f"{e.filename or ''}: {e.strerror or e}"]
     # Quiet unless something happened; then say if systemd-sysext will not see it.
     if said and cfg is not None:
-        said += output.standing(cfg)
+        said += [f"warning: {w}" for w in output.standing(cfg)]
     for line in said:
         print(f"flatpak-sysext: {line}")
     return 0

@@ -331,7 +331,7 @@ def test_target_dir_warning_through_the_command_line(fenv: FlatpakEnv) -> None:
     trigger = fenv.install_trigger()
     first = fenv.run(str(trigger), str(fenv.system_dir))
     assert first.stdout == f"flatpak-sysext: {APP}: linked, commit " \
-        f"{first.stdout.split('commit ')[1][:12]}\nflatpak-sysext: {warning}\n"
+        f"{first.stdout.split('commit ')[1][:12]}\nflatpak-sysext: warning: {warning}\n"
     # Nothing changed: the trigger stays quiet; reconcile and status still warn.
     assert fenv.run(str(trigger), str(fenv.system_dir)).stdout == ""
     again = fenv.sysext("reconcile")
