@@ -229,17 +229,31 @@ class HostSync:
             pending |= owed
         self.warnings += save(self.states, pending, None)
 
-    def run(self, changes: Sequence[Change], linked: Collection[str]) -> SyncReport | None:
+    def owe_all(self) -> None:
+        """Owe a sync with every reload, whatever the links do: a package transaction
+        took every extension out of ``/usr`` and its maintainer scripts may have
+        reloaded systemd or D-Bus meanwhile."""
+        self.owed.append(UNKNOWN_CONTENT)
+
+    def run(self, changes: Sequence[Change], linked: Collection[str], *,
+            deferred: bool = False) -> SyncReport | None:
         """Sync the host after ``changes``; ``linked`` names every link of ours now.
 
         Returns None when there was nothing to do: no change, and nothing owed by an
-        interrupted run.
+        interrupted run. ``deferred``: a package transaction is under way; the sync is
+        recorded as owed and left to its end.
         """
         if not changes and not self.owed:
             if self.marked:
                 self.warnings += save(self.states, None, None)
             return None
         needs = self._account(changes)
+        if deferred:
+            report = SyncReport(_now(), (Step(REFRESH, SKIPPED, "a package transaction is "
+                                              "under way; its end merges"),),
+                                tuple(self.warnings))
+            problems = save(self.states, needs | UNKNOWN_CONTENT, report)
+            return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
         removed = {c.name for c in changes if c.new is None} - set(linked)
         warnings = list(self.warnings)
         if selinux_enforcing(self.host_root):
