@@ -129,7 +129,7 @@ def test_a_reused_pid_is_not_the_holder(host: Host) -> None:
 
 def test_begin_fails_when_something_stays_merged(host: Host) -> None:
     host.unmerges = False
-    with pytest.raises(TransactionError, match="org.fsx.App"):
+    with pytest.raises(TransactionError, match=r"org\.fsx\.App"):
         host.begin(host.process(10))
     assert not host.active() and pkgtransaction.holders(str(host.root)) == []
 
