@@ -62,12 +62,15 @@ class Host:
             (self.root / "usr/.systemd-sysext/extensions").unlink(missing_ok=True)
         return 0, ""
 
+    def spawn(self, argv: Sequence[str]) -> None:
+        self.spawned.append(list(argv))
+
     def resync(self) -> None:
         self.resyncs += 1
         self.merge()
 
     def begin(self, holder: Holder) -> str | None:
-        return pkgtransaction.begin(holder, runner=self, spawn=self.spawned.append,
+        return pkgtransaction.begin(holder, runner=self, spawn=self.spawn,
                                     command=["fsx"], host_root=str(self.root))
 
     def end(self, holder: Holder) -> bool:
