@@ -120,6 +120,14 @@ def test_a_dead_holder_holds_nothing(host: Host) -> None:
     assert [h.pid for h in pkgtransaction.holders(str(host.root))] == [20]
 
 
+def test_a_nested_begin_unmerges_what_was_merged_meanwhile(host: Host) -> None:
+    apt, dpkg = host.process(10), host.process(20)
+    host.begin(apt)
+    host.merge()  # say, someone ran systemd-sysext merge by hand
+    host.begin(dpkg)
+    assert host.commands == [UNMERGE, UNMERGE] and not host.merged()
+
+
 def test_a_reused_pid_is_not_the_holder(host: Host) -> None:
     old = host.process(10, start=100)
     host.begin(old)
