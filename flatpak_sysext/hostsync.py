@@ -58,6 +58,8 @@ RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
     POLKIT_RELOAD: ("systemctl", "try-reload-or-restart", "polkit.service"),
     UDEV_RELOAD: ("udevadm", "control", "--reload"),
 }
+AFTER_TRANSACTION = Needs(frozenset(RELOADS) - {POLKIT_RELOAD})
+"""What the end of a package transaction owes (:meth:`HostSync.owe_all`)."""
 # systemd's parse_boolean(), the true half.
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 
@@ -232,8 +234,9 @@ class HostSync:
     def owe_all(self) -> None:
         """Owe a sync with every reload, whatever the links do: a package transaction
         took every extension out of ``/usr`` and its maintainer scripts may have
-        reloaded systemd or D-Bus meanwhile."""
-        self.owed.append(UNKNOWN_CONTENT)
+        reloaded systemd or D-Bus meanwhile. Not polkit's, which restarts polkit (and
+        polkit reads its rules itself): a package transaction restarts no unit."""
+        self.owed.append(AFTER_TRANSACTION)
 
     def run(self, changes: Sequence[Change], linked: Collection[str], *,
             deferred: bool = False) -> SyncReport | None:
@@ -252,7 +255,7 @@ class HostSync:
             report = SyncReport(_now(), (Step(REFRESH, SKIPPED, "a package transaction is "
                                               "under way; its end merges"),),
                                 tuple(self.warnings))
-            problems = save(self.states, needs | UNKNOWN_CONTENT, report)
+            problems = save(self.states, needs | AFTER_TRANSACTION, report)
             return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
         removed = {c.name for c in changes if c.new is None} - set(linked)
         warnings = list(self.warnings)

@@ -25,7 +25,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from flatpak_sysext.hostsync import RELOAD_COMMANDS, Runner, read_merged, systemd_running
+from flatpak_sysext.hostsync import (
+    AFTER_TRANSACTION,
+    RELOAD_COMMANDS,
+    Runner,
+    read_merged,
+    systemd_running,
+)
+from flatpak_sysext.hoststate import RELOADS
 
 RUN_DIR = "run/flatpak-sysext"
 """Under the host root: root-only (0700), on a tmpfs, so nothing survives a reboot."""
@@ -261,9 +268,11 @@ def guard(holder: Holder, *, resync: Resync, host_root: str = "/",
 
 def bare_resync(runner: Runner) -> None:
     """Re-merge without a reconcile (no configuration to read, or host sync off):
-    ``systemd-sysext refresh`` and every reload, whatever fails."""
-    for argv in (("systemd-sysext", "refresh"), *RELOAD_COMMANDS.values()):
-        runner(argv)
+    ``systemd-sysext refresh`` and the reloads a transaction owes, whatever fails."""
+    runner(("systemd-sysext", "refresh"))
+    for reload in RELOADS:
+        if reload in AFTER_TRANSACTION.reloads:
+            runner(RELOAD_COMMANDS[reload])
 
 
 def spawn_guard(argv: Sequence[str]) -> None:
