@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from flatpak_sysext.hoststate import RELOADS
 from flatpak_sysext.hostsync import (
     AFTER_TRANSACTION,
     RELOAD_COMMANDS,
@@ -32,7 +33,6 @@ from flatpak_sysext.hostsync import (
     read_merged,
     systemd_running,
 )
-from flatpak_sysext.hoststate import RELOADS
 
 RUN_DIR = "run/flatpak-sysext"
 """Under the host root: root-only (0700), on a tmpfs, so nothing survives a reboot."""
