@@ -110,8 +110,11 @@ demo: deps venv
 	$(VPY) demo/demo.py
 
 # The figures of README's "Performance" section: a few minutes, as root (bench/bench.py).
+# BENCH_ARGS=--dpkg-only: only what the package manager hooks add to a dpkg -i, on the
+# booted Debian 12 of the tests.
+BENCH_ARGS ?=
 bench: deps venv
-	$(VPY) bench/bench.py
+	$(VPY) bench/bench.py $(BENCH_ARGS)
 
 # `make install` = the Python package and its command (install-package) + the trigger,
 # the units, the example config and the man page (install-data). Packagers who install
