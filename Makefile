@@ -20,6 +20,17 @@ SYSTEMD_PREFIX := $(shell pkg-config --variable=prefix systemd 2>/dev/null)
 SYSTEMDUNITDIR ?= $(if $(filter $(PREFIX),$(SYSTEMD_PREFIX)),$\
 	$(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null),$\
 	$(PREFIX)/lib/systemd/system)
+# Package manager hooks (hooks/, docs/reference.md#package-managers). Each package manager
+# reads them from one fixed place, whatever PREFIX is; an empty directory variable skips
+# that hook. A host without a given package manager just carries an unused file.
+SYSCONFDIR ?= /etc
+DPKGCONFDIR ?= $(SYSCONFDIR)/dpkg/dpkg.cfg.d
+DNF5ACTIONSDIR ?= $(SYSCONFDIR)/dnf/libdnf5-plugins/actions.d
+DNF4CONFDIR ?= $(SYSCONFDIR)/dnf/plugins
+# dnf 4 imports plugins from <its Python's site directory>/dnf-plugins.
+DNF4PLUGINDIR ?= $(PYTHONDIR)/dnf-plugins
+ALPMHOOKDIR ?= /usr/share/libalpm/hooks
+ZYPPCOMMITDIR ?= /usr/lib/zypp/plugins/commit
 # The example config (every key with its default) is documentation, not a config file.
 EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext
 # Where PYTHON looks for packages under PREFIX: the first of its own site directories
@@ -46,7 +57,7 @@ PYTEST_ARGS ?=
 DEBDIR ?= dist
 
 .PHONY: all deps venv test test-min lint demo bench clean \
-	install install-package install-data uninstall deb
+	install install-package install-data install-hooks uninstall deb
 
 all: venv
 
@@ -99,8 +110,11 @@ demo: deps venv
 	$(VPY) demo/demo.py
 
 # The figures of README's "Performance" section: a few minutes, as root (bench/bench.py).
+# BENCH_ARGS=--dpkg-only: only what the package manager hooks add to a dpkg -i, on the
+# booted Debian 12 of the tests.
+BENCH_ARGS ?=
 bench: deps venv
-	$(VPY) bench/bench.py
+	$(VPY) bench/bench.py $(BENCH_ARGS)
 
 # `make install` = the Python package and its command (install-package) + the trigger,
 # the units, the example config and the man page (install-data). Packagers who install
@@ -129,6 +143,22 @@ install-data:
 	install -m 0644 systemd/flatpak-sysext.path $(DESTDIR)$(SYSTEMDUNITDIR)/
 	install -m 0644 examples/config.json $(DESTDIR)$(EXAMPLEDIR)/config.json.example
 	install -m 0644 docs/flatpak-sysext.8 $(DESTDIR)$(MANDIR)/man8/
+	$(MAKE) --no-print-directory install-hooks
+
+# Every hook with the command's path (and the zypper plugin's interpreter) substituted.
+HOOK_SED = sed -e 's|/usr/bin/flatpak-sysext|$(BINDIR)/flatpak-sysext|' \
+	-e '1s|^\#!/usr/bin/python3$$|\#!$(PYTHON_EXE)|'
+install-hooks:
+	@set -e; install_hook() { \
+	  [ -n "$$1" ] || return 0; install -d "$(DESTDIR)$$1"; \
+	  $(HOOK_SED) "hooks/$$2" > "$(DESTDIR)$$1/$${2##*/}"; chmod "$$3" "$(DESTDIR)$$1/$${2##*/}"; }; \
+	install_hook '$(DPKGCONFDIR)' dpkg/flatpak-sysext 0644; \
+	install_hook '$(DNF5ACTIONSDIR)' dnf5/flatpak-sysext.actions 0644; \
+	install_hook '$(DNF4CONFDIR)' dnf4/flatpak_sysext.conf 0644; \
+	install_hook '$(DNF4PLUGINDIR)' dnf4/flatpak_sysext.py 0644; \
+	install_hook '$(ALPMHOOKDIR)' pacman/00-flatpak-sysext-pre.hook 0644; \
+	install_hook '$(ALPMHOOKDIR)' pacman/zz-flatpak-sysext-post.hook 0644; \
+	install_hook '$(ZYPPCOMMITDIR)' zypper/flatpak-sysext 0755
 
 uninstall:
 	rm -rf $(DESTDIR)$(PYTHONDIR)/flatpak_sysext
@@ -139,6 +169,11 @@ uninstall:
 	  $(DESTDIR)$(EXAMPLEDIR)/config.json.example \
 	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
 	rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null || true
+	@for f in '$(DPKGCONFDIR)/flatpak-sysext' '$(DNF5ACTIONSDIR)/flatpak-sysext.actions' \
+	    '$(DNF4CONFDIR)/flatpak_sysext.conf' '$(DNF4PLUGINDIR)/flatpak_sysext.py' \
+	    '$(ALPMHOOKDIR)/00-flatpak-sysext-pre.hook' '$(ALPMHOOKDIR)/zz-flatpak-sysext-post.hook' \
+	    '$(ZYPPCOMMITDIR)/flatpak-sysext'; do \
+	  case "$$f" in /*) rm -f "$(DESTDIR)$$f";; esac; done
 
 # The Debian package, built from the sdist with packaging/debian (packaging/build-deb.sh).
 deb:

@@ -14,8 +14,9 @@ app that declares nothing (what almost every real transaction is); the trigger's
 evaluation (no quick-check stamp); and, as the floor of any exact check, a bare Python
 that stats every app's deployment once. Also a cold reconcile (no cache, no links); ELF
 verdicts per second against the obvious pyelftools code (and, for daemons that need only
-glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); and ``check`` on trees of
-25k/50k/100k files. Nothing here asserts: people judge the table.
+glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); ``check`` on trees of
+25k/50k/100k files; and, with ``--dpkg-only`` alone, what the package manager hooks add to
+a ``dpkg -i`` on the booted Debian 12 of the tests. Nothing here asserts: people judge the table.
 """
 
 from __future__ import annotations
@@ -390,6 +391,72 @@ def elf_rows(e: dict[str, Any]) -> list[str]:
     return lines
 
 
+def bench_dpkg(work: Path, rounds: int) -> dict[str, Any]:
+    """What the package manager hooks add to a ``dpkg -i`` that changes nothing of ours, on
+    the booted Debian 12 of the tests (testsupport/booted.py): reinstalling a one-file
+    package with the hooks while an extension is merged (unmerge, guard, reconcile, merge,
+    every reload) against the same without the hooks and with nothing merged."""
+    from testsupport import booted
+    from testsupport.flatpak import FlatpakEnv, daemon_tree
+
+    app = "org.fsx.BenchHooks"
+    hook = "/etc/dpkg/dpkg.cfg.d/flatpak-sysext"
+    publisher = FlatpakEnv(work / "publisher", signed=True)
+    session = booted.SessionRoot(booted.cached_root())
+    m = booted.Machine(session.root, f"fsx-bench-{os.getpid()}")
+    try:
+        publisher.publish(app, daemon_tree(app, "bench"))
+        m.boot()
+        m.install_project()
+        m.add_repository(publisher.repo, publisher.pubkey)
+        m.run("flatpak", "install", "--system", "-y", "--noninteractive", "fsx", app,
+              check=True)
+        m.settle()
+        m.wait_for(lambda: app in m.merged(), f"{app} merged")
+        m.run("mkdir", "-p", "/root/probe/DEBIAN", "/root/probe/usr/share/probe", check=True)
+        m.run("sh", "-c", "printf 'Package: probe\\nVersion: 1\\nArchitecture: all\\n"
+              "Maintainer: bench <b@fsx.invalid>\\nDescription: probe\\n' "
+              "> /root/probe/DEBIAN/control && echo x > /root/probe/usr/share/probe/x",
+              check=True)
+        m.run("dpkg-deb", "--build", "--root-owner-group", "/root/probe", "/root/probe.deb",
+              check=True)
+
+        def dpkg_i(hooks: bool) -> float:
+            if hooks:
+                m.run("cp", f"/root/{os.path.basename(hook)}", hook, check=True)
+                m.run("systemd-sysext", "refresh", check=True)
+            else:
+                m.run("rm", "-f", hook, check=True)
+                m.run("systemd-sysext", "unmerge", check=True)
+            t = time.perf_counter()
+            m.run("dpkg", "-i", "/root/probe.deb", check=True)
+            elapsed = time.perf_counter() - t
+            if hooks:
+                assert app in m.merged(), "not merged again after dpkg -i"
+            return elapsed
+
+        m.run("cp", hook, f"/root/{os.path.basename(hook)}", check=True)
+        times: dict[str, list[float]] = {"without": [], "with": []}
+        for _ in range(rounds):
+            times["without"].append(dpkg_i(False))
+            times["with"].append(dpkg_i(True))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        return {"dpkg_i_without_hooks_s": med["without"], "dpkg_i_with_hooks_s": med["with"],
+                "added_s": med["with"] - med["without"], "runs": rounds}
+    finally:
+        m.poweroff()
+        session.remove()
+        publisher.close()
+
+
+def dpkg_rows(r: dict[str, Any]) -> list[str]:
+    """The dpkg rows: with and without the hooks, and the difference."""
+    rows = [("dpkg -i, no hooks, nothing merged", r["dpkg_i_without_hooks_s"]),
+            ("dpkg -i, hooks, one extension merged", r["dpkg_i_with_hooks_s"]),
+            ("what the hooks add to a dpkg -i", r["added_s"])]
+    return [f"{label:<48} {seconds * 1000:>7.0f}ms" for label, seconds in rows]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="fewer rounds, smaller check trees")
@@ -397,7 +464,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument("--elf-only", action="store_true",
                    help="only the ELF verdict rates (needs gcc, not root)")
+    p.add_argument("--dpkg-only", action="store_true",
+                   help="only what the package manager hooks add to dpkg -i, on the booted "
+                        "Debian 12 of tests/test_booted.py (root, systemd-nspawn)")
     args = p.parse_args(argv)
+    if args.dpkg_only:
+        with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
+            print("\n".join(dpkg_rows(bench_dpkg(Path(tmp), 3 if args.quick else 7))))
+        return 0
     if args.elf_only:
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
             rounds = 3 if args.quick else 5

@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--allow-host-glibc", action="store_true",
                    help="admit executables that need only this machine's glibc (hostglibc)")
+    pt = sub.add_parser("package-transaction", parents=[common],
+                        help="for package manager hooks: take the extensions out of /usr "
+                             "(begin) and bring them back (end)")
+    pt.add_argument("action", choices=("begin", "end", "guard"))
+    pt.add_argument("--holder", metavar="PID",
+                    help="the package manager's process (default: the parent process); "
+                         "guard: the holder as recorded")
     return p
 
 
@@ -155,6 +162,59 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0 if report.accepted else 1
 
 
+def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    """After the last package transaction: a reconcile whose host sync re-merges and
+    runs every reload; without a usable configuration or with host sync off, only that."""
+    from flatpak_sysext import hostsync, pkgtransaction
+
+    try:
+        ctx = _context(args, environ)
+        if ctx.config.host_sync:
+            result = reconcile(ctx, ctx.installations, after_transaction=True)
+            output.print_transaction_end(ctx, result)
+            return
+    except (Die, OSError, installation.InstallationError) as e:
+        print(f"flatpak-sysext: warning: {e}; merging the extensions again without checking "
+              "them", file=sys.stderr)
+    pkgtransaction.bare_resync(hostsync.run_command)
+
+
+def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from flatpak_sysext import hostsync, pkgtransaction
+
+    def resync() -> None:
+        _resync(args, environ)
+
+    if args.action == "guard":
+        holder = pkgtransaction.Holder.parse(args.holder or "")
+        if holder is None:
+            die(f"guard: {args.holder!r} is not a holder (PID-STARTTIME)")
+        pkgtransaction.guard(holder, resync=resync)
+        return 0
+    text = args.holder or str(os.getppid())
+    if not text.isdigit() or not 0 < int(text) < 1 << 22:
+        die(f"--holder: {text!r} is not a process ID")
+    # Not running (any more): its transaction is over, or never began.
+    holder = (pkgtransaction.Holder.of(int(text))
+              or pkgtransaction.Holder(int(text), "0"))
+    if args.action == "end":
+        pkgtransaction.end(holder, resync=resync)
+        return 0
+    command = [sys.executable, "-I", "-m", "flatpak_sysext"]
+    try:
+        warning = pkgtransaction.begin(holder, runner=hostsync.run_command,
+                                       spawn=pkgtransaction.spawn_guard, command=command)
+    except pkgtransaction.TransactionError as e:
+        die(str(e), 1)
+    except OSError as e:
+        # Nothing recorded: the package manager goes on, and fails by itself if /usr is
+        # still read-only.
+        warning = f"{getattr(e, 'filename', None) or ''} {e.strerror or e}".strip()
+    if warning:
+        print(f"flatpak-sysext: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     env = os.environ if environ is None else environ
@@ -168,6 +228,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return cmd_remove_all(args, env)
         if args.command == "status":
             return cmd_status(args, env)
+        if args.command == "package-transaction":
+            return cmd_package_transaction(args, env)
         return cmd_check(args, env)
     except Die as e:
         print(f"flatpak-sysext: {e}", file=sys.stderr)

@@ -58,6 +58,8 @@ RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
     POLKIT_RELOAD: ("systemctl", "try-reload-or-restart", "polkit.service"),
     UDEV_RELOAD: ("udevadm", "control", "--reload"),
 }
+AFTER_TRANSACTION = Needs(frozenset(RELOADS) - {POLKIT_RELOAD})
+"""What the end of a package transaction owes (:meth:`HostSync.owe_all`)."""
 # systemd's parse_boolean(), the true half.
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 
@@ -229,17 +231,32 @@ class HostSync:
             pending |= owed
         self.warnings += save(self.states, pending, None)
 
-    def run(self, changes: Sequence[Change], linked: Collection[str]) -> SyncReport | None:
+    def owe_all(self) -> None:
+        """Owe a sync with every reload, whatever the links do: a package transaction
+        took every extension out of ``/usr`` and its maintainer scripts may have
+        reloaded systemd or D-Bus meanwhile. Not polkit's, which restarts polkit (and
+        polkit reads its rules itself): a package transaction restarts no unit."""
+        self.owed.append(AFTER_TRANSACTION)
+
+    def run(self, changes: Sequence[Change], linked: Collection[str], *,
+            deferred: bool = False) -> SyncReport | None:
         """Sync the host after ``changes``; ``linked`` names every link of ours now.
 
         Returns None when there was nothing to do: no change, and nothing owed by an
-        interrupted run.
+        interrupted run. ``deferred``: a package transaction is under way; the sync is
+        recorded as owed and left to its end.
         """
         if not changes and not self.owed:
             if self.marked:
                 self.warnings += save(self.states, None, None)
             return None
         needs = self._account(changes)
+        if deferred:
+            report = SyncReport(_now(), (Step(REFRESH, SKIPPED, "a package transaction is "
+                                              "under way; its end merges"),),
+                                tuple(self.warnings))
+            problems = save(self.states, needs | AFTER_TRANSACTION, report)
+            return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
         removed = {c.name for c in changes if c.new is None} - set(linked)
         warnings = list(self.warnings)
         if selinux_enforcing(self.host_root):

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from flatpak_sysext import apply, config, evaluate, hoststate
+from flatpak_sysext import apply, config, evaluate, hoststate, pkgtransaction
 from flatpak_sysext.evaluate import AppStatus, Context, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 from flatpak_sysext.reconcile import Removal, Result
@@ -165,6 +165,12 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"{entry.name}: foreign (not ours, left alone)")
     for line in [*ev.errors, *standing(ctx.config), *ev.warnings]:
         print(f"warning: {line}")
+    for manager, missing in pkgtransaction.hook_status(ctx.host_root):
+        if missing:
+            print(f"warning: package manager hooks for {manager} missing: "
+                  f"{', '.join(missing)} ({manager} fails while an extension is merged)")
+        else:
+            print(f"package manager hooks for {manager}: in place")
     for path, report in _syncs(ctx).items():
         if report is not None:
             verdict = "ok" if report.ok else "with problems"
@@ -221,6 +227,19 @@ def print_removal(removal: Removal) -> None:
         print(f"error: {f.message}", file=sys.stderr)
     for line in problems:
         print(f"warning: {line}", file=sys.stderr)
+
+
+def print_transaction_end(ctx: Context, result: Result) -> None:
+    """The end of a package transaction: what changed and what went wrong; a host sync
+    that went well says nothing (it follows every package transaction). All on stderr:
+    dnf5's actions plugin reads a hook's stdout as commands."""
+    lines = result_lines(result)
+    for line in lines.changes:
+        print(f"flatpak-sysext: {line}", file=sys.stderr)
+    for line in lines.errors:
+        print(f"flatpak-sysext: error: {line}", file=sys.stderr)
+    for line in standing(ctx.config) + lines.warnings:
+        print(f"flatpak-sysext: warning: {line}", file=sys.stderr)
 
 
 def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:

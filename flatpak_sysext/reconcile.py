@@ -13,7 +13,16 @@ import os
 import shutil
 from collections.abc import Sequence
 
-from flatpak_sysext import apply, fileio, hostsync, layout, request, statefiles, targetdir
+from flatpak_sysext import (
+    apply,
+    fileio,
+    hostsync,
+    layout,
+    pkgtransaction,
+    request,
+    statefiles,
+    targetdir,
+)
 from flatpak_sysext.apply import Failure
 from flatpak_sysext.evaluate import Context, Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
@@ -67,13 +76,16 @@ def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]
     return changes
 
 
-def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False) -> Result:
+def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False,
+              after_transaction: bool = False) -> Result:
     """Bring the target directory in line with ``scope``, then the host.
 
     All under the installations' locks. An installation that changes during a pass is
     read again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service
     asked for while it runs into the running one, and a PathChanged= unit does not look
     again when the service ends, so a change made meanwhile would wait for the next.
+    ``after_transaction``: a package transaction took the extensions out of ``/usr``;
+    the host sync is owed whatever the links do.
     """
     if dry_run:
         ev = evaluate(ctx, scope, save_cache=False)
@@ -83,6 +95,8 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     with statefiles.Locked(i.path for i in scope):
         sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
                 if ctx.config.host_sync else None)
+        if sync is not None and after_transaction:
+            sync.owe_all()
         for _ in range(MAX_PASSES):
             stamp = _changed_stamp(scope)
             ev = evaluate(ctx, scope, save_cache=True)
@@ -102,7 +116,11 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
             entries = targetdir.scan(ctx.config.target_dir, ctx.installations,
                                      ctx.installations)
             linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
-            report = sync.run(_changes(ev, applied), linked)
+            # A package manager is writing /usr: merging would make it read-only under
+            # it; its post step syncs what is owed (docs/reference.md#package-managers).
+            with pkgtransaction.sync_lock(ctx.host_root):
+                busy = pkgtransaction.active(ctx.host_root)
+                report = sync.run(_changes(ev, applied), linked, deferred=busy)
     return Result(ev, tuple(applied), tuple(failures), report)
 
 
@@ -146,7 +164,13 @@ def remove_all(ctx: Context) -> Removal:
         applied = [a for a in actions if a not in failed]
         changes = [hostsync.Change(a.name, a.old, None) for a in applied
                    if isinstance(a, Unlink)]
-        report = sync.run(changes, []) if sync is not None else None
+        report = None
+        if sync is not None:
+            # Removing our package runs this inside dpkg's transaction: merging now
+            # would make /usr read-only under it.
+            with pkgtransaction.sync_lock(ctx.host_root):
+                busy = pkgtransaction.active(ctx.host_root)
+                report = sync.run(changes, [], deferred=busy)
         removed: list[str] = []
         if not failures:
             for path in paths:

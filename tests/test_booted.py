@@ -163,23 +163,99 @@ def test_reboot_merges_at_boot_after_reconcile(host: Host) -> None:
     assert host.version() == 's "v1"'
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="package-manager hooks (unmerge before dpkg, merge after)")
-def test_dpkg_install_while_merged(host: Host) -> None:
+def build_deb(m: Machine, name: str, files: dict[str, str], preinst: str = "") -> str:
+    """Build a package inside with dpkg-deb; return the path of the .deb."""
+    root = f"/root/{name}"
+    control = (f"Package: {name}\nVersion: 1\nArchitecture: all\n"
+               "Maintainer: flatpak-sysext tests <tests@fsx.invalid>\n"
+               "Description: files under /usr for the booted-host tests\n")
+    m.run("rm", "-rf", root, check=True)
+    m.run("mkdir", "-p", f"{root}/DEBIAN", check=True)
+    m.run("sh", "-c", f"cat > {root}/DEBIAN/control", input=control, check=True)
+    if preinst:
+        m.run("sh", "-c", f"cat > {root}/DEBIAN/preinst && chmod 755 {root}/DEBIAN/preinst",
+              input=preinst, check=True)
+    for path, text in files.items():
+        m.run("mkdir", "-p", f"{root}{os.path.dirname(path)}", check=True)
+        m.run("sh", "-c", f"cat > {root}{path}", input=text, check=True)
+    m.run("dpkg-deb", "--build", "--root-owner-group", root, f"{root}.deb", check=True)
+    return f"{root}.deb"
+
+
+def dpkg(m: Machine, *args: str) -> str:
+    result = m.run("dpkg", *args)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "Traceback" not in out, out
+    return out
+
+
+def test_dpkg_install_and_remove_while_merged(host: Host) -> None:
     m = host.machine
     precondition(APP in m.merged(), f"{APP} merged before dpkg runs")
-    pkg = "/root/fsx-probe"
-    control = ("Package: fsx-probe\nVersion: 1\nArchitecture: all\n"
-               "Maintainer: flatpak-sysext tests <tests@fsx.invalid>\n"
-               "Description: a file under /usr for the booted-host tests\n")
-    m.run("mkdir", "-p", f"{pkg}/DEBIAN", f"{pkg}/usr/share/fsx-probe", check=True)
-    m.run("sh", "-c", f"cat > {pkg}/DEBIAN/control", input=control, check=True)
-    m.run("sh", "-c", f"echo probe > {pkg}/usr/share/fsx-probe/probe", check=True)
-    m.run("dpkg-deb", "--build", "--root-owner-group", pkg, f"{pkg}.deb", check=True)
-    result = m.run("dpkg", "-i", f"{pkg}.deb")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert m.run("test", "-f", "/usr/share/fsx-probe/probe").returncode == 0
-    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after dpkg")
+    status = m.run("flatpak-sysext", "status", check=True).stdout
+    assert "package manager hooks for dpkg: in place" in status
+    deb = build_deb(m, "fsx-probe", {"/usr/share/fsx-probe/probe": "probe\n"})
+    dpkg(m, "-i", deb)
+    assert m.run("cat", "/usr/share/fsx-probe/probe").stdout == "probe\n"
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after dpkg -i", 30)
+    dpkg(m, "-r", "fsx-probe")
+    assert m.run("test", "-e", "/usr/share/fsx-probe/probe").returncode != 0
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after dpkg -r", 30)
+    assert host.version().startswith('s "v')  # D-Bus and systemd were reloaded with it
+
+
+def test_package_file_shadows_extension(host: Host) -> None:
+    """A package that now ships a file the extension ships wins: the extension is held
+    back (shadows-host-file), and comes back once the package is gone."""
+    m = host.machine
+    precondition(APP in m.merged(), f"{APP} merged before dpkg runs")
+    shared = f"/usr/share/dbus-1/system.d/{APP}.conf"
+    deb = build_deb(m, "fsx-shadow", {shared: "<!-- the package's -->\n"})
+    dpkg(m, "-i", deb)
+    assert m.run("cat", shared).stdout == "<!-- the package's -->\n"
+    status = json.loads(m.run("flatpak-sysext", "status", "--json", check=True).stdout)
+    item = next(i for i in status if i["app"] == APP)
+    assert "shadows-host-file" in [p["code"] for p in item["problems"]]
+    assert APP not in m.merged()
+    dpkg(m, "-r", "fsx-shadow")
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again once the package is gone", 30)
+
+
+def test_dpkg_killed_guard_remerges_and_reconcile_waits(host: Host) -> None:
+    m = host.machine
+    precondition(APP in m.merged(), f"{APP} merged before dpkg runs")
+    deb = build_deb(m, "fsx-slow", {"/usr/share/fsx-slow/slow": "slow\n"},
+                    preinst="#!/bin/sh\necho $$ > /run/fsx-slow.pid\nexec sleep 600\n")
+    m.run("rm", "-f", "/run/fsx-slow.pid", check=True)
+    m.run("sh", "-c", f"dpkg -i {deb} </dev/null >/root/fsx-slow.log 2>&1 &", check=True)
+    m.wait_for(lambda: m.run("test", "-s", "/run/fsx-slow.pid").returncode == 0,
+               "the package's preinst to run", 60)
+    sleeper = m.run("cat", "/run/fsx-slow.pid", check=True).stdout.strip()
+    dpkg_pid = m.run("ps", "-o", "ppid=", "-p", sleeper, check=True).stdout.strip()
+    assert m.run("ps", "-o", "comm=", "-p", dpkg_pid).stdout.strip() == "dpkg"
+    assert APP not in m.merged()
+    # A reconcile meanwhile makes the link it finds missing, and leaves the merge owed.
+    m.run("rm", f"/var/lib/extensions/{APP}", check=True)
+    result = m.run("flatpak-sysext", "reconcile")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in out, out
+    assert "a package transaction is under way" in out, out
+    assert host.link_target(APP) == host.declared_tree(APP)
+    assert APP not in m.merged()
+    assert host.usr_writable()
+    m.run("kill", "-9", dpkg_pid, check=True)
+    m.run("kill", "-9", sleeper)
+    try:
+        m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after dpkg was killed", 30)
+    except AssertionError as e:
+        log = m.run("cat", "/root/fsx-slow.log").stdout
+        journal = m.run("journalctl", "--no-pager", "-q", "-u", "flatpak-sysext-guard-*").stdout
+        raise AssertionError(f"{e}\ndpkg said:\n{log}\nthe guard's journal:\n{journal}") from e
+    # The half-installed package goes as any other, through the hooks.
+    dpkg(m, "--remove", "--force-remove-reinstreq", "fsx-slow")
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged after the clean-up", 30)
+    assert m.run("ls", "-A", "/run/flatpak-sysext/transactions").stdout.strip() == ""
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError,

@@ -65,7 +65,19 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
         f"{units}/flatpak-sysext.path": 0o644,
         "usr/share/doc/flatpak-sysext/config.json.example": 0o644,
         "usr/share/man/man8/flatpak-sysext.8": 0o644,
+        "etc/dpkg/dpkg.cfg.d/flatpak-sysext": 0o644,
+        "etc/dnf/libdnf5-plugins/actions.d/flatpak-sysext.actions": 0o644,
+        "etc/dnf/plugins/flatpak_sysext.conf": 0o644,
+        f"{site.relative_to(dest)}/dnf-plugins/flatpak_sysext.py": 0o644,
+        "usr/share/libalpm/hooks/00-flatpak-sysext-pre.hook": 0o644,
+        "usr/share/libalpm/hooks/zz-flatpak-sysext-post.hook": 0o644,
+        "usr/lib/zypp/plugins/commit/flatpak-sysext": 0o755,
     }
+    # Every hook calls the installed command; the zypper plugin runs on PYTHON.
+    dpkg_hook = (dest / "etc/dpkg/dpkg.cfg.d/flatpak-sysext").read_text()
+    assert dpkg_hook.count("/usr/bin/flatpak-sysext package-transaction") == 2
+    zypper = (dest / "usr/lib/zypp/plugins/commit/flatpak-sysext").read_text()
+    assert zypper.splitlines()[0] == f"#!{sys.executable}"
 
     # The interpreter is the one the package was installed for; the trigger keeps -I,
     # as it runs as root with the environment of whoever called flatpak.

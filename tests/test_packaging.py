@@ -83,6 +83,12 @@ def test_make_deb_builds_a_lintian_clean_package(deb: Path) -> None:
         assert f"deb-systemd-helper enable '{unit}'" in postinst
 
     assert "usr/share/man/man8/flatpak-sysext.8.gz" in files
+    # dpkg's hook only, a conffile (it outlives a removal: docs/reference.md#package-managers).
+    hooks = {p for p in files if "libalpm" in p or "zypp" in p or "dnf" in p}
+    assert hooks == set()
+    conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], capture_output=True,
+                               text=True, check=True).stdout.split()
+    assert conffiles == ["/etc/dpkg/dpkg.cfg.d/flatpak-sysext"]
     assert "usr/share/doc/flatpak-sysext/copyright" in files
     examples = [p for p in files if p.startswith("usr/share/doc/flatpak-sysext/")
                 and p.endswith("config.json.example")]
