@@ -1,6 +1,6 @@
 """The Debian package on a booted Debian 12: installed with dpkg, it links and merges a
-signed app's extension through its own units and trigger; purged, nothing of it is
-left on the host (README, "Removal, and what the tool owns")."""
+signed app's extension through its own units and trigger; upgraded, the links stay;
+purged, nothing of it is left on the host (README, "Removal, and what the tool owns")."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def _ours_left(m: Machine) -> list[str]:
     return found + [f"merged: {name}" for name in m.merged()]
 
 
-def test_install_link_and_purge(machine: Machine, debian_package: Path) -> None:
+def test_install_link_upgrade_and_purge(machine: Machine, debian_package: Path) -> None:
     m = machine
     # Not /tmp: the booted system mounts a tmpfs there.
     shutil.copy2(debian_package, m.root / "root" / debian_package.name)
@@ -74,6 +74,16 @@ def test_install_link_and_purge(machine: Machine, debian_package: Path) -> None:
     assert m.run("readlink", f"/var/lib/extensions/{APP}").returncode == 0
     reply = booted.call_daemon(m, APP)
     assert reply.stdout.strip() == 's "packaged"', reply.stderr
+
+    # An upgrade (here: the same version again) keeps the links: only a removal takes
+    # them away. The dpkg hooks the package ships take the extension out of /usr for
+    # the transaction and bring it back after.
+    link = m.run("readlink", f"/var/lib/extensions/{APP}").stdout
+    upgrade = m.run("dpkg", "-i", f"/root/{debian_package.name}")
+    assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
+    assert m.run("readlink", f"/var/lib/extensions/{APP}").stdout == link
+    m.settle()
+    m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged again after the upgrade")
 
     purge = m.run("dpkg", "--purge", "flatpak-sysext")
     assert purge.returncode == 0, purge.stdout + purge.stderr
