@@ -23,6 +23,7 @@ MAX_SIZE = 1 << 22
 
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 REFRESH, VERIFY = "refresh", "verify"
+STOP_UNITS, DISABLE_UNITS, RESTART_UNITS = "stop-units", "disable-units", "restart-units"
 SYSUSERS, TMPFILES = "sysusers", "tmpfiles"
 DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD = (
     "daemon-reload", "dbus-reload", "polkit-reload", "udev-reload")
@@ -42,6 +43,10 @@ _RELOAD_PREFIXES = (
     ("usr/share/polkit-1/", POLKIT_RELOAD),
     ("usr/lib/udev/rules.d/", UDEV_RELOAD),
 )
+_UNIT_DIR = "usr/lib/systemd/system/"
+_UNIT_TYPES = (".service", ".socket", ".timer", ".path")
+"""The units that run or activate something: what follows an extension away."""
+_UNIT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789:_.\\-")
 _SYSUSERS_DIR = "usr/lib/sysusers.d/"
 _TMPFILES_DIR = "usr/lib/tmpfiles.d/"
 
@@ -56,6 +61,14 @@ class Needs:
     """sysusers.d files to apply (names inside the directory)."""
     tmpfiles: frozenset[str] = frozenset()
     """tmpfiles.d files to apply."""
+    units: frozenset[str] = frozenset()
+    """The systemd units the content ships (what taking it away stops)."""
+    stop: frozenset[str] = frozenset()
+    """Units to stop and disable before the refresh: their extension goes, or no longer
+    ships them."""
+    restart: frozenset[str] = frozenset()
+    """Units to restart (or reload) after the refresh and daemon-reload, if running:
+    their extension was updated."""
 
     @classmethod
     def of(cls, files: Iterable[str]) -> Needs:
@@ -63,25 +76,40 @@ class Needs:
         reloads: set[str] = set()
         sysusers: set[str] = set()
         tmpfiles: set[str] = set()
+        units: set[str] = set()
         for path in files:
             reloads.update(r for prefix, r in _RELOAD_PREFIXES if path.startswith(prefix))
             for directory, found in ((_SYSUSERS_DIR, sysusers), (_TMPFILES_DIR, tmpfiles)):
                 name = path[len(directory):]
                 if path.startswith(directory) and "/" not in name and name.endswith(".conf"):
                     found.add(name)
-        return cls(frozenset(reloads), frozenset(sysusers), frozenset(tmpfiles))
+            name = path[len(_UNIT_DIR):]
+            if path.startswith(_UNIT_DIR) and unit_pattern(name) is not None:
+                units.add(name)
+        return cls(frozenset(reloads), frozenset(sysusers), frozenset(tmpfiles),
+                   frozenset(units))
 
     def removal(self) -> Needs:
-        """What taking the content away again needs: users and files created stay."""
-        return Needs(self.reloads)
+        """What taking the content away again needs: its units stopped and disabled
+        first, then the reloads; users and files it created stay."""
+        return Needs(self.reloads, stop=self.units)
+
+    def update(self, new: Needs) -> Needs:
+        """What replacing this content by ``new`` needs: units it no longer ships are
+        stopped, those it still ships restarted if running, new ones left alone (they
+        start when something enables or activates them)."""
+        return Needs(self.reloads, stop=self.units - new.units,
+                     restart=self.units & new.units) | new
 
     def __or__(self, other: Needs) -> Needs:
         return Needs(self.reloads | other.reloads, self.sysusers | other.sysusers,
-                     self.tmpfiles | other.tmpfiles)
+                     self.tmpfiles | other.tmpfiles, self.units | other.units,
+                     self.stop | other.stop, self.restart | other.restart)
 
     def to_json(self) -> dict[str, list[str]]:
         return {"reloads": sorted(self.reloads), "sysusers": sorted(self.sysusers),
-                "tmpfiles": sorted(self.tmpfiles)}
+                "tmpfiles": sorted(self.tmpfiles), "units": sorted(self.units),
+                "stop": sorted(self.stop), "restart": sorted(self.restart)}
 
     @classmethod
     def from_json(cls, data: Any) -> Needs:
@@ -95,7 +123,35 @@ class Needs:
             fields.append(frozenset(value))
         if not fields[0] <= set(RELOADS):
             raise ValueError("unknown reload")
-        return cls(*fields)
+        units = []
+        for key in ("units", "stop", "restart"):
+            value = data.get(key, [])
+            # These reach systemctl's command line: only names of units an extension
+            # can ship, whoever wrote the file.
+            if not isinstance(value, list) or not all(
+                    isinstance(v, str) and unit_pattern(v) is not None for v in value):
+                raise ValueError(f"{key} is not a list of unit names")
+            units.append(frozenset(value))
+        return cls(*fields, *units)
+
+
+def unit_pattern(name: str) -> str | None:
+    """What ``systemctl`` is given for a unit file ``name`` an extension ships: the name
+    itself, or for a template (``foo@.service``) the pattern of its instances
+    (``foo@*.service``); None for anything that is not a service, socket, timer or path
+    unit with a name systemd accepts (unit_name_is_valid), so nothing else reaches
+    ``systemctl``'s command line."""
+    stem, dot, kind = name.rpartition(".")
+    if not dot or f".{kind}" not in _UNIT_TYPES or not stem or len(name) > 255:
+        return None
+    prefix, at, instance = stem.partition("@")
+    if not prefix or not _UNIT_CHARS.issuperset(prefix) or prefix.startswith("-"):
+        return None
+    if not at:
+        return name
+    if instance == "":
+        return f"{prefix}@*.{kind}"
+    return name if _UNIT_CHARS.issuperset(instance) else None
 
 
 # Content whose files were never recorded (linked before host sync was on, or the state
@@ -154,11 +210,16 @@ class SyncReport:
         return cls(data["time"], tuple(steps), tuple(warnings))
 
 
+_DID = {STOP_UNITS: "stopped", DISABLE_UNITS: "disabled", RESTART_UNITS: "restarted if running:"}
+
+
 def summary(report: SyncReport) -> tuple[list[str], list[str]]:
     """Short lines for people: what was done (one line) and what was skipped, then
     the problems: failed steps and warnings."""
     done = [s.step for s in report.steps if s.outcome == OK]
     info = [f"host sync: {', '.join(done)}: ok"] if done else []
+    info += [f"host sync: {_DID[s.step]} {s.message}"
+             for s in report.steps if s.outcome == OK and s.step in _DID]
     info += [f"host sync: {s.step} skipped: {s.message}"
              for s in report.steps if s.outcome == SKIPPED]
     problems = [f"host sync: {s.step} failed: {s.message}"

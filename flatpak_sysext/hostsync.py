@@ -21,12 +21,15 @@ from flatpak_sysext import fileio, release, targetdir
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
     DBUS_RELOAD,
+    DISABLE_UNITS,
     FAILED,
     OK,
     POLKIT_RELOAD,
     REFRESH,
     RELOADS,
+    RESTART_UNITS,
     SKIPPED,
+    STOP_UNITS,
     SYSUSERS,
     TMPFILES,
     UDEV_RELOAD,
@@ -38,6 +41,7 @@ from flatpak_sysext.hoststate import (
     SyncReport,
     load,
     save,
+    unit_pattern,
 )
 from flatpak_sysext.installation import Installation
 
@@ -166,11 +170,27 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str]) ->
     return code == 0 and match is not None and int(match.group(1)) >= 255
 
 
+def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str]) -> Step:
+    """``systemctl VERB -- UNITS``, the step naming the units for people."""
+    patterns = sorted(p for p in (unit_pattern(u) for u in units) if p is not None)
+    done = _run(runner, step, ("systemctl", *verb, "--", *patterns))
+    return done if done.outcome != OK else dataclasses.replace(done, message=", ".join(patterns))
+
+
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
            host_root: str) -> list[Step]:
+    steps = []
+    if needs.stop:
+        # While their files are still merged: the units of an extension that goes, or
+        # that its update no longer ships, as dpkg and rpm stop a removed package's.
+        steps.append(_units(runner, STOP_UNITS, ("stop",), needs.stop))
+        # --no-reload: the daemon-reload comes after the refresh. One now would read
+        # the old overlay, whose lower layer Flatpak may already have deleted (every
+        # unit under /usr then vanishes from systemd, and the timers of them fail).
+        steps.append(_units(runner, DISABLE_UNITS, ("disable", "--no-reload"), needs.stop))
     refresh = _run(runner, REFRESH, ("systemd-sysext", "refresh"))
     merged = read_merged(host_root)
-    steps = [refresh, _verify(linked, removed, merged)]
+    steps += [refresh, _verify(linked, removed, merged)]
     if needs.sysusers:
         # "--": the names come from the extension and must not be read as options.
         steps.append(_run(runner, SYSUSERS, ("systemd-sysusers", "--", *sorted(needs.sysusers))))
@@ -187,6 +207,10 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
             continue
         steps.append(_run(runner, reload, argv))
+    if needs.restart:
+        # After daemon-reload, so the new unit files are the ones restarted; only units
+        # that run (try-), and reloaded instead where the unit says how.
+        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), needs.restart))
     return steps
 
 
@@ -279,11 +303,15 @@ class HostSync:
         for change in changes:
             old_owner = _owner(change.old, self.scope)
             new_owner = _owner(change.new, self.scope)
-            if change.old is not None:
-                old = self.states[old_owner].contents.pop(change.name, None) if old_owner else None
-                needs |= UNKNOWN_CONTENT if old is None else old.removal()
-            if change.new is not None:
-                new = Needs.of(change.files)
+            old = None
+            if change.old is not None and old_owner is not None:
+                old = self.states[old_owner].contents.pop(change.name, None)
+            new = Needs.of(change.files) if change.new is not None else None
+            if change.old is not None and old is None:
+                needs |= UNKNOWN_CONTENT
+            if old is not None:
+                needs |= old.removal() if new is None else old.update(new)
+            if new is not None:
                 needs |= new
                 if new_owner is not None:
                     self.states[new_owner].contents[change.name] = new

@@ -160,20 +160,61 @@ def test_removal_reloads_what_the_removed_content_had(sync_rig: SyncRig) -> None
                           "usr/lib/sysusers.d/a.conf"])
     shutil.rmtree(Path(tree).parent.parent)  # Flatpak deletes an uninstalled deployment.
     report = sync_rig.sync([Change(APP, tree, None)])
-    # Users and created files stay: no sysusers or tmpfiles for a removal.
-    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD]
-    assert outcomes(report) == {"refresh": "ok", "verify": "ok", "daemon-reload": "ok",
-                                "dbus-reload": "ok"}
+    # Its units are stopped and disabled while their files are still merged, as dpkg and
+    # rpm stop a removed package's; users and created files stay: no sysusers or tmpfiles.
+    assert sync_rig.host.commands == [
+        ("systemctl", "stop", "--", "a.service"),
+        ("systemctl", "disable", "--no-reload", "--", "a.service"),
+        REFRESH, DAEMON_RELOAD, DBUS_RELOAD]
+    assert outcomes(report) == {"stop-units": "ok", "disable-units": "ok", "refresh": "ok",
+                                "verify": "ok", "daemon-reload": "ok", "dbus-reload": "ok"}
+    assert report is not None and "host sync: stopped a.service" in hoststate.summary(report)[0]
 
 
 def test_update_reloads_for_the_old_content_and_the_new(sync_rig: SyncRig) -> None:
     old = sync_rig.install(["usr/lib/systemd/system/a.service"])
     new = sync_rig.deploy(["usr/share/polkit-1/actions/a.policy"])
     sync_rig.sync([Change(APP, old, new, frozenset(["usr/share/polkit-1/actions/a.policy"]))])
-    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, POLKIT_RELOAD]
+    # a.service is gone from the new version: stopped and disabled first.
+    assert sync_rig.host.commands == [
+        ("systemctl", "stop", "--", "a.service"),
+        ("systemctl", "disable", "--no-reload", "--", "a.service"),
+        REFRESH, DAEMON_RELOAD, POLKIT_RELOAD]
     # And the record follows: removing it now needs only polkit.
     sync_rig.sync([Change(APP, new, None)])
     assert sync_rig.host.commands == [REFRESH, POLKIT_RELOAD]
+
+
+def test_update_restarts_the_units_it_still_ships_after_daemon_reload(
+        sync_rig: SyncRig) -> None:
+    kept = ["usr/lib/systemd/system/a.service", "usr/lib/systemd/system/t@.service",
+            "usr/lib/systemd/system/a.socket"]
+    old = sync_rig.install([*kept, "usr/lib/systemd/system/gone.timer"])
+    files = frozenset([*kept, "usr/lib/systemd/system/new.service"])
+    new = sync_rig.deploy(sorted(files))
+    sync_rig.sync([Change(APP, old, new, files)])
+    # The running ones get the new binary (try-: a stopped unit stays stopped), every
+    # instance of a template too; the new unit is not started: nothing enabled it.
+    assert sync_rig.host.commands == [
+        ("systemctl", "stop", "--", "gone.timer"),
+        ("systemctl", "disable", "--no-reload", "--", "gone.timer"),
+        REFRESH, DAEMON_RELOAD,
+        ("systemctl", "try-reload-or-restart", "--", "a.service", "a.socket", "t@*.service")]
+
+
+@pytest.mark.parametrize("name", ["../x.service", "--now.service", "a b.service", "x.conf",
+                                  "x.mount", "@.service", "a@b/c.service"])
+def test_unit_names_from_the_record_are_checked(sync_rig: SyncRig, name: str) -> None:
+    """A host sync record edited to put something else on systemctl's command line is
+    discarded, not obeyed."""
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    path = Path(hoststate.state_path(sync_rig.inst))
+    data = json.loads(path.read_text())
+    data["contents"][APP]["units"] = [name]
+    path.write_text(json.dumps(data))
+    report = sync_rig.sync([Change(APP, tree, None)])
+    assert all(name not in argv for argv in sync_rig.host.commands)
+    assert report is not None and any("discarded" in w for w in report.warnings)
 
 
 def test_content_never_recorded_reloads_everything_on_removal(sync_rig: SyncRig) -> None:
@@ -311,7 +352,8 @@ def test_the_last_sync_is_recorded_for_status(sync_rig: SyncRig) -> None:
     data = json.loads(Path(hoststate.state_path(sync_rig.inst)).read_text())
     assert data["last"]["ok"] is False
     assert data["contents"] == {APP: {"reloads": ["daemon-reload"], "sysusers": [],
-                                      "tmpfiles": []}}
+                                      "tmpfiles": [], "units": ["a.service"], "stop": [],
+                                      "restart": []}}
     assert data["pending"] is None
 
 

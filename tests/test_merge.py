@@ -29,6 +29,8 @@ APP = "org.fsx.Profiler"
 DAEMON = f"/usr/libexec/{APP}/profilerd"
 FAKES = ("systemctl", "busctl", "udevadm", "systemd-sysusers", "systemd-tmpfiles")
 DAEMON_RELOAD = "systemctl daemon-reload"
+UNIT = "profilerd.service"  # what testsupport.flatpak.daemon_tree ships
+STOP = [f"systemctl stop -- {UNIT}", f"systemctl disable --no-reload -- {UNIT}"]
 DBUS_RELOAD = ("busctl --system call org.freedesktop.DBus /org/freedesktop/DBus "
                "org.freedesktop.DBus ReloadConfig")
 
@@ -138,16 +140,21 @@ def test_link_update_uninstall_merge_for_real(host: Host) -> None:
     out = host.reconcile()
     assert f"{APP}: relinked" in out.stdout
     assert host.ns.run(DAEMON).stdout == "version two\n"
-    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+    # Its unit, if running, runs the new binary after daemon-reload.
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD,
+                               f"systemctl try-reload-or-restart -- {UNIT}"]
+    assert f"host sync: restarted if running: {UNIT}" in out.stdout
 
     # Uninstalled: unlinked, unmerged, and the manager and the bus forget its files.
     fenv.uninstall(APP)
     out = host.reconcile()
     assert f"{APP}: unlinked" in out.stdout
-    assert "host sync: refresh, verify, daemon-reload, dbus-reload: ok" in out.stdout
+    assert ("host sync: stop-units, disable-units, refresh, verify, daemon-reload, "
+            "dbus-reload: ok") in out.stdout
     assert host.ns.run("test", "-e", DAEMON).returncode == 1
     assert host.merged() == []
-    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+    # Its unit is stopped and disabled first, while its file is still merged.
+    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD]
 
 
 def test_a_merge_that_did_not_happen_is_caught(host: Host) -> None:
@@ -195,7 +202,7 @@ def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
     # Taking it away: users and created files stay, the rest is reloaded again.
     host.fenv.uninstall(APP)
     host.reconcile()
-    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD,
+    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD,
                                "systemctl try-reload-or-restart polkit.service",
                                "udevadm control --reload"]
 
@@ -215,8 +222,8 @@ def test_remove_all_takes_every_link_of_ours_away_and_unmerges(host: Host) -> No
     assert f"{APP}: unlinked, flatpak-sysext is being removed" in result.stdout
     assert host.merged() == []
     assert host.ns.run("test", "-e", DAEMON).returncode != 0
-    # The removed extension had a unit and D-Bus policy: those are reloaded away.
-    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD]
+    # The removed extension's unit is stopped and disabled, its D-Bus policy reloaded away.
+    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD]
     assert host.ns.run("ls", "/run/extensions").stdout.split() == ["not-ours"]
     assert not (fenv.system_dir / "flatpak-sysext").exists()
     again = host.sysext("remove-all")
