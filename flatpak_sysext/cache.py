@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from flatpak_sysext import fileio, statefiles
+from flatpak_sysext.contain import RESTRICTED
 from flatpak_sysext.installation import Declared, Installation, Remembered
 from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.report import Problem, TreeReport
@@ -75,6 +76,8 @@ def _restricted_from_json(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if not isinstance(data, dict) or not all(
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()):
         raise ValueError("restricted must map classes to lists of paths")
+    if not set(data) <= set(RESTRICTED):
+        raise ValueError(f"unknown restricted classes {sorted(set(data) - set(RESTRICTED))}")
     return tuple((str(k), tuple(v)) for k, v in sorted(data.items()))
 
 

@@ -267,6 +267,14 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         if why is not None:
             statuses.append(_status(ctx, app, report, "denied", None, fresh, why))
             continue
+        # Restricted content (contain.py) is refused unless host_classes allows its class.
+        from flatpak_sysext import contain
+
+        refused = contain.restricted_problems(report.restricted, cfg.classes_allowed(app.app_id))
+        if refused:
+            statuses.append(_status(ctx, app, report, "rejected", None, fresh,
+                                    problems=report.problems + tuple(refused)))
+            continue
         candidates.append((app, report, fresh))
 
     def linked_first(item: Judged) -> tuple[bool, str]:

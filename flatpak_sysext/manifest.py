@@ -17,8 +17,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable
-from typing import Any
-from xml.etree import ElementTree
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xml.etree import ElementTree
 
 MAX_CONFIG = 64 * 1024
 """Largest unit, D-Bus, polkit, udev, sysusers or tmpfiles file read; real ones are a few KB."""
@@ -62,7 +64,7 @@ class Manifest:
 
     def grants(self) -> frozenset[str]:
         """One stable sentence per thing the host gives the extension."""
-        out = set()
+        out: set[str] = set()
         for u in self.units:
             who = "a dynamic user" if u.user == "dynamic" else u.user
             out.update(f"unit {u.name} runs {e} as {who}" for e in u.exec)
@@ -223,6 +225,8 @@ def xml_root(data: bytes) -> ElementTree.Element:
     """
     if len(data) > MAX_CONFIG:
         raise ValueError(f"larger than {MAX_CONFIG} bytes")
+    from xml.etree import ElementTree  # only for trees that ship such files
+
     if b"<!ENTITY" in data.upper():
         raise ValueError("declares XML entities")
     try:

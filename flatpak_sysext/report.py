@@ -54,7 +54,7 @@ class TreeReport:
     host_glibc: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """What the executables admitted by allow_host_glibc need of the host: per glibc
     library (sorted), its highest numbered version needed and any unnumbered one."""
-    manifest: Manifest = Manifest()
+    manifest: Manifest = dataclasses.field(default_factory=Manifest)
     """What the tree gives the host once merged (manifest.py)."""
     restricted: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """Restricted classes (contain.RESTRICTED) the tree uses, each with its paths, sorted:
