@@ -6,6 +6,7 @@ See docs/reference.md#command-line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -135,6 +136,11 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         glibc = hostglibc.HostGlibc(config.glibc_root(environ), target)
     report = validate.validate_tree(path, name, release.read_host(environ), target,
                                     host_glibc=glibc)
+    # No config here: every restricted class the tree uses is a problem (contain.py).
+    from flatpak_sysext import contain
+
+    refused = contain.restricted_problems(report.restricted, frozenset())
+    report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
         _print_json(output.check_json(name, path, report))
     else:

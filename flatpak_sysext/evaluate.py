@@ -24,6 +24,7 @@ from flatpak_sysext.installation import (
     read_installation,
     still_resolved,
 )
+from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.plan import Entry, Kind, Plan, blocks, make_plan
 from flatpak_sysext.release import Host, read_host
 from flatpak_sysext.report import Problem, TreeReport
@@ -122,6 +123,8 @@ class AppStatus:
     """Validated in this run rather than taken from the cache."""
     files: frozenset[str] = frozenset()
     """The tree's files (``TreeReport.files``): what host sync reloads for."""
+    manifest: Manifest = dataclasses.field(default_factory=Manifest)
+    """What the tree gives the host (``TreeReport.manifest``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +238,8 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
         commit=app.commit, origin=app.origin,
         problems=report.problems if problems is None else problems,
-        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
+        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files,
+        manifest=report.manifest)
 
 
 def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
