@@ -44,7 +44,6 @@ class _Findings:
         # For containment: config files' bytes, symlinks' targets, directories.
         self.contents: dict[str, bytes | None] = {}
         self.links: dict[str, str] = {}
-        self.dirs: set[str] = set()
 
     def add(self, code: str, path: str, message: str) -> None:
         self.counts[code] += 1
@@ -52,14 +51,15 @@ class _Findings:
             self.problems.append(Problem(code, path, message))
 
     def report(self, files: frozenset[str], glibc: GlibcJudge | None = None,
-               name: str | None = None) -> TreeReport:
+               name: str | None = None, root_fd: int | None = None) -> TreeReport:
         restricted: dict[str, list[str]] = {}
         found = manifest.Manifest()
         if name is not None:
             problems, restricted, found = contain.contain(name, files, self.contents)
             for p in problems:
                 self.add(p.code, p.path, p.message)
-            self._symlinks(files)
+            if root_fd is not None:
+                self._symlinks(root_fd)
         for code, n in sorted(self.counts.items()):
             if n > MAX_PER_CODE:
                 self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
@@ -68,11 +68,20 @@ class _Findings:
                           glibc.requirements() if glibc is not None else (), found,
                           tuple((k, tuple(v)) for k, v in restricted.items()))
 
-    def _symlinks(self, files: frozenset[str]) -> None:
+    def _symlinks(self, root_fd: int) -> None:
         """``escaping-symlink``: every link must resolve to something of the same tree."""
-        dirs = frozenset(self.dirs)
+        def kind(rel: str) -> str | None:
+            # Every directory before ``rel`` was found to be a real one of the tree.
+            if rel in self.links:
+                return "link:" + self.links[rel]
+            st = _lstat(os.fsencode(rel), root_fd)
+            if st is None:
+                return None
+            return "dir" if stat.S_ISDIR(st.st_mode) else (
+                "file" if stat.S_ISREG(st.st_mode) else None)
+
         for link, target in sorted(self.links.items()):
-            if not contain.symlink_target_ok(link, target, files, dirs, self.links):
+            if not contain.symlink_target_ok(link, target, kind):
                 self.add(codes.ESCAPING_SYMLINK, show(link),
                          f"points to {show(target)}, which is not a file or directory of this "
                          "extension: merged, it would lead to whatever the host has there "
@@ -115,9 +124,9 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
 
             glibc = GlibcJudge(host_glibc)
         files = _walk(root_fd, elf_target, glibc, found)
+        return found.report(frozenset(files), glibc, name, root_fd)
     finally:
         os.close(root_fd)
-    return found.report(frozenset(files), glibc, name)
 
 
 def _usable_file_name(name: str) -> bool:
@@ -309,8 +318,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                       "extension-release file describes the extension)")
         if stat.S_ISDIR(mode):
             subdirs.append(raw)
-            if merged:
-                found.dirs.add(os.fsdecode(path(raw)))
+
             perm = stat.S_IMODE(mode)
             if (merged and perm != 0o755) or perm & 0o022:  # the path only when needed
                 rel = show(path(raw))
