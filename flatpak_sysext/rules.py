@@ -133,10 +133,14 @@ def _who(attrib: dict[str, str]) -> str:
 
 
 def dbus_foreign(m: Collected, namer: Namer) -> list[tuple[str, str]]:
-    """(path, class) for D-Bus policy and service files reaching names not ours."""
+    """(path, class) for D-Bus policy and service files reaching names not ours.
+
+    Ours: what the tree's service files and units provide, and names named for the app
+    (a daemon started by its unit may own one without being D-Bus activated)."""
     provided = m.provided()
     out = [(p, "dbus-foreign-names") for p in m.policy_other]
-    out += [(p, "dbus-foreign-names") for p, _, _, n in m.policies if n not in provided]
+    out += [(p, "dbus-foreign-names") for p, _, _, n in m.policies
+            if n not in provided and not namer(n)]
     out += [(p, "dbus-foreign-names") for p, s in m.services.items() if not namer(s[0])]
     return out
 
