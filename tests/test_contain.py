@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 
 import pytest
 
@@ -293,3 +294,27 @@ def test_check_refuses_restricted_content_without_a_config(
     assert "polkit action org.gnome.sysprof3.profile" in out["grants"]
     assert cli.main(["check", str(tree(tmp_path / "ok", SYSPROF_FILES))], {}) == 0
     assert "unit sysprof3.service runs /usr/libexec/sysprofd as root" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("mine", "hosts"), [
+    ("usr/sbin/apt", "usr/bin/apt"),  # root's PATH has /usr/sbin first
+    ("usr/sbin/apt", "bin/apt"),  # a host without merged /usr
+    ("usr/lib/python3.11/apt/__init__.py", "usr/lib/python3/dist-packages/apt/__init__.py"),
+    ("usr/lib/python3.11/yaml.py", "usr/lib/python3/dist-packages/yaml/__init__.py"),
+    ("usr/share/perl5/Carp.pm", "usr/lib/x86_64-linux-gnu/perl-base/Carp.pm"),
+    ("usr/lib/systemd/system/sysprof3.service", "lib/systemd/system/sysprof3.service"),
+])
+def test_a_file_found_before_a_host_file_is_refused(tmp_path: pathlib.Path, mine: str,
+                                                    hosts: str) -> None:
+    from flatpak_sysext import placement
+
+    host = tmp_path / "host"
+    (host / hosts).parent.mkdir(parents=True)
+    (host / hosts).write_bytes(b"x")
+    found = placement.check([mine], str(host), (), {})
+    assert [(p.code, p.path) for p in found] == [("outranks-host-file", mine)]
+    assert f"/{hosts.split('/__init__')[0]}" in found[0].message
+    assert placement.check([mine], None, (), {}) == []  # allow_host_shadowing
+    shutil.rmtree(host)
+    host.mkdir()
+    assert placement.check([mine], str(host), (), {}) == []
