@@ -60,12 +60,15 @@ class Context:
     host_root: str = "/"
     runner: hostsync.Runner = hostsync.run_command
     """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
+    tools_root: str = "/"
+    """Where host sync finds /usr/bin and /bin (``FLATPAK_SYSEXT_TOOLS_ROOT``; tests)."""
 
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
                environ: Mapping[str, str]) -> Context:
         return cls(config, tuple(installations), read_host(environ),
-                   glibc_root=glibc_root(environ))
+                   glibc_root=glibc_root(environ),
+                   tools_root=environ.get("FLATPAK_SYSEXT_TOOLS_ROOT") or "/")
 
     @property
     def elf_target(self) -> ElfTarget:

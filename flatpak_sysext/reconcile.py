@@ -79,7 +79,8 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     applied: list[Action] = []
     failures: list[Failure] = []
     with statefiles.Locked(i.path for i in scope):
-        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
+        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner,
+                                  tools_root=ctx.tools_root)
                 if ctx.config.host_sync else None)
         for _ in range(MAX_PASSES):
             stamp = _changed_stamp(scope)
@@ -100,5 +101,7 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
             entries = targetdir.scan(ctx.config.target_dir, ctx.installations,
                                      ctx.installations)
             linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
-            report = sync.run(_changes(ev, applied), linked)
+            # Host sync never runs a program that a linked tree provides.
+            provided = frozenset().union(*(s.files for s in ev.apps if s.app_id in linked))
+            report = sync.run(_changes(ev, applied), linked, provided)
     return Result(ev, tuple(applied), tuple(failures), report)
