@@ -184,11 +184,14 @@ def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
 
     def tree(root: Path) -> None:
         daemon(root)
-        for path in ("usr/share/polkit-1/actions/org.fsx.Profiler.policy",
-                     "usr/lib/udev/rules.d/70-profiler.rules", "usr/lib/sysusers.d/profiler.conf",
-                     "usr/lib/tmpfiles.d/profiler.conf"):
+        for path, text in (
+                ("usr/share/polkit-1/actions/org.fsx.Profiler.policy",  # must parse
+                 '<policyconfig><action id="org.fsx.Profiler.run"/></policyconfig>\n'),
+                ("usr/lib/udev/rules.d/70-profiler.rules", "# test\n"),
+                ("usr/lib/sysusers.d/profiler.conf", "# test\n"),
+                ("usr/lib/tmpfiles.d/profiler.conf", "# test\n")):
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_text("# test\n")
+            (root / path).write_text(text)
 
     host.fenv.publish(APP, tree)
     host.fenv.install(APP)
