@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import shutil
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,8 @@ Exec=/usr/libexec/sysprofd
 User=root
 SystemdService=sysprof3.service
 """
-SYSPROF_POLICY = b"""<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+SYSPROF_POLICY = b"""<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <policy user="root">
@@ -113,8 +115,9 @@ def test_manifest_json_round_trips_and_is_strict(tmp_path: pathlib.Path) -> None
     assert Manifest.from_json(json.loads(json.dumps(m.to_json()))) == m
     bad = m.to_json()
     bad["extra"] = []
-    for data in (bad, [], {**m.to_json(), "units": [{"name": "x"}]},
-                 {**m.to_json(), "users": [1]}, {**m.to_json(), "memberships": [["a"]]}):
+    cases: list[Any] = [bad, [], {**m.to_json(), "units": [{"name": "x"}]},
+             {**m.to_json(), "users": [1]}, {**m.to_json(), "memberships": [["a"]]}]
+    for data in cases:
         with pytest.raises(ValueError):
             Manifest.from_json(data)
 
