@@ -8,10 +8,11 @@ that class for that app (``host_classes``); a file in no class rejects the tree.
 verdict is static: validate records the restricted classes a tree uses in the
 TreeReport, and evaluate turns them into problems against the config of the day.
 
-"Named for the app": a name that, lower-cased and without a leading ``_`` or
-``dbus-``, starts with the app ID or with its last element (``sysprof3.service`` and
-``org.gnome.Sysprof3`` are named for ``org.gnome.Sysprof``). Host software does not
-refer to such names, so a unit or path named so reaches nothing of the host's.
+"Named for the app" (:class:`Namer`): a unit or user name that, lower-cased and without
+a leading ``_`` or ``dbus-``, starts with the app ID or with its last element
+(``sysprof3.service``); a D-Bus name, polkit action, tmpfiles path or private directory
+that starts with the app ID (``org.gnome.Sysprof3``, ``org.gnome.sysprof3.profile`` for
+``org.gnome.Sysprof``). Host software does not refer to such names.
 """
 
 from __future__ import annotations
@@ -98,10 +99,19 @@ _DATA_DIRS = frozenset({"doc", "man", "info", "locale", "icons", "pixmaps", "app
                         "metainfo", "appdata", "licenses", "bash-completion", "zsh", "fish",
                         "help", "mime", "fonts", "glib-2.0", "factory"})
 class Namer:
-    """Whether a name is named for the app (see the module's docstring)."""
+    """Whether a name is named for the app (see the module's docstring).
+
+    Calling it accepts the app ID or its last element as the prefix: for unit and user
+    names, where an exact clash with the host's is caught elsewhere (placement, sysusers
+    skipping existing users). :meth:`full` accepts only the app ID: for names and paths
+    shared with the host's own (D-Bus names, polkit actions, directories under usr/lib
+    and usr/share, tmpfiles paths), where an app called ``org.example.Apt`` must not get
+    ``usr/lib/apt`` nor one called ``com.example.Org`` every ``org.*`` D-Bus name.
+    """
 
     def __init__(self, app_id: str) -> None:
-        self.prefixes = [app_id.lower()]
+        self.app_id = app_id.lower()
+        self.prefixes = [self.app_id]
         stem = app_id.rsplit(".", 1)[-1].lower()
         if len(stem) >= 3:  # a one- or two-letter stem would claim half the namespace
             self.prefixes.append(stem)
@@ -110,6 +120,10 @@ class Namer:
         low = name.lower().lstrip("_")
         low = low[len("dbus-"):] if low.startswith("dbus-") else low
         return any(low.startswith(p) for p in self.prefixes)
+
+    def full(self, name: str) -> bool:
+        """Whether ``name`` starts with the app ID (case-insensitively)."""
+        return name.lower().startswith(self.app_id)
 
 
 def needs_content(path: str) -> bool:
@@ -152,7 +166,7 @@ def path_class(path: str, namer: Namer | None = None) -> str | None:
     if len(parts) >= 4 and parts[:2] in (["usr", "lib"], ["usr", "share"]):
         if parts[1] == "share" and parts[2] in _DATA_DIRS:
             return "data"
-        if namer is not None and namer(parts[2]):
+        if namer is not None and namer.full(parts[2]):
             return "private"
     return None
 

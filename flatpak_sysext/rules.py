@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flatpak_sysext import manifest
 from flatpak_sysext.manifest import Manifest, Unit
@@ -17,14 +17,16 @@ from flatpak_sysext.manifest import Manifest, Unit
 MAX_LISTED = 50
 """Problems listed per restricted class; the rest are counted."""
 
-Namer = Callable[[str], bool]
+if TYPE_CHECKING:
+    from flatpak_sysext.contain import Namer
 
 _UDEV_PROGRAMS = re.compile(r"\b(RUN|PROGRAM|IMPORT\{program\})\s*[+:]?=|"
                             r"ENV\{SYSTEMD_(USER_)?WANTS\}|\bSYSTEMD_(USER_)?WANTS\b")
 _UDEV_ACCESS = re.compile(r"\b(MODE|OWNER|GROUP)\s*:?=|uaccess|seat")
 _TMPFILES_TYPES = frozenset("fFwdDevqQpLCxXrRzZtThHaA")
+# /etc is not among them: what lies there configures the host.
 _OWNED_ROOTS = ("/var/lib/", "/var/cache/", "/var/log/", "/var/spool/", "/var/tmp/",
-                "/run/", "/tmp/", "/etc/", "/srv/")
+                "/run/", "/tmp/", "/srv/")
 _SPECIFIERS = {"%S": "/var/lib", "%C": "/var/cache", "%L": "/var/log", "%t": "/run",
                "%T": "/tmp", "%V": "/var/tmp", "%%": "%"}
 
@@ -34,6 +36,7 @@ class Collected:
     """The manifest while it is being collected."""
 
     units: dict[str, Unit] = dataclasses.field(default_factory=dict)
+    unit_paths: dict[str, str] = dataclasses.field(default_factory=dict)
     services: dict[str, tuple[str, str, str, str]] = dataclasses.field(default_factory=dict)
     """D-Bus system service files: path -> (Name, Exec, User, SystemdService)."""
     policies: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
@@ -48,18 +51,15 @@ class Collected:
     tmpfiles: set[str] = dataclasses.field(default_factory=set)
     executables: set[str] = dataclasses.field(default_factory=set)
 
-    def provided(self) -> set[str]:
-        """The D-Bus names the extension's own services provide."""
-        names = {s[0] for s in self.services.values()}
-        return names | {u.bus_name for u in self.units.values() if u.bus_name}
-
     def manifest(self) -> Manifest:
         by_unit = {s[3]: s[0] for s in self.services.values() if s[3]}
         units = tuple(Unit(u.name, u.user, u.exec, u.bus_name or by_unit.get(u.name))
                       for _, u in sorted(self.units.items()))
         owns = {n for _, _, attr, n in self.policies if attr in ("own", "own_prefix")}
         access = {(who, n) for _, who, attr, n in self.policies if attr == "send_destination"}
-        return Manifest(units, tuple(sorted(owns | self.provided())), tuple(sorted(access)),
+        provided = {s[0] for s in self.services.values()}
+        provided |= {u.bus_name for u in self.units.values() if u.bus_name}
+        return Manifest(units, tuple(sorted(owns | provided)), tuple(sorted(access)),
                         tuple(sorted(self.actions)), tuple(sorted(self.udev)),
                         tuple(sorted(self.users)), tuple(sorted(self.groups)),
                         tuple(sorted(self.members)), tuple(sorted(self.tmpfiles)),
@@ -79,7 +79,7 @@ def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[
     if cls == "polkit-actions":
         ids = manifest.polkit_actions(data)
         m.actions.update(ids)
-        return ["foreign-polkit-actions"] if any(not namer(i) for i in ids) else []
+        return ["foreign-polkit-actions"] if any(not namer.full(i) for i in ids) else []
     if cls == "udev-rules":
         return _udev(path, data, m)
     if cls == "sysusers":
@@ -99,6 +99,7 @@ def _unit(path: str, data: bytes, m: Collected) -> list[str]:
         read = Unit(name, user, old.exec + tuple(e for e in read.exec if e not in old.exec),
                     read.bus_name or old.bus_name)
     m.units[name] = read
+    m.unit_paths.setdefault(name, path)
     return []
 
 
@@ -133,15 +134,16 @@ def _who(attrib: dict[str, str]) -> str:
 
 
 def dbus_foreign(m: Collected, namer: Namer) -> list[tuple[str, str]]:
-    """(path, class) for D-Bus policy and service files reaching names not ours.
+    """(path, class) for D-Bus policy, service files and units reaching names not ours.
 
-    Ours: what the tree's service files and units provide, and names named for the app
-    (a daemon started by its unit may own one without being D-Bus activated)."""
-    provided = m.provided()
+    Ours: names that start with the app ID. What the tree's own service files and units
+    declare is held to the same rule, so that declaring a host name cannot make it ours.
+    """
     out = [(p, "dbus-foreign-names") for p in m.policy_other]
-    out += [(p, "dbus-foreign-names") for p, _, _, n in m.policies
-            if n not in provided and not namer(n)]
-    out += [(p, "dbus-foreign-names") for p, s in m.services.items() if not namer(s[0])]
+    out += [(p, "dbus-foreign-names") for p, _, _, n in m.policies if not namer.full(n)]
+    out += [(p, "dbus-foreign-names") for p, s in m.services.items() if not namer.full(s[0])]
+    out += [(m.unit_paths[u.name], "dbus-foreign-names") for u in m.units.values()
+            if u.bus_name and not namer.full(u.bus_name)]
     return out
 
 
@@ -200,7 +202,8 @@ def _tmpfiles(data: bytes, namer: Namer, m: Collected) -> list[str]:
 
 
 def _owned(path: str, namer: Namer) -> bool:
-    """Whether a tmpfiles path lies in a directory named for the app below a data root."""
+    """Whether a tmpfiles path lies in a directory named with the app ID below a data root
+    (a name like the app's last element could be the host's: /var/lib/dpkg, /etc/shadow)."""
     for spec, value in _SPECIFIERS.items():
         path = path.replace(spec, value)
     if "%" in path or any(c in path for c in "*?[\\") or "/../" in path + "/" or "/./" in path:
@@ -208,5 +211,5 @@ def _owned(path: str, namer: Namer) -> bool:
     for root in _OWNED_ROOTS:
         if path.startswith(root):
             first = path[len(root):].split("/", 1)[0]
-            return bool(first) and namer(first)
+            return bool(first) and namer.full(first)
     return False

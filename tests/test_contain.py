@@ -16,6 +16,7 @@ from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import TreeReport
 from flatpak_sysext.validate import validate_tree
+from testsupport.flatpak import FlatpakEnv, TreeBuilder, daemon_tree
 
 SYSPROF = "org.gnome.Sysprof"
 HOST = Host({"ID": "debian", "VERSION_ID": "12"}, "x86-64")
@@ -148,15 +149,24 @@ HOSTILE: list[tuple[str, dict[str, bytes], str]] = [
      "polkit-rules"),
     ("tmpfiles on /etc/shadow", {"usr/lib/tmpfiles.d/x.conf": b"z /etc/shadow 0666 - - -\n"},
      "tmpfiles-foreign-paths"),
-    ("tmpfiles glob", {"usr/lib/tmpfiles.d/x.conf": b"z /var/lib/sysprof* 0666 - - -\n"},
+    ("tmpfiles glob", {"usr/lib/tmpfiles.d/x.conf": b"z /var/lib/org.gnome.Sysprof* 0666\n"},
      "tmpfiles-foreign-paths"),
-    ("tmpfiles dot-dot", {"usr/lib/tmpfiles.d/x.conf": b"z /var/lib/sysprof/../../../etc 0777\n"},
+    ("tmpfiles dot-dot",
+     {"usr/lib/tmpfiles.d/x.conf": b"z /var/lib/org.gnome.Sysprof/../../../etc 0777\n"},
      "tmpfiles-foreign-paths"),
     ("tmpfiles copies a secret", {"usr/lib/tmpfiles.d/x.conf":
-                                  b"C /var/lib/sysprof/s 0644 - - - /etc/shadow\n"},
+                                  b"C /var/lib/org.gnome.Sysprof/s 0644 - - - /etc/shadow\n"},
      "tmpfiles-foreign-paths"),
-    ("tmpfiles device node", {"usr/lib/tmpfiles.d/x.conf": b"c /run/sysprof/mem 0666 - - - 1:1\n"},
+    ("tmpfiles device node",
+     {"usr/lib/tmpfiles.d/x.conf": b"c /run/org.gnome.Sysprof/mem 0666 - - - 1:1\n"},
      "tmpfiles-foreign-paths"),
+    ("tmpfiles on a host path named like the app's last element",
+     {"usr/lib/tmpfiles.d/x.conf": b"R /var/lib/sysprof\n"}, "tmpfiles-foreign-paths"),
+    ("tmpfiles in /etc", {"usr/lib/tmpfiles.d/x.conf": b"d /etc/org.gnome.Sysprof\n"},
+     "tmpfiles-foreign-paths"),
+    ("unit claiming a host D-Bus name", {"usr/lib/systemd/system/sysprof4.service":
+                                         b"[Service]\nBusName=org.freedesktop.login1\n"},
+     "dbus-foreign-names"),
     ("sysusers adds to sudo", {"usr/lib/sysusers.d/x.conf": b"m someone sudo\n"},
      "sysusers-privileges"),
     ("sysusers uid 0", {"usr/lib/sysusers.d/x.conf": b"u sysprof 0 - -\n"},
@@ -245,7 +255,8 @@ def test_symlinks_must_resolve_inside_the_tree(tmp_path: pathlib.Path, link: str
 def test_symlinks_inside_the_tree_pass(tmp_path: pathlib.Path) -> None:
     report = judge(tree(tmp_path, SYSPROF_FILES, {
         "usr/bin/sysprofd": "/usr/libexec/sysprofd", "usr/bin/sysprof": "sysprof-cli",
-        "usr/share/sysprof/man": "../man/man1", "usr/share/sysprof/chain": "../../bin/sysprof"}))
+        "usr/share/org.gnome.Sysprof/man": "../man/man1",
+        "usr/share/org.gnome.Sysprof/chain": "../../bin/sysprof"}))
     assert refused(report) == set()
 
 
@@ -259,6 +270,7 @@ def test_usr_local_mask_by_symlink(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("path", ["usr/lib/x86_64-linux-gnu/gio/modules/x", "usr/share/gdm/x",
+                                  "usr/lib/sysprof/x",  # named like the last element only
                                   "usr/include/x.h", "usr/lib/systemd/network/x.network",
                                   "usr/lib/apt/methods/x", "usr/lib/other/x"])
 def test_files_in_no_class_reject_the_tree(tmp_path: pathlib.Path, path: str) -> None:
@@ -279,13 +291,15 @@ def test_config_that_cannot_be_read_rejects(tmp_path: pathlib.Path, content: byt
 def test_owned_tmpfiles_and_sysusers_pass(tmp_path: pathlib.Path) -> None:
     report = judge(tree(tmp_path, {
         **SYSPROF_FILES,
-        "usr/lib/tmpfiles.d/sysprof.conf": b"d /var/lib/sysprof 0750 sysprof sysprof -\n"
-                                           b"d %C/sysprof 0750 - - -\nz /run/sysprof 0755\n",
+        "usr/lib/tmpfiles.d/sysprof.conf": b"d /var/lib/org.gnome.Sysprof 0750 sysprof - -\n"
+                                           b"d %C/org.gnome.Sysprof 0750 - - -\n"
+                                           b"z /run/org.gnome.Sysprof 0755\n",
         "usr/lib/sysusers.d/sysprof.conf": b"g sysprof -\nu sysprof -:sysprof\n"
                                            b"m root sysprof\nu _sysprof-helper -\n"}))
     assert refused(report) == set()
+    grants = report.manifest.grants()
     assert {"creates user sysprof", "creates group sysprof", "adds user root to group sysprof",
-            "tmpfiles line: d /var/lib/sysprof 0750 sysprof sysprof -"} <= report.manifest.grants()
+            "tmpfiles line: d /var/lib/org.gnome.Sysprof 0750 sysprof - -"} <= grants
 
 
 def test_check_refuses_restricted_content_without_a_config(
@@ -321,3 +335,38 @@ def test_a_file_found_before_a_host_file_is_refused(tmp_path: pathlib.Path, mine
     shutil.rmtree(host)
     host.mkdir()
     assert placement.check([mine], str(host), (), {}) == []
+
+
+@pytest.mark.privileged
+def test_hostile_apps_installed_with_flatpak_are_refused_until_allowed(
+        fenv: FlatpakEnv) -> None:
+    """The real flatpak: what the trigger and reconcile do with the issue's trees."""
+    def hostile(app: str, files: dict[str, str], links: dict[str, str]) -> TreeBuilder:
+        def build(root: pathlib.Path) -> None:
+            daemon_tree(app, "hostile")(root)
+            tree(root, {k: v.encode() for k, v in files.items()}, links, app=app)
+        return build
+
+    cases = {
+        "org.fsx.Shadow": ({"usr/lib/tmpfiles.d/shadow.conf": "z /etc/shadow 0666 - - -\n"}, {},
+                           "restricted-content"),
+        "org.fsx.Pth": ({"usr/lib/python3/dist-packages/x.pth": "import os\n"}, {},
+                        "restricted-content"),
+        "org.fsx.Evil": ({}, {"usr/lib/tmpfiles.d/zz.conf": "/tmp/evil.conf"}, "escaping-symlink"),
+    }
+    fenv.publish("org.fsx.Good", daemon_tree("org.fsx.Good", "good"))
+    for app, (files, links, _) in cases.items():
+        fenv.publish(app, hostile(app, files, links))
+    for app in ("org.fsx.Good", *cases):
+        fenv.install(app)
+    assert fenv.sysext("reconcile").returncode == 0
+    st = fenv.status()
+    assert set(fenv.links()) == {"org.fsx.Good"}
+    for app, (_, _, code) in cases.items():
+        assert st[app]["state"] == "rejected"
+        assert {p["code"] for p in st[app]["problems"]} == {code}, st[app]
+    assert st["org.fsx.Good"]["manifest"]["dbus_owns"] == ["org.fsx.Good"]
+    # The administrator allows one class for one app: that app only, from the next run.
+    fenv.write_config({"host_classes": {"org.fsx.Pth": ["python-path"]}})
+    assert fenv.sysext("reconcile").returncode == 0
+    assert set(fenv.links()) == {"org.fsx.Good", "org.fsx.Pth"}
