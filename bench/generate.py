@@ -73,7 +73,8 @@ def write_tree(root: Path, app: str, files: int, exe: Path) -> None:
     short = app.rsplit(".", 1)[-1].lower()
     os.link(exe, libexec / f"{short}d")  # deployed files are hard links into the repo
     (units / f"{short}d.service").write_text(f"[Service]\nExecStart=/usr/libexec/{app}/{short}d\n")
-    (dbus / f"{app}.conf").write_text(f'<busconfig><allow own="{app}"/></busconfig>\n')
+    (dbus / f"{app}.conf").write_text(
+        f'<busconfig><policy user="root"><allow own="{app}"/></policy></busconfig>\n')
     data = root / "usr/share" / app
     data.mkdir(parents=True)
     for n in range(files - 4):

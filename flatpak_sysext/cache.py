@@ -18,10 +18,12 @@ import os
 from typing import Any
 
 from flatpak_sysext import fileio, statefiles
+from flatpak_sysext.contain import RESTRICTED
 from flatpak_sysext.installation import Declared, Installation, Remembered
+from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.report import Problem, TreeReport
 
-FORMAT = 2
+FORMAT = 3
 MAX_SIZE = 256 << 20
 """Far above what 10,000 extensions need (a few MB); a larger file is discarded."""
 
@@ -46,6 +48,8 @@ def _report_to_json(report: TreeReport) -> dict[str, Any]:
         "warnings": [w.to_json() for w in report.warnings],
         "files": sorted(report.files),
         "host_glibc": {library: list(versions) for library, versions in report.host_glibc},
+        "manifest": report.manifest.to_json(),
+        "restricted": {cls: list(paths) for cls, paths in report.restricted},
     }
 
 
@@ -63,7 +67,18 @@ def _report_from_json(data: Any) -> TreeReport:
         warnings=tuple(Problem.from_json(w) for w in data["warnings"]),
         files=frozenset(files),
         host_glibc=tuple((str(k), tuple(v)) for k, v in sorted(glibc.items())),
+        manifest=Manifest.from_json(data["manifest"]),
+        restricted=_restricted_from_json(data["restricted"]),
     )
+
+
+def _restricted_from_json(data: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(data, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()):
+        raise ValueError("restricted must map classes to lists of paths")
+    if not set(data) <= set(RESTRICTED):
+        raise ValueError(f"unknown restricted classes {sorted(set(data) - set(RESTRICTED))}")
+    return tuple((str(k), tuple(v)) for k, v in sorted(data.items()))
 
 
 def _remembered_to_json(r: Remembered) -> list[Any]:

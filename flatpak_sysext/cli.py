@@ -6,6 +6,7 @@ See docs/reference.md#command-line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -155,6 +156,11 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         glibc = hostglibc.HostGlibc(config.glibc_root(environ), target)
     report = validate.validate_tree(path, name, release.read_host(environ), target,
                                     host_glibc=glibc)
+    # No config here: every restricted class the tree uses is a problem (contain.py).
+    from flatpak_sysext import contain
+
+    refused = contain.restricted_problems(report.restricted, frozenset())
+    report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
         _print_json(output.check_json(name, path, report))
     else:
@@ -176,7 +182,7 @@ def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     except (Die, OSError, installation.InstallationError) as e:
         print(f"flatpak-sysext: warning: {e}; merging the extensions again without checking "
               "them", file=sys.stderr)
-    pkgtransaction.bare_resync(hostsync.run_command)
+    pkgtransaction.bare_resync(hostsync.run_tool)
 
 
 def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -202,7 +208,7 @@ def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]
         return 0
     command = [sys.executable, "-I", "-m", "flatpak_sysext"]
     try:
-        warning = pkgtransaction.begin(holder, runner=hostsync.run_command,
+        warning = pkgtransaction.begin(holder, runner=hostsync.run_tool,
                                        spawn=pkgtransaction.spawn_guard, command=command)
     except pkgtransaction.TransactionError as e:
         die(str(e), 1)

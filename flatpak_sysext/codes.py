@@ -25,9 +25,15 @@ SHARED_LIBRARY = "shared-library"
 UNSUPPORTED_ELF = "unsupported-elf"
 FOREIGN_ELF = "foreign-elf"
 MALFORMED_ELF = "malformed-elf"
+# Rejections: containment (contain, rules); restricted-content is decided with the config.
+UNCLASSIFIED_FILE = "unclassified-file"
+RESTRICTED_CONTENT = "restricted-content"
+MALFORMED_CONFIG = "malformed-config"
+ESCAPING_SYMLINK = "escaping-symlink"
 # Rejections: where the tree would land on this machine (placement).
 SHADOWS_HOST_FILE = "shadows-host-file"
 CONFLICTS_WITH_EXTENSION = "conflicts-with-extension"
+OUTRANKS_HOST_FILE = "outranks-host-file"
 
 # Warnings.
 AMBIGUOUS_EXTENSION_RELEASE = "ambiguous-extension-release"
@@ -50,8 +56,14 @@ REJECTIONS: dict[str, str] = {
     UNSUPPORTED_ELF: "an ELF file that is not an executable",
     FOREIGN_ELF: "an ELF file built for another machine",
     MALFORMED_ELF: "a file with the ELF magic that cannot be parsed",
+    UNCLASSIFIED_FILE: "a file in none of the places an extension may use",
+    RESTRICTED_CONTENT: "content that changes the host beyond the extension's own services",
+    MALFORMED_CONFIG: "a unit, D-Bus, polkit, udev, sysusers or tmpfiles file that cannot "
+                      "be read",
+    ESCAPING_SYMLINK: "a symlink that does not resolve inside the tree",
     SHADOWS_HOST_FILE: "a file that would replace one of the host's",
     CONFLICTS_WITH_EXTENSION: "a file another linked extension provides too",
+    OUTRANKS_HOST_FILE: "a file a host search path would find before a host file",
 }
 WARNINGS: dict[str, str] = {
     AMBIGUOUS_EXTENSION_RELEASE: "systemd versions read the extension-release differently",

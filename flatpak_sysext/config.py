@@ -50,6 +50,14 @@ class Config:
     allow_host_glibc: tuple[str, ...] = ()
     """App-ID globs whose executables may need the host's glibc (``true`` is ``("*",)``)."""
 
+    host_classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(app-ID glob, restricted classes) pairs: what ``host_classes`` allows."""
+
+    def classes_allowed(self, app_id: str) -> frozenset[str]:
+        """The restricted classes (contain.RESTRICTED) ``app_id`` may ship."""
+        return frozenset(c for glob, classes in self.host_classes
+                         if fnmatch.fnmatchcase(app_id, glob) for c in classes)
+
     def host_glibc_allowed(self, app_id: str) -> bool:
         """Whether ``app_id``'s tree is judged with allow_host_glibc (hostglibc)."""
         return any(fnmatch.fnmatchcase(app_id, p) for p in self.allow_host_glibc)
@@ -259,4 +267,5 @@ def _config(path: str, data: dict[str, Any]) -> Config:
         allow_host_shadowing=data.get("allow_host_shadowing", defaults.allow_host_shadowing),
         host_sync=data.get("host_sync", defaults.host_sync),
         allow_host_glibc=("*",) if glibc is True else tuple(glibc or ()),
+        host_classes=tuple((k, tuple(v)) for k, v in sorted(data.get("host_classes", {}).items())),
     )

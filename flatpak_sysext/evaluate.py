@@ -24,6 +24,7 @@ from flatpak_sysext.installation import (
     read_installation,
     still_resolved,
 )
+from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.plan import Entry, Kind, Plan, blocks, make_plan
 from flatpak_sysext.release import Host, read_host
 from flatpak_sysext.report import Problem, TreeReport
@@ -59,12 +60,15 @@ class Context:
     host_root: str = "/"
     runner: hostsync.Runner = hostsync.run_command
     """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
+    tools_root: str = "/"
+    """Where host sync finds /usr/bin and /bin (``FLATPAK_SYSEXT_TOOLS_ROOT``; tests)."""
 
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
                environ: Mapping[str, str]) -> Context:
         return cls(config, tuple(installations), read_host(environ),
-                   glibc_root=glibc_root(environ))
+                   glibc_root=glibc_root(environ),
+                   tools_root=environ.get("FLATPAK_SYSEXT_TOOLS_ROOT") or "/")
 
     @property
     def elf_target(self) -> ElfTarget:
@@ -122,6 +126,8 @@ class AppStatus:
     """Validated in this run rather than taken from the cache."""
     files: frozenset[str] = frozenset()
     """The tree's files (``TreeReport.files``): what host sync reloads for."""
+    manifest: Manifest = dataclasses.field(default_factory=Manifest)
+    """What the tree gives the host (``TreeReport.manifest``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +241,8 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
         commit=app.commit, origin=app.origin,
         problems=report.problems if problems is None else problems,
-        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
+        warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files,
+        manifest=report.manifest)
 
 
 def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
@@ -266,6 +273,14 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         why = policy.denial(cfg, app.installation.path, app.app_id, app.origin)
         if why is not None:
             statuses.append(_status(ctx, app, report, "denied", None, fresh, why))
+            continue
+        # Restricted content (contain.py) is refused unless host_classes allows its class.
+        from flatpak_sysext import contain
+
+        refused = contain.restricted_problems(report.restricted, cfg.classes_allowed(app.app_id))
+        if refused:
+            statuses.append(_status(ctx, app, report, "rejected", None, fresh,
+                                    problems=report.problems + tuple(refused)))
             continue
         candidates.append((app, report, fresh))
 

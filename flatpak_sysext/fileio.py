@@ -24,7 +24,7 @@ class TooLargeError(ValueError):
     """The file is larger than the reader's limit."""
 
 
-def read_regular(path: str | os.PathLike[str], limit: int, *, dir_fd: int | None = None,
+def read_regular(path: str | bytes | os.PathLike[str], limit: int, *, dir_fd: int | None = None,
                  follow: bool = False) -> bytes:
     """The bytes of the regular file at ``path``, at most ``limit`` of them.
 

@@ -64,6 +64,10 @@ RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
 }
 AFTER_TRANSACTION = Needs(frozenset(RELOADS) - {POLKIT_RELOAD})
 """What the end of a package transaction owes (:meth:`HostSync.owe_all`)."""
+TOOL_DIRS = ("usr/bin", "bin")
+"""Where Debian, Fedora and Arch install systemctl, busctl, udevadm and systemd's tools:
+every command runs by an absolute path found here, never through PATH."""
+
 # systemd's parse_boolean(), the true half.
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
 
@@ -131,8 +135,48 @@ def _failure(code: int, output: str) -> str:
     return f"exit status {code}" + (f": {text}" if text else "")
 
 
-def _run(runner: Runner, step: str, argv: Sequence[str]) -> Step:
-    code, output = runner(argv)
+def tool(name: str, tools_root: str = "/", provided: Collection[str] = ()) -> str | None:
+    """The absolute path of the host's ``name``: the first of :data:`TOOL_DIRS` (under
+    ``tools_root``) that holds an executable file of that name.
+
+    None when there is none, or when the one found is a path a linked extension provides
+    (``provided``: its files, ``usr/bin/x``): merged, it would be the extension's program,
+    and host sync runs as root.
+    """
+    for d in TOOL_DIRS:
+        rel = f"{d}/{name}"
+        if rel in provided or f"usr/{rel}" in provided:
+            return None
+        path = os.path.join(tools_root, rel)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def run_tool(argv: Sequence[str]) -> tuple[int, str]:
+    """:data:`Runner` for commands named by their bare name (the package-transaction
+    steps): ``argv[0]`` by its absolute path under :data:`TOOL_DIRS`, never through
+    PATH; 127 if the host has no such program."""
+    path = tool(argv[0])
+    if path is None:
+        return 127, f"{argv[0]}: not found as an executable in /usr/bin or /bin"
+    return run_command((path, *argv[1:]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tools:
+    """How host sync finds its commands: where, and what linked extensions provide."""
+
+    root: str = "/"
+    provided: frozenset[str] = frozenset()
+
+
+def _run(runner: Runner, step: str, argv: Sequence[str], tools: Tools) -> Step:
+    path = tool(argv[0], tools.root, tools.provided)
+    if path is None:
+        return Step(step, FAILED, f"{argv[0]}: not found as an executable in /usr/bin or /bin, "
+                                  "or provided by a linked extension; not run", tuple(argv))
+    code, output = runner((path, *argv[1:]))
     if code == 0:
         return Step(step, OK, "", tuple(argv))
     return Step(step, FAILED, _failure(code, output), tuple(argv))
@@ -153,7 +197,8 @@ def _verify(linked: Collection[str], removed: Collection[str], merged: frozenset
     return Step(VERIFY, OK, f"merged: {', '.join(sorted(merged)) or 'nothing'}")
 
 
-def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str]) -> bool:
+def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
+                      tools: Tools) -> bool:
     """Whether ``refresh`` reloaded the manager itself (systemd >= 255, any ``merged``
     extension saying ``EXTENSION_RELOAD_MANAGER=1``), as systemd decides it."""
     flagged = False
@@ -165,52 +210,59 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str]) ->
         flagged = flagged or fields.get("EXTENSION_RELOAD_MANAGER", "").lower() in _TRUE
     if not flagged:
         return False
-    code, output = runner(("systemd-sysext", "--version"))
+    path = tool("systemd-sysext", tools.root, tools.provided)
+    if path is None:
+        return False
+    code, output = runner((path, "--version"))
     match = re.match(r"systemd (\d+)", output)
     return code == 0 and match is not None and int(match.group(1)) >= 255
 
 
-def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str]) -> Step:
+def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str],
+           tools: Tools) -> Step:
     """``systemctl VERB -- UNITS``, the step naming the units for people."""
     patterns = sorted(p for p in (unit_pattern(u) for u in units) if p is not None)
-    done = _run(runner, step, ("systemctl", *verb, "--", *patterns))
+    done = _run(runner, step, ("systemctl", *verb, "--", *patterns), tools)
     return done if done.outcome != OK else dataclasses.replace(done, message=", ".join(patterns))
 
 
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
-           host_root: str) -> list[Step]:
+           host_root: str, tools: Tools) -> list[Step]:
     steps = []
     if needs.stop:
         # While their files are still merged: the units of an extension that goes, or
         # that its update no longer ships, as dpkg and rpm stop a removed package's.
-        steps.append(_units(runner, STOP_UNITS, ("stop",), needs.stop))
+        steps.append(_units(runner, STOP_UNITS, ("stop",), needs.stop, tools))
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
-        steps.append(_units(runner, DISABLE_UNITS, ("disable", "--no-reload"), needs.stop))
-    refresh = _run(runner, REFRESH, ("systemd-sysext", "refresh"))
+        steps.append(_units(runner, DISABLE_UNITS, ("disable", "--no-reload"), needs.stop,
+                            tools))
+    refresh = _run(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
     merged = read_merged(host_root)
     steps += [refresh, _verify(linked, removed, merged)]
     if needs.sysusers:
         # "--": the names come from the extension and must not be read as options.
-        steps.append(_run(runner, SYSUSERS, ("systemd-sysusers", "--", *sorted(needs.sysusers))))
+        steps.append(_run(runner, SYSUSERS, ("systemd-sysusers", "--", *sorted(needs.sysusers)),
+                          tools))
     if needs.tmpfiles:
         steps.append(_run(runner, TMPFILES, ("systemd-tmpfiles", "--create", "--",
-                                             *sorted(needs.tmpfiles))))
+                                             *sorted(needs.tmpfiles)), tools))
     for reload in RELOADS:
         if reload not in needs.reloads:
             continue
         argv = RELOAD_COMMANDS[reload]
         if reload == DAEMON_RELOAD and refresh.outcome == OK and _manager_reloaded(
-                runner, host_root, merged):
+                runner, host_root, merged, tools):
             steps.append(Step(reload, SKIPPED, "systemd-sysext reloaded the manager itself "
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
             continue
-        steps.append(_run(runner, reload, argv))
+        steps.append(_run(runner, reload, argv, tools))
     if needs.restart:
         # After daemon-reload, so the new unit files are the ones restarted; only units
         # that run (try-), and reloaded instead where the unit says how.
-        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), needs.restart))
+        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), needs.restart,
+                            tools))
     return steps
 
 
@@ -228,7 +280,8 @@ class HostSync:
     """
 
     def __init__(self, scope: Sequence[Installation], *, host_root: str = "/",
-                 runner: Runner = run_command) -> None:
+                 runner: Runner = run_command, tools_root: str = "/") -> None:
+        self.tools_root = tools_root
         self.scope = tuple(scope)
         self.host_root = host_root
         self.runner = runner
@@ -262,9 +315,11 @@ class HostSync:
         polkit reads its rules itself): a package transaction restarts no unit."""
         self.owed.append(AFTER_TRANSACTION)
 
-    def run(self, changes: Sequence[Change], linked: Collection[str], *,
+    def run(self, changes: Sequence[Change], linked: Collection[str],
+            provided: frozenset[str] = frozenset(), *,
             deferred: bool = False) -> SyncReport | None:
-        """Sync the host after ``changes``; ``linked`` names every link of ours now.
+        """Sync the host after ``changes``; ``linked`` names every link of ours now, and
+        ``provided`` holds the files of the trees they lead to (never run one of those).
 
         Returns None when there was nothing to do: no change, and nothing owed by an
         interrupted run. ``deferred``: a package transaction is under way; the sync is
@@ -288,7 +343,8 @@ class HostSync:
                             "under the Flatpak installation, which confined services may "
                             "not be allowed to use")
         if systemd_running(self.host_root):
-            steps = _steps(needs, linked, removed, self.runner, self.host_root)
+            steps = _steps(needs, linked, removed, self.runner, self.host_root,
+                           Tools(self.tools_root, provided))
         else:
             steps = [Step(REFRESH, SKIPPED, "systemd is not running")]
         report = SyncReport(_now(), tuple(steps), tuple(warnings))

@@ -121,6 +121,7 @@ def app_json(s: AppStatus, merged: frozenset[str],
         "reason": s.reason,
         "merged": s.app_id in merged,
         "host_sync": None if last_sync is None else last_sync.to_json(),
+        "manifest": s.manifest.to_json(),
     }
 
 
@@ -137,7 +138,7 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
                 "link": f"{ctx.config.target_dir.rstrip('/')}/{entry.name}",
                 "target": entry.target, "commit": None, "origin": None, "problems": [],
                 "warnings": [], "reason": "not a link into a system installation; left alone",
-                "merged": entry.name in ev.merged, "host_sync": None,
+                "merged": entry.name in ev.merged, "host_sync": None, "manifest": None,
             })
     return items
 
@@ -251,6 +252,8 @@ def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
         "problems": _problems(report.problems),
         "warnings": _problems(report.warnings),
         "host_glibc": {library: list(versions) for library, versions in report.host_glibc},
+        "manifest": report.manifest.to_json(),
+        "grants": sorted(report.manifest.grants()),
     }
 
 
@@ -263,5 +266,10 @@ def print_check(name: str, path: str, report: TreeReport) -> None:
     if report.host_glibc:
         needs = ", ".join(f"{' '.join(v)} from {lib}" for lib, v in report.host_glibc)
         print(f"needs the host's glibc (allow_host_glibc): {needs}")
+    grants = sorted(report.manifest.grants())
+    if grants:
+        print("merged, it gets from the host:")
+        for line in grants:
+            print(f"  {line}")
     verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
     print(f"{name} ({path}): {verdict}")

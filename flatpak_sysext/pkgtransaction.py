@@ -32,6 +32,7 @@ from flatpak_sysext.hostsync import (
     Runner,
     read_merged,
     systemd_running,
+    tool,
 )
 
 RUN_DIR = "run/flatpak-sysext"
@@ -281,6 +282,10 @@ def spawn_guard(argv: Sequence[str]) -> None:
     (``DPKG_FRONTEND_LOCKED`` and the like belong to its own children)."""
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
     if argv[0] == "systemd-run":
+        found = tool("systemd-run")  # by its absolute path, as every host command
+        if found is None:
+            raise OSError("systemd-run: not found in /usr/bin or /bin")
+        argv = [found, *argv[1:]]
         try:
             proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,

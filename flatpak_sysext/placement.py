@@ -9,6 +9,8 @@ extensions linked beside it, so ``reconcile`` decides it on every full run and
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import os
 import stat
 from collections.abc import Collection, Iterable, Mapping
@@ -34,6 +36,8 @@ def check(files: Iterable[str], host_root: str | None, ignore: Collection[str],
     dirs = {a for f in mine for a in _ancestors(f)}
     paths = sorted(dirs) + sorted(mine)  # directories first: below a hidden one, skip
     problems = [] if host_root is None else _shadows_host(paths, dirs, host_root, ignore)
+    if host_root is not None:
+        problems += outranks(sorted(mine), host_root, ignore)
     for other, theirs in sorted(others.items()):
         their_files = set(theirs)
         their_dirs = {a for t in their_files for a in _ancestors(t)}
@@ -75,6 +79,60 @@ def _shadows_host(paths: list[str], dirs: set[str], host_root: str,
         problems.append(Problem(codes.SHADOWS_HOST_FILE, show(path), text + "; install it under "
                                 "another name (or set allow_host_shadowing)"))
     return problems
+
+
+# Host search paths, in the order they are searched (root's PATH as systemd sets it,
+# Python's sys.path, Perl's @INC on Debian, systemd's unit path): a file in an earlier
+# directory is found before the host's file of the same name in a later one.
+SEARCH_PATHS: tuple[tuple[str, ...], ...] = (
+    ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin"),
+    ("usr/lib/python3.*", "usr/local/lib/python3.*/dist-packages", "usr/lib/python3/dist-packages"),
+    ("usr/local/lib/*/perl/*", "usr/local/share/perl/*", "usr/lib/*/perl5/*", "usr/share/perl5",
+     "usr/lib/*/perl-base", "usr/lib/*/perl/*", "usr/share/perl/*"),
+    ("usr/local/lib/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"),
+)
+
+
+def outranks(files: Iterable[str], host_root: str, ignore: Collection[str]) -> list[Problem]:
+    """``outranks-host-file``: files a host search path finds before a host file."""
+    problems = []
+    for path in files:
+        if path in ignore:
+            continue
+        for order in SEARCH_PATHS:
+            hit = _outranked(path, order, host_root)
+            if hit is not None:
+                problems.append(Problem(codes.OUTRANKS_HOST_FILE, show(path), (
+                    f"would be found before the host's {hit} (same name, later in the search "
+                    "path): merged, it would run or load in its place; use a name of the "
+                    "app's own (or set allow_host_shadowing)")))
+                break
+    return problems
+
+
+def _outranked(path: str, order: tuple[str, ...], host_root: str) -> str | None:
+    """The host file that ``path`` would come before in the search path ``order``."""
+    for i, pattern in enumerate(order):
+        depth = pattern.count("/") + 1
+        parts = path.split("/")
+        here = "/".join(parts[:depth])
+        if len(parts) <= depth or not fnmatch.fnmatchcase(here, pattern):
+            continue
+        name = "/".join(parts[depth:])
+        names = {name}
+        if "python" in pattern:  # Python finds a module by its top-level name
+            module = parts[depth].split(".", 1)[0]
+            names = {module, module + ".py"}
+        mine = os.path.realpath(os.path.join(host_root, here))
+        for later in order[i + 1:]:
+            for d in sorted(glob.glob(os.path.join(glob.escape(host_root), later))):
+                if os.path.realpath(d) == mine:
+                    continue  # the same directory (merged /usr): shadows-host-file's case
+                for n in sorted(names):
+                    if os.path.lexists(os.path.join(d, n)):
+                        return "/" + os.path.relpath(os.path.join(d, n), host_root)
+        return None
+    return None
 
 
 def _ancestors(path: str) -> list[str]:

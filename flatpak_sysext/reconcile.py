@@ -93,7 +93,8 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     applied: list[Action] = []
     failures: list[Failure] = []
     with statefiles.Locked(i.path for i in scope):
-        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
+        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner,
+                                  tools_root=ctx.tools_root)
                 if ctx.config.host_sync else None)
         if sync is not None and after_transaction:
             sync.owe_all()
@@ -116,11 +117,13 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
             entries = targetdir.scan(ctx.config.target_dir, ctx.installations,
                                      ctx.installations)
             linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
+            # Host sync never runs a program that a linked tree provides.
+            provided = frozenset().union(*(s.files for s in ev.apps if s.app_id in linked))
             # A package manager is writing /usr: merging would make it read-only under
             # it; its post step syncs what is owed (docs/reference.md#package-managers).
             with pkgtransaction.sync_lock(ctx.host_root):
                 busy = pkgtransaction.active(ctx.host_root)
-                report = sync.run(_changes(ev, applied), linked, deferred=busy)
+                report = sync.run(_changes(ev, applied), linked, provided, deferred=busy)
     return Result(ev, tuple(applied), tuple(failures), report)
 
 
@@ -156,7 +159,8 @@ def remove_all(ctx: Context) -> Removal:
             elif entry.kind is Kind.TEMPORARY:
                 actions.append(RemoveTemporary(entry.name, entry.target))
         sync = (hostsync.HostSync(ctx.installations, host_root=ctx.host_root,
-                                  runner=ctx.runner) if ctx.config.host_sync else None)
+                                  runner=ctx.runner, tools_root=ctx.tools_root)
+                if ctx.config.host_sync else None)
         if sync is not None and actions:
             sync.owe()
         failures = apply.apply(ctx.config.target_dir, actions)

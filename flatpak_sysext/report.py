@@ -8,6 +8,7 @@ import stat
 from typing import Any
 
 from flatpak_sysext import codes
+from flatpak_sysext.manifest import Manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,11 @@ class TreeReport:
     host_glibc: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """What the executables admitted by allow_host_glibc need of the host: per glibc
     library (sorted), its highest numbered version needed and any unnumbered one."""
+    manifest: Manifest = dataclasses.field(default_factory=Manifest)
+    """What the tree gives the host once merged (manifest.py)."""
+    restricted: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """Restricted classes (contain.RESTRICTED) the tree uses, each with its paths, sorted:
+    problems unless the config's host_classes allows them (decided by evaluate)."""
 
     @property
     def accepted(self) -> bool:

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import codes, release
+from flatpak_sysext import codes, contain, fileio, manifest, release
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import SPECIAL_KINDS, Problem, TreeReport, show, what
 
@@ -41,19 +41,52 @@ class _Findings:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.counts: collections.Counter[str] = collections.Counter()
+        # For containment: config files' bytes, symlinks' targets, directories.
+        self.contents: dict[str, bytes | None] = {}
+        self.links: dict[str, str] = {}
 
     def add(self, code: str, path: str, message: str) -> None:
         self.counts[code] += 1
         if self.counts[code] <= MAX_PER_CODE:
             self.problems.append(Problem(code, path, message))
 
-    def report(self, files: frozenset[str], glibc: GlibcJudge | None = None) -> TreeReport:
+    def report(self, files: frozenset[str], glibc: GlibcJudge | None = None,
+               name: str | None = None, root_fd: int | None = None) -> TreeReport:
+        restricted: dict[str, list[str]] = {}
+        found = manifest.Manifest()
+        if name is not None:
+            problems, restricted, found = contain.contain(name, files, self.contents)
+            for p in problems:
+                self.add(p.code, p.path, p.message)
+            if root_fd is not None:
+                self._symlinks(root_fd)
         for code, n in sorted(self.counts.items()):
             if n > MAX_PER_CODE:
                 self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
                                                        f"{code} problems, not listed"))
         return TreeReport(tuple(self.problems), tuple(self.warnings), files,
-                          glibc.requirements() if glibc is not None else ())
+                          glibc.requirements() if glibc is not None else (), found,
+                          tuple((k, tuple(v)) for k, v in restricted.items()))
+
+    def _symlinks(self, root_fd: int) -> None:
+        """``escaping-symlink``: every link must resolve to something of the same tree."""
+        def kind(rel: str) -> str | None:
+            # Every directory before ``rel`` was found to be a real one of the tree.
+            if rel in self.links:
+                return "link:" + self.links[rel]
+            st = _lstat(os.fsencode(rel), root_fd)
+            if st is None:
+                return None
+            return "dir" if stat.S_ISDIR(st.st_mode) else (
+                "file" if stat.S_ISREG(st.st_mode) else None)
+
+        for link, target in sorted(self.links.items()):
+            if not contain.symlink_target_ok(link, target, kind):
+                self.add(codes.ESCAPING_SYMLINK, show(link),
+                         f"points to {show(target)}, which is not a file or directory of this "
+                         "extension: merged, it would lead to whatever the host has there "
+                         "(/dev/null masks a unit; /tmp is anyone's). Make it a regular file "
+                         "or point it inside the tree")
 
 
 def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
@@ -91,9 +124,9 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
 
             glibc = GlibcJudge(host_glibc)
         files = _walk(root_fd, elf_target, glibc, found)
+        return found.report(frozenset(files), glibc, name, root_fd)
     finally:
         os.close(root_fd)
-    return found.report(frozenset(files), glibc)
 
 
 def _usable_file_name(name: str) -> bool:
@@ -285,6 +318,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                       "extension-release file describes the extension)")
         if stat.S_ISDIR(mode):
             subdirs.append(raw)
+
             perm = stat.S_IMODE(mode)
             if (merged and perm != 0o755) or perm & 0o022:  # the path only when needed
                 rel = show(path(raw))
@@ -294,6 +328,8 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
         if merged and depth:
             files.append(os.fsdecode(full))  # surrogateescape: the exact bytes
         if stat.S_ISLNK(mode):
+            if merged and depth:
+                found.links[os.fsdecode(full)] = os.fsdecode(os.readlink(raw, dir_fd=fd))
             continue  # a symlink's own mode means nothing, and it is never followed
         _check_file(show(full), st, found)
         if merged and stat.S_ISREG(mode):
@@ -302,6 +338,12 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                 verdict = elf.judge(f, target, glibc)
             if verdict is not None:
                 found.add(verdict[0], show(full), verdict[1])
+            rel = os.fsdecode(full)
+            if depth and contain.needs_content(rel):
+                try:
+                    found.contents[rel] = fileio.read_regular(raw, manifest.MAX_CONFIG, dir_fd=fd)
+                except (fileio.TooLargeError, fileio.NotRegularError):
+                    found.contents[rel] = None
     subdirs.reverse()  # popped from the end: visit in name order
     return subdirs
 

@@ -32,8 +32,14 @@ VERSION = ("systemd-sysext", "--version")
 class FakeHost:
     """The host's root directory and a recording runner that plays systemd."""
 
-    def __init__(self, root: Path, target: Path) -> None:
+    def __init__(self, root: Path, target: Path, tools: Path) -> None:
         self.root = root
+        self.tools = tools
+        (tools / "usr/bin").mkdir(parents=True)
+        for name in ("systemd-sysext", "systemctl", "busctl", "udevadm", "systemd-sysusers",
+                     "systemd-tmpfiles"):
+            (tools / "usr/bin" / name).write_text("#!/bin/sh\n")
+            (tools / "usr/bin" / name).chmod(0o755)
         self.target = target
         self.commands: list[tuple[str, ...]] = []
         self.results: dict[tuple[str, ...], tuple[int, str]] = {}
@@ -42,7 +48,9 @@ class FakeHost:
         target.mkdir()
 
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
-        argv = tuple(argv)
+        # Every command by its absolute path under the tools' root, recorded by name.
+        assert os.path.dirname(argv[0]) == str(self.tools / "usr/bin"), argv
+        argv = (os.path.basename(argv[0]), *argv[1:])
         self.commands.append(argv)
         if argv == REFRESH and self.merges:
             self._merge()
@@ -66,7 +74,7 @@ class SyncRig:
 
     def __init__(self, root: Path) -> None:
         self.inst = Installation("default", str(root / "inst"))
-        self.host = FakeHost(root / "host", root / "extensions")
+        self.host = FakeHost(root / "host", root / "extensions", root / "tools")
         self.count = 0
 
     def deploy(self, files: Iterable[str], release: str = "ID=_any\n", name: str = APP) -> str:
@@ -89,7 +97,8 @@ class SyncRig:
 
     def sync(self, changes: Sequence[Change]) -> hoststate.SyncReport | None:
         """One run: the links of ``changes`` are made, then the host synced."""
-        hs = HostSync([self.inst], host_root=str(self.host.root), runner=self.host)
+        hs = HostSync([self.inst], host_root=str(self.host.root), runner=self.host,
+                      tools_root=str(self.host.tools))
         if changes:
             hs.owe()
         for c in changes:
@@ -322,7 +331,8 @@ def test_no_change_no_sync(sync_rig: SyncRig) -> None:
 def test_a_run_that_died_before_syncing_is_finished_by_the_next(sync_rig: SyncRig) -> None:
     sync_rig.install(["usr/libexec/profilerd"])
     tree = sync_rig.deploy(["usr/libexec/profilerd"])
-    dying = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host)
+    dying = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host,
+                     tools_root=str(sync_rig.host.tools))
     dying.owe()
     sync_rig.link(tree)  # ...and the run is killed here.
     sync_rig.host.commands.clear()
@@ -335,7 +345,8 @@ def test_a_run_that_died_before_syncing_is_finished_by_the_next(sync_rig: SyncRi
 
 
 def test_owing_without_a_change_owes_nothing_afterwards(sync_rig: SyncRig) -> None:
-    hs = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host)
+    hs = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host,
+                     tools_root=str(sync_rig.host.tools))
     hs.owe()  # Links were to change, but every action failed.
     assert hs.run([], []) is None
     assert sync_rig.sync([]) is None
@@ -384,3 +395,35 @@ def test_the_real_runner_reports_instead_of_raising(tmp_path: Path) -> None:
     assert run_command([str(tmp_path / "no-such-command")])[0] == 127
     code, output = run_command(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (code, output) == (3, "out\nerr\n")
+
+
+def test_commands_run_by_absolute_path_never_one_a_linked_tree_provides(
+        sync_rig: SyncRig) -> None:
+    # A tree shipping usr/bin/systemctl (or a bin/ of its own) is never what host sync runs,
+    # even where the host has no /usr/bin/systemctl of its own.
+    (sync_rig.host.tools / "usr/bin/systemctl").unlink()
+    bin_dir = sync_rig.host.tools / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text("#!/bin/sh\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    files = ["usr/lib/systemd/system/profilerd.service", "usr/bin/systemctl"]
+    tree = sync_rig.deploy(files)
+    hs = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host,
+                  tools_root=str(sync_rig.host.tools))
+    hs.owe()
+    sync_rig.link(tree)
+    report = hs.run([Change(APP, None, tree, frozenset(files))], [APP], frozenset(files))
+    assert outcomes(report)["daemon-reload"] == "failed"
+    assert "provided by a linked extension" in report.steps[-1].message  # type: ignore[union-attr]
+    assert all(c[0] != "systemctl" for c in sync_rig.host.commands)
+
+
+def test_host_tools_are_found_where_the_distribution_installs_them(tmp_path: Path) -> None:
+    from flatpak_sysext.hostsync import tool
+
+    (tmp_path / "bin").mkdir()
+    assert tool("udevadm", str(tmp_path)) is None  # never PATH
+    (tmp_path / "bin/udevadm").write_text("#!/bin/sh\n")
+    (tmp_path / "bin/udevadm").chmod(0o755)
+    assert tool("udevadm", str(tmp_path)) == str(tmp_path / "bin/udevadm")
+    assert tool("udevadm", str(tmp_path), {"usr/bin/udevadm"}) is None

@@ -5,13 +5,15 @@ merges into that namespace's ``/usr`` only.
 
 ``/run/systemd/system`` exists in the namespace, so host sync runs. No systemd is PID 1
 there: ``systemctl``, ``busctl``, ``udevadm``, ``systemd-sysusers`` and
-``systemd-tmpfiles`` are stand-ins first on PATH that log their arguments, so the
+``systemd-tmpfiles`` are stand-ins in ``$FLATPAK_SYSEXT_TOOLS_ROOT/usr/bin`` that log
+their arguments, so the
 reloads are checked as exact commands; ``systemd-sysext`` is the real one."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +70,8 @@ class Host:
         self.fenv = fenv
         self.ns = ns
         self.log = fakes / "commands.log"
-        self.env = dict(fenv.env, PATH=f"{fakes}:{os.environ['PATH']}",
+        # Host sync runs its commands by absolute path under this root, never via PATH.
+        self.env = dict(fenv.env, FLATPAK_SYSEXT_TOOLS_ROOT=str(fakes),
                         FSX_COMMAND_LOG=str(self.log))
 
     def sysext(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -100,9 +103,12 @@ def host(fenv: FlatpakEnv, tmp_path: Path) -> Iterator[Host]:
     (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
     fenv.write_config({"target_dir": "/run/extensions", "host_sync": True})
     fakes = tmp_path / "fakes"
-    fakes.mkdir()
+    (fakes / "usr/bin").mkdir(parents=True)
+    real = shutil.which("systemd-sysext")
+    assert real is not None
+    (fakes / "usr/bin/systemd-sysext").symlink_to(real)
     for name in FAKES:
-        fake = fakes / name
+        fake = fakes / "usr/bin" / name
         fake.write_text('#!/bin/sh\necho "${0##*/} $*" >> "$FSX_COMMAND_LOG"\n')
         fake.chmod(0o755)
     ns = Namespace()
@@ -185,11 +191,14 @@ def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
 
     def tree(root: Path) -> None:
         daemon(root)
-        for path in ("usr/share/polkit-1/actions/org.fsx.Profiler.policy",
-                     "usr/lib/udev/rules.d/70-profiler.rules", "usr/lib/sysusers.d/profiler.conf",
-                     "usr/lib/tmpfiles.d/profiler.conf"):
+        for path, text in (
+                ("usr/share/polkit-1/actions/org.fsx.Profiler.policy",  # must parse
+                 '<policyconfig><action id="org.fsx.Profiler.run"/></policyconfig>\n'),
+                ("usr/lib/udev/rules.d/70-profiler.rules", "# test\n"),
+                ("usr/lib/sysusers.d/profiler.conf", "# test\n"),
+                ("usr/lib/tmpfiles.d/profiler.conf", "# test\n")):
             (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_text("# test\n")
+            (root / path).write_text(text)
 
     host.fenv.publish(APP, tree)
     host.fenv.install(APP)

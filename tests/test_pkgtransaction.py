@@ -197,9 +197,15 @@ class SyncHost:
         self.root = root
         self.commands: list[tuple[str, ...]] = []
         (root / "run/systemd/system").mkdir(parents=True)
+        for name in ("systemd-sysext", "systemctl", "busctl", "udevadm"):
+            (root / "usr/bin").mkdir(parents=True, exist_ok=True)
+            (root / "usr/bin" / name).write_text("#!/bin/sh\n")
+            (root / "usr/bin" / name).chmod(0o755)
 
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
-        self.commands.append(tuple(argv))
+        # By its absolute path among the host's tools (here: under the fake root).
+        assert os.path.dirname(argv[0]) == str(self.root / "usr/bin"), argv
+        self.commands.append((os.path.basename(argv[0]), *argv[1:]))
         return 0, ""
 
 
@@ -207,7 +213,7 @@ def test_host_sync_during_a_transaction_is_owed_to_its_end(tmp_path: Path) -> No
     inst = Installation("default", str(tmp_path / "inst"))
     fake = SyncHost(tmp_path / "host")
     change = Change("org.fsx.App", None, "/x", frozenset({"usr/lib/systemd/system/a.service"}))
-    sync = HostSync([inst], host_root=str(fake.root), runner=fake)
+    sync = HostSync([inst], host_root=str(fake.root), runner=fake, tools_root=str(fake.root))
     sync.owe()
     report = sync.run([change], ["org.fsx.App"], deferred=True)
     assert fake.commands == []  # nothing merged while the package manager works
@@ -215,7 +221,8 @@ def test_host_sync_during_a_transaction_is_owed_to_its_end(tmp_path: Path) -> No
         ("refresh", "skipped")]
     assert hoststate.load(inst)[0].pending is not None
     # The transaction's end: the owed sync, every reload.
-    HostSync([inst], host_root=str(fake.root), runner=fake).run([], ["org.fsx.App"])
+    HostSync([inst], host_root=str(fake.root), runner=fake,
+             tools_root=str(fake.root)).run([], ["org.fsx.App"])
     assert fake.commands[0] == REFRESH
     assert {c[0] for c in fake.commands[1:]} >= {"systemctl", "busctl", "udevadm"}
 
@@ -224,7 +231,7 @@ def test_after_a_transaction_every_reload_runs_even_with_no_link_change(
         tmp_path: Path) -> None:
     inst = Installation("default", str(tmp_path / "inst"))
     fake = SyncHost(tmp_path / "host")
-    sync = HostSync([inst], host_root=str(fake.root), runner=fake)
+    sync = HostSync([inst], host_root=str(fake.root), runner=fake, tools_root=str(fake.root))
     sync.owe_all()
     sync.run([], [])
     assert fake.commands[0] == REFRESH

@@ -280,8 +280,9 @@ def build_daemon(out: Path, version: str) -> Path:
 
 
 def daemon_unit(app_id: str) -> str:
-    """The systemd unit name of an app's daemon: ``fsx-<last part of the ID>.service``."""
-    return f"fsx-{app_id.rsplit('.', 1)[-1].lower()}.service"
+    """The systemd unit name of an app's daemon: ``<last part of the ID>-fsx.service``,
+    named for the app as containment requires (docs/problems.md#unclassified-file)."""
+    return f"{app_id.rsplit('.', 1)[-1].lower()}-fsx.service"
 
 
 def daemon_tree(app_id: str, binary: Path) -> TreeBuilder:
