@@ -25,6 +25,9 @@ SHARED_LIBRARY = "shared-library"
 UNSUPPORTED_ELF = "unsupported-elf"
 FOREIGN_ELF = "foreign-elf"
 MALFORMED_ELF = "malformed-elf"
+TOO_MANY_FILES = "too-many-files"
+TOO_DEEP = "too-deep"
+PATH_TOO_LONG = "path-too-long"
 # Rejections: where the tree would land on this machine (placement).
 SHADOWS_HOST_FILE = "shadows-host-file"
 CONFLICTS_WITH_EXTENSION = "conflicts-with-extension"
@@ -50,6 +53,9 @@ REJECTIONS: dict[str, str] = {
     UNSUPPORTED_ELF: "an ELF file that is not an executable",
     FOREIGN_ELF: "an ELF file built for another machine",
     MALFORMED_ELF: "a file with the ELF magic that cannot be parsed",
+    TOO_MANY_FILES: "more entries in the tree than flatpak-sysext validates",
+    TOO_DEEP: "directories nested deeper than flatpak-sysext validates",
+    PATH_TOO_LONG: "a path longer than the host can name",
     SHADOWS_HOST_FILE: "a file that would replace one of the host's",
     CONFLICTS_WITH_EXTENSION: "a file another linked extension provides too",
 }

@@ -14,7 +14,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, cache, hostsync, placement, policy, targetdir, validate
+from flatpak_sysext import (
+    __version__,
+    cache,
+    hostsync,
+    placement,
+    policy,
+    rules,
+    targetdir,
+    validate,
+)
 from flatpak_sysext.config import Config, glibc_root
 from flatpak_sysext.hostsync import read_merged
 from flatpak_sysext.installation import (
@@ -76,7 +85,8 @@ class Context:
     def fingerprint(self) -> str:
         """What every cached verdict depends on besides the tree: a different one
         discards the cache."""
-        return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
+        return cache.host_fingerprint(__version__, rules.VERSION,
+                                      sorted(self.host.os_release.items()),
                                       self.host.architecture, _executable_ident(),
                                       *self._glibc_fingerprint())
 
@@ -201,7 +211,10 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                          and entries[name].kind is Kind.MANAGED
                          and not _still_pinned(entries[name]))
     merged = read_merged(ctx.host_root)
-    statuses, wanted = _decide(ctx, judged, entries, merged)
+    statuses, wanted, unplaced = _decide(ctx, judged, entries, merged)
+    for app_id, why in unplaced.items():
+        errors.append(f"{app_id}: cannot check where its files would land: {why}")
+        held.add(app_id)
     plan = make_plan(wanted, entries, held - released)
     return Evaluation(tuple(statuses), entries, plan, tuple(errors), tuple(warnings),
                       merged, released)
@@ -239,8 +252,10 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
 
 
 def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
-            merged: frozenset[str]) -> tuple[list[AppStatus], dict[str, str]]:
-    """Every app's state, and the links wanted: the one place states are decided.
+            merged: frozenset[str],
+            ) -> tuple[list[AppStatus], dict[str, str], dict[str, str]]:
+    """Every app's state, the links wanted, and the apps whose placement could not be
+    checked (the host could not be read; app ID -> why): the one place states are decided.
 
     In order: an app also installed in an installation listed earlier is a conflict
     (the first takes precedence); a rejected tree is ``rejected``; policy may deny;
@@ -277,11 +292,18 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
     ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
     placed = placement.Placed()
     wanted: dict[str, str] = {}
+    unplaced: dict[str, str] = {}
     for app, report, fresh in candidates:
         dirs = placement.directories(report.files)
         host_root = None if cfg.allow_host_shadowing else ctx.host_root
-        problems = placement.check(report.files, host_root, ignore,
-                                   placed.sharing(report.files, dirs))
+        try:
+            problems = placement.check(report.files, host_root, ignore,
+                                       placed.sharing(report.files, dirs))
+        except OSError as e:
+            # Says nothing about the extension: like an I/O error while validating,
+            # its link is held as it is, and the others go on.
+            unplaced[app.app_id] = f"{e.filename or ''}: {e.strerror or e}"
+            continue
         if problems:
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(problems)))
@@ -298,4 +320,4 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         state = "linked" if entry is not None and entry.target == app.root else "pending"
         statuses.append(_status(ctx, app, report, state, app.root, fresh))
     statuses.sort(key=lambda s: s.app_id)
-    return statuses, wanted
+    return statuses, wanted, unplaced

@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import codes, release
+from flatpak_sysext import codes, release, rules
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import SPECIAL_KINDS, Problem, TreeReport, show, what
 
@@ -36,11 +36,16 @@ class TreeChanged(OSError):
     """The tree changed while it was being validated; validate it again."""
 
 
+class _TooLarge(Exception):
+    """The tree has more entries than rules.MAX_ENTRIES: the walk stops."""
+
+
 class _Findings:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.counts: collections.Counter[str] = collections.Counter()
+        self.entries = 0
 
     def add(self, code: str, path: str, message: str) -> None:
         self.counts[code] += 1
@@ -207,6 +212,7 @@ class _Dir:
     name: bytes
     id: tuple[int, int]  # (st_dev, st_ino)
     merged: bool
+    length: int = 0  # of its path relative to the root, in bytes
     pending: list[bytes] | None = None  # subdirectories still to visit
 
 
@@ -233,7 +239,8 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
                 fd = new
                 merged = top.merged or (len(stack) == 1 and child in MERGED)
                 st = os.fstat(fd)
-                stack.append(_Dir(child, (st.st_dev, st.st_ino), merged))
+                length = top.length + (1 if top.length else 0) + len(child)
+                stack.append(_Dir(child, (st.st_dev, st.st_ino), merged, length=length))
                 if merged:
                     _check_xattrs(fd, lambda: b"/".join(d.name for d in stack[1:]), found)
                 continue
@@ -246,6 +253,10 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
                 if (st.st_dev, st.st_ino) != stack[-1].id:
                     raise TreeChanged(errno.ESTALE, "moved while being validated",
                                       show(b"/".join(d.name for d in stack[1:])))
+    except _TooLarge:
+        found.add(codes.TOO_MANY_FILES, "", f"the tree has more than {rules.MAX_ENTRIES:,} "
+                                            "files, directories and symlinks; flatpak-sysext "
+                                            "stops validating there. Split it, or ship less")
     finally:
         os.close(fd)
     return files
@@ -268,7 +279,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
         return (prefix[0] if prefix else b"") + raw
 
     subdirs: list[bytes] = []
-    for raw in sorted(os.fsencode(n) for n in os.listdir(fd)):
+    for raw in _names(fd, found):
         try:
             st = os.stat(raw, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -283,6 +294,8 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                       "an extension must not carry usr/lib/os-release: systemd-sysext then "
                       "refuses to merge any extension on the host; remove it (the "
                       "extension-release file describes the extension)")
+        if not _within_bounds(raw, depth, top.length, mode, path, found):
+            continue
         if stat.S_ISDIR(mode):
             subdirs.append(raw)
             perm = stat.S_IMODE(mode)
@@ -304,6 +317,40 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                 found.add(verdict[0], show(full), verdict[1])
     subdirs.reverse()  # popped from the end: visit in name order
     return subdirs
+
+
+def _names(fd: int, found: _Findings) -> list[bytes]:
+    """The names in directory ``fd``, sorted, counted against rules.MAX_ENTRIES; raises
+    _TooLarge past it without reading the rest of a huge directory."""
+    names = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            found.entries += 1
+            if found.entries > rules.MAX_ENTRIES:
+                raise _TooLarge
+            names.append(os.fsencode(entry.name))
+    names.sort()
+    return names
+
+
+def _within_bounds(raw: bytes, depth: int, parent_length: int, mode: int,
+                   path: Callable[[bytes], bytes], found: _Findings) -> bool:
+    """``too-deep`` and ``path-too-long`` for the entry ``raw`` of a directory at
+    ``depth``; False (not to be looked at further) if it breaks either."""
+    length = parent_length + (1 if depth else 0) + len(raw)
+    if length > rules.MAX_PATH:
+        full = path(raw)
+        found.add(codes.PATH_TOO_LONG, show(full),
+                  f"the path {show(full[:60])}… is {length:,} bytes long; on the host it must "
+                  f"stay under {rules.MAX_PATH:,} bytes, or tools (and flatpak-sysext) cannot "
+                  "name it: shorten it")
+        return False
+    if stat.S_ISDIR(mode) and depth + 1 > rules.MAX_DEPTH:
+        found.add(codes.TOO_DEEP, show(path(raw)),
+                  f"directories nest {depth + 1} levels deep here; at most "
+                  f"{rules.MAX_DEPTH} are accepted: flatten the tree")
+        return False
+    return True
 
 
 def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:

@@ -305,6 +305,11 @@ def test_deep_tree(fast_tmp: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> N
                 os.chmod("f", 0o666, dir_fd=fd)
         os.close(fd)
         fds = [_open_fds()]
+        # The walk's own cost, beyond the bounds every tree is held to (rules).
+        from flatpak_sysext import rules
+
+        monkeypatch.setattr(rules, "MAX_DEPTH", depth + 1)
+        monkeypatch.setattr(rules, "MAX_PATH", 3 * depth)
 
         def counting_judge(f: BinaryIO, target: elf.ElfTarget,
                            glibc: object = None) -> tuple[str, str] | None:
@@ -428,3 +433,22 @@ def test_placement_of_a_real_tree(tmp_path: pathlib.Path) -> None:
     tree = make_tree(tmp_path / "tree", files={"usr/bin/sh": b"#!/bin/sh\n"})
     problems = check_placement(check(tree).files, "/", set(), {})
     assert [(p.code, p.path) for p in problems] == [("shadows-host-file", "usr/bin/sh")]
+
+
+def test_bounds_on_a_tree(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flatpak_sysext import rules
+
+    deep = "usr/" + "/".join(f"d{i}" for i in range(rules.MAX_DEPTH)) + "/f"
+    tree = make_tree(tmp_path / "deep", files={deep: b""})
+    # The directory one level too deep is reported and not entered.
+    assert codes(check(tree)) == [("too-deep", deep.rsplit("/", 1)[0])]
+    long_name = "usr/share/" + "/".join(["n" * 200] * 6) + "/f"
+    tree = make_tree(tmp_path / "long", files={long_name: b""})
+    [(code, path)] = codes(check(tree))
+    assert code == "path-too-long" and len(path) > rules.MAX_PATH >= len(path.rsplit("/", 1)[0])
+    many = {f"usr/share/many/{i}": b"" for i in range(50)}
+    tree = make_tree(tmp_path / "many", files=many)
+    monkeypatch.setattr(rules, "MAX_ENTRIES", 40)
+    report = check(tree)
+    assert codes(report) == [("too-many-files", "")]
+    assert len(report.files) < 40
