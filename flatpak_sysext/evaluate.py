@@ -21,6 +21,7 @@ from flatpak_sysext import (
     placement,
     policy,
     rules,
+    statefiles,
     targetdir,
     validate,
 )
@@ -69,11 +70,15 @@ class Context:
     runner: hostsync.Runner = hostsync.run_command
     """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
 
+    state_dir: str = statefiles.SERVICE_DIR
+    """The service's own state directory (statefiles.service_directory)."""
+
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
                environ: Mapping[str, str]) -> Context:
         return cls(config, tuple(installations), read_host(environ),
-                   glibc_root=glibc_root(environ))
+                   glibc_root=glibc_root(environ),
+                   state_dir=statefiles.service_directory(environ))
 
     @property
     def elf_target(self) -> ElfTarget:

@@ -20,6 +20,9 @@ from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 
 MAX_PASSES = 5
 """How often a run reads an installation that keeps changing under it."""
+LOCK_WAIT = 300.0
+"""Seconds ``reconcile`` waits for the lock: only root can hold it (another run), and
+the service has 10 minutes (TimeoutStartSec=) in all."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,13 +38,19 @@ class Result:
 
 def _changed_stamp(scope: Sequence[Installation]) -> tuple[str, ...]:
     """What ``.changed`` looks like: Flatpak bumps it on every deploy and uninstall."""
-    stamps = []
-    for inst in scope:
-        try:
-            stamps.append(fileio.signature(layout.changed_path(inst.path)))
-        except OSError as e:
-            stamps.append(f"error {e.errno}")
-    return tuple(stamps)
+    return tuple(_signature(layout.changed_path(inst.path)) for inst in scope)
+
+
+def _requests(scope: Sequence[Installation]) -> tuple[str, ...]:
+    """What the request files look like: each request is a new file (written atomically)."""
+    return tuple(_signature(request.path(inst.path)) for inst in scope)
+
+
+def _signature(path: str) -> str:
+    try:
+        return fileio.signature(path)
+    except OSError as e:
+        return f"error {e.errno}"
 
 
 def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]:
@@ -65,40 +74,57 @@ def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]
     return changes
 
 
-def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False) -> Result:
+def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False,
+              wait: float = LOCK_WAIT) -> Result:
     """Bring the target directory in line with ``scope``, then the host.
 
-    All under the installations' locks. An installation that changes during a pass is
-    read again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service
-    asked for while it runs into the running one, and a PathChanged= unit does not look
-    again when the service ends, so a change made meanwhile would wait for the next.
+    All under the service's lock, waited for at most ``wait`` seconds
+    (statefiles.LockUnavailable). An installation that changes during a pass is read
+    again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service asked
+    for while it runs into the running one, and a PathChanged= unit does not look again
+    when the service ends, so a change made meanwhile would wait for the next. For the
+    same reason, a request that arrived while the run synced the host (a trigger that
+    could not get the lock leaves one) makes it go round once more before it lets go of
+    the lock; a request is removed only if no newer one replaced it.
     """
     if dry_run:
         ev = evaluate(ctx, scope, save_cache=False)
         return Result(ev, (), ())
+    dirs = [statefiles.directory(i.path) for i in scope]
+    with statefiles.Locked(ctx.state_dir, dirs, wait):
+        result, seen = _round(ctx, scope)
+        if _requests(scope) != seen:
+            again, seen = _round(ctx, scope)
+            result = Result(again.evaluation, result.applied + again.applied,
+                            result.failures + again.failures, again.sync or result.sync)
+        if not result.failures:
+            for inst, sig in zip(scope, seen):
+                if _signature(request.path(inst.path)) == sig:
+                    request.clear(inst.path)
+    return result
+
+
+def _round(ctx: Context, scope: Sequence[Installation]) -> tuple[Result, tuple[str, ...]]:
+    """Passes until the installations hold still, then host sync; returns what was done
+    and the request files as they were when the last pass began."""
     applied: list[Action] = []
     failures: list[Failure] = []
-    with statefiles.Locked(i.path for i in scope):
-        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
-                if ctx.config.host_sync else None)
-        for _ in range(MAX_PASSES):
-            stamp = _changed_stamp(scope)
-            ev = evaluate(ctx, scope, save_cache=True)
-            if sync is not None and ev.plan.changes_links:
-                sync.owe()
-            pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
-            failed = {f.action for f in pass_failures}
-            applied += [a for a in ev.plan.actions if a not in failed]
-            failures += pass_failures
-            if _changed_stamp(scope) == stamp:
-                break
-        if not failures:
-            for inst in scope:
-                request.clear(inst.path)
-        report = None
-        if sync is not None:
-            entries = targetdir.scan(ctx.config.target_dir, ctx.installations,
-                                     ctx.installations)
-            linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
-            report = sync.run(_changes(ev, applied), linked)
-    return Result(ev, tuple(applied), tuple(failures), report)
+    sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
+            if ctx.config.host_sync else None)
+    for _ in range(MAX_PASSES):
+        stamp = _changed_stamp(scope), _requests(scope)
+        ev = evaluate(ctx, scope, save_cache=True)
+        if sync is not None and ev.plan.changes_links:
+            sync.owe()
+        pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
+        failed = {f.action for f in pass_failures}
+        applied += [a for a in ev.plan.actions if a not in failed]
+        failures += pass_failures
+        if (_changed_stamp(scope), _requests(scope)) == stamp:
+            break
+    report = None
+    if sync is not None:
+        entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+        linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
+        report = sync.run(_changes(ev, applied), linked)
+    return Result(ev, tuple(applied), tuple(failures), report), stamp[1]

@@ -8,17 +8,27 @@ host cannot name, take a lock, edit the files the sandboxed trigger can write.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from testsupport.flatpak import FlatpakEnv, TreeBuilder, daemon_tree
+from testsupport.flatpak import ARCH, FlatpakEnv, TreeBuilder, daemon_tree
+from testsupport.prerequisites import require_flatpak, require_tools
 
 pytestmark = pytest.mark.privileged
 
 GOOD = "org.fsx.Good"
 BAD = "org.fsx.Bad"
+OTHER = "org.fsx.Other"
 
 
 def deep_tree(app_id: str) -> TreeBuilder:
@@ -59,3 +69,98 @@ def test_a_tree_the_host_cannot_name_is_rejected_and_stops_nobody(fenv: FlatpakE
         bad = fenv.status()[BAD]
         assert bad["state"] == "rejected"
         assert {p["code"] for p in bad["problems"]} == {"path-too-long"}
+
+
+# Takes every lock file given that it can open, even read-only (flock needs no more),
+# says which, and holds them until killed.
+HOLDER = r"""
+import fcntl, os, sys, time
+held = []
+for path in sys.argv[1:]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(path)
+    except OSError:
+        pass
+print(" ".join(held), flush=True)
+time.sleep(3600)
+"""
+
+
+def lock_files(fenv: FlatpakEnv) -> list[str]:
+    """Every lock file a run of any version takes for this installation."""
+    return [str(fenv.system_dir / "flatpak-sysext/lock"), str(fenv.state_dir / "lock")]
+
+
+@contextlib.contextmanager
+def holding(argv: list[str], fenv: FlatpakEnv) -> Iterator[list[str]]:
+    """Run HOLDER (behind ``argv``, e.g. setpriv) on the lock files; yields those it holds."""
+    proc = subprocess.Popen([*argv, sys.executable, "-c", HOLDER, *lock_files(fenv)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def open_world() -> Iterator[FlatpakEnv]:
+    """A Flatpak world other users can reach, as /var/lib/flatpak is (pytest's own
+    temporary directories are 0700)."""
+    require_flatpak()
+    require_tools("setpriv")
+    root = Path(tempfile.mkdtemp(prefix="fsx-integrity-"))
+    root.chmod(0o755)
+    fenv = FlatpakEnv(root / "world")
+    fenv.install_trigger()
+    yield fenv
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def install(fenv: FlatpakEnv, app_id: str) -> subprocess.CompletedProcess[str]:
+    """``flatpak install``, which must not hang: it runs our trigger."""
+    return subprocess.run(["flatpak", "--system", "install", "-y", "--noninteractive", "test",
+                           f"app/{app_id}/{ARCH}/stable"], env=fenv.env, capture_output=True,
+                          text=True, timeout=60, check=True)
+
+
+def test_a_local_user_cannot_stall_flatpak_or_the_service(open_world: FlatpakEnv) -> None:
+    fenv = open_world
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    install(fenv, GOOD)
+    assert fenv.sysext("reconcile").returncode == 0  # every state file there is now exists
+    fenv.publish(OTHER, daemon_tree(OTHER, "other"))
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    with holding(nobody, fenv) as held:
+        install(fenv, OTHER)  # the trigger (sandboxed) asks the service...
+        result = subprocess.run([fenv.python, "-m", "flatpak_sysext", "reconcile"],
+                                env=fenv.env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert set(fenv.links()) == {GOOD, OTHER}  # ...and the service does it
+        assert held == []  # it could not even open one
+    assert stat.S_IMODE(os.stat(fenv.state_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(fenv.state_dir / "lock").st_mode) == 0o600
+
+
+def test_the_trigger_never_hangs_a_transaction(open_world: FlatpakEnv) -> None:
+    fenv = open_world
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    install(fenv, GOOD)
+    assert fenv.sysext("reconcile").returncode == 0
+    fenv.publish(OTHER, daemon_tree(OTHER, "other"))
+    with holding([], fenv) as held:  # a run of root's that does not let go
+        assert held
+        started = time.monotonic()
+        out = install(fenv, OTHER).stdout
+        assert time.monotonic() - started < 90
+        assert "could not get the lock" in out and "left a request" in out, out
+        assert (fenv.system_dir / "flatpak-sysext/request").exists()
+        assert set(fenv.links()) == {GOOD}
+    # The request is no instruction, only a reason to run: the service decides afresh.
+    result = fenv.sysext("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(fenv.links()) == {GOOD, OTHER}
+    assert not (fenv.system_dir / "flatpak-sysext/request").exists()

@@ -111,6 +111,8 @@ class FlatpakEnv:
         self.triggers_dir = root / "triggers"
         self.target_dir = root / "extensions"
         self.config_file = root / "flatpak-sysext.json"
+        self.state_dir = root / "state"
+        """The service's own state directory (``FLATPAK_SYSEXT_STATE_DIR``)."""
         self.builds = root / "builds"
         self.python = python
         for d in (self.config_dir, self.triggers_dir, self.builds):
@@ -163,6 +165,7 @@ class FlatpakEnv:
             "FLATPAK_CONFIG_DIR": str(self.config_dir),
             "FLATPAK_TRIGGERSDIR": str(self.triggers_dir),
             "FLATPAK_SYSEXT_CONFIG": str(self.config_file),
+            "FLATPAK_SYSEXT_STATE_DIR": str(self.state_dir),
         })
         return env
 
