@@ -7,6 +7,7 @@ what a run would do. Every app's state is decided in one place, :func:`_decide`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -20,6 +21,7 @@ from flatpak_sysext import (
     hostsync,
     placement,
     policy,
+    provided,
     rules,
     statefiles,
     targetdir,
@@ -216,7 +218,8 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                          and entries[name].kind is Kind.MANAGED
                          and not _still_pinned(entries[name]))
     merged = read_merged(ctx.host_root)
-    statuses, wanted, unplaced = _decide(ctx, judged, entries, merged)
+    shown = _merged_files(ctx, scope, judged, entries, merged)
+    statuses, wanted, unplaced = _decide(ctx, judged, entries, shown)
     for app_id, why in unplaced.items():
         errors.append(f"{app_id}: cannot check where its files would land: {why}")
         held.add(app_id)
@@ -256,8 +259,37 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files)
 
 
+def _merged_files(ctx: Context, scope: Sequence[Installation], judged: Sequence[Judged],
+                  entries: Mapping[str, Entry], merged: frozenset[str]) -> frozenset[str]:
+    """The paths our merged links show in ``/usr``: exempt from ``shadows-host-file``.
+
+    For each merged link of ours, what the service recorded when it made that very link
+    (provided.py): never the files of a tree an update brings, or an update could
+    shadow any host file its merged predecessor did not have. A link made before the
+    record existed: the files of the tree it points at, judged in this run if need be.
+    """
+    records = {inst: provided.load(ctx.state_dir, inst.path) for inst in scope}
+    trees = {app.root: report.files for app, report, _ in judged if app.root is not None}
+    shown: set[str] = set()
+    for name in sorted(merged):
+        entry = entries.get(name)
+        if entry is None or entry.kind is not Kind.MANAGED or entry.target is None:
+            continue
+        inst = targetdir.owner(entry.target, scope)
+        recorded = records[inst].get(name) if inst is not None else None
+        if recorded is not None and recorded[0] == entry.target:
+            shown |= recorded[1]
+        elif entry.target in trees:
+            shown |= trees[entry.target]
+        else:
+            with contextlib.suppress(OSError):  # Gone: nothing it had is exempt.
+                shown |= validate.validate_tree(entry.target, name, ctx.host,
+                                                ctx.elf_target).files
+    return frozenset(shown)
+
+
 def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
-            merged: frozenset[str],
+            shown: frozenset[str],
             ) -> tuple[list[AppStatus], dict[str, str], dict[str, str]]:
     """Every app's state, the links wanted, and the apps whose placement could not be
     checked (the host could not be read; app ID -> why): the one place states are decided.
@@ -294,7 +326,6 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         return (entry is None or entry.kind is not Kind.MANAGED, item[0].app_id)
 
     candidates.sort(key=linked_first)
-    ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
     placed = placement.Placed()
     wanted: dict[str, str] = {}
     unplaced: dict[str, str] = {}
@@ -302,7 +333,7 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         dirs = placement.directories(report.files)
         host_root = None if cfg.allow_host_shadowing else ctx.host_root
         try:
-            problems = placement.check(report.files, host_root, ignore,
+            problems = placement.check(report.files, host_root, shown,
                                        placed.sharing(report.files, dirs))
         except OSError as e:
             # Says nothing about the extension: like an I/O error while validating,

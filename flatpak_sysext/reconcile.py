@@ -9,14 +9,23 @@ right (docs/reference.md#host-sync).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from flatpak_sysext import apply, fileio, hostsync, layout, request, statefiles, targetdir
+from flatpak_sysext import (
+    apply,
+    fileio,
+    hostsync,
+    layout,
+    provided,
+    request,
+    statefiles,
+    targetdir,
+)
 from flatpak_sysext.apply import Failure
 from flatpak_sysext.evaluate import Context, Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.installation import Installation
-from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
+from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink
 
 MAX_PASSES = 5
 """How often a run reads an installation that keeps changing under it."""
@@ -122,9 +131,36 @@ def _round(ctx: Context, scope: Sequence[Installation]) -> tuple[Result, tuple[s
         failures += pass_failures
         if (_changed_stamp(scope), _requests(scope)) == stamp:
             break
+    entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+    failures += _record(ctx, scope, ev, entries)
     report = None
     if sync is not None:
-        entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
         linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
         report = sync.run(_changes(ev, applied), linked)
     return Result(ev, tuple(applied), tuple(failures), report), stamp[1]
+
+
+def _record(ctx: Context, scope: Sequence[Installation], ev: Evaluation,
+            entries: Mapping[str, Entry]) -> list[Failure]:
+    """Record what each of our links provides now (provided.py): the tree this run
+    accepted for it, or for a link it held, what was recorded before."""
+    failures = []
+    accepted = {s.app_id: s for s in ev.apps if s.state in ("linked", "pending")}
+    for inst in scope:
+        old = provided.load(ctx.state_dir, inst.path)
+        new = {}
+        for name, entry in entries.items():
+            if entry.target is None or targetdir.owner(entry.target, [inst]) is None:
+                continue
+            status = accepted.get(name)
+            if status is not None and status.target == entry.target:
+                new[name] = (entry.target, status.files)
+            elif name in old and old[name][0] == entry.target:
+                new[name] = old[name]
+        if new != old:
+            try:
+                provided.save(ctx.state_dir, inst.path, new)
+            except OSError as e:
+                failures.append(Failure(None, f"{e.filename or inst.path}: cannot record "
+                                              f"what the links provide: {e.strerror or e}"))
+    return failures

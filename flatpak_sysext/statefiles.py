@@ -40,7 +40,24 @@ def service_directory(environ: Mapping[str, str]) -> str:
     return environ.get(SERVICE_DIR_VARIABLE) or SERVICE_DIR
 
 
-def write_file(path: str, data: bytes) -> None:
+def installation_directory(state_dir: str, installation_path: str, *,
+                           create: bool = False) -> str:
+    """Where the service keeps what it knows of one installation, inside its own state
+    directory: named by a digest of the installation's real path (which the files there
+    also record, and are checked against). With ``create``, made root-only (0700) on
+    the way."""
+    import hashlib  # Not at the top: the quick check never needs it.
+
+    key = hashlib.sha256(os.fsencode(installation_path)).hexdigest()[:32]
+    parent = os.path.join(state_dir, "installations")
+    path = os.path.join(parent, key)
+    if create:
+        for d in (state_dir, parent, path):
+            private_directory(d)
+    return path
+
+
+def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
     """Replace ``path`` atomically (temporary file, fsync, rename) with ``data``.
 
     The temporary is ``.#NAME.<16 hex digits>``: a run holding the lock removes those
@@ -48,7 +65,7 @@ def write_file(path: str, data: bytes) -> None:
     """
     dirname, name = os.path.split(path)
     tmp = os.path.join(dirname, f".#{name}.{os.urandom(8).hex()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

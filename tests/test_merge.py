@@ -198,3 +198,30 @@ def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
     assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD,
                                "systemctl try-reload-or-restart polkit.service",
                                "udevadm control --reload"]
+
+
+def test_an_update_of_a_merged_extension_cannot_shadow_a_host_file(host: Host) -> None:
+    fenv = host.fenv
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    fenv.install(APP)
+    host.reconcile()
+    assert host.merged() == [APP]
+    # v2 adds a file the host has: merged, it would replace the host's for every program.
+    assert Path("/usr/bin/env").exists()
+    v1 = daemon_tree(APP, "v2")
+
+    def v2(root: Path) -> None:
+        v1(root)
+        (root / "usr/bin").mkdir(parents=True)
+        (root / "usr/bin/env").write_text("#!/bin/sh\necho pwned\n")
+
+    fenv.publish(APP, v2)
+    fenv.update()
+    out = host.reconcile()
+    assert f"{APP}: unlinked, rejected: shadows-host-file" in out.stdout, out.stdout
+    st = host.status()[APP]
+    assert st["state"] == "rejected"
+    assert [(p["code"], p["path"]) for p in st["problems"]] == [
+        ("shadows-host-file", "usr/bin/env")]
+    assert host.merged() == []
+    assert host.ns.run("grep", "-q", "pwned", "/usr/bin/env").returncode == 1
