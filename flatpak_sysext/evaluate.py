@@ -74,6 +74,9 @@ class Context:
 
     state_dir: str = statefiles.SERVICE_DIR
     """The service's own state directory (statefiles.service_directory)."""
+    sandboxed: bool = False
+    """A sandboxed trigger's run: it cannot write the service's state, and keeps its
+    verdicts in the installation instead (which the service never reads)."""
 
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
@@ -185,7 +188,8 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     held: set[str] = set()
     judged: list[Judged] = []
     for inst in scope:
-        store = cache.Cache(inst, ctx.fingerprint())
+        store = cache.Cache(inst, ctx.fingerprint(),
+                            None if ctx.sandboxed else ctx.state_dir)
         store.load()
         if store.warning:
             warnings.append(store.warning)

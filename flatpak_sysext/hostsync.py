@@ -201,15 +201,16 @@ class HostSync:
     by the next one.
     """
 
-    def __init__(self, scope: Sequence[Installation], *, host_root: str = "/",
+    def __init__(self, scope: Sequence[Installation], *, state_dir: str, host_root: str = "/",
                  runner: Runner = run_command) -> None:
         self.scope = tuple(scope)
+        self.state_dir = state_dir
         self.host_root = host_root
         self.runner = runner
         self.warnings: list[str] = []
         self.states: dict[Installation, State] = {}
         for inst in self.scope:
-            self.states[inst], warning = load(inst)
+            self.states[inst], warning = load(inst, state_dir)
             if warning:
                 self.warnings.append(warning)
         self.owed = [s.pending for s in self.states.values() if s.pending is not None]
@@ -227,7 +228,7 @@ class HostSync:
         pending = UNKNOWN_CONTENT
         for owed in self.owed:
             pending |= owed
-        self.warnings += save(self.states, pending, None)
+        self.warnings += save(self.states, pending, None, self.state_dir)
 
     def run(self, changes: Sequence[Change], linked: Collection[str]) -> SyncReport | None:
         """Sync the host after ``changes``; ``linked`` names every link of ours now.
@@ -237,7 +238,7 @@ class HostSync:
         """
         if not changes and not self.owed:
             if self.marked:
-                self.warnings += save(self.states, None, None)
+                self.warnings += save(self.states, None, None, self.state_dir)
             return None
         needs = self._account(changes)
         removed = {c.name for c in changes if c.new is None} - set(linked)
@@ -251,7 +252,7 @@ class HostSync:
         else:
             steps = [Step(REFRESH, SKIPPED, "systemd is not running")]
         report = SyncReport(_now(), tuple(steps), tuple(warnings))
-        problems = save(self.states, None, report)
+        problems = save(self.states, None, report, self.state_dir)
         return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
 
     def _account(self, changes: Sequence[Change]) -> Needs:

@@ -118,7 +118,8 @@ def _round(ctx: Context, scope: Sequence[Installation]) -> tuple[Result, tuple[s
     and the request files as they were when the last pass began."""
     applied: list[Action] = []
     failures: list[Failure] = []
-    sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner)
+    sync = (hostsync.HostSync(scope, state_dir=ctx.state_dir, host_root=ctx.host_root,
+                              runner=ctx.runner)
             if ctx.config.host_sync else None)
     for _ in range(MAX_PASSES):
         stamp = _changed_stamp(scope), _requests(scope)

@@ -14,6 +14,7 @@ full run is needed. This module imports only what the quick check does
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 
@@ -56,12 +57,12 @@ def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterab
     yield os.path.dirname(os.path.abspath(__file__))  # This code: an upgrade changes it.
 
 
-def state_inputs(cfg: Config, inst: Installation) -> Iterable[str]:
+def state_inputs(cfg: Config, inst: Installation, state_dir: str) -> Iterable[str]:
     """What a run reads once it knows its configuration and installation."""
-    from flatpak_sysext import hoststate, hostsync, request
+    from flatpak_sysext import hoststate, hostsync, provided, request
 
-    return [cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst),
-            request.path(inst.path)]
+    return [cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst, state_dir),
+            provided.path(state_dir, inst.path), request.path(inst.path)]
 
 
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
@@ -98,14 +99,15 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         # The memo spares the no-op trigger jsonschema's import while the file is unchanged.
         cfg = config.load(config_file, must_exist=config_arg is not None,
                           memo_dir=statefiles.directory(inst.path))
-        snap.add(state_inputs(cfg, inst))
+        snap.add(state_inputs(cfg, inst, statefiles.service_directory(environ)))
         ctx = Context.create(cfg, insts, environ)
         if cfg.allow_host_glibc:  # verdicts depend on the host's glibc (hostglibc.py)
             snap.add(ctx.host_glibc.watched_paths())
         snap.add_apps()
-        here = _writable(cfg.target_dir) and _writable(ctx.state_dir)
-        act = _reconcile_here if here else _ask_service
-        lines, ev = act(ctx, inst)
+        if _writable(cfg.target_dir) and _writable(ctx.state_dir):
+            lines, ev = _reconcile_here(ctx, inst)
+        else:  # Keeps its verdicts in the installation: the service's state is read-only.
+            lines, ev = _ask_service(dataclasses.replace(ctx, sandboxed=True), inst)
         if not lines and not ev.plan.actions and inst.path == basedir and config_arg is None:
             snap.save({s.app_id for s in ev.apps} | set(ev.entries))
         said = [*lines.changes, *lines.info, *lines.errors, *lines.warnings]

@@ -9,6 +9,7 @@ host cannot name, take a lock, edit the files the sandboxed trigger can write.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
@@ -164,3 +165,17 @@ def test_the_trigger_never_hangs_a_transaction(open_world: FlatpakEnv) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(fenv.links()) == {GOOD, OTHER}
     assert not (fenv.system_dir / "flatpak-sysext/request").exists()
+
+
+def test_a_forged_verdict_in_the_installation_links_nothing(fenv: FlatpakEnv) -> None:
+    fenv.publish(BAD, daemon_tree(BAD, "dynamic", static=False))
+    fenv.install(BAD)  # the sandboxed trigger judges it, and keeps its verdict there
+    forged = fenv.system_dir / "flatpak-sysext/cache.json"
+    data = json.loads(forged.read_text())
+    assert [p["code"] for p in data["apps"][BAD]["report"]["problems"]] == ["dynamic-elf"]
+    # What a root process in Flatpak's sandbox (any trigger) can write: no problems.
+    data["apps"][BAD]["report"]["problems"] = []
+    forged.write_text(json.dumps(data))
+    result = fenv.sysext("reconcile")
+    assert fenv.links() == {}
+    assert fenv.status()[BAD]["state"] == "rejected", result.stdout

@@ -225,3 +225,23 @@ def test_an_update_of_a_merged_extension_cannot_shadow_a_host_file(host: Host) -
         ("shadows-host-file", "usr/bin/env")]
     assert host.merged() == []
     assert host.ns.run("grep", "-q", "pwned", "/usr/bin/env").returncode == 1
+
+
+def test_host_sync_never_runs_what_the_installation_says(host: Host) -> None:
+    host.fenv.publish(APP, daemon_tree(APP, "v1"))
+    host.fenv.install(APP)
+    host.reconcile()
+    host.commands()
+    # What a root process in Flatpak's sandbox (any trigger) can write into the
+    # installation: a sync "owed" with a tmpfiles.d "name" that is a path of its choosing.
+    state = host.fenv.system_dir / "flatpak-sysext"
+    state.mkdir(exist_ok=True)
+    (state / "hostsync.json").write_text(json.dumps({
+        "version": 1, "contents": {APP: {"reloads": [], "sysusers": ["/tmp/x.conf"],
+                                         "tmpfiles": ["/tmp/anything.conf"]}},
+        "pending": {"reloads": [], "sysusers": [], "tmpfiles": ["/tmp/anything.conf"]},
+        "last": None}))
+    host.reconcile()
+    host.fenv.uninstall(APP)
+    host.reconcile()
+    assert not [c for c in host.commands() if "/tmp/" in c]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import quick, trigger
+from flatpak_sysext import quick, statefiles, trigger
 from testsupport.deployments import DECLARE, deploy
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require
@@ -47,7 +47,8 @@ class HandMadeInstallation:
                                            "require_gpg_verified_remote": False}))
         self.environ = {"FLATPAK_SYSTEM_DIR": str(self.inst),
                         "FLATPAK_CONFIG_DIR": str(self.confdir),
-                        "FLATPAK_SYSEXT_CONFIG": str(self.config)}
+                        "FLATPAK_SYSEXT_CONFIG": str(self.config),
+                        "FLATPAK_SYSEXT_STATE_DIR": str(root / "state")}
         self.commits = iter(f"{n:064x}" for n in range(1, 1000))
         self.deploy(DECL, DECLARE)
         self.deploy(PLAIN, "")
@@ -232,7 +233,11 @@ def test_what_changed_within_the_margin_is_not_trusted(settled: HandMadeInstalla
 
 
 def test_a_discarded_cache_is_said_once(settled: HandMadeInstallation) -> None:
-    (settled.inst / "flatpak-sysext" / "cache.json").write_text("{corrupt")
+    # The trigger reconciles here (it can write the target and the state directory): the
+    # cache is the service's.
+    where = statefiles.installation_directory(settled.environ["FLATPAK_SYSEXT_STATE_DIR"],
+                                              str(settled.inst))
+    (Path(where) / "cache.json").write_text("{corrupt")
     said = settled.full()
     assert "cache.json" in said and "discarded" in said
     assert settled.full() == ""

@@ -280,6 +280,14 @@ class FlatpakEnv:
             return {}
         return {p.name: os.readlink(p) for p in self.target_dir.iterdir() if p.is_symlink()}
 
+    def service_file(self, name: str) -> Path:
+        """One of the service's files about this installation (``cache.json``,
+        ``hostsync.json``, ``links.json``), in its own state directory."""
+        from flatpak_sysext import statefiles
+
+        real = os.path.realpath(self.system_dir)
+        return Path(statefiles.installation_directory(str(self.state_dir), real)) / name
+
     def deploy_files(self, app_id: str, branch: str = "stable") -> Path:
         """The ``files/`` of the app's active deployment, resolved."""
         active = self.system_dir / "app" / app_id / ARCH / branch / "active"
