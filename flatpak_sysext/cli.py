@@ -133,8 +133,9 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         from flatpak_sysext import hostglibc
 
         glibc = hostglibc.HostGlibc(config.glibc_root(environ), target)
+    # A developer's build tree is theirs: ownership is only a warning here.
     report = validate.validate_tree(path, name, release.read_host(environ), target,
-                                    host_glibc=glibc)
+                                    host_glibc=glibc, installed=False)
     if args.json:
         _print_json(output.check_json(name, path, report))
     else:

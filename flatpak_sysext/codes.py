@@ -19,6 +19,8 @@ INCOMPATIBLE_SCOPE = "incompatible-scope"
 CONTAINS_OS_RELEASE = "contains-os-release"
 SPECIAL_FILE = "special-file"
 SETUID = "setuid"
+FILE_CAPABILITIES = "file-capabilities"
+NOT_OWNED_BY_ROOT = "not-owned-by-root"
 UNSAFE_PERMISSIONS = "unsafe-permissions"
 DYNAMIC_ELF = "dynamic-elf"
 SHARED_LIBRARY = "shared-library"
@@ -47,6 +49,8 @@ REJECTIONS: dict[str, str] = {
     CONTAINS_OS_RELEASE: "the tree ships usr/lib/os-release",
     SPECIAL_FILE: "a device node, FIFO, socket or overlayfs attribute",
     SETUID: "a setuid or setgid file",
+    FILE_CAPABILITIES: "a file with capabilities (security.capability)",
+    NOT_OWNED_BY_ROOT: "an installed file or directory, or the installation's, not root's",
     UNSAFE_PERMISSIONS: "a group- or world-writable entry, or a directory not 0755",
     DYNAMIC_ELF: "an ELF executable that needs a loader or shared libraries",
     SHARED_LIBRARY: "an ELF shared library",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from flatpak_sysext import (
     __version__,
     cache,
+    codes,
     hostsync,
     placement,
     policy,
@@ -35,6 +36,7 @@ from flatpak_sysext.installation import (
     Unreadable,
     read_installation,
     still_resolved,
+    untrusted,
 )
 from flatpak_sysext.plan import Entry, Kind, Plan, blocks, make_plan
 from flatpak_sysext.release import Host, read_host
@@ -195,10 +197,15 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
             warnings.append(store.warning)
         found = read_installation(inst, store.scan)
         store.retain({a.app_id for a in found})
+        distrust = untrusted(inst)
         for app in found:
             if isinstance(app, Unreadable):
                 errors.append(f"{app.app_id}: cannot read {inst.path}: {app.reason}")
                 held.add(app.app_id)
+                continue
+            if distrust is not None:  # whatever its tree holds: not cached
+                problem = Problem(codes.NOT_OWNED_BY_ROOT, "", f"the installation: {distrust}")
+                judged.append((app, TreeReport((problem,), (), frozenset()), False))
                 continue
             try:
                 report, fresh = _judge(ctx, app, store)

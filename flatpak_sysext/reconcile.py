@@ -99,7 +99,8 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     if dry_run:
         ev = evaluate(ctx, scope, save_cache=False)
         return Result(ev, (), ())
-    dirs = [statefiles.directory(i.path) for i in scope]
+    dirs = [d for i in scope for d in (statefiles.directory(i.path),
+                                       statefiles.installation_directory(ctx.state_dir, i.path))]
     with statefiles.Locked(ctx.state_dir, dirs, wait):
         result, seen = _round(ctx, scope)
         if _requests(scope) != seen:

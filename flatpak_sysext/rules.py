@@ -10,7 +10,8 @@ accept or report, and with any change of the bounds below.
 from __future__ import annotations
 
 VERSION = 2
-"""1: the rules before there was a version; 2: the bounds below."""
+"""1: the rules before there was a version; 2: the bounds below, root ownership, file
+capabilities."""
 
 MAX_ENTRIES = 100_000
 """Files, directories and symlinks in one tree: validating costs per entry."""

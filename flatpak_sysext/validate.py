@@ -41,11 +41,24 @@ class _TooLarge(Exception):
 
 
 class _Findings:
-    def __init__(self) -> None:
+    def __init__(self, installed: bool) -> None:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self.entries = 0
+        self.installed = installed
+        self.not_root: list[str] = []  # for a tree that is not installed: one warning
+
+    def owner(self, rel: str, st: os.stat_result) -> None:
+        """``not-owned-by-root`` for an entry whose owner is not root."""
+        if st.st_uid == 0:
+            return
+        if not self.installed:
+            self.not_root.append(rel)
+            return
+        self.add(codes.NOT_OWNED_BY_ROOT, rel, f"is owned by uid {st.st_uid}, who can change "
+                                               "it whatever its mode; an installed tree is "
+                                               "root's alone")
 
     def add(self, code: str, path: str, message: str) -> None:
         self.counts[code] += 1
@@ -53,6 +66,12 @@ class _Findings:
             self.problems.append(Problem(code, path, message))
 
     def report(self, files: frozenset[str], glibc: GlibcJudge | None = None) -> TreeReport:
+        if self.not_root:
+            self.warnings.append(Problem(
+                codes.NOT_OWNED_BY_ROOT, self.not_root[0],
+                f"{len(self.not_root)} entries are not owned by root (this one first): "
+                "installed by Flatpak they are root's, and flatpak-sysext rejects an "
+                "installed tree where they are not"))
         for code, n in sorted(self.counts.items()):
             if n > MAX_PER_CODE:
                 self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
@@ -63,7 +82,7 @@ class _Findings:
 
 def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
                   elf_target: elf.ElfTarget, *,
-                  host_glibc: HostGlibc | None = None) -> TreeReport:
+                  host_glibc: HostGlibc | None = None, installed: bool = True) -> TreeReport:
     """Check the extension tree at ``root`` (which holds ``usr/``) against every tree rule.
 
     ``root`` itself is opened following symlinks: resolving it is the caller's job (see
@@ -77,8 +96,10 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
 
     With ``host_glibc`` (allow_host_glibc), an executable that needs only that glibc is
     admitted too (hostglibc), and the report's ``host_glibc`` says what they need of it.
+    A tree that is not ``installed`` (``check`` on a build tree) gets one warning for
+    entries not owned by root, where an installed one is rejected.
     """
-    found = _Findings()
+    found = _Findings(installed)
     why = release.valid_image_name(name)
     if why is not None:
         found.add(codes.INVALID_NAME, "", f"the app ID cannot name a system extension: {why}")
@@ -222,6 +243,7 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
     files: list[str] = []
     fd = os.dup(root_fd)
     st = os.fstat(fd)
+    found.owner("", st)
     if stat.S_IMODE(st.st_mode) & 0o022:
         found.add(codes.UNSAFE_PERMISSIONS, "", f"the extension's root directory has mode "
                                             f"{stat.S_IMODE(st.st_mode):04o}: others could "
@@ -296,6 +318,8 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                       "extension-release file describes the extension)")
         if not _within_bounds(raw, depth, top.length, mode, path, found):
             continue
+        if st.st_uid != 0:
+            found.owner(show(path(raw)), st)
         if stat.S_ISDIR(mode):
             subdirs.append(raw)
             perm = stat.S_IMODE(mode)
@@ -382,6 +406,11 @@ def _check_xattrs(fd: int, rel: bytes | Callable[[], bytes], found: _Findings) -
             found.add(codes.SPECIAL_FILE, where, f"carries the overlayfs attribute {attr}: merged, "
                                              f"it would change what the host's /{where} "
                                              "shows; remove it")
+        elif attr == "security.capability":
+            where = show(rel if isinstance(rel, bytes) else rel())
+            found.add(codes.FILE_CAPABILITIES, where, "has file capabilities "
+                      "(security.capability): anyone running it would get them; remove them "
+                      "(a daemon gets its capabilities from its systemd unit)")
 
 
 def _dir_message(rel: str, perm: int, merged: bool) -> str:

@@ -179,3 +179,27 @@ def test_a_forged_verdict_in_the_installation_links_nothing(fenv: FlatpakEnv) ->
     result = fenv.sysext("reconcile")
     assert fenv.links() == {}
     assert fenv.status()[BAD]["state"] == "rejected", result.stdout
+
+
+@pytest.mark.parametrize("whose", ["a deployed file", "the installation", "repo/config"])
+def test_what_another_user_owns_is_never_linked(fenv: FlatpakEnv, whose: str) -> None:
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    fenv.install(GOOD)
+    assert fenv.sysext("reconcile").returncode == 0
+    assert set(fenv.links()) == {GOOD}
+    # What that user can then change at will, whatever the modes say.
+    path = {"a deployed file": fenv.deploy_files(GOOD) / "lib/extensions/usr/lib/systemd"
+                                / "system/good.service",
+            "the installation": fenv.system_dir,
+            "repo/config": fenv.system_dir / "repo/config"}[whose]
+    os.chown(path, 65534, 65534)
+    # Deployments never change in place, so verdicts are kept per deployment: the
+    # service's must be forgotten for a deployment changed in place to be judged again
+    # (and the trigger's, which earlier versions trusted).
+    fenv.service_file("cache.json").unlink(missing_ok=True)
+    (fenv.system_dir / "flatpak-sysext/cache.json").unlink(missing_ok=True)
+    result = fenv.sysext("reconcile")
+    assert fenv.links() == {}, result.stdout + result.stderr
+    st = fenv.status()[GOOD]
+    assert st["state"] == "rejected"
+    assert [p["code"] for p in st["problems"]] == ["not-owned-by-root"]

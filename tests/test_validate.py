@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import tempfile
 import tracemalloc
@@ -452,3 +453,19 @@ def test_bounds_on_a_tree(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatc
     report = check(tree)
     assert codes(report) == [("too-many-files", "")]
     assert len(report.files) < 40
+
+
+@pytest.mark.privileged
+@needs_root
+def test_ownership_and_capabilities(tmp_path: pathlib.Path) -> None:
+    tree = make_tree(tmp_path, files={"usr/bin/x": b"", "usr/bin/y": b""})
+    os.chown(tree / "usr/bin/x", 65534, 65534)
+    # cap_net_raw, permitted: what `setcap cap_net_raw=p` writes (VFS_CAP_REVISION_2).
+    os.setxattr(tree / "usr/bin/y", "security.capability",
+                struct.pack("<5I", 0x02000000, 1 << 13, 0, 0, 0))
+    assert codes(check(tree)) == [("not-owned-by-root", "usr/bin/x"),
+                                  ("file-capabilities", "usr/bin/y")]
+    # A developer's own build tree (check): ownership is only a warning.
+    report = validate_tree(tree, APP, HOST, TARGET, installed=False)
+    assert codes(report) == [("file-capabilities", "usr/bin/y")]
+    assert [(w.code, w.path) for w in report.warnings] == [("not-owned-by-root", "usr/bin/x")]
