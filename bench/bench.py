@@ -125,8 +125,10 @@ class World:
                                       "require_gpg_verified_remote": False}))
         confdir = work / "etc-flatpak"
         confdir.mkdir(exist_ok=True)
+        self.state = work / f"{name}-state"
         self.env = dict(os.environ, FLATPAK_SYSTEM_DIR=str(self.path),
-                        FLATPAK_CONFIG_DIR=str(confdir), FLATPAK_SYSEXT_CONFIG=str(config))
+                        FLATPAK_CONFIG_DIR=str(confdir), FLATPAK_SYSEXT_CONFIG=str(config),
+                        FLATPAK_SYSEXT_STATE_DIR=str(self.state))
 
     def flatpak_count(self) -> int:
         """How many apps the real ``flatpak list`` sees in this installation."""

@@ -1,5 +1,9 @@
 """The validation cache: one JSON file per installation, keyed by deployment.
 
+The service's is in its own state directory (root only): only it writes what it then
+trusts. A sandboxed trigger cannot write there, and keeps its own in the installation,
+for its own output only; nothing that acts reads that one.
+
 Deployments are immutable (a new commit is a new deploy directory), so a verdict stays
 true for as long as the deployment, the declared path and the host it was judged
 against are the same. Anything unexpected in the file discards it: a cache may only
@@ -23,6 +27,7 @@ from flatpak_sysext.installation import Declared, Installation, Remembered
 from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.report import Problem, TreeReport
 
+NAME = "cache.json"
 FORMAT = 3
 MAX_SIZE = 256 << 20
 """Far above what 10,000 extensions need (a few MB); a larger file is discarded."""
@@ -118,9 +123,14 @@ def _remembered_from_json(inst: Installation, app_id: str, data: Any) -> Remembe
 class Cache:
     """Verdicts of one installation, loaded once and saved if anything changed."""
 
-    def __init__(self, inst: Installation, fingerprint: str) -> None:
+    def __init__(self, inst: Installation, fingerprint: str, state_dir: str | None) -> None:
+        """The cache of ``inst`` in the service's ``state_dir``, or with None the
+        sandboxed trigger's own, in the installation."""
         self.inst = inst
-        self.path = os.path.join(statefiles.directory(inst.path), "cache.json")
+        self.state_dir = state_dir
+        where = (statefiles.directory(inst.path) if state_dir is None
+                 else statefiles.installation_directory(state_dir, inst.path))
+        self.path = os.path.join(where, NAME)
         self.fingerprint = fingerprint
         self.entries: dict[str, tuple[Key, TreeReport]] = {}
         self.scan: dict[str, Remembered] = {}
@@ -142,8 +152,8 @@ class Cache:
             for app_id, entry in data["scan"].items():
                 self.scan[app_id] = _remembered_from_json(self.inst, app_id, entry)
             self._scan_saved = dict(self.scan)
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, PermissionError):
+            return  # None yet, or (status as a user) not ours to read.
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             self.entries.clear()
             self.scan.clear()
@@ -179,7 +189,11 @@ class Cache:
             },
             "scan": {app_id: _remembered_to_json(r) for app_id, r in sorted(self.scan.items())},
         }
-        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        statefiles.write_file(self.path, json.dumps(data, separators=(",", ":")).encode())
+        if self.state_dir is None:
+            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        else:
+            statefiles.installation_directory(self.state_dir, self.inst.path, create=True)
+        statefiles.write_file(self.path, json.dumps(data, separators=(",", ":")).encode(),
+                              mode=0o644 if self.state_dir is None else 0o600)
         self.dirty = False
         self._scan_saved = dict(self.scan)

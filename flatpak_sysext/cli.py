@@ -154,8 +154,9 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         from flatpak_sysext import hostglibc
 
         glibc = hostglibc.HostGlibc(config.glibc_root(environ), target)
+    # A developer's build tree is theirs: ownership is only a warning here.
     report = validate.validate_tree(path, name, release.read_host(environ), target,
-                                    host_glibc=glibc)
+                                    host_glibc=glibc, installed=False)
     # No config here: every restricted class the tree uses is a problem (contain.py).
     from flatpak_sysext import contain
 

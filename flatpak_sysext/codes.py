@@ -19,6 +19,8 @@ INCOMPATIBLE_SCOPE = "incompatible-scope"
 CONTAINS_OS_RELEASE = "contains-os-release"
 SPECIAL_FILE = "special-file"
 SETUID = "setuid"
+FILE_CAPABILITIES = "file-capabilities"
+NOT_OWNED_BY_ROOT = "not-owned-by-root"
 UNSAFE_PERMISSIONS = "unsafe-permissions"
 DYNAMIC_ELF = "dynamic-elf"
 SHARED_LIBRARY = "shared-library"
@@ -30,6 +32,9 @@ UNCLASSIFIED_FILE = "unclassified-file"
 RESTRICTED_CONTENT = "restricted-content"
 MALFORMED_CONFIG = "malformed-config"
 ESCAPING_SYMLINK = "escaping-symlink"
+TOO_MANY_FILES = "too-many-files"
+TOO_DEEP = "too-deep"
+PATH_TOO_LONG = "path-too-long"
 # Rejections: where the tree would land on this machine (placement).
 SHADOWS_HOST_FILE = "shadows-host-file"
 CONFLICTS_WITH_EXTENSION = "conflicts-with-extension"
@@ -50,6 +55,8 @@ REJECTIONS: dict[str, str] = {
     CONTAINS_OS_RELEASE: "the tree ships usr/lib/os-release",
     SPECIAL_FILE: "a device node, FIFO, socket or overlayfs attribute",
     SETUID: "a setuid or setgid file",
+    FILE_CAPABILITIES: "a file with capabilities (security.capability)",
+    NOT_OWNED_BY_ROOT: "an installed file or directory, or the installation's, not root's",
     UNSAFE_PERMISSIONS: "a group- or world-writable entry, or a directory not 0755",
     DYNAMIC_ELF: "an ELF executable that needs a loader or shared libraries",
     SHARED_LIBRARY: "an ELF shared library",
@@ -61,6 +68,9 @@ REJECTIONS: dict[str, str] = {
     MALFORMED_CONFIG: "a unit, D-Bus, polkit, udev, sysusers or tmpfiles file that cannot "
                       "be read",
     ESCAPING_SYMLINK: "a symlink that does not resolve inside the tree",
+    TOO_MANY_FILES: "more entries in the tree than flatpak-sysext validates",
+    TOO_DEEP: "directories nested deeper than flatpak-sysext validates",
+    PATH_TOO_LONG: "a path longer than the host can name",
     SHADOWS_HOST_FILE: "a file that would replace one of the host's",
     CONFLICTS_WITH_EXTENSION: "a file another linked extension provides too",
     OUTRANKS_HOST_FILE: "a file a host search path would find before a host file",

@@ -7,6 +7,7 @@ what a run would do. Every app's state is decided in one place, :func:`_decide`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -14,7 +15,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, cache, hostsync, placement, policy, targetdir, validate
+from flatpak_sysext import (
+    __version__,
+    cache,
+    codes,
+    hostsync,
+    placement,
+    policy,
+    provided,
+    ruleset,
+    statefiles,
+    targetdir,
+    validate,
+)
 from flatpak_sysext.config import Config, glibc_root
 from flatpak_sysext.hostsync import read_merged
 from flatpak_sysext.installation import (
@@ -23,6 +36,7 @@ from flatpak_sysext.installation import (
     Unreadable,
     read_installation,
     still_resolved,
+    untrusted,
 )
 from flatpak_sysext.manifest import Manifest
 from flatpak_sysext.plan import Entry, Kind, Plan, blocks, make_plan
@@ -63,12 +77,19 @@ class Context:
     tools_root: str = "/"
     """Where host sync finds /usr/bin and /bin (``FLATPAK_SYSEXT_TOOLS_ROOT``; tests)."""
 
+    state_dir: str = statefiles.SERVICE_DIR
+    """The service's own state directory (statefiles.service_directory)."""
+    sandboxed: bool = False
+    """A sandboxed trigger's run: it cannot write the service's state, and keeps its
+    verdicts in the installation instead (which the service never reads)."""
+
     @classmethod
     def create(cls, config: Config, installations: Sequence[Installation],
                environ: Mapping[str, str]) -> Context:
         return cls(config, tuple(installations), read_host(environ),
                    glibc_root=glibc_root(environ),
-                   tools_root=environ.get("FLATPAK_SYSEXT_TOOLS_ROOT") or "/")
+                   tools_root=environ.get("FLATPAK_SYSEXT_TOOLS_ROOT") or "/",
+                   state_dir=statefiles.service_directory(environ))
 
     @property
     def elf_target(self) -> ElfTarget:
@@ -80,7 +101,8 @@ class Context:
     def fingerprint(self) -> str:
         """What every cached verdict depends on besides the tree: a different one
         discards the cache."""
-        return cache.host_fingerprint(__version__, sorted(self.host.os_release.items()),
+        return cache.host_fingerprint(__version__, ruleset.VERSION,
+                                      sorted(self.host.os_release.items()),
                                       self.host.architecture, _executable_ident(),
                                       *self._glibc_fingerprint())
 
@@ -174,16 +196,22 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     held: set[str] = set()
     judged: list[Judged] = []
     for inst in scope:
-        store = cache.Cache(inst, ctx.fingerprint())
+        store = cache.Cache(inst, ctx.fingerprint(),
+                            None if ctx.sandboxed else ctx.state_dir)
         store.load()
         if store.warning:
             warnings.append(store.warning)
         found = read_installation(inst, store.scan)
         store.retain({a.app_id for a in found})
+        distrust = untrusted(inst)
         for app in found:
             if isinstance(app, Unreadable):
                 errors.append(f"{app.app_id}: cannot read {inst.path}: {app.reason}")
                 held.add(app.app_id)
+                continue
+            if distrust is not None:  # whatever its tree holds: not cached
+                problem = Problem(codes.NOT_OWNED_BY_ROOT, "", f"the installation: {distrust}")
+                judged.append((app, TreeReport((problem,), (), frozenset()), False))
                 continue
             try:
                 report, fresh = _judge(ctx, app, store)
@@ -207,7 +235,11 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                          and entries[name].kind is Kind.MANAGED
                          and not _still_pinned(entries[name]))
     merged = read_merged(ctx.host_root)
-    statuses, wanted = _decide(ctx, judged, entries, merged)
+    shown = _merged_files(ctx, scope, judged, entries, merged)
+    statuses, wanted, unplaced = _decide(ctx, judged, entries, shown)
+    for app_id, why in unplaced.items():
+        errors.append(f"{app_id}: cannot check where its files would land: {why}")
+        held.add(app_id)
     plan = make_plan(wanted, entries, held - released)
     return Evaluation(tuple(statuses), entries, plan, tuple(errors), tuple(warnings),
                       merged, released)
@@ -245,9 +277,40 @@ def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target:
         manifest=report.manifest)
 
 
+def _merged_files(ctx: Context, scope: Sequence[Installation], judged: Sequence[Judged],
+                  entries: Mapping[str, Entry], merged: frozenset[str]) -> frozenset[str]:
+    """The paths our merged links show in ``/usr``: exempt from ``shadows-host-file``.
+
+    For each merged link of ours, what the service recorded when it made that very link
+    (provided.py): never the files of a tree an update brings, or an update could
+    shadow any host file its merged predecessor did not have. A link made before the
+    record existed: the files of the tree it points at, judged in this run if need be.
+    """
+    records = {inst: provided.load(ctx.state_dir, inst.path) for inst in scope}
+    trees = {app.root: report.files for app, report, _ in judged if app.root is not None}
+    shown: set[str] = set()
+    for name in sorted(merged):
+        entry = entries.get(name)
+        if entry is None or entry.kind is not Kind.MANAGED or entry.target is None:
+            continue
+        inst = targetdir.owner(entry.target, scope)
+        recorded = records[inst].get(name) if inst is not None else None
+        if recorded is not None and recorded[0] == entry.target:
+            shown |= recorded[1]
+        elif entry.target in trees:
+            shown |= trees[entry.target]
+        else:
+            with contextlib.suppress(OSError):  # Gone: nothing it had is exempt.
+                shown |= validate.validate_tree(entry.target, name, ctx.host,
+                                                ctx.elf_target).files
+    return frozenset(shown)
+
+
 def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
-            merged: frozenset[str]) -> tuple[list[AppStatus], dict[str, str]]:
-    """Every app's state, and the links wanted: the one place states are decided.
+            shown: frozenset[str],
+            ) -> tuple[list[AppStatus], dict[str, str], dict[str, str]]:
+    """Every app's state, the links wanted, and the apps whose placement could not be
+    checked (the host could not be read; app ID -> why): the one place states are decided.
 
     In order: an app also installed in an installation listed earlier is a conflict
     (the first takes precedence); a rejected tree is ``rejected``; policy may deny;
@@ -289,14 +352,20 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         return (entry is None or entry.kind is not Kind.MANAGED, item[0].app_id)
 
     candidates.sort(key=linked_first)
-    ignore = frozenset().union(*(r.files for a, r, _ in candidates if a.app_id in merged))
     placed = placement.Placed()
     wanted: dict[str, str] = {}
+    unplaced: dict[str, str] = {}
     for app, report, fresh in candidates:
         dirs = placement.directories(report.files)
         host_root = None if cfg.allow_host_shadowing else ctx.host_root
-        problems = placement.check(report.files, host_root, ignore,
-                                   placed.sharing(report.files, dirs))
+        try:
+            problems = placement.check(report.files, host_root, shown,
+                                       placed.sharing(report.files, dirs))
+        except OSError as e:
+            # Says nothing about the extension: like an I/O error while validating,
+            # its link is held as it is, and the others go on.
+            unplaced[app.app_id] = f"{e.filename or ''}: {e.strerror or e}"
+            continue
         if problems:
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(problems)))
@@ -313,4 +382,4 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         state = "linked" if entry is not None and entry.target == app.root else "pending"
         statuses.append(_status(ctx, app, report, state, app.root, fresh))
     statuses.sort(key=lambda s: s.app_id)
-    return statuses, wanted
+    return statuses, wanted, unplaced

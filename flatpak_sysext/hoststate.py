@@ -1,10 +1,13 @@
 """What host sync (hostsync) knows and keeps: steps and their outcomes, what content asks
-of the host, and the per-installation state file ``<installation>/flatpak-sysext/hostsync.json``.
+of the host, and the per-installation state file ``hostsync.json`` in the service's own
+state directory (statefiles.installation_directory).
 
-The state lives beside the cache and the lock, is written atomically under that lock,
-and holds: what each linked extension contains (the reloads taking it away will need,
-since its deployment is usually deleted by then), the sync still owed by a run that was
-interrupted, and the last sync's outcome, which ``status`` shows.
+The state is root's alone (0600 in 0700 directories): the sandboxed trigger, and
+whatever else Flatpak runs as root with the installation writable, cannot change it.
+It is written atomically under the lock, and holds: what each linked extension
+contains (the reloads taking it away will need, since its deployment is usually
+deleted by then), the sync still owed by a run that was interrupted, and the last
+sync's outcome, which ``status`` shows.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class Needs:
             reloads.update(r for prefix, r in _RELOAD_PREFIXES if path.startswith(prefix))
             for directory, found in ((_SYSUSERS_DIR, sysusers), (_TMPFILES_DIR, tmpfiles)):
                 name = path[len(directory):]
-                if path.startswith(directory) and "/" not in name and name.endswith(".conf"):
+                if path.startswith(directory) and config_name(name):
                     found.add(name)
             name = path[len(_UNIT_DIR):]
             if path.startswith(_UNIT_DIR) and unit_pattern(name) is not None:
@@ -120,6 +123,8 @@ class Needs:
             value = data.get(key, [])
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(f"{key} is not a list of strings")
+            if key != "reloads" and not all(config_name(v) for v in value):
+                raise ValueError(f"{key}: not a file name of its directory")
             fields.append(frozenset(value))
         if not fields[0] <= set(RELOADS):
             raise ValueError("unknown reload")
@@ -152,6 +157,19 @@ def unit_pattern(name: str) -> str | None:
     if instance == "":
         return f"{prefix}@*.{kind}"
     return name if _UNIT_CHARS.issuperset(instance) else None
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.@+:-")
+
+
+def config_name(name: str) -> bool:
+    """Whether ``name`` may be handed to systemd-sysusers or systemd-tmpfiles: the plain
+    name of a ``.conf`` file in their directory (no ``/``, not hidden, nothing but
+    letters, digits and ``_.@+:-``), which they look up in their own search path; a
+    leading ``-`` is safe after ``--``. Anything else is never put on a command line,
+    whoever wrote it."""
+    return (name.endswith(".conf") and len(name) <= 255 and not name.startswith(".")
+            and _NAME_CHARS.issuperset(name))
 
 
 # Content whose files were never recorded (linked before host sync was on, or the state
@@ -256,30 +274,30 @@ class State:
                 "last": None if self.last is None else self.last.to_json()}
 
 
-def state_path(inst: Installation) -> str:
-    """Where ``inst`` keeps its host sync state."""
-    return os.path.join(statefiles.directory(inst.path), STATE_FILE)
+def state_path(inst: Installation, state_dir: str) -> str:
+    """Where the service keeps ``inst``'s host sync state, in its ``state_dir``."""
+    return os.path.join(statefiles.installation_directory(state_dir, inst.path), STATE_FILE)
 
 
-def load(inst: Installation) -> tuple[State, str | None]:
+def load(inst: Installation, state_dir: str) -> tuple[State, str | None]:
     """The installation's state, and a warning if it had to be discarded."""
-    path = state_path(inst)
+    path = state_path(inst, state_dir)
     try:
         return State.parse(json.loads(fileio.read_regular(path, MAX_SIZE))), None
-    except FileNotFoundError:
-        return State(), None
+    except (FileNotFoundError, PermissionError):
+        return State(), None  # Never written, or (status as a user) not ours to read.
     except (OSError, ValueError) as e:
         # Losing it costs at most some extra reloads (UNKNOWN_CONTENT): never fatal.
         return State(), f"{path}: discarded ({e}); it is rebuilt by this run"
 
 
-def last_sync(inst: Installation) -> SyncReport | None:
+def last_sync(inst: Installation, state_dir: str) -> SyncReport | None:
     """The outcome of the last host sync recorded for ``inst`` (for ``status``)."""
-    return load(inst)[0].last
+    return load(inst, state_dir)[0].last
 
 
 def save(states: Mapping[Installation, State], pending: Needs | None,
-         report: SyncReport | None) -> list[str]:
+         report: SyncReport | None, state_dir: str) -> list[str]:
     """Record ``pending`` and ``report`` (if any) in every installation's state.
 
     Returns the failures to write, as warnings: the host is synced all the same.
@@ -289,11 +307,11 @@ def save(states: Mapping[Installation, State], pending: Needs | None,
         state.pending = pending
         if report is not None:
             state.last = report
-        path = state_path(inst)
+        path = state_path(inst, state_dir)
         try:
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            statefiles.installation_directory(state_dir, inst.path, create=True)
             data = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
-            statefiles.write_file(path, data.encode())
+            statefiles.write_file(path, data.encode(), mode=0o600)
         except OSError as e:
             problems.append(f"{path}: cannot save the host sync state: {e.strerror or e}")
     return problems

@@ -279,16 +279,17 @@ class HostSync:
     by the next one.
     """
 
-    def __init__(self, scope: Sequence[Installation], *, host_root: str = "/",
+    def __init__(self, scope: Sequence[Installation], *, state_dir: str, host_root: str = "/",
                  runner: Runner = run_command, tools_root: str = "/") -> None:
         self.tools_root = tools_root
         self.scope = tuple(scope)
+        self.state_dir = state_dir
         self.host_root = host_root
         self.runner = runner
         self.warnings: list[str] = []
         self.states: dict[Installation, State] = {}
         for inst in self.scope:
-            self.states[inst], warning = load(inst)
+            self.states[inst], warning = load(inst, state_dir)
             if warning:
                 self.warnings.append(warning)
         self.owed = [s.pending for s in self.states.values() if s.pending is not None]
@@ -306,7 +307,7 @@ class HostSync:
         pending = UNKNOWN_CONTENT
         for owed in self.owed:
             pending |= owed
-        self.warnings += save(self.states, pending, None)
+        self.warnings += save(self.states, pending, None, self.state_dir)
 
     def owe_all(self) -> None:
         """Owe a sync with every reload, whatever the links do: a package transaction
@@ -327,14 +328,14 @@ class HostSync:
         """
         if not changes and not self.owed:
             if self.marked:
-                self.warnings += save(self.states, None, None)
+                self.warnings += save(self.states, None, None, self.state_dir)
             return None
         needs = self._account(changes)
         if deferred:
             report = SyncReport(_now(), (Step(REFRESH, SKIPPED, "a package transaction is "
                                               "under way; its end merges"),),
                                 tuple(self.warnings))
-            problems = save(self.states, needs | AFTER_TRANSACTION, report)
+            problems = save(self.states, needs | AFTER_TRANSACTION, report, self.state_dir)
             return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
         removed = {c.name for c in changes if c.new is None} - set(linked)
         warnings = list(self.warnings)
@@ -348,7 +349,7 @@ class HostSync:
         else:
             steps = [Step(REFRESH, SKIPPED, "systemd is not running")]
         report = SyncReport(_now(), tuple(steps), tuple(warnings))
-        problems = save(self.states, None, report)
+        problems = save(self.states, None, report, self.state_dir)
         return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
 
     def _account(self, changes: Sequence[Change]) -> Needs:

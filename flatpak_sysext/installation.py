@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Mapping
 
 from flatpak_sysext import codes, deployfile, keyfile, layout
@@ -105,6 +106,37 @@ def find_installation(path: str, installations: list[Installation]) -> Installat
     """The system installation at ``path`` (compared by real path), if it is one."""
     real = os.path.realpath(path)
     return next((i for i in installations if i.path == real), None)
+
+
+def untrusted(inst: Installation) -> str | None:
+    """Why nothing of ``inst`` may be linked, if so: a directory on the way to it (or it)
+    that is not root's or that others may write without the sticky bit, or a
+    ``repo/config`` (which says whether a remote verifies signatures) not root's alone.
+
+    Whoever owns one of those can swap what root reads there. Flatpak's own
+    installations pass; an ``installations.d`` entry pointing into a user's home does not.
+    """
+    parts = inst.path.split("/")
+    for i in range(1, len(parts) + 1):
+        path = "/".join(parts[:i]) or "/"
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return None  # Not there: nothing is read from it.
+        if st.st_uid != 0:
+            return f"{path} is owned by uid {st.st_uid}, who could change what it holds"
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            return (f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: others could replace "
+                    "what it holds")
+    config = os.path.join(inst.path, "repo", "config")
+    try:
+        st = os.lstat(config)
+    except FileNotFoundError:
+        return None
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        return (f"{config} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}) is not "
+                "root's alone: it says whether a remote's signatures are verified")
+    return None
 
 
 def still_resolved(path: str) -> bool:

@@ -100,7 +100,7 @@ def _problems(problems: tuple[Problem, ...]) -> list[dict[str, str]]:
 
 def _syncs(ctx: Context) -> dict[str, hoststate.SyncReport | None]:
     """The last host sync recorded for each installation, by path."""
-    return {i.path: hoststate.last_sync(i) for i in ctx.installations}
+    return {i.path: hoststate.last_sync(i, ctx.state_dir) for i in ctx.installations}
 
 
 def app_json(s: AppStatus, merged: frozenset[str],

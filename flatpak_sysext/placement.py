@@ -9,6 +9,7 @@ extensions linked beside it, so ``reconcile`` decides it on every full run and
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import os
@@ -31,6 +32,8 @@ def check(files: Iterable[str], host_root: str | None, ignore: Collection[str],
     ``host_root`` (``allow_host_shadowing``) the host is not looked at.
     ``conflicts-with-extension``: an extension in ``others`` (name -> its files) has the
     same path, unless both have a directory there.
+
+    Raises OSError when the host's ``/usr`` cannot be read where the tree would land.
     """
     mine = set(files)
     dirs = {a for f in mine for a in _ancestors(f)}
@@ -64,6 +67,13 @@ def _shadows_host(paths: list[str], dirs: set[str], host_root: str,
         try:
             st = os.lstat(os.path.join(host_root, path))
         except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                raise  # the host cannot be read: the caller holds the app
+            # Trees are bounded (rules.MAX_PATH), but host_root adds its own length.
+            problems.append(Problem(codes.PATH_TOO_LONG, show(path), "the host cannot name "
+                                    f"/{show(path[:60])}…: shorten the path"))
             continue
         if path in dirs and stat.S_ISDIR(st.st_mode):
             continue

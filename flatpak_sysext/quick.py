@@ -50,7 +50,7 @@ MARGIN_NS = 2_000_000_000
 filesystems with one-second timestamps and clocks stepped by a little."""
 MAX_SIZE = 64 << 20
 ENVIRONMENT = ("FLATPAK_SYSTEM_DIR", "FLATPAK_CONFIG_DIR", "FLATPAK_SYSEXT_CONFIG",
-               "SYSTEMD_OS_RELEASE", "FLATPAK_SYSEXT_GLIBC_ROOT")
+               "SYSTEMD_OS_RELEASE", "FLATPAK_SYSEXT_GLIBC_ROOT", "FLATPAK_SYSEXT_STATE_DIR")
 """The variables a trigger run reads."""
 UNKNOWN = "?"
 """A signature that matches nothing: what is recorded for a path that changed too recently."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from flatpak_sysext import (
     apply,
@@ -19,6 +19,7 @@ from flatpak_sysext import (
     hostsync,
     layout,
     pkgtransaction,
+    provided,
     request,
     statefiles,
     targetdir,
@@ -27,10 +28,13 @@ from flatpak_sysext.apply import Failure
 from flatpak_sysext.evaluate import Context, Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.installation import Installation
-from flatpak_sysext.plan import Action, Kind, Link, Relink, RemoveTemporary, Unlink
+from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, RemoveTemporary, Unlink
 
 MAX_PASSES = 5
 """How often a run reads an installation that keeps changing under it."""
+LOCK_WAIT = 300.0
+"""Seconds ``reconcile`` waits for the lock: only root can hold it (another run), and
+the service has 10 minutes (TimeoutStartSec=) in all."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +50,19 @@ class Result:
 
 def _changed_stamp(scope: Sequence[Installation]) -> tuple[str, ...]:
     """What ``.changed`` looks like: Flatpak bumps it on every deploy and uninstall."""
-    stamps = []
-    for inst in scope:
-        try:
-            stamps.append(fileio.signature(layout.changed_path(inst.path)))
-        except OSError as e:
-            stamps.append(f"error {e.errno}")
-    return tuple(stamps)
+    return tuple(_signature(layout.changed_path(inst.path)) for inst in scope)
+
+
+def _requests(scope: Sequence[Installation]) -> tuple[str, ...]:
+    """What the request files look like: each request is a new file (written atomically)."""
+    return tuple(_signature(request.path(inst.path)) for inst in scope)
+
+
+def _signature(path: str) -> str:
+    try:
+        return fileio.signature(path)
+    except OSError as e:
+        return f"error {e.errno}"
 
 
 def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]:
@@ -77,54 +87,109 @@ def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]
 
 
 def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False,
-              after_transaction: bool = False) -> Result:
+              wait: float = LOCK_WAIT, after_transaction: bool = False) -> Result:
     """Bring the target directory in line with ``scope``, then the host.
 
-    All under the installations' locks. An installation that changes during a pass is
-    read again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service
-    asked for while it runs into the running one, and a PathChanged= unit does not look
-    again when the service ends, so a change made meanwhile would wait for the next.
+    All under the service's lock, waited for at most ``wait`` seconds
+    (statefiles.LockUnavailable). An installation that changes during a pass is read
+    again, up to MAX_PASSES times: systemd folds a start of flatpak-sysext.service asked
+    for while it runs into the running one, and a PathChanged= unit does not look again
+    when the service ends, so a change made meanwhile would wait for the next. For the
+    same reason, a request that arrived while the run synced the host (a trigger that
+    could not get the lock leaves one) makes it go round once more before it lets go of
+    the lock; a request is removed only if no newer one replaced it.
     ``after_transaction``: a package transaction took the extensions out of ``/usr``;
     the host sync is owed whatever the links do.
     """
     if dry_run:
         ev = evaluate(ctx, scope, save_cache=False)
         return Result(ev, (), ())
+    dirs = [d for i in scope for d in (statefiles.directory(i.path),
+                                       statefiles.installation_directory(ctx.state_dir, i.path))]
+    with statefiles.Locked(ctx.state_dir, dirs, wait):
+        result, seen = _round(ctx, scope, after_transaction)
+        if _requests(scope) != seen:
+            again, seen = _round(ctx, scope, False)
+            result = Result(again.evaluation, result.applied + again.applied,
+                            result.failures + again.failures, again.sync or result.sync)
+        if not result.failures:
+            for inst, sig in zip(scope, seen):
+                if _signature(request.path(inst.path)) == sig:
+                    request.clear(inst.path)
+    return result
+
+
+def _round(ctx: Context, scope: Sequence[Installation],
+           after_transaction: bool) -> tuple[Result, tuple[str, ...]]:
+    """Passes until the installations hold still, then host sync; returns what was done
+    and the request files as they were when the last pass began."""
     applied: list[Action] = []
     failures: list[Failure] = []
-    with statefiles.Locked(i.path for i in scope):
-        sync = (hostsync.HostSync(scope, host_root=ctx.host_root, runner=ctx.runner,
-                                  tools_root=ctx.tools_root)
-                if ctx.config.host_sync else None)
-        if sync is not None and after_transaction:
-            sync.owe_all()
-        for _ in range(MAX_PASSES):
-            stamp = _changed_stamp(scope)
-            ev = evaluate(ctx, scope, save_cache=True)
-            if sync is not None and ev.plan.changes_links:
-                sync.owe()
-            pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
-            failed = {f.action for f in pass_failures}
-            applied += [a for a in ev.plan.actions if a not in failed]
-            failures += pass_failures
-            if _changed_stamp(scope) == stamp:
-                break
-        if not failures:
-            for inst in scope:
-                request.clear(inst.path)
-        report = None
-        if sync is not None:
-            entries = targetdir.scan(ctx.config.target_dir, ctx.installations,
-                                     ctx.installations)
-            linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
-            # Host sync never runs a program that a linked tree provides.
-            provided = frozenset().union(*(s.files for s in ev.apps if s.app_id in linked))
-            # A package manager is writing /usr: merging would make it read-only under
-            # it; its post step syncs what is owed (docs/reference.md#package-managers).
-            with pkgtransaction.sync_lock(ctx.host_root):
-                busy = pkgtransaction.active(ctx.host_root)
-                report = sync.run(_changes(ev, applied), linked, provided, deferred=busy)
-    return Result(ev, tuple(applied), tuple(failures), report)
+    sync = _host_sync(ctx, scope)
+    if sync is not None and after_transaction:
+        sync.owe_all()
+    for _ in range(MAX_PASSES):
+        stamp = _changed_stamp(scope), _requests(scope)
+        ev = evaluate(ctx, scope, save_cache=True)
+        if sync is not None and ev.plan.changes_links:
+            sync.owe()
+        pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
+        failed = {f.action for f in pass_failures}
+        applied += [a for a in ev.plan.actions if a not in failed]
+        failures += pass_failures
+        if (_changed_stamp(scope), _requests(scope)) == stamp:
+            break
+    entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+    failures += _record(ctx, scope, ev, entries)
+    report = None
+    if sync is not None:
+        linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
+        # Host sync never runs a program that a linked tree provides.
+        provides = frozenset().union(*(s.files for s in ev.apps if s.app_id in linked))
+        report = _sync(ctx, sync, _changes(ev, applied), linked, provides)
+    return Result(ev, tuple(applied), tuple(failures), report), stamp[1]
+
+
+def _host_sync(ctx: Context, scope: Sequence[Installation]) -> hostsync.HostSync | None:
+    return (hostsync.HostSync(scope, state_dir=ctx.state_dir, host_root=ctx.host_root,
+                              runner=ctx.runner, tools_root=ctx.tools_root)
+            if ctx.config.host_sync else None)
+
+
+def _sync(ctx: Context, sync: hostsync.HostSync, changes: Sequence[hostsync.Change],
+          linked: Sequence[str], provides: frozenset[str]) -> SyncReport | None:
+    """Run host sync, unless a package manager is writing /usr: merging would make it
+    read-only under it, and its post step syncs what is owed
+    (docs/reference.md#package-managers)."""
+    with pkgtransaction.sync_lock(ctx.host_root):
+        busy = pkgtransaction.active(ctx.host_root)
+        return sync.run(changes, linked, provides, deferred=busy)
+
+
+def _record(ctx: Context, scope: Sequence[Installation], ev: Evaluation,
+            entries: Mapping[str, Entry]) -> list[Failure]:
+    """Record what each of our links provides now (provided.py): the tree this run
+    accepted for it, or for a link it held, what was recorded before."""
+    failures = []
+    accepted = {s.app_id: s for s in ev.apps if s.state in ("linked", "pending")}
+    for inst in scope:
+        old = provided.load(ctx.state_dir, inst.path)
+        new = {}
+        for name, entry in entries.items():
+            if entry.target is None or targetdir.owner(entry.target, [inst]) is None:
+                continue
+            status = accepted.get(name)
+            if status is not None and status.target == entry.target:
+                new[name] = (entry.target, status.files)
+            elif name in old and old[name][0] == entry.target:
+                new[name] = old[name]
+        if new != old:
+            try:
+                provided.save(ctx.state_dir, inst.path, new)
+            except OSError as e:
+                failures.append(Failure(None, f"{e.filename or inst.path}: cannot record "
+                                              f"what the links provide: {e.strerror or e}"))
+    return failures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,18 +203,21 @@ class Removal:
     """The state directories that were removed."""
 
 
-def remove_all(ctx: Context) -> Removal:
-    """Take every link of ours away, sync the host, and remove our state directories.
+def remove_all(ctx: Context, wait: float = LOCK_WAIT) -> Removal:
+    """Take every link of ours away, sync the host, and remove the trigger's state.
 
     What a package's removal runs (prerm, %preun), so that nothing of ours is merged
     at the next boot once the tool is gone. Foreign entries are left alone, as always.
-    A state directory is kept when a link could not be removed: the next run needs it.
+    The service's own state directory (consent records among it) stays for a purge to
+    remove; the trigger's directories in the installations go, unless a link could not
+    be removed (the next run needs them).
     """
-    paths = [i.path for i in ctx.installations]
-    # Taking the locks makes the state directories: only those that were there count.
-    existed = {p for p in paths if os.path.isdir(statefiles.directory(p))}
-    with statefiles.Locked(paths):
-        entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+    installations = ctx.installations
+    dirs = [statefiles.directory(i.path) for i in installations]
+    # Taking the lock may make directories: only those that were there count.
+    existed = {d for d in dirs if os.path.isdir(d)}
+    with statefiles.Locked(ctx.state_dir, [d for d in dirs if d in existed], wait):
+        entries = targetdir.scan(ctx.config.target_dir, installations, installations)
         actions: list[Action] = []
         for entry in sorted(entries.values(), key=lambda e: e.name):
             if entry.target is None:
@@ -158,9 +226,7 @@ def remove_all(ctx: Context) -> Removal:
                 actions.append(Unlink(entry.name, entry.target))
             elif entry.kind is Kind.TEMPORARY:
                 actions.append(RemoveTemporary(entry.name, entry.target))
-        sync = (hostsync.HostSync(ctx.installations, host_root=ctx.host_root,
-                                  runner=ctx.runner, tools_root=ctx.tools_root)
-                if ctx.config.host_sync else None)
+        sync = _host_sync(ctx, installations)
         if sync is not None and actions:
             sync.owe()
         failures = apply.apply(ctx.config.target_dir, actions)
@@ -168,18 +234,11 @@ def remove_all(ctx: Context) -> Removal:
         applied = [a for a in actions if a not in failed]
         changes = [hostsync.Change(a.name, a.old, None) for a in applied
                    if isinstance(a, Unlink)]
-        report = None
-        if sync is not None:
-            # Removing our package runs this inside dpkg's transaction: merging now
-            # would make /usr read-only under it.
-            with pkgtransaction.sync_lock(ctx.host_root):
-                busy = pkgtransaction.active(ctx.host_root)
-                report = sync.run(changes, [], deferred=busy)
+        # Removing our package runs this inside dpkg's transaction: _sync defers.
+        report = _sync(ctx, sync, changes, [], frozenset()) if sync is not None else None
         removed: list[str] = []
         if not failures:
-            for path in paths:
-                directory = statefiles.directory(path)
-                shutil.rmtree(directory, ignore_errors=path not in existed)
-                if path in existed:
-                    removed.append(directory)
+            for directory in sorted(existed):
+                shutil.rmtree(directory)
+                removed.append(directory)
     return Removal(tuple(applied), tuple(failures), report, tuple(removed))

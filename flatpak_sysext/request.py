@@ -33,7 +33,9 @@ def read(installation_path: str) -> list[str]:
 
 
 def write(installation_path: str, actions: list[str]) -> None:
-    """Ask the service to run, describing ``actions``; the caller holds the lock."""
+    """Ask the service to run, describing ``actions``; the caller holds the lock, or
+    could not get it (then the run holding it sees the new file and goes round)."""
+    os.makedirs(statefiles.directory(installation_path), mode=0o755, exist_ok=True)
     statefiles.write_file(path(installation_path),
                           "".join(f"{line}\n" for line in actions).encode())
 

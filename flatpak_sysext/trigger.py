@@ -55,12 +55,12 @@ def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterab
     yield os.path.dirname(os.path.abspath(__file__))  # This code: an upgrade changes it.
 
 
-def state_inputs(cfg: Config, inst: Installation) -> Iterable[str]:
+def state_inputs(cfg: Config, inst: Installation, state_dir: str) -> Iterable[str]:
     """What a run reads once it knows its configuration and installation."""
-    from flatpak_sysext import hoststate, hostsync, request
+    from flatpak_sysext import hoststate, hostsync, provided, request
 
-    return [cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst),
-            request.path(inst.path)]
+    return [cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst, state_dir),
+            provided.path(state_dir, inst.path), request.path(inst.path)]
 
 
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
@@ -82,6 +82,8 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
     """
     if os.geteuid() != 0:
         return 0
+    import dataclasses
+
     from flatpak_sysext import config, installation, output, statefiles
     from flatpak_sysext.evaluate import Context
 
@@ -97,13 +99,15 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         # The memo spares the no-op trigger jsonschema's import while the file is unchanged.
         cfg = config.load(config_file, must_exist=config_arg is not None,
                           memo_dir=statefiles.directory(inst.path))
-        snap.add(state_inputs(cfg, inst))
+        snap.add(state_inputs(cfg, inst, statefiles.service_directory(environ)))
         ctx = Context.create(cfg, insts, environ)
         if cfg.allow_host_glibc:  # verdicts depend on the host's glibc (hostglibc.py)
             snap.add(ctx.host_glibc.watched_paths())
         snap.add_apps()
-        act = _reconcile_here if _writable(cfg.target_dir) else _ask_service
-        lines, ev = act(ctx, inst)
+        if _writable(cfg.target_dir) and _writable(ctx.state_dir):
+            lines, ev = _reconcile_here(ctx, inst)
+        else:  # Keeps its verdicts in the installation: the service's state is read-only.
+            lines, ev = _ask_service(dataclasses.replace(ctx, sandboxed=True), inst)
         if not lines and not ev.plan.actions and inst.path == basedir and config_arg is None:
             snap.save({s.app_id for s in ev.apps} | set(ev.entries))
         said = [*lines.changes, *lines.info, *lines.errors,
@@ -120,30 +124,65 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
     return 0
 
 
+LOCK_WAIT = 20.0
+"""Seconds the trigger waits for the service's lock: a Flatpak transaction waits for it."""
+
+
 def _reconcile_here(ctx: Context, inst: Installation) -> tuple[Lines, Evaluation]:
-    """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does."""
-    from flatpak_sysext import output
+    """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does; if
+    another run holds the lock for too long, leave a request instead."""
+    from flatpak_sysext import output, statefiles
     from flatpak_sysext.reconcile import reconcile
 
-    result = reconcile(ctx, [inst])
+    try:
+        result = reconcile(ctx, [inst], wait=LOCK_WAIT)
+    except statefiles.LockUnavailable as e:
+        return _ask_service(ctx, inst, unavailable=e)
     # A host sync always reports its steps, so a run that synced is never quiet.
     return output.result_lines(result), result.evaluation
 
 
-def _ask_service(ctx: Context, inst: Installation) -> tuple[Lines, Evaluation]:
+def _ask_service(ctx: Context, inst: Installation,
+                 unavailable: OSError | None = None) -> tuple[Lines, Evaluation]:
     """In the sandbox: validate, and leave a request for the service if links must
-    change. Each request is announced once, not again by every later transaction."""
+    change. Each request is announced once, not again by every later transaction.
+
+    The service's lock, opened read-only, orders this run with the others. A trigger
+    never hangs a Flatpak transaction for it: past LOCK_WAIT seconds (or given
+    ``unavailable``, the reason it was not taken) it evaluates without it, keeps no
+    cache, and leaves a request whatever the last one said, so that the run holding
+    the lock sees a new request and goes round again. Before any service ever ran
+    there is no lock to take, and nothing to order with.
+    """
+    import errno
+
     from flatpak_sysext import apply, output, request, statefiles
     from flatpak_sysext.evaluate import evaluate
 
-    with statefiles.Locked([inst.path]):
-        ev = evaluate(ctx, [inst], save_cache=True)
+    lock = statefiles.Locked(ctx.state_dir, [statefiles.directory(inst.path)], LOCK_WAIT,
+                             create=False)
+    if unavailable is None:
+        try:
+            lock.acquire()
+        except statefiles.LockUnavailable as e:
+            if e.errno != errno.ENOENT:
+                unavailable = e
+    try:
+        ev = evaluate(ctx, [inst], save_cache=unavailable is None)
         pending = [apply.describe(a) for a in ev.plan.actions]
         already = request.read(inst.path)
-        if pending and pending != already:
+        if pending and (pending != already or unavailable is not None):
             request.write(inst.path, pending)
+    finally:
+        lock.release()
     fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]
-    return output.request_lines(ev, fresh), ev
+    lines = output.request_lines(ev, fresh)
+    if unavailable is not None:
+        lines.info.append(f"could not get the lock {unavailable.filename} "
+                          f"({unavailable.strerror}); "
+                          + ("left a request for flatpak-sysext.service" if pending
+                             else "found nothing to change"))
+    return lines, ev
 
 
 def main(basedir: str) -> int:

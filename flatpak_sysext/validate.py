@@ -16,7 +16,7 @@ import stat
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import codes, contain, fileio, manifest, release
+from flatpak_sysext import codes, contain, fileio, manifest, release, ruleset
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import SPECIAL_KINDS, Problem, TreeReport, show, what
 
@@ -36,14 +36,32 @@ class TreeChanged(OSError):
     """The tree changed while it was being validated; validate it again."""
 
 
+class _TooLarge(Exception):
+    """The tree has more entries than ruleset.MAX_ENTRIES: the walk stops."""
+
+
 class _Findings:
-    def __init__(self) -> None:
+    def __init__(self, installed: bool) -> None:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.counts: collections.Counter[str] = collections.Counter()
         # For containment: config files' bytes, symlinks' targets, directories.
         self.contents: dict[str, bytes | None] = {}
         self.links: dict[str, str] = {}
+        self.entries = 0
+        self.installed = installed
+        self.not_root: list[str] = []  # for a tree that is not installed: one warning
+
+    def owner(self, rel: str, st: os.stat_result) -> None:
+        """``not-owned-by-root`` for an entry whose owner is not root."""
+        if st.st_uid == 0:
+            return
+        if not self.installed:
+            self.not_root.append(rel)
+            return
+        self.add(codes.NOT_OWNED_BY_ROOT, rel, f"is owned by uid {st.st_uid}, who can change "
+                                               "it whatever its mode; an installed tree is "
+                                               "root's alone")
 
     def add(self, code: str, path: str, message: str) -> None:
         self.counts[code] += 1
@@ -60,6 +78,12 @@ class _Findings:
                 self.add(p.code, p.path, p.message)
             if root_fd is not None:
                 self._symlinks(root_fd)
+        if self.not_root:
+            self.warnings.append(Problem(
+                codes.NOT_OWNED_BY_ROOT, self.not_root[0],
+                f"{len(self.not_root)} entries are not owned by root (this one first): "
+                "installed by Flatpak they are root's, and flatpak-sysext rejects an "
+                "installed tree where they are not"))
         for code, n in sorted(self.counts.items()):
             if n > MAX_PER_CODE:
                 self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
@@ -91,7 +115,7 @@ class _Findings:
 
 def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
                   elf_target: elf.ElfTarget, *,
-                  host_glibc: HostGlibc | None = None) -> TreeReport:
+                  host_glibc: HostGlibc | None = None, installed: bool = True) -> TreeReport:
     """Check the extension tree at ``root`` (which holds ``usr/``) against every tree rule.
 
     ``root`` itself is opened following symlinks: resolving it is the caller's job (see
@@ -105,8 +129,10 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
 
     With ``host_glibc`` (allow_host_glibc), an executable that needs only that glibc is
     admitted too (hostglibc), and the report's ``host_glibc`` says what they need of it.
+    A tree that is not ``installed`` (``check`` on a build tree) gets one warning for
+    entries not owned by root, where an installed one is rejected.
     """
-    found = _Findings()
+    found = _Findings(installed)
     why = release.valid_image_name(name)
     if why is not None:
         found.add(codes.INVALID_NAME, "", f"the app ID cannot name a system extension: {why}")
@@ -240,6 +266,7 @@ class _Dir:
     name: bytes
     id: tuple[int, int]  # (st_dev, st_ino)
     merged: bool
+    length: int = 0  # of its path relative to the root, in bytes
     pending: list[bytes] | None = None  # subdirectories still to visit
 
 
@@ -249,6 +276,7 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
     files: list[str] = []
     fd = os.dup(root_fd)
     st = os.fstat(fd)
+    found.owner("", st)
     if stat.S_IMODE(st.st_mode) & 0o022:
         found.add(codes.UNSAFE_PERMISSIONS, "", f"the extension's root directory has mode "
                                             f"{stat.S_IMODE(st.st_mode):04o}: others could "
@@ -266,7 +294,8 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
                 fd = new
                 merged = top.merged or (len(stack) == 1 and child in MERGED)
                 st = os.fstat(fd)
-                stack.append(_Dir(child, (st.st_dev, st.st_ino), merged))
+                length = top.length + (1 if top.length else 0) + len(child)
+                stack.append(_Dir(child, (st.st_dev, st.st_ino), merged, length=length))
                 if merged:
                     _check_xattrs(fd, lambda: b"/".join(d.name for d in stack[1:]), found)
                 continue
@@ -279,6 +308,10 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
                 if (st.st_dev, st.st_ino) != stack[-1].id:
                     raise TreeChanged(errno.ESTALE, "moved while being validated",
                                       show(b"/".join(d.name for d in stack[1:])))
+    except _TooLarge:
+        found.add(codes.TOO_MANY_FILES, "", f"the tree has more than {ruleset.MAX_ENTRIES:,} "
+                                            "files, directories and symlinks; flatpak-sysext "
+                                            "stops validating there. Split it, or ship less")
     finally:
         os.close(fd)
     return files
@@ -301,7 +334,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
         return (prefix[0] if prefix else b"") + raw
 
     subdirs: list[bytes] = []
-    for raw in sorted(os.fsencode(n) for n in os.listdir(fd)):
+    for raw in _names(fd, found):
         try:
             st = os.stat(raw, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -316,6 +349,10 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
                       "an extension must not carry usr/lib/os-release: systemd-sysext then "
                       "refuses to merge any extension on the host; remove it (the "
                       "extension-release file describes the extension)")
+        if not _within_bounds(raw, depth, top.length, mode, path, found):
+            continue
+        if st.st_uid != 0:
+            found.owner(show(path(raw)), st)
         if stat.S_ISDIR(mode):
             subdirs.append(raw)
 
@@ -348,6 +385,40 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
     return subdirs
 
 
+def _names(fd: int, found: _Findings) -> list[bytes]:
+    """The names in directory ``fd``, sorted, counted against ruleset.MAX_ENTRIES; raises
+    _TooLarge past it without reading the rest of a huge directory."""
+    names = []
+    with os.scandir(fd) as it:
+        for entry in it:
+            found.entries += 1
+            if found.entries > ruleset.MAX_ENTRIES:
+                raise _TooLarge
+            names.append(os.fsencode(entry.name))
+    names.sort()
+    return names
+
+
+def _within_bounds(raw: bytes, depth: int, parent_length: int, mode: int,
+                   path: Callable[[bytes], bytes], found: _Findings) -> bool:
+    """``too-deep`` and ``path-too-long`` for the entry ``raw`` of a directory at
+    ``depth``; False (not to be looked at further) if it breaks either."""
+    length = parent_length + (1 if depth else 0) + len(raw)
+    if length > ruleset.MAX_PATH:
+        full = path(raw)
+        found.add(codes.PATH_TOO_LONG, show(full),
+                  f"the path {show(full[:60])}… is {length:,} bytes long; on the host it must "
+                  f"stay under {ruleset.MAX_PATH:,} bytes, or tools (and flatpak-sysext) cannot "
+                  "name it: shorten it")
+        return False
+    if stat.S_ISDIR(mode) and depth + 1 > ruleset.MAX_DEPTH:
+        found.add(codes.TOO_DEEP, show(path(raw)),
+                  f"directories nest {depth + 1} levels deep here; at most "
+                  f"{ruleset.MAX_DEPTH} are accepted: flatten the tree")
+        return False
+    return True
+
+
 def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
     rel = show(raw)
     if raw not in MERGED:
@@ -377,6 +448,11 @@ def _check_xattrs(fd: int, rel: bytes | Callable[[], bytes], found: _Findings) -
             found.add(codes.SPECIAL_FILE, where, f"carries the overlayfs attribute {attr}: merged, "
                                              f"it would change what the host's /{where} "
                                              "shows; remove it")
+        elif attr == "security.capability":
+            where = show(rel if isinstance(rel, bytes) else rel())
+            found.add(codes.FILE_CAPABILITIES, where, "has file capabilities "
+                      "(security.capability): anyone running it would get them; remove them "
+                      "(a daemon gets its capabilities from its systemd unit)")
 
 
 def _dir_message(rel: str, perm: int, merged: bool) -> str:

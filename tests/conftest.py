@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,20 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
     prerequisites.running(item)
     yield
     prerequisites.running(None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Never the real /var/lib/flatpak-sysext: a run whose environment does not name a
+    state directory of its own gets this one (its files are per installation)."""
+    name = "FLATPAK_SYSEXT_STATE_DIR"
+    old = os.environ.get(name)
+    os.environ[name] = str(tmp_path_factory.mktemp("service-state"))
+    yield
+    if old is None:
+        del os.environ[name]
+    else:
+        os.environ[name] = old
 
 
 @pytest.fixture

@@ -49,8 +49,12 @@ def test_status_and_reconcile_json_match_their_schemas(fenv: FlatpakEnv) -> None
     jsonschema.validate(doc, schema("reconcile"))
     commit = doc["extensions"][1]["commit"][:12]
     assert commit == fenv.commit(APP)[:12]
-    # The trigger already judged org.fsx.Bad at install time: only the link is news.
-    assert doc["changes"] == [f"{APP}: linked, commit {commit}"]
+    # The trigger judged org.fsx.Bad at install time, but in the sandbox: the service
+    # trusts no verdict it did not reach itself, so that one is news to it too.
+    assert doc["changes"][0] == f"{APP}: linked, commit {commit}"
+    assert [c.split(":")[:2] for c in doc["changes"][1:]] == [["org.fsx.Bad", " rejected"]]
+    again = json.loads(fenv.sysext("reconcile", "--json").stdout)
+    assert again["changes"] == []
 
     states = {name: i["state"] for name, i in fenv.status().items()}
     assert states == {APP: "linked", "org.fsx.Bad": "rejected", "other.raw": "foreign"}
@@ -99,6 +103,7 @@ def test_usage_errors_exit_2_without_traceback(args: list[str]) -> None:
 
 def test_trigger_is_silent_for_non_root_and_unknown_installations(tmp_path: Path) -> None:
     env = dict(os.environ, FLATPAK_SYSTEM_DIR=str(tmp_path / "system"),
-               FLATPAK_CONFIG_DIR=str(tmp_path / "etc"))
+               FLATPAK_CONFIG_DIR=str(tmp_path / "etc"),
+               FLATPAK_SYSEXT_STATE_DIR=str(tmp_path / "state"))
     result = run("trigger", str(tmp_path / "not-an-installation"), env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

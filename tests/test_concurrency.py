@@ -43,6 +43,7 @@ def reset(fenv: FlatpakEnv, *, stale: bool) -> None:
     """Empty target and state; with ``stale``, every link points at an old commit."""
     shutil.rmtree(fenv.target_dir, ignore_errors=True)
     shutil.rmtree(fenv.system_dir / "flatpak-sysext", ignore_errors=True)
+    shutil.rmtree(fenv.state_dir, ignore_errors=True)
     fenv.target_dir.mkdir()
     if stale:
         for app in APPS:
@@ -65,10 +66,10 @@ def command(fenv: FlatpakEnv, kind: str) -> list[str]:
 def assert_converged(fenv: FlatpakEnv) -> None:
     assert fenv.links() == wanted(fenv)
     assert sorted(os.listdir(fenv.target_dir)) == sorted(APPS)
-    state = fenv.system_dir / "flatpak-sysext"
-    assert not [n for n in os.listdir(state) if n.startswith(".#")]
+    for state in (fenv.system_dir / "flatpak-sysext", fenv.state_dir):
+        assert not list(state.rglob(".#*")) if state.exists() else True
     # The last run under the lock was a reconcile or had nothing to ask for.
-    assert not (state / "request").exists()
+    assert not (fenv.system_dir / "flatpak-sysext" / "request").exists()
 
 
 KINDS = ["reconcile"] * 6 + ["trigger"] * 6 + ["sandboxed-trigger"] * 4

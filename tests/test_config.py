@@ -211,7 +211,8 @@ class HandMadeInstallation:
                                            "require_gpg_verified_remote": False}))
         self.env = dict(os.environ) | {"FLATPAK_SYSTEM_DIR": str(self.inst),
                                        "FLATPAK_CONFIG_DIR": str(confdir),
-                                       "FLATPAK_SYSEXT_CONFIG": str(config_file)}
+                                       "FLATPAK_SYSEXT_CONFIG": str(config_file),
+                                       "FLATPAK_SYSEXT_STATE_DIR": str(root / "state")}
         self.deploy(APP, "a" * 64)
         result = self.sysext("reconcile")
         assert (result.returncode, result.stdout.split(",")[0]) == (0, f"{APP}: linked"), \
@@ -242,7 +243,8 @@ class HandMadeInstallation:
                     p.read_bytes() if p.is_file() else None)
                 out[str(p.relative_to(d))] = (st.st_ino, st.st_mode, st.st_mtime_ns, data)
             return out
-        return {"target": tree(self.target), "state": tree(self.inst / "flatpak-sysext")}
+        return {"target": tree(self.target), "state": tree(self.inst / "flatpak-sysext"),
+                "service": tree(self.root / "state")}
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +260,7 @@ def test_bad_config_changes_nothing(linked_installation: HandMadeInstallation, t
     make(bad)
     env = inst.env | {"FLATPAK_SYSEXT_CONFIG": str(bad)}
     before = inst.snapshot()
-    assert before["target"] and before["state"]
+    assert before["target"] and before["service"]
     line = None
     for command in (["reconcile"], ["reconcile", "--dry-run"], ["status"], ["status", "--json"]):
         result = inst.sysext(*command, env=env)

@@ -130,10 +130,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InjectionRig]:
 def _reset_target(w: InjectionRig) -> None:
     shutil.rmtree(w.fenv.target_dir, ignore_errors=True)
     shutil.rmtree(w.state_dir, ignore_errors=True)
+    shutil.rmtree(w.fenv.state_dir, ignore_errors=True)
 
 
 def fresh(w: InjectionRig) -> None:
-    """First run ever: no state directory, no target directory, two apps to link."""
+    """First run ever: no state directories, no target directory, two apps to link."""
     _reset_target(w)
 
 
@@ -154,13 +155,18 @@ def seeded(w: InjectionRig) -> None:
                t / ".#flatpak-sysext.0123456789abcdef")
     w.state_dir.mkdir()
     w.request.write_text(f"link {ALPHA} -> somewhere\n")
-    (w.state_dir / "cache.json").write_text("{corrupt")
+    cache = w.fenv.service_file("cache.json")
+    cache.parent.mkdir(parents=True)
+    cache.write_text("{corrupt")
 
 
 def sandboxed(w: InjectionRig) -> None:
-    """The trigger in Flatpak's sandbox: links to make, target directory read-only."""
+    """The trigger in Flatpak's sandbox: links to make, target directory read-only, and
+    the lock that the service made when it ran at boot."""
     _reset_target(w)
     w.fenv.target_dir.mkdir()
+    w.fenv.state_dir.mkdir(mode=0o700)
+    (w.fenv.state_dir / "lock").touch(mode=0o600)
 
 
 SCENARIOS: dict[str, tuple[Callable[[InjectionRig], None], str]] = {
@@ -227,7 +233,9 @@ def check_state(w: InjectionRig, scenario: str) -> list[str]:
         if w.request.exists():
             problems.append("the request is still there after a successful reconcile")
     leftovers = [p.name for p in w.fenv.target_dir.iterdir() if p.name.startswith(".#")]
-    leftovers += [p.name for p in w.state_dir.iterdir() if p.name.startswith(".#")]
+    for where in (w.state_dir, w.fenv.state_dir):
+        if where.exists():
+            leftovers += [p.name for p in where.rglob(".#*")]
     if leftovers:
         problems.append(f"temporary files left behind: {leftovers}")
     return problems

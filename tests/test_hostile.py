@@ -202,7 +202,7 @@ def restore(hostile_apps: HostileApps, tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(app / OUT)
     shutil.copytree(saved, app / OUT, symlinks=True)
     # Forget what the cache remembers of the edited layout (see test_hand_edited_layouts).
-    (fenv.system_dir / "flatpak-sysext" / "cache.json").unlink(missing_ok=True)
+    fenv.service_file("cache.json").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize("case", sorted(HAND_EDITS))
@@ -216,7 +216,7 @@ def test_hand_edited_layouts(hostile_apps: HostileApps, restore: Path,
     name = edit(fenv, restore)
     # The cache remembers each app's current/active and trusts that Flatpak never changes
     # a deployment in place; these edits do, so they are only seen by a fresh read.
-    (fenv.system_dir / "flatpak-sysext" / "cache.json").unlink()
+    fenv.service_file("cache.json").unlink()
     result = fenv.sysext("reconcile")
     output = result.stdout + result.stderr
     assert "Traceback" not in output

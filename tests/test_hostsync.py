@@ -74,6 +74,7 @@ class SyncRig:
 
     def __init__(self, root: Path) -> None:
         self.inst = Installation("default", str(root / "inst"))
+        self.state = str(root / "state")
         self.host = FakeHost(root / "host", root / "extensions", root / "tools")
         self.count = 0
 
@@ -97,8 +98,8 @@ class SyncRig:
 
     def sync(self, changes: Sequence[Change]) -> hoststate.SyncReport | None:
         """One run: the links of ``changes`` are made, then the host synced."""
-        hs = HostSync([self.inst], host_root=str(self.host.root), runner=self.host,
-                      tools_root=str(self.host.tools))
+        hs = HostSync([self.inst], state_dir=self.state, host_root=str(self.host.root),
+                      runner=self.host, tools_root=str(self.host.tools))
         if changes:
             hs.owe()
         for c in changes:
@@ -217,7 +218,7 @@ def test_unit_names_from_the_record_are_checked(sync_rig: SyncRig, name: str) ->
     """A host sync record edited to put something else on systemctl's command line is
     discarded, not obeyed."""
     tree = sync_rig.install(["usr/lib/systemd/system/a.service"])
-    path = Path(hoststate.state_path(sync_rig.inst))
+    path = Path(hoststate.state_path(sync_rig.inst, sync_rig.state))
     data = json.loads(path.read_text())
     data["contents"][APP]["units"] = [name]
     path.write_text(json.dumps(data))
@@ -331,7 +332,8 @@ def test_no_change_no_sync(sync_rig: SyncRig) -> None:
 def test_a_run_that_died_before_syncing_is_finished_by_the_next(sync_rig: SyncRig) -> None:
     sync_rig.install(["usr/libexec/profilerd"])
     tree = sync_rig.deploy(["usr/libexec/profilerd"])
-    dying = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host,
+    dying = HostSync([sync_rig.inst], state_dir=sync_rig.state,
+                     host_root=str(sync_rig.host.root), runner=sync_rig.host,
                      tools_root=str(sync_rig.host.tools))
     dying.owe()
     sync_rig.link(tree)  # ...and the run is killed here.
@@ -345,8 +347,9 @@ def test_a_run_that_died_before_syncing_is_finished_by_the_next(sync_rig: SyncRi
 
 
 def test_owing_without_a_change_owes_nothing_afterwards(sync_rig: SyncRig) -> None:
-    hs = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host,
-                     tools_root=str(sync_rig.host.tools))
+    hs = HostSync([sync_rig.inst], state_dir=sync_rig.state,
+                  host_root=str(sync_rig.host.root), runner=sync_rig.host,
+                  tools_root=str(sync_rig.host.tools))
     hs.owe()  # Links were to change, but every action failed.
     assert hs.run([], []) is None
     assert sync_rig.sync([]) is None
@@ -354,13 +357,13 @@ def test_owing_without_a_change_owes_nothing_afterwards(sync_rig: SyncRig) -> No
 
 
 def test_the_last_sync_is_recorded_for_status(sync_rig: SyncRig) -> None:
-    assert hoststate.last_sync(sync_rig.inst) is None
+    assert hoststate.last_sync(sync_rig.inst, sync_rig.state) is None
     sync_rig.host.results[DAEMON_RELOAD] = (1, "boom")
     tree = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
     report = sync_rig.sync([Change(APP, None, tree,
                                    frozenset(["usr/lib/systemd/system/a.service"]))])
-    assert hoststate.last_sync(sync_rig.inst) == report
-    data = json.loads(Path(hoststate.state_path(sync_rig.inst)).read_text())
+    assert hoststate.last_sync(sync_rig.inst, sync_rig.state) == report
+    data = json.loads(Path(hoststate.state_path(sync_rig.inst, sync_rig.state)).read_text())
     assert data["last"]["ok"] is False
     assert data["contents"] == {APP: {"reloads": ["daemon-reload"], "sysusers": [],
                                       "tmpfiles": [], "units": ["a.service"], "stop": [],
@@ -371,20 +374,22 @@ def test_the_last_sync_is_recorded_for_status(sync_rig: SyncRig) -> None:
 @pytest.mark.parametrize("garbage", [b"{", b"[]", b'{"version": 1, "contents": {"a": 1}}',
                                      b'{"version": 1, "last": {"time": 1}}', b"\xff"])
 def test_a_corrupt_state_is_discarded_with_a_warning(sync_rig: SyncRig, garbage: bytes) -> None:
-    path = Path(hoststate.state_path(sync_rig.inst))
+    path = Path(hoststate.state_path(sync_rig.inst, sync_rig.state))
     path.parent.mkdir(parents=True)
     path.write_bytes(garbage)
-    assert hoststate.last_sync(sync_rig.inst) is None
+    assert hoststate.last_sync(sync_rig.inst, sync_rig.state) is None
     tree = sync_rig.deploy(["usr/libexec/profilerd"])
     report = sync_rig.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
     assert report is not None
     assert any("discarded" in w for w in report.warnings)
-    assert hoststate.last_sync(sync_rig.inst) is not None
+    assert hoststate.last_sync(sync_rig.inst, sync_rig.state) is not None
 
 
 def test_a_state_that_cannot_be_written_is_a_warning(sync_rig: SyncRig) -> None:
     Path(sync_rig.inst.path).mkdir(parents=True)
-    Path(hoststate.state_path(sync_rig.inst)).parent.write_text("not a directory")
+    blocked = Path(hoststate.state_path(sync_rig.inst, sync_rig.state)).parent
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a directory")
     tree = sync_rig.deploy(["usr/libexec/profilerd"])
     report = sync_rig.sync([Change(APP, None, tree, frozenset(["usr/libexec/profilerd"]))])
     assert report is not None and outcomes(report)["verify"] == "ok"
@@ -408,8 +413,8 @@ def test_commands_run_by_absolute_path_never_one_a_linked_tree_provides(
     (bin_dir / "systemctl").chmod(0o755)
     files = ["usr/lib/systemd/system/profilerd.service", "usr/bin/systemctl"]
     tree = sync_rig.deploy(files)
-    hs = HostSync([sync_rig.inst], host_root=str(sync_rig.host.root), runner=sync_rig.host,
-                  tools_root=str(sync_rig.host.tools))
+    hs = HostSync([sync_rig.inst], state_dir=sync_rig.state, host_root=str(sync_rig.host.root),
+                  runner=sync_rig.host, tools_root=str(sync_rig.host.tools))
     hs.owe()
     sync_rig.link(tree)
     report = hs.run([Change(APP, None, tree, frozenset(files))], [APP], frozenset(files))
@@ -427,3 +432,21 @@ def test_host_tools_are_found_where_the_distribution_installs_them(tmp_path: Pat
     (tmp_path / "bin/udevadm").chmod(0o755)
     assert tool("udevadm", str(tmp_path)) == str(tmp_path / "bin/udevadm")
     assert tool("udevadm", str(tmp_path), {"usr/bin/udevadm"}) is None
+
+
+def test_only_plain_names_reach_a_command_line(sync_rig: SyncRig) -> None:
+    files = ["usr/lib/tmpfiles.d/good.conf", "usr/lib/tmpfiles.d/a b.conf",
+             "usr/lib/tmpfiles.d/a\nb.conf", "usr/lib/tmpfiles.d/.hidden.conf",
+             "usr/lib/tmpfiles.d/caf\udce9.conf", "usr/lib/sysusers.d/x;y.conf"]
+    sync_rig.install(files)
+    assert ("systemd-tmpfiles", "--create", "--", "good.conf") in sync_rig.host.commands
+    assert not [c for c in sync_rig.host.commands if c[0] == "systemd-sysusers"]
+    # The service's own record is held to the same form, whoever wrote it.
+    path = Path(hoststate.state_path(sync_rig.inst, sync_rig.state))
+    data = json.loads(path.read_text())
+    data["pending"] = {"reloads": [], "sysusers": [], "tmpfiles": ["/tmp/anything.conf"]}
+    path.write_text(json.dumps(data))
+    assert "discarded" in (hoststate.load(sync_rig.inst, sync_rig.state)[1] or "")
+    sync_rig.host.commands.clear()
+    assert sync_rig.sync([]) is None  # nothing is owed: the record is not believed
+    assert sync_rig.host.commands == []

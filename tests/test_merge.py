@@ -237,3 +237,50 @@ def test_remove_all_takes_every_link_of_ours_away_and_unmerges(host: Host) -> No
     assert not (fenv.system_dir / "flatpak-sysext").exists()
     again = host.sysext("remove-all")
     assert (again.returncode, again.stdout) == (0, "")
+
+
+def test_an_update_of_a_merged_extension_cannot_shadow_a_host_file(host: Host) -> None:
+    fenv = host.fenv
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    fenv.install(APP)
+    host.reconcile()
+    assert host.merged() == [APP]
+    # v2 adds a file the host has: merged, it would replace the host's for every program.
+    assert Path("/usr/bin/env").exists()
+    v1 = daemon_tree(APP, "v2")
+
+    def v2(root: Path) -> None:
+        v1(root)
+        (root / "usr/bin").mkdir(parents=True)
+        (root / "usr/bin/env").write_text("#!/bin/sh\necho pwned\n")
+
+    fenv.publish(APP, v2)
+    fenv.update()
+    out = host.reconcile()
+    assert f"{APP}: unlinked, rejected: shadows-host-file" in out.stdout, out.stdout
+    st = host.status()[APP]
+    assert st["state"] == "rejected"
+    assert [(p["code"], p["path"]) for p in st["problems"]] == [
+        ("shadows-host-file", "usr/bin/env")]
+    assert host.merged() == []
+    assert host.ns.run("grep", "-q", "pwned", "/usr/bin/env").returncode == 1
+
+
+def test_host_sync_never_runs_what_the_installation_says(host: Host) -> None:
+    host.fenv.publish(APP, daemon_tree(APP, "v1"))
+    host.fenv.install(APP)
+    host.reconcile()
+    host.commands()
+    # What a root process in Flatpak's sandbox (any trigger) can write into the
+    # installation: a sync "owed" with a tmpfiles.d "name" that is a path of its choosing.
+    state = host.fenv.system_dir / "flatpak-sysext"
+    state.mkdir(exist_ok=True)
+    (state / "hostsync.json").write_text(json.dumps({
+        "version": 1, "contents": {APP: {"reloads": [], "sysusers": ["/tmp/x.conf"],
+                                         "tmpfiles": ["/tmp/anything.conf"]}},
+        "pending": {"reloads": [], "sysusers": [], "tmpfiles": ["/tmp/anything.conf"]},
+        "last": None}))
+    host.reconcile()
+    host.fenv.uninstall(APP)
+    host.reconcile()
+    assert not [c for c in host.commands() if "/tmp/" in c]

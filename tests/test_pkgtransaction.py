@@ -213,16 +213,17 @@ def test_host_sync_during_a_transaction_is_owed_to_its_end(tmp_path: Path) -> No
     inst = Installation("default", str(tmp_path / "inst"))
     fake = SyncHost(tmp_path / "host")
     change = Change("org.fsx.App", None, "/x", frozenset({"usr/lib/systemd/system/a.service"}))
-    sync = HostSync([inst], host_root=str(fake.root), runner=fake, tools_root=str(fake.root))
+    sync = HostSync([inst], state_dir=str(tmp_path / "state"), host_root=str(fake.root),
+                    runner=fake, tools_root=str(fake.root))
     sync.owe()
     report = sync.run([change], ["org.fsx.App"], deferred=True)
     assert fake.commands == []  # nothing merged while the package manager works
     assert report is not None and [(s.step, s.outcome) for s in report.steps] == [
         ("refresh", "skipped")]
-    assert hoststate.load(inst)[0].pending is not None
+    assert hoststate.load(inst, str(tmp_path / "state"))[0].pending is not None
     # The transaction's end: the owed sync, every reload.
-    HostSync([inst], host_root=str(fake.root), runner=fake,
-             tools_root=str(fake.root)).run([], ["org.fsx.App"])
+    HostSync([inst], state_dir=str(tmp_path / "state"), host_root=str(fake.root),
+             runner=fake, tools_root=str(fake.root)).run([], ["org.fsx.App"])
     assert fake.commands[0] == REFRESH
     assert {c[0] for c in fake.commands[1:]} >= {"systemctl", "busctl", "udevadm"}
 
@@ -231,14 +232,15 @@ def test_after_a_transaction_every_reload_runs_even_with_no_link_change(
         tmp_path: Path) -> None:
     inst = Installation("default", str(tmp_path / "inst"))
     fake = SyncHost(tmp_path / "host")
-    sync = HostSync([inst], host_root=str(fake.root), runner=fake, tools_root=str(fake.root))
+    sync = HostSync([inst], state_dir=str(tmp_path / "state"), host_root=str(fake.root),
+                    runner=fake, tools_root=str(fake.root))
     sync.owe_all()
     sync.run([], [])
     assert fake.commands[0] == REFRESH
     # Every reload but polkit's, which is a restart: a transaction restarts no unit.
     assert fake.commands[1:] == [("systemctl", "daemon-reload"), DBUS_RELOAD,
                                  ("udevadm", "control", "--reload")]
-    assert hoststate.load(inst)[0].pending is None
+    assert hoststate.load(inst, str(tmp_path / "state"))[0].pending is None
 
 
 def hook_line(option: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import quick
+from flatpak_sysext import quick, statefiles
 from testsupport.deployments import (
     DECL,
     DECLARE,
@@ -179,7 +179,11 @@ def test_what_changed_within_the_margin_is_not_trusted(settled: HandMadeInstalla
 
 
 def test_a_discarded_cache_is_said_once(settled: HandMadeInstallation) -> None:
-    (settled.inst / "flatpak-sysext" / "cache.json").write_text("{corrupt")
+    # The trigger reconciles here (it can write the target and the state directory): the
+    # cache is the service's.
+    where = statefiles.installation_directory(settled.environ["FLATPAK_SYSEXT_STATE_DIR"],
+                                              str(settled.inst))
+    (Path(where) / "cache.json").write_text("{corrupt")
     said = settled.full()
     assert "cache.json" in said and "discarded" in said
     assert settled.full() == ""

@@ -68,11 +68,11 @@ def test_incomplete_and_uninstalled_apps_are_forgotten(tmp_path: Path) -> None:
 def test_the_memo_survives_the_cache_and_a_bad_one_is_discarded(tmp_path: Path) -> None:
     inst = Installation("default", str(tmp_path))
     deploy(tmp_path, "a" * 64)
-    store = cache.Cache(inst, "host")
+    store = cache.Cache(inst, "host", str(tmp_path / "state"))
     store.load()
     found = installation.read_installation(inst, store.scan)
     store.save()
-    again = cache.Cache(inst, "host")
+    again = cache.Cache(inst, "host", str(tmp_path / "state"))
     again.load()
     assert again.warning is None and again.scan == store.scan
     assert installation.read_installation(inst, again.scan) == found
@@ -80,6 +80,6 @@ def test_the_memo_survives_the_cache_and_a_bad_one_is_discarded(tmp_path: Path) 
     data = json.loads(Path(store.path).read_text())
     data["scan"][APP][2]["root"] = "/etc"  # a memo must never point a link elsewhere
     Path(store.path).write_text(json.dumps(data))
-    bad = cache.Cache(inst, "host")
+    bad = cache.Cache(inst, "host", str(tmp_path / "state"))
     bad.load()
     assert bad.scan == {} and bad.warning is not None and "discarded" in bad.warning

@@ -1,13 +1,18 @@
-"""What flatpak-sysext.service relies on: a change Flatpak makes while ``reconcile`` runs
-is carried out by that same run (systemd would fold the path unit's new start into it)."""
+"""What flatpak-sysext.service relies on: a change Flatpak makes while ``reconcile`` runs,
+or a request left meanwhile, is carried out by that same run (systemd would fold the
+path unit's new start into it)."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flatpak_sysext import config, evaluate, installation, reconcile
+from flatpak_sysext import config, evaluate, installation, reconcile, request
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 
 pytestmark = pytest.mark.privileged
@@ -42,3 +47,37 @@ def test_an_install_during_a_run_is_linked_by_that_run(
     assert set(fenv.links()) == {APP, APP2}
     assert {a.name for a in result.applied} == {APP, APP2}
     assert result.failures == ()
+
+
+def test_a_request_left_while_the_host_syncs_makes_the_run_go_round(
+        fenv: FlatpakEnv, tmp_path: Path) -> None:
+    # A trigger that could not get the lock (the run holds it) leaves a request without
+    # it; the run must see it before it lets go, and carry it out.
+    (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
+    fenv.write_config({"host_sync": True})
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    fenv.publish(APP2, daemon_tree(APP2, "v1"))
+    fenv.install(APP)
+    host = tmp_path / "host"
+    (host / "run/systemd/system").mkdir(parents=True)
+    commands: list[str] = []
+
+    def runner(argv: Sequence[str]) -> tuple[int, str]:
+        # Host sync runs its commands by absolute path: record them by name.
+        argv = [os.path.basename(argv[0]), *argv[1:]]
+        commands.append(" ".join(argv))
+        if argv == ["systemd-sysext", "refresh"] and len(fenv.links()) == 1:
+            fenv.install(APP2)
+            request.write(str(fenv.system_dir), [f"link {APP2} -> ..."])
+        return 0, ""
+
+    env = fenv.env
+    insts = installation.system_installations(env)
+    ctx = dataclasses.replace(
+        evaluate.Context.create(config.load(str(fenv.config_file)), insts, env),
+        host_root=str(host), runner=runner)
+    result = reconcile.reconcile(ctx, insts)
+    assert set(fenv.links()) == {APP, APP2}
+    assert {a.name for a in result.applied} == {APP, APP2}
+    assert commands.count("systemd-sysext refresh") == 2
+    assert not os.path.exists(request.path(str(fenv.system_dir)))

@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import tempfile
 import tracemalloc
@@ -315,6 +316,11 @@ def test_deep_tree(fast_tmp: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> N
                 os.chmod("f", 0o666, dir_fd=fd)
         os.close(fd)
         fds = [_open_fds()]
+        # The walk's own cost, beyond the bounds every tree is held to (rules).
+        from flatpak_sysext import ruleset
+
+        monkeypatch.setattr(ruleset, "MAX_DEPTH", depth + 1)
+        monkeypatch.setattr(ruleset, "MAX_PATH", 3 * depth)
 
         def counting_judge(f: BinaryIO, target: elf.ElfTarget,
                            glibc: object = None) -> tuple[str, str] | None:
@@ -438,3 +444,38 @@ def test_placement_of_a_real_tree(tmp_path: pathlib.Path) -> None:
     tree = make_tree(tmp_path / "tree", files={"usr/bin/sh": b"#!/bin/sh\n"})
     problems = check_placement(check(tree).files, "/", set(), {})
     assert [(p.code, p.path) for p in problems] == [("shadows-host-file", "usr/bin/sh")]
+
+
+def test_bounds_on_a_tree(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flatpak_sysext import ruleset
+
+    deep = "usr/" + "/".join(f"d{i}" for i in range(ruleset.MAX_DEPTH)) + "/f"
+    tree = make_tree(tmp_path / "deep", files={deep: b""})
+    # The directory one level too deep is reported and not entered.
+    assert codes(check(tree)) == [("too-deep", deep.rsplit("/", 1)[0])]
+    long_name = "usr/share/" + "/".join(["n" * 200] * 6) + "/f"
+    tree = make_tree(tmp_path / "long", files={long_name: b""})
+    [(code, path)] = codes(check(tree))
+    assert code == "path-too-long" and len(path) > ruleset.MAX_PATH >= len(path.rsplit("/", 1)[0])
+    many = {f"usr/share/many/{i}": b"" for i in range(50)}
+    tree = make_tree(tmp_path / "many", files=many)
+    monkeypatch.setattr(ruleset, "MAX_ENTRIES", 40)
+    report = check(tree)
+    assert codes(report) == [("too-many-files", "")]
+    assert len(report.files) < 40
+
+
+@pytest.mark.privileged
+@needs_root
+def test_ownership_and_capabilities(tmp_path: pathlib.Path) -> None:
+    tree = make_tree(tmp_path, files={"usr/bin/x": b"", "usr/bin/y": b""})
+    os.chown(tree / "usr/bin/x", 65534, 65534)
+    # cap_net_raw, permitted: what `setcap cap_net_raw=p` writes (VFS_CAP_REVISION_2).
+    os.setxattr(tree / "usr/bin/y", "security.capability",
+                struct.pack("<5I", 0x02000000, 1 << 13, 0, 0, 0))
+    assert codes(check(tree)) == [("not-owned-by-root", "usr/bin/x"),
+                                  ("file-capabilities", "usr/bin/y")]
+    # A developer's own build tree (check): ownership is only a warning.
+    report = validate_tree(tree, APP, HOST, TARGET, installed=False)
+    assert codes(report) == [("file-capabilities", "usr/bin/y")]
+    assert [(w.code, w.path) for w in report.warnings] == [("not-owned-by-root", "usr/bin/x")]

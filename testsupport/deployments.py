@@ -82,7 +82,8 @@ class HandMadeInstallation:
                 'gpg-verify=true\n')
         self.environ = {"FLATPAK_SYSTEM_DIR": str(self.inst),
                         "FLATPAK_CONFIG_DIR": str(self.confdir),
-                        "FLATPAK_SYSEXT_CONFIG": str(self.config)}
+                        "FLATPAK_SYSEXT_CONFIG": str(self.config),
+                        "FLATPAK_SYSEXT_STATE_DIR": str(root / "state")}
         self.commits = iter(f"{n:064x}" for n in range(1, 1000))
         self.deploy(DECL, DECLARE)
         self.deploy(PLAIN, "")

@@ -111,6 +111,8 @@ class FlatpakEnv:
         self.triggers_dir = root / "triggers"
         self.target_dir = root / "extensions"
         self.config_file = root / "flatpak-sysext.json"
+        self.state_dir = root / "state"
+        """The service's own state directory (``FLATPAK_SYSEXT_STATE_DIR``)."""
         self.builds = root / "builds"
         self.python = python
         for d in (self.config_dir, self.triggers_dir, self.builds):
@@ -163,6 +165,7 @@ class FlatpakEnv:
             "FLATPAK_CONFIG_DIR": str(self.config_dir),
             "FLATPAK_TRIGGERSDIR": str(self.triggers_dir),
             "FLATPAK_SYSEXT_CONFIG": str(self.config_file),
+            "FLATPAK_SYSEXT_STATE_DIR": str(self.state_dir),
         })
         return env
 
@@ -276,6 +279,14 @@ class FlatpakEnv:
         if not self.target_dir.exists():
             return {}
         return {p.name: os.readlink(p) for p in self.target_dir.iterdir() if p.is_symlink()}
+
+    def service_file(self, name: str) -> Path:
+        """One of the service's files about this installation (``cache.json``,
+        ``hostsync.json``, ``links.json``), in its own state directory."""
+        from flatpak_sysext import statefiles
+
+        real = os.path.realpath(self.system_dir)
+        return Path(statefiles.installation_directory(str(self.state_dir), real)) / name
 
     def deploy_files(self, app_id: str, branch: str = "stable") -> Path:
         """The ``files/`` of the app's active deployment, resolved."""

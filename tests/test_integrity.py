@@ -1,0 +1,205 @@
+"""What a hostile app or a local user can do to the runs of everyone else, with the real
+Flatpak (docs/reference.md#untrusted-input, docs/reference.md#locks,
+docs/reference.md#state-directory).
+
+Each case is what an attacker would actually do: ship a tree Flatpak deploys but the
+host cannot name, take a lock, edit the files the sandboxed trigger can write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testsupport.flatpak import ARCH, FlatpakEnv, TreeBuilder, daemon_tree
+from testsupport.prerequisites import require_flatpak, require_tools
+
+pytestmark = pytest.mark.privileged
+
+GOOD = "org.fsx.Good"
+BAD = "org.fsx.Bad"
+OTHER = "org.fsx.Other"
+
+
+def deep_tree(app_id: str) -> TreeBuilder:
+    """A valid daemon tree plus a file under 17 nested directories with 255-byte names:
+    Flatpak deploys it (OSTree works relative to each directory), but its path on the
+    host is longer than PATH_MAX."""
+    base = daemon_tree(app_id, "deep")
+
+    def build(root: Path) -> None:
+        base(root)
+        where = root / "usr/share" / app_id
+        where.mkdir(parents=True)
+        fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in range(17):
+                name = chr(ord("a") + i) * 255
+                os.mkdir(name, 0o755, dir_fd=fd)
+                new = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = new
+            os.close(os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+        finally:
+            os.close(fd)
+
+    return build
+
+
+def test_a_tree_the_host_cannot_name_is_rejected_and_stops_nobody(fenv: FlatpakEnv) -> None:
+    fenv.publish(BAD, deep_tree(BAD))
+    fenv.install(BAD)
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    fenv.install(GOOD)
+    for _ in range(2):  # and again: no verdict of the first run makes the second fail
+        result = fenv.sysext("reconcile")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert fenv.links() == {GOOD: str(fenv.deploy_files(GOOD) / "lib/extensions")}
+        bad = fenv.status()[BAD]
+        assert bad["state"] == "rejected"
+        assert {p["code"] for p in bad["problems"]} == {"path-too-long"}
+
+
+# Takes every lock file given that it can open, even read-only (flock needs no more),
+# says which, and holds them until killed.
+HOLDER = r"""
+import fcntl, os, sys, time
+held = []
+for path in sys.argv[1:]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.append(path)
+    except OSError:
+        pass
+print(" ".join(held), flush=True)
+time.sleep(3600)
+"""
+
+
+def lock_files(fenv: FlatpakEnv) -> list[str]:
+    """Every lock file a run of any version takes for this installation."""
+    return [str(fenv.system_dir / "flatpak-sysext/lock"), str(fenv.state_dir / "lock")]
+
+
+@contextlib.contextmanager
+def holding(argv: list[str], fenv: FlatpakEnv) -> Iterator[list[str]]:
+    """Run HOLDER (behind ``argv``, e.g. setpriv) on the lock files; yields those it holds."""
+    proc = subprocess.Popen([*argv, sys.executable, "-c", HOLDER, *lock_files(fenv)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().split()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def open_world() -> Iterator[FlatpakEnv]:
+    """A Flatpak world other users can reach, as /var/lib/flatpak is (pytest's own
+    temporary directories are 0700)."""
+    require_flatpak()
+    require_tools("setpriv")
+    root = Path(tempfile.mkdtemp(prefix="fsx-integrity-"))
+    root.chmod(0o755)
+    fenv = FlatpakEnv(root / "world")
+    fenv.install_trigger()
+    yield fenv
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def install(fenv: FlatpakEnv, app_id: str) -> subprocess.CompletedProcess[str]:
+    """``flatpak install``, which must not hang: it runs our trigger."""
+    return subprocess.run(["flatpak", "--system", "install", "-y", "--noninteractive", "test",
+                           f"app/{app_id}/{ARCH}/stable"], env=fenv.env, capture_output=True,
+                          text=True, timeout=60, check=True)
+
+
+def test_a_local_user_cannot_stall_flatpak_or_the_service(open_world: FlatpakEnv) -> None:
+    fenv = open_world
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    install(fenv, GOOD)
+    assert fenv.sysext("reconcile").returncode == 0  # every state file there is now exists
+    fenv.publish(OTHER, daemon_tree(OTHER, "other"))
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    with holding(nobody, fenv) as held:
+        install(fenv, OTHER)  # the trigger (sandboxed) asks the service...
+        result = subprocess.run([fenv.python, "-m", "flatpak_sysext", "reconcile"],
+                                env=fenv.env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert set(fenv.links()) == {GOOD, OTHER}  # ...and the service does it
+        assert held == []  # it could not even open one
+    assert stat.S_IMODE(os.stat(fenv.state_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(fenv.state_dir / "lock").st_mode) == 0o600
+
+
+def test_the_trigger_never_hangs_a_transaction(open_world: FlatpakEnv) -> None:
+    fenv = open_world
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    install(fenv, GOOD)
+    assert fenv.sysext("reconcile").returncode == 0
+    fenv.publish(OTHER, daemon_tree(OTHER, "other"))
+    with holding([], fenv) as held:  # a run of root's that does not let go
+        assert held
+        started = time.monotonic()
+        out = install(fenv, OTHER).stdout
+        assert time.monotonic() - started < 90
+        assert "could not get the lock" in out and "left a request" in out, out
+        assert (fenv.system_dir / "flatpak-sysext/request").exists()
+        assert set(fenv.links()) == {GOOD}
+    # The request is no instruction, only a reason to run: the service decides afresh.
+    result = fenv.sysext("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(fenv.links()) == {GOOD, OTHER}
+    assert not (fenv.system_dir / "flatpak-sysext/request").exists()
+
+
+def test_a_forged_verdict_in_the_installation_links_nothing(fenv: FlatpakEnv) -> None:
+    fenv.publish(BAD, daemon_tree(BAD, "dynamic", static=False))
+    fenv.install(BAD)  # the sandboxed trigger judges it, and keeps its verdict there
+    forged = fenv.system_dir / "flatpak-sysext/cache.json"
+    data = json.loads(forged.read_text())
+    assert [p["code"] for p in data["apps"][BAD]["report"]["problems"]] == ["dynamic-elf"]
+    # What a root process in Flatpak's sandbox (any trigger) can write: no problems.
+    data["apps"][BAD]["report"]["problems"] = []
+    forged.write_text(json.dumps(data))
+    result = fenv.sysext("reconcile")
+    assert fenv.links() == {}
+    assert fenv.status()[BAD]["state"] == "rejected", result.stdout
+
+
+@pytest.mark.parametrize("whose", ["a deployed file", "the installation", "repo/config"])
+def test_what_another_user_owns_is_never_linked(fenv: FlatpakEnv, whose: str) -> None:
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    fenv.install(GOOD)
+    assert fenv.sysext("reconcile").returncode == 0
+    assert set(fenv.links()) == {GOOD}
+    # What that user can then change at will, whatever the modes say.
+    path = {"a deployed file": fenv.deploy_files(GOOD) / "lib/extensions/usr/lib/systemd"
+                                / "system/good.service",
+            "the installation": fenv.system_dir,
+            "repo/config": fenv.system_dir / "repo/config"}[whose]
+    os.chown(path, 65534, 65534)
+    # Deployments never change in place, so verdicts are kept per deployment: the
+    # service's must be forgotten for a deployment changed in place to be judged again
+    # (and the trigger's, which earlier versions trusted).
+    fenv.service_file("cache.json").unlink(missing_ok=True)
+    (fenv.system_dir / "flatpak-sysext/cache.json").unlink(missing_ok=True)
+    result = fenv.sysext("reconcile")
+    assert fenv.links() == {}, result.stdout + result.stderr
+    st = fenv.status()[GOOD]
+    assert st["state"] == "rejected"
+    assert [p["code"] for p in st["problems"]] == ["not-owned-by-root"]
