@@ -114,8 +114,9 @@ class Change:
     """The files of the tree at ``new`` (``TreeReport.files``)."""
 
 
-def _owner(path: str | None, scope: Sequence[Installation]) -> Installation | None:
-    return None if path is None else targetdir.owner(path, scope)
+def _owner(path: str | None, scope: Sequence[Installation],
+           state_dir: str) -> Installation | None:
+    return None if path is None else targetdir.owner(path, scope, state_dir)
 
 
 def _failure(code: int, output: str) -> str:
@@ -261,8 +262,8 @@ class HostSync:
         for owed in self.owed:
             needs |= owed
         for change in changes:
-            old_owner = _owner(change.old, self.scope)
-            new_owner = _owner(change.new, self.scope)
+            old_owner = _owner(change.old, self.scope, self.state_dir)
+            new_owner = _owner(change.new, self.scope, self.state_dir)
             if change.old is not None:
                 old = self.states[old_owner].contents.pop(change.name, None) if old_owner else None
                 needs |= UNKNOWN_CONTENT if old is None else old.removal()

@@ -19,6 +19,7 @@ from flatpak_sysext import (
     provided,
     request,
     statefiles,
+    store,
     targetdir,
 )
 from flatpak_sysext.apply import Failure
@@ -133,12 +134,20 @@ def _round(ctx: Context, scope: Sequence[Installation]) -> tuple[Result, tuple[s
         failures += pass_failures
         if (_changed_stamp(scope), _requests(scope)) == stamp:
             break
-    entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+    entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations,
+                             ctx.state_dir)
     failures += _record(ctx, scope, ev, entries)
     report = None
     if sync is not None:
         linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
         report = sync.run(_changes(ev, applied), linked)
+    targets = {e.target for e in entries.values() if e.target is not None}
+    for inst in scope:
+        try:
+            store.collect(ctx.state_dir, inst.path, targets)
+        except OSError as e:  # only disk space is lost; the next run tries again
+            failures.append(Failure(None, f"{e.filename or inst.path}: cannot remove old "
+                                          f"snapshots: {e.strerror or e}"))
     return Result(ev, tuple(applied), tuple(failures), report), stamp[1]
 
 
@@ -152,7 +161,7 @@ def _record(ctx: Context, scope: Sequence[Installation], ev: Evaluation,
         old = provided.load(ctx.state_dir, inst.path)
         new = {}
         for name, entry in entries.items():
-            if entry.target is None or targetdir.owner(entry.target, [inst]) is None:
+            if entry.target is None or targetdir.owner(entry.target, [inst], ctx.state_dir) is None:
                 continue
             status = accepted.get(name)
             if status is not None and status.target == entry.target:
