@@ -362,13 +362,13 @@ def bench_store(work: Path, rounds: int) -> dict[str, Any]:
     from flatpak_sysext import elf, release, store, validate
     from testsupport.flatpak import daemon_tree
 
-    trees = {"sysprof-like": work / "store-src-sysprof", "100 files": work / "store-src-100"}
+    trees = {"sysprof-like": work / "store-src-sysprof", "100-file": work / "store-src-100"}
     daemon_tree("org.fsx.bench.Sysprof", "v1")(trees["sysprof-like"])
     policy = trees["sysprof-like"] / "usr/share/polkit-1/actions/org.fsx.bench.Sysprof.policy"
     policy.parent.mkdir(parents=True)
     policy.write_text("<policyconfig/>\n")
     exe = compile_c("int main(void){return 0;}", work / "store-exe", "-static")
-    generate.make_check_tree(trees["100 files"], "org.fsx.bench.Hundred", 100, exe)
+    generate.make_check_tree(trees["100-file"], "org.fsx.bench.Hundred", 100, exe)
     host, target = release.read_host(), elf.ElfTarget.host()
     results: dict[str, Any] = {}
     for label, src in trees.items():

@@ -230,3 +230,16 @@ def test_an_update_keeps_what_the_merge_uses(fenv: FlatpakEnv) -> None:
     assert fenv.links()[GOOD] != v1
     # Unlinked in this boot: the old overlay (detached lazily) may still read it.
     assert Path(v1, f"usr/libexec/{GOOD}/good").is_file()
+
+
+def test_a_link_into_a_deployment_is_moved_to_a_snapshot(fenv: FlatpakEnv) -> None:
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    fenv.install(GOOD)
+    # What earlier versions made: a link into the deployment itself.
+    fenv.target_dir.mkdir(exist_ok=True)
+    (fenv.target_dir / GOOD).symlink_to(fenv.deploy_files(GOOD) / "lib/extensions")
+    result = fenv.sysext("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{GOOD}: relinked" in result.stdout
+    assert fenv.links() == {GOOD: fenv.snapshot(GOOD)}
+    assert fenv.status()[GOOD]["state"] == "linked"
