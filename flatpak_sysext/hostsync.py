@@ -195,7 +195,7 @@ def _now() -> str:
 
 
 class HostSync:
-    """One run's host sync, made under the installations' locks before any link changes.
+    """One run's host sync, made under the lock before any link changes.
 
     Call :meth:`owe` before the first link changes and :meth:`run` once they are all
     made. The state written in between makes a run that dies before syncing be finished
