@@ -15,8 +15,11 @@ evaluation (no quick-check stamp); and, as the floor of any exact check, a bare 
 that stats every app's deployment once. Also a cold reconcile (no cache, no links); ELF
 verdicts per second against the obvious pyelftools code (and, for daemons that need only
 glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); ``check`` on trees of
-25k/50k/100k files; and, with ``--dpkg-only`` alone, what the package manager hooks add to
-a ``dpkg -i`` on the booted Debian 12 of the tests. Nothing here asserts: people judge the table.
+25k/50k/100k files; what a validated snapshot costs (copy time beside validation
+time, and disk) for a Sysprof-sized tree and a 100-file one (``--store-only`` runs just
+these); and, with ``--dpkg-only`` alone, what the package manager hooks add to a
+``dpkg -i`` on the booted Debian 12 of the tests. Nothing here asserts: people judge the
+table.
 """
 
 from __future__ import annotations
@@ -348,6 +351,60 @@ def bench_check(work: Path, sizes: list[int], exe: Path, rounds: int) -> dict[st
                    "runs": len(ms)} for (name, ms), n in zip(res.items(), sizes)}
 
 
+def _disk_mib(root: Path) -> float:
+    """What the files under ``root`` occupy (allocated blocks), in MiB."""
+    blocks = sum(os.lstat(os.path.join(d, n)).st_blocks
+                 for d, dirs, names in os.walk(root) for n in dirs + names)
+    return (blocks + os.lstat(root).st_blocks) * 512 / (1 << 20)
+
+
+def bench_store(work: Path, rounds: int) -> dict[str, Any]:
+    """What a validated snapshot costs (store.py): copying a tree into the store, beside
+    validating it, for a Sysprof-sized tree and a 100-file one; and the disk it takes."""
+    from flatpak_sysext import elf, release, store, validate
+    from testsupport.flatpak import daemon_tree
+
+    trees = {"sysprof-like": work / "store-src-sysprof", "100-file": work / "store-src-100"}
+    daemon_tree("org.fsx.bench.Sysprof", "v1")(trees["sysprof-like"])
+    policy = trees["sysprof-like"] / "usr/share/polkit-1/actions/org.fsx.bench.Sysprof.policy"
+    policy.parent.mkdir(parents=True)
+    policy.write_text("<policyconfig/>\n")
+    exe = compile_c("int main(void){return 0;}", work / "store-exe", "-static")
+    generate.make_check_tree(trees["100-file"], "org.fsx.bench.Hundred", 100, exe)
+    host, target = release.read_host(), elf.ElfTarget.host()
+    results: dict[str, Any] = {}
+    for label, src in trees.items():
+        name = "org.fsx.bench.Sysprof" if label == "sysprof-like" else "org.fsx.bench.Hundred"
+        copies: list[float] = []
+        checks: list[float] = []
+        disk = 0.0
+        for i in range(rounds):
+            dest = work / "store-state" / "installations" / "bench" / "store" / f"{name}.{i}"
+            t0 = time.perf_counter()
+            tmp = store.make(str(src), str(dest))
+            t1 = time.perf_counter()
+            report = validate.validate_tree(tmp, name, host, target)
+            t2 = time.perf_counter()
+            assert report.accepted, report.problems
+            disk = _disk_mib(Path(tmp))
+            store.discard(tmp)
+            copies.append(t1 - t0)
+            checks.append(t2 - t1)
+        files = sum(len(n) for _, _, n in os.walk(src))
+        results[label] = {"files": files, "copy_s": statistics.median(copies),
+                          "validate_s": statistics.median(checks), "disk_mib": disk,
+                          "source_mib": _disk_mib(src), "runs": rounds}
+    return results
+
+
+def store_rows(s: dict[str, Any]) -> list[str]:
+    """The snapshot's costs: copy time against validation time, and its disk."""
+    return [f"{'snapshot, ' + label + ' (' + str(r['files']) + ' files)':<48} "
+            f"{r['copy_s'] * 1000:>7.1f}ms copy, {r['validate_s'] * 1000:.1f}ms validate, "
+            f"{r['disk_mib']:.2f} MiB on disk (source {r['source_mib']:.2f} MiB)"
+            for label, r in s.items()]
+
+
 NOOP_ROWS = {
     "bare": ("bare interpreter start", ""),
     "trigger": ("no-op trigger, nothing changed", "<= 2.5x at 1,000; < 5x at 10,000"),
@@ -376,6 +433,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"{name + ' files':<48} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB")
     lines += elf_rows(results["elf"])
+    lines += store_rows(results["store"])
     return "\n".join(lines)
 
 
@@ -469,10 +527,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dpkg-only", action="store_true",
                    help="only what the package manager hooks add to dpkg -i, on the booted "
                         "Debian 12 of tests/test_booted.py (root, systemd-nspawn)")
+    p.add_argument("--store-only", action="store_true",
+                   help="only the costs of a validated snapshot (needs gcc and root)")
     args = p.parse_args(argv)
     if args.dpkg_only:
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
             print("\n".join(dpkg_rows(bench_dpkg(Path(tmp), 3 if args.quick else 7))))
+        return 0
+    if args.store_only:
+        with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.", dir="/var/tmp") as tmp:
+            print("\n".join(store_rows(bench_store(Path(tmp), 5 if args.quick else 11))))
         return 0
     if args.elf_only:
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
@@ -510,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["elf"] = bench_elf(work, 2000 if args.quick else 5000, max(3, rounds // 3))
         check_sizes = [5000, 10000, 20000] if args.quick else [25000, 50000, 100000]
         results["check"] = bench_check(work, check_sizes, template.static_exe, 3)
+        results["store"] = bench_store(work, max(3, rounds // 3))
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         print(table(results))
         print(f"results in {args.out}; total {time.perf_counter() - t0:.0f}s")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import os
 import sys
@@ -25,6 +26,7 @@ from flatpak_sysext import (
     provided,
     ruleset,
     statefiles,
+    store,
     targetdir,
     validate,
 )
@@ -166,27 +168,69 @@ class Evaluation:
     """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
 
 
-def _judge(ctx: Context, app: Declared, store: cache.Cache) -> tuple[TreeReport, bool]:
+def _judge(ctx: Context, app: Declared, verdicts: cache.Cache,
+           snapshots: bool) -> tuple[TreeReport, bool, str]:
+    """The verdict on an app's tree, whether it was reached in this run, and the link
+    target: its snapshot (store.py), made here if ``snapshots`` and it is missing.
+
+    A snapshot exists only if it was accepted when it was made, and nobody but root can
+    change it: a cached verdict stands for it. Without ``snapshots`` (a run that writes
+    nothing) a tree not judged yet is judged where it is.
+    """
     key = cache.Key(f"{app.arch}/{app.branch}/{app.active_id}", app.declared_path)
-    report = store.get(app.app_id, key)
+    target = os.path.join(store.directory(ctx.state_dir, app.installation.path),
+                          store.snapshot_name(app.app_id, key.deployment, key.declared_path))
+    report = verdicts.get(app.app_id, key)
     if app.root is None:
         # Resolving the declared path failed in this run: that is the verdict, whatever
         # the cache remembers of the same deployment (its layout may have changed since).
         failed = TreeReport(problems=app.problems, warnings=(), files=frozenset())
         if report == failed:
-            return report, False
+            return report, False, target
         report = failed
-    elif report is not None:
-        return report, False
     else:
-        report = validate.validate_tree(app.root, app.app_id, ctx.host, ctx.elf_target,
-                                        host_glibc=ctx.glibc_for(app.app_id))
-    store.put(app.app_id, key, report)
-    return report, True
+        have = os.path.isdir(target)
+        if report is not None and (not report.accepted or have or not snapshots):
+            return report, False, target
+        if have:  # made under other rules (the cache's fingerprint changed): judge it again
+            report = _validate(ctx, app, target)
+        elif snapshots:
+            report = _snapshot(ctx, app, target)
+        else:
+            report = _validate(ctx, app, app.root)
+    verdicts.put(app.app_id, key, report)
+    return report, True, target
 
 
-Judged = tuple[Declared, TreeReport, bool]
-"""An app, its tree's verdict, and whether that was reached in this run."""
+def _validate(ctx: Context, app: Declared, root: str) -> TreeReport:
+    return validate.validate_tree(root, app.app_id, ctx.host, ctx.elf_target,
+                                  host_glibc=ctx.glibc_for(app.app_id))
+
+
+def _snapshot(ctx: Context, app: Declared, target: str) -> TreeReport:
+    """Copy the tree to the store, judge the copy, keep it (as ``target``) if accepted."""
+    assert app.root is not None
+    try:
+        copy = store.make(app.root, target)
+    except store.Unfaithful:
+        report = _validate(ctx, app, app.root)  # what the copy could not hold rejects it
+        if report.accepted:
+            raise OSError(errno.EIO, "the tree could not be copied exactly") from None
+        return report
+    try:
+        report = _validate(ctx, app, copy)
+    except BaseException:
+        store.discard(copy)
+        raise
+    if report.accepted:
+        store.publish(copy, target)
+    else:
+        store.discard(copy)
+    return report
+
+
+Judged = tuple[Declared, TreeReport, bool, str]
+"""An app, its tree's verdict, whether that was reached in this run, and its link target."""
 
 
 def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -> Evaluation:
@@ -196,13 +240,13 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     held: set[str] = set()
     judged: list[Judged] = []
     for inst in scope:
-        store = cache.Cache(inst, ctx.fingerprint(),
-                            None if ctx.sandboxed else ctx.state_dir)
-        store.load()
-        if store.warning:
-            warnings.append(store.warning)
-        found = read_installation(inst, store.scan)
-        store.retain({a.app_id for a in found})
+        verdicts = cache.Cache(inst, ctx.fingerprint(),
+                               None if ctx.sandboxed else ctx.state_dir)
+        verdicts.load()
+        if verdicts.warning:
+            warnings.append(verdicts.warning)
+        found = read_installation(inst, verdicts.scan)
+        verdicts.retain({a.app_id for a in found})
         distrust = untrusted(inst)
         for app in found:
             if isinstance(app, Unreadable):
@@ -211,26 +255,27 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 continue
             if distrust is not None:  # whatever its tree holds: not cached
                 problem = Problem(codes.NOT_OWNED_BY_ROOT, "", f"the installation: {distrust}")
-                judged.append((app, TreeReport((problem,), (), frozenset()), False))
+                judged.append((app, TreeReport((problem,), (), frozenset()), False, ""))
                 continue
             try:
-                report, fresh = _judge(ctx, app, store)
+                report, fresh, target = _judge(ctx, app, verdicts,
+                                               save_cache and not ctx.sandboxed)
             except OSError as e:
                 # An I/O error or a tree changing under us says nothing about the
                 # extension: hold its link as it is, cache nothing, and report it.
                 errors.append(f"{app.app_id}: cannot validate {app.root}: {e.strerror or e}")
                 held.add(app.app_id)
                 continue
-            judged.append((app, report, fresh))
+            judged.append((app, report, fresh, target))
         if save_cache:
             try:
-                store.save()
+                verdicts.save()
             except OSError as e:
                 # The links may still be right, but the run did not do all it had to
                 # (exit 1 when an operation failed), and the disk needs a look.
-                errors.append(f"{store.path}: cannot save the cache: {e.strerror}")
+                errors.append(f"{verdicts.path}: cannot save the cache: {e.strerror}")
 
-    entries = targetdir.scan(ctx.config.target_dir, scope, ctx.installations)
+    entries = targetdir.scan(ctx.config.target_dir, scope, ctx.installations, ctx.state_dir)
     released = frozenset(name for name in held if name in entries
                          and entries[name].kind is Kind.MANAGED
                          and not _still_pinned(entries[name]))
@@ -287,13 +332,13 @@ def _merged_files(ctx: Context, scope: Sequence[Installation], judged: Sequence[
     record existed: the files of the tree it points at, judged in this run if need be.
     """
     records = {inst: provided.load(ctx.state_dir, inst.path) for inst in scope}
-    trees = {app.root: report.files for app, report, _ in judged if app.root is not None}
+    trees = {target: report.files for _, report, _, target in judged}
     shown: set[str] = set()
     for name in sorted(merged):
         entry = entries.get(name)
         if entry is None or entry.kind is not Kind.MANAGED or entry.target is None:
             continue
-        inst = targetdir.owner(entry.target, scope)
+        inst = targetdir.owner(entry.target, scope, ctx.state_dir)
         recorded = records[inst].get(name) if inst is not None else None
         if recorded is not None and recorded[0] == entry.target:
             shown |= recorded[1]
@@ -323,7 +368,7 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
     statuses: list[AppStatus] = []
     candidates: list[Judged] = []
     first: dict[str, Installation] = {}
-    for app, report, fresh in judged:
+    for app, report, fresh, target in judged:
         if app.app_id in first:
             where = first[app.app_id].path
             statuses.append(_status(ctx, app, report, "conflict", None, fresh,
@@ -345,7 +390,7 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(refused)))
             continue
-        candidates.append((app, report, fresh))
+        candidates.append((app, report, fresh, target))
 
     def linked_first(item: Judged) -> tuple[bool, str]:
         entry = entries.get(item[0].app_id)
@@ -355,7 +400,7 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
     placed = placement.Placed()
     wanted: dict[str, str] = {}
     unplaced: dict[str, str] = {}
-    for app, report, fresh in candidates:
+    for app, report, fresh, target in candidates:
         dirs = placement.directories(report.files)
         host_root = None if cfg.allow_host_shadowing else ctx.host_root
         try:
@@ -370,16 +415,15 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(problems)))
             continue
-        assert app.root is not None
         placed.add(app.app_id, report.files, dirs)
         entry = entries.get(app.app_id)
         if blocks(entry):
             assert entry is not None
-            statuses.append(_status(ctx, app, report, "conflict", app.root, fresh,
+            statuses.append(_status(ctx, app, report, "conflict", target, fresh,
                                     _conflict_reason(entry)))
             continue
-        wanted[app.app_id] = app.root
-        state = "linked" if entry is not None and entry.target == app.root else "pending"
-        statuses.append(_status(ctx, app, report, state, app.root, fresh))
+        wanted[app.app_id] = target
+        state = "linked" if entry is not None and entry.target == target else "pending"
+        statuses.append(_status(ctx, app, report, state, target, fresh))
     statuses.sort(key=lambda s: s.app_id)
     return statuses, wanted, unplaced

@@ -124,8 +124,9 @@ class Change:
     """The files of the tree at ``new`` (``TreeReport.files``)."""
 
 
-def _owner(path: str | None, scope: Sequence[Installation]) -> Installation | None:
-    return None if path is None else targetdir.owner(path, scope)
+def _owner(path: str | None, scope: Sequence[Installation],
+           state_dir: str) -> Installation | None:
+    return None if path is None else targetdir.owner(path, scope, state_dir)
 
 
 def _failure(code: int, output: str) -> str:
@@ -272,7 +273,7 @@ def _now() -> str:
 
 
 class HostSync:
-    """One run's host sync, made under the installations' locks before any link changes.
+    """One run's host sync, made under the lock before any link changes.
 
     Call :meth:`owe` before the first link changes and :meth:`run` once they are all
     made. The state written in between makes a run that dies before syncing be finished
@@ -358,8 +359,8 @@ class HostSync:
         for owed in self.owed:
             needs |= owed
         for change in changes:
-            old_owner = _owner(change.old, self.scope)
-            new_owner = _owner(change.new, self.scope)
+            old_owner = _owner(change.old, self.scope, self.state_dir)
+            new_owner = _owner(change.new, self.scope, self.state_dir)
             old = None
             if change.old is not None and old_owner is not None:
                 old = self.states[old_owner].contents.pop(change.name, None)

@@ -264,6 +264,10 @@ def guard(holder: Holder, *, resync: Resync, host_root: str = "/",
         if time.monotonic() > deadline:
             return False
         time.sleep(poll)
+    if not os.path.lexists(record):
+        # Its post step ended it (or our package's removal took /run's records away):
+        # nothing to do, and nothing to make again under /run.
+        return False
     return finish_dead(holder, resync=resync, host_root=host_root)
 
 

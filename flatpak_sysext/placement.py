@@ -71,7 +71,7 @@ def _shadows_host(paths: list[str], dirs: set[str], host_root: str,
         except OSError as e:
             if e.errno != errno.ENAMETOOLONG:
                 raise  # the host cannot be read: the caller holds the app
-            # Trees are bounded (rules.MAX_PATH), but host_root adds its own length.
+            # Trees are bounded (ruleset.MAX_PATH), but host_root adds its own length.
             problems.append(Problem(codes.PATH_TOO_LONG, show(path), "the host cannot name "
                                     f"/{show(path[:60])}…: shorten the path"))
             continue

@@ -22,6 +22,7 @@ from flatpak_sysext import (
     provided,
     request,
     statefiles,
+    store,
     targetdir,
 )
 from flatpak_sysext.apply import Failure
@@ -139,7 +140,8 @@ def _round(ctx: Context, scope: Sequence[Installation],
         failures += pass_failures
         if (_changed_stamp(scope), _requests(scope)) == stamp:
             break
-    entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations)
+    entries = targetdir.scan(ctx.config.target_dir, ctx.installations, ctx.installations,
+                             ctx.state_dir)
     failures += _record(ctx, scope, ev, entries)
     report = None
     if sync is not None:
@@ -147,6 +149,13 @@ def _round(ctx: Context, scope: Sequence[Installation],
         # Host sync never runs a program that a linked tree provides.
         provides = frozenset().union(*(s.files for s in ev.apps if s.app_id in linked))
         report = _sync(ctx, sync, _changes(ev, applied), linked, provides)
+    targets = {e.target for e in entries.values() if e.target is not None}
+    for inst in scope:
+        try:
+            store.collect(ctx.state_dir, inst.path, targets)
+        except OSError as e:  # only disk space is lost; the next run tries again
+            failures.append(Failure(None, f"{e.filename or inst.path}: cannot remove old "
+                                          f"snapshots: {e.strerror or e}"))
     return Result(ev, tuple(applied), tuple(failures), report), stamp[1]
 
 
@@ -176,7 +185,7 @@ def _record(ctx: Context, scope: Sequence[Installation], ev: Evaluation,
         old = provided.load(ctx.state_dir, inst.path)
         new = {}
         for name, entry in entries.items():
-            if entry.target is None or targetdir.owner(entry.target, [inst]) is None:
+            if entry.target is None or targetdir.owner(entry.target, [inst], ctx.state_dir) is None:
                 continue
             status = accepted.get(name)
             if status is not None and status.target == entry.target:
@@ -217,7 +226,8 @@ def remove_all(ctx: Context, wait: float = LOCK_WAIT) -> Removal:
     # Taking the lock may make directories: only those that were there count.
     existed = {d for d in dirs if os.path.isdir(d)}
     with statefiles.Locked(ctx.state_dir, [d for d in dirs if d in existed], wait):
-        entries = targetdir.scan(ctx.config.target_dir, installations, installations)
+        entries = targetdir.scan(ctx.config.target_dir, installations, installations,
+                                 ctx.state_dir)
         actions: list[Action] = []
         for entry in sorted(entries.values(), key=lambda e: e.name):
             if entry.target is None:

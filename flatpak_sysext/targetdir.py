@@ -1,8 +1,10 @@
 """The target directory as it is: its entries, and which of them are ours.
 
 GNU Stow's rule (docs/reference.md#links-and-ownership): an entry is ours iff it is a symlink
-whose normalised absolute target lies under ``<installation>/app/`` of a system
-installation. Everything else is foreign: never changed, never removed.
+whose text is a normalised absolute path to a snapshot of a system installation's app in
+the service's store (store.py), or, for links made before the store existed and until
+the next run moves them there, under ``<installation>/app/``. Everything else is foreign:
+never changed, never removed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from flatpak_sysext import store
 from flatpak_sysext.installation import Installation
 from flatpak_sysext.plan import Entry, Kind
 
@@ -17,15 +20,18 @@ TEMP_PREFIX = ".#flatpak-sysext."
 """The names of our temporary links; systemd-sysext ignores every ``.#`` name."""
 
 
-def owner(target: str, installations: Iterable[Installation]) -> Installation | None:
-    """The installation whose ``app/`` the link text ``target`` leads into, if any."""
+def owner(target: str, installations: Iterable[Installation],
+          state_dir: str) -> Installation | None:
+    """The installation whose snapshot (in ``state_dir``'s store) or whose ``app/`` the
+    link text ``target`` leads into, if any."""
     if not os.path.isabs(target) or os.path.normpath(target) != target:
         return None
-    return next((i for i in installations if target.startswith(i.path + "/app/")), None)
+    return next((i for i in installations if target.startswith(i.path + "/app/")
+                 or store.owns(state_dir, i.path, target)), None)
 
 
 def scan(target_dir: str, scope: Iterable[Installation],
-         installations: Iterable[Installation]) -> dict[str, Entry]:
+         installations: Iterable[Installation], state_dir: str) -> dict[str, Entry]:
     """Classify every entry of ``target_dir``; a missing directory is empty.
 
     Names starting with ``.#`` are ignored by systemd-sysext and so by us, except our
@@ -44,7 +50,7 @@ def scan(target_dir: str, scope: Iterable[Installation],
                 target = os.readlink(de.path) if de.is_symlink() else None
             except FileNotFoundError:
                 continue  # Removed while we looked: as if it had never been there.
-            ours = owner(target, installations) if target is not None else None
+            ours = owner(target, installations, state_dir) if target is not None else None
             if de.name.startswith(".#"):
                 if de.name.startswith(TEMP_PREFIX) and ours in scope:
                     entries[de.name] = Entry(de.name, Kind.TEMPORARY, target)

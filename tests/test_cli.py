@@ -40,7 +40,7 @@ def test_status_and_reconcile_json_match_their_schemas(fenv: FlatpakEnv) -> None
     jsonschema.validate(doc, schema("reconcile"))
     jsonschema.validate(doc["extensions"], schema("status"))
     assert doc["dry_run"] is True
-    assert doc["actions"] == [f"link {APP} -> {fenv.deploy_files(APP) / 'lib/extensions'}"]
+    assert doc["actions"] == [f"link {APP} -> {fenv.snapshot(APP)}"]
     assert not (fenv.target_dir / APP).exists()
 
     real = fenv.sysext("reconcile", "--json")

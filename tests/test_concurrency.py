@@ -36,7 +36,7 @@ def daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlatpakEnv]:
 
 
 def wanted(fenv: FlatpakEnv) -> dict[str, str]:
-    return {a: str(fenv.deploy_files(a) / "lib/extensions") for a in APPS}
+    return {a: fenv.snapshot(a) for a in APPS}
 
 
 def reset(fenv: FlatpakEnv, *, stale: bool) -> None:

@@ -51,7 +51,9 @@ def _ours_left(m: Machine) -> list[str]:
                   "/etc/flatpak-sysext /usr/share/flatpak/triggers/flatpak-sysext.trigger "
                   "/lib/systemd/system/flatpak-sysext.* /usr/lib/systemd/system/flatpak-sysext.* "
                   "/etc/systemd/system/*/flatpak-sysext.* /usr/bin/flatpak-sysext "
-                  "/usr/lib/python3/dist-packages/flatpak_sysext 2>/dev/null").stdout.split()
+                  "/usr/lib/python3/dist-packages/flatpak_sysext /var/lib/flatpak-sysext "
+                  "/run/flatpak-sysext /etc/dpkg/dpkg.cfg.d/flatpak-sysext "
+                  "2>/dev/null").stdout.split()
     if m.run("dpkg-query", "-W", "flatpak-sysext").returncode == 0:
         found.append("dpkg: flatpak-sysext still known")
     return found + [f"merged: {name}" for name in m.merged()]

@@ -101,7 +101,7 @@ class InjectionRig:
                                 "PYTHONPATH": str(self.code)}
 
     def wanted(self) -> dict[str, str]:
-        return {a: str(self.fenv.deploy_files(a) / "lib/extensions") for a in (ALPHA, BETA)}
+        return {a: self.fenv.snapshot(a) for a in (ALPHA, BETA)}
 
     def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(argv, env=self.env(), cwd=self.code, capture_output=True,

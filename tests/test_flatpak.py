@@ -40,7 +40,7 @@ def test_install_update_uninstall_through_the_sandboxed_trigger(fenv: FlatpakEnv
 
     assert f"{APP}: linked" in reconcile(fenv)
     assert not (fenv.system_dir / "flatpak-sysext" / "request").exists()
-    v1 = fenv.deploy_files(APP) / "lib/extensions"
+    v1 = fenv.snapshot(APP)
     assert fenv.links() == {APP: str(v1)}
     st = fenv.status()[APP]
     assert st["state"] == "linked" and st["target"] == str(v1)
@@ -50,7 +50,7 @@ def test_install_update_uninstall_through_the_sandboxed_trigger(fenv: FlatpakEnv
     # Update: a new commit, a new deploy directory; the link follows it.
     fenv.publish(APP, daemon_tree(APP, "v2"))
     fenv.update()
-    v2 = fenv.deploy_files(APP) / "lib/extensions"
+    v2 = fenv.snapshot(APP)
     assert v2 != v1
     assert f"{APP}: relinked" in reconcile(fenv)
     assert fenv.links() == {APP: str(v2)}
@@ -87,7 +87,7 @@ def test_unsandboxed_trigger_links_directly(fenv: FlatpakEnv) -> None:
     result = fenv.run(str(trigger), str(fenv.system_dir))
     assert result.returncode == 0
     assert f"flatpak-sysext: {APP}: linked" in result.stdout
-    assert fenv.links() == {APP: str(fenv.deploy_files(APP) / "lib/extensions")}
+    assert fenv.links() == {APP: fenv.snapshot(APP)}
     # Nothing changed: the second run prints nothing and touches nothing.
     before = link_stats(fenv)
     again = fenv.run(str(trigger), str(fenv.system_dir))

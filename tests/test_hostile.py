@@ -92,14 +92,13 @@ def hostile_apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileAp
 
 
 def assert_links_pinned(fenv: FlatpakEnv, allowed: tuple[str, ...] = (GOOD, OUT)) -> None:
-    """Every link points into ``<installation>/app/<ID>/<ARCH>/<BRANCH>/<active>/files/``
-    and resolves there too (no directory on the way is a symlink out)."""
+    """Every link points at a snapshot of the app in the service's store (of its active
+    deployment, unless it was held), and resolves there too."""
+    store = os.path.dirname(fenv.snapshot(GOOD))
     for name, target in fenv.links().items():
         assert name in allowed, name
-        prefix = f"{fenv.system_dir}/app/{name}/{ARCH}/stable/"
-        assert target.startswith(prefix), (name, target)
-        active = target[len(prefix):].split("/")[0]
-        assert len(active) == 64 and target.startswith(f"{prefix}{active}/files/"), target
+        assert os.path.dirname(target) == store, (name, target)
+        assert os.path.basename(target).startswith(f"{name}."), (name, target)
         assert os.path.realpath(target) == target, (name, target, os.path.realpath(target))
 
 
@@ -159,6 +158,17 @@ def _symlink_out(level: str) -> Any:
     return edit
 
 
+def _legacy(then: Any) -> Any:
+    """Point OUT's link into its deployment, as versions before the snapshot store made
+    it, before ``then``."""
+    def edit(fenv: FlatpakEnv, scratch: Path) -> str:
+        link = fenv.target_dir / OUT
+        link.unlink()
+        link.symlink_to(_out_deploy(fenv) / "files/lib/extensions")
+        return str(then(fenv, scratch))
+    return edit
+
+
 HAND_EDITS: dict[str, tuple[Any, str]] = {
     "id-two-elements": (_copy_app("org.fsx"), "skipped"),
     "id-hidden": (_copy_app(".org.fsx.Hidden"), "skipped"),
@@ -177,7 +187,9 @@ HAND_EDITS: dict[str, tuple[Any, str]] = {
     "app-dir-symlinked-out": (_symlink_out("app"), "escapes-deployment"),
     "arch-dir-symlinked-out": (_symlink_out("arch"), "escapes-deployment"),
     "branch-dir-symlinked-out": (_symlink_out("branch"), "escapes-deployment"),
-    "deployment-symlinked-out": (_symlink_out("deployment"), "released"),
+    # Its link points at its snapshot, which is what was validated: held as it is.
+    "deployment-symlinked-out": (_symlink_out("deployment"), "unreadable"),
+    "deployment-symlinked-out-legacy-link": (_legacy(_symlink_out("deployment")), "released"),
     "files-symlinked-out": (_symlink_out("files"), "escapes-deployment"),
 }
 
@@ -254,6 +266,7 @@ def test_deployment_replaced_during_the_run(hostile_apps: HostileApps) -> None:
     fenv.install(race)
     shutil.rmtree(fenv.target_dir, ignore_errors=True)
     old = str(fenv.deploy_files(race) / "lib/extensions")
+    old_snapshot = fenv.snapshot(race)
     run = subprocess.Popen(
         ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=symlinkat",
          "-e", "inject=symlinkat:signal=STOP:when=1",
@@ -265,15 +278,16 @@ def test_deployment_replaced_during_the_run(hostile_apps: HostileApps) -> None:
     assert fenv.links(), "the run never reached its first link"
     fenv.publish(race, daemon_tree(race, "v2"))
     fenv.update()
-    new = str(fenv.deploy_files(race) / "lib/extensions")
-    assert new != old and not os.path.exists(old)  # Flatpak deleted the old deployment.
+    new = fenv.snapshot(race)
+    assert new != old_snapshot and not os.path.exists(old)  # Flatpak deleted the old deployment.
     tracee = int(subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True,
                                 text=True, check=True).stdout.split()[0])
     os.kill(tracee, signal.SIGCONT)
     out, err = run.communicate(timeout=120)
     assert run.returncode == 0, out + err
-    # The run linked what it had validated, the old deployment, now gone; as Flatpak
-    # bumped .changed meanwhile, it read the installation again and moved the link on.
+    # The run linked what it had validated, the old deployment's snapshot, which Flatpak
+    # cannot delete; as Flatpak bumped .changed meanwhile, it read the installation
+    # again and moved the link on.
     assert f"{race}: relinked to commit" in out, out
     assert fenv.links()[race] == new
     again = fenv.sysext("reconcile")

@@ -66,7 +66,7 @@ def test_a_tree_the_host_cannot_name_is_rejected_and_stops_nobody(fenv: FlatpakE
         result = fenv.sysext("reconcile")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "Traceback" not in result.stderr
-        assert fenv.links() == {GOOD: str(fenv.deploy_files(GOOD) / "lib/extensions")}
+        assert fenv.links() == {GOOD: fenv.snapshot(GOOD)}
         bad = fenv.status()[BAD]
         assert bad["state"] == "rejected"
         assert {p["code"] for p in bad["problems"]} == {"path-too-long"}
@@ -184,22 +184,62 @@ def test_a_forged_verdict_in_the_installation_links_nothing(fenv: FlatpakEnv) ->
 @pytest.mark.parametrize("whose", ["a deployed file", "the installation", "repo/config"])
 def test_what_another_user_owns_is_never_linked(fenv: FlatpakEnv, whose: str) -> None:
     fenv.publish(GOOD, daemon_tree(GOOD, "good"))
-    fenv.install(GOOD)
-    assert fenv.sysext("reconcile").returncode == 0
-    assert set(fenv.links()) == {GOOD}
+    fenv.install(GOOD)  # the sandboxed trigger accepts it, and asks the service
     # What that user can then change at will, whatever the modes say.
     path = {"a deployed file": fenv.deploy_files(GOOD) / "lib/extensions/usr/lib/systemd"
                                 / "system/good.service",
             "the installation": fenv.system_dir,
             "repo/config": fenv.system_dir / "repo/config"}[whose]
     os.chown(path, 65534, 65534)
-    # Deployments never change in place, so verdicts are kept per deployment: the
-    # service's must be forgotten for a deployment changed in place to be judged again
-    # (and the trigger's, which earlier versions trusted).
-    fenv.service_file("cache.json").unlink(missing_ok=True)
-    (fenv.system_dir / "flatpak-sysext/cache.json").unlink(missing_ok=True)
     result = fenv.sysext("reconcile")
     assert fenv.links() == {}, result.stdout + result.stderr
     st = fenv.status()[GOOD]
     assert st["state"] == "rejected"
     assert [p["code"] for p in st["problems"]] == ["not-owned-by-root"]
+
+
+def test_what_is_merged_is_what_was_validated(fenv: FlatpakEnv) -> None:
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    fenv.install(GOOD)
+    assert fenv.sysext("reconcile").returncode == 0
+    daemon = fenv.deploy_files(GOOD) / f"lib/extensions/usr/libexec/{GOOD}/good"
+    validated = daemon.read_bytes()
+    # A root process with the installation writable (any trigger) swaps the daemon in
+    # place for another binary: the deployment is not what was validated any more.
+    replaced = daemon.with_name("new")
+    replaced.write_bytes(b"#!/bin/sh\necho replaced\n")
+    replaced.chmod(0o755)
+    os.rename(replaced, daemon)
+    result = fenv.sysext("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    linked = Path(fenv.links()[GOOD])
+    assert (linked / f"usr/libexec/{GOOD}/good").read_bytes() == validated
+
+
+def test_an_update_keeps_what_the_merge_uses(fenv: FlatpakEnv) -> None:
+    fenv.publish(GOOD, daemon_tree(GOOD, "v1"))
+    fenv.install(GOOD)
+    assert fenv.sysext("reconcile").returncode == 0
+    v1 = fenv.links()[GOOD]
+    old = fenv.deploy_files(GOOD)
+    fenv.publish(GOOD, daemon_tree(GOOD, "v2"))
+    fenv.update()  # the sandboxed trigger only asks; the link still points at v1
+    assert not old.exists()  # Flatpak removed the deployment it was made from...
+    assert Path(v1, f"usr/libexec/{GOOD}/good").is_file()  # ...not what is merged
+    assert fenv.sysext("reconcile").returncode == 0
+    assert fenv.links()[GOOD] != v1
+    # Unlinked in this boot: the old overlay (detached lazily) may still read it.
+    assert Path(v1, f"usr/libexec/{GOOD}/good").is_file()
+
+
+def test_a_link_into_a_deployment_is_moved_to_a_snapshot(fenv: FlatpakEnv) -> None:
+    fenv.publish(GOOD, daemon_tree(GOOD, "good"))
+    fenv.install(GOOD)
+    # What earlier versions made: a link into the deployment itself.
+    fenv.target_dir.mkdir(exist_ok=True)
+    (fenv.target_dir / GOOD).symlink_to(fenv.deploy_files(GOOD) / "lib/extensions")
+    result = fenv.sysext("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{GOOD}: relinked" in result.stdout
+    assert fenv.links() == {GOOD: fenv.snapshot(GOOD)}
+    assert fenv.status()[GOOD]["state"] == "linked"

@@ -126,6 +126,9 @@ def test_link_update_uninstall_merge_for_real(host: Host) -> None:
     assert out.stderr == ""
     # The daemon is on /usr in the namespace, and runs; the host's /usr is untouched.
     assert host.ns.run(DAEMON).stdout == "version one\n"
+    # Merged from the service's root-only store, and still any user's to run.
+    assert host.ns.run("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                       DAEMON).stdout == "version one\n"
     assert not Path(DAEMON).exists()
     assert host.merged() == [APP]
     # The unit and the D-Bus policy ask for exactly these reloads, nothing else.

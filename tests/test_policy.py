@@ -48,7 +48,7 @@ def reconcile(env: FlatpakEnv) -> str:
 
 
 def target(env: FlatpakEnv, app_id: str) -> str:
-    return str(env.deploy_files(app_id) / "lib/extensions")
+    return env.snapshot(app_id)
 
 
 def test_verified_remote_is_linked_unverified_remote_denied(signed: FlatpakEnv) -> None:

@@ -288,6 +288,17 @@ class FlatpakEnv:
         real = os.path.realpath(self.system_dir)
         return Path(statefiles.installation_directory(str(self.state_dir), real)) / name
 
+    def snapshot(self, app_id: str, branch: str = "stable",
+                 declared: str = "lib/extensions") -> str:
+        """Where the link of the app's active deployment points: its snapshot in the
+        service's store, named as docs/reference.md#links-and-ownership says."""
+        from flatpak_sysext import store
+
+        active = (self.system_dir / "app" / app_id / ARCH / branch / "active").readlink()
+        real = os.path.realpath(self.system_dir)
+        return os.path.join(store.directory(str(self.state_dir), real), store.snapshot_name(
+            app_id, f"{ARCH}/{branch}/{active}", declared))
+
     def deploy_files(self, app_id: str, branch: str = "stable") -> Path:
         """The ``files/`` of the app's active deployment, resolved."""
         active = self.system_dir / "app" / app_id / ARCH / branch / "active"
