@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     s = sub.add_parser("status", parents=[common], help="show every declared extension")
     s.add_argument("--json", action="store_true")
+    for verb, text in (("approve", "consent to an app's system extension: what it grants "
+                                   "now, from where it comes now"),
+                       ("revoke", "take the consent to an app's system extension back")):
+        sub.add_parser(verb, parents=[common], help=text).add_argument("app", metavar="APPID")
     sub.add_parser("remove-all", parents=[common],
                    help="unlink every extension of ours, sync the host and remove our state "
                         "(for a package's removal)")
@@ -118,6 +122,52 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     else:
         output.print_status(ctx, ev)
     return 0
+
+
+def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``approve APPID`` / ``revoke APPID``, then a reconcile that acts on it."""
+    from flatpak_sysext import consent, policy, statefiles
+    from flatpak_sysext.reconcile import LOCK_WAIT
+
+    ctx = _context(args, environ)
+    app = next((s for s in evaluate(ctx, ctx.installations, save_cache=False).apps
+                if s.app_id == args.app), None)
+    origin = None
+    if args.command == "approve":
+        if app is None:
+            die(f"{args.app}: not installed in a system installation, or declares no "
+                "system extension")
+        if app.state in ("rejected", "denied") or app.consent is not None:
+            die(f"{args.app} is {app.state}" + (f" ({app.consent})" if app.consent else "")
+                + "; nothing to consent to", 1)
+        origin = consent.origin_of(app.installation.path, app.origin)
+        if origin is None:
+            die(f"{args.app}: its remote {app.origin!r} cannot be read; nothing vouches "
+                "for it", 1)
+    try:
+        with statefiles.Locked(ctx.state_dir, [], LOCK_WAIT):
+            store = consent.Store(ctx.state_dir).load()
+            if args.command == "approve":
+                assert app is not None and origin is not None  # checked above
+                store.approve(args.app, origin, app.manifest.grants())
+            elif not store.revoke(args.app):
+                die(f"{args.app}: no consent given with approve to take back", 1)
+            store.save()
+        # A new Context: it reads the consent records afresh.
+        result = reconcile(dataclasses.replace(ctx), ctx.installations)
+    except OSError as e:
+        die(f"{e.filename or ''} {e.strerror or e}".strip(), 1)
+    if args.command == "approve":
+        assert origin is not None
+        print(f"{args.app}: consented to, from {origin.describe()}")
+    else:
+        print(f"{args.app}: consent taken back")
+    pattern = app and policy.allowed_by(ctx.config, args.app, app.origin)
+    if args.command == "revoke" and pattern:
+        print(f"{args.app}: still consented to by the configuration's allow pattern "
+              f"{pattern!r}")
+    output.print_reconcile(ctx, result, dry_run=False)
+    return 1 if result.failures or result.evaluation.errors else 0
 
 
 def cmd_remove_all(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -231,6 +281,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return trigger.run(args.basedir, args.config, env)
         if args.command == "reconcile":
             return cmd_reconcile(args, env)
+        if args.command in ("approve", "revoke"):
+            return cmd_consent(args, env)
         if args.command == "remove-all":
             return cmd_remove_all(args, env)
         if args.command == "status":

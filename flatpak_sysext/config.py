@@ -41,7 +41,7 @@ class Config:
     """The effective configuration; every field has its documented default."""
 
     target_dir: str = "/var/lib/extensions"
-    allow: tuple[str, ...] = ("*",)
+    allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     remotes: tuple[str, ...] | None = None
     require_gpg_verified_remote: bool = True

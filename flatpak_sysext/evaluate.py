@@ -20,6 +20,7 @@ from flatpak_sysext import (
     __version__,
     cache,
     codes,
+    consent,
     hostsync,
     placement,
     policy,
@@ -113,6 +114,11 @@ class Context:
     """Where the host's glibc is read (``FLATPAK_SYSEXT_GLIBC_ROOT``; tests)."""
 
     @functools.cached_property
+    def consents(self) -> consent.Store:
+        """The administrator's consent records (consent.py), read once per run."""
+        return consent.Store(self.state_dir).load()
+
+    @functools.cached_property
     def host_glibc(self) -> HostGlibc:
         """The host's glibc, read once per run and only if allow_host_glibc is used."""
         from flatpak_sysext import hostglibc
@@ -136,7 +142,8 @@ class AppStatus:
     app_id: str
     installation: Installation
     state: str
-    """``linked``, ``pending``, ``rejected``, ``denied`` or ``conflict``."""
+    """``linked``, ``pending``, ``waiting`` (for consent), ``rejected``, ``denied`` or
+    ``conflict``."""
     link: str
     target: str | None
     """Where the link should point (for a valid extension) or points (otherwise)."""
@@ -152,6 +159,10 @@ class AppStatus:
     """The tree's files (``TreeReport.files``): what host sync reloads for."""
     manifest: Manifest = dataclasses.field(default_factory=Manifest)
     """What the tree gives the host (``TreeReport.manifest``)."""
+    consent: str | None = None
+    """What consents to it (an ``allow`` pattern, ``approve``, ``migrated``), if anything."""
+    new_grants: frozenset[str] = frozenset()
+    """For a ``waiting`` app: what it would grant beyond what was consented to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +177,8 @@ class Evaluation:
     merged: frozenset[str]
     released: frozenset[str] = frozenset()
     """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
+    migrated: Mapping[str, consent.Record] = dataclasses.field(default_factory=dict)
+    """Consent a first run keeps for the apps linked before consent existed."""
 
 
 def _judge(ctx: Context, app: Declared, verdicts: cache.Cache,
@@ -281,13 +294,15 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                          and not _still_pinned(entries[name]))
     merged = read_merged(ctx.host_root)
     shown = _merged_files(ctx, scope, judged, entries, merged)
-    statuses, wanted, unplaced = _decide(ctx, judged, entries, shown)
+    statuses, wanted, unplaced, migrated = _decide(ctx, judged, entries, shown)
     for app_id, why in unplaced.items():
         errors.append(f"{app_id}: cannot check where its files would land: {why}")
         held.add(app_id)
     plan = make_plan(wanted, entries, held - released)
+    if ctx.consents.warning:
+        warnings.append(ctx.consents.warning)
     return Evaluation(tuple(statuses), entries, plan, tuple(errors), tuple(warnings),
-                      merged, released)
+                      merged, released, migrated)
 
 
 RELEASED = ("it cannot be read or validated, and its link no longer resolves inside the "
@@ -312,14 +327,16 @@ def _conflict_reason(entry: Entry) -> str:
 
 def _status(ctx: Context, app: Declared, report: TreeReport, state: str, target: str | None,
             fresh: bool, reason: str | None = None,
-            problems: tuple[Problem, ...] | None = None) -> AppStatus:
+            problems: tuple[Problem, ...] | None = None,
+            decision: consent.Decision | None = None) -> AppStatus:
     return AppStatus(
         app_id=app.app_id, installation=app.installation, state=state,
         link=os.path.join(ctx.config.target_dir, app.app_id), target=target,
         commit=app.commit, origin=app.origin,
         problems=report.problems if problems is None else problems,
         warnings=report.warnings, reason=reason, newly_judged=fresh, files=report.files,
-        manifest=report.manifest)
+        manifest=report.manifest, consent=decision.by if decision else None,
+        new_grants=decision.new_grants if decision else frozenset())
 
 
 def _merged_files(ctx: Context, scope: Sequence[Installation], judged: Sequence[Judged],
@@ -353,21 +370,25 @@ def _merged_files(ctx: Context, scope: Sequence[Installation], judged: Sequence[
 
 def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry],
             shown: frozenset[str],
-            ) -> tuple[list[AppStatus], dict[str, str], dict[str, str]]:
-    """Every app's state, the links wanted, and the apps whose placement could not be
-    checked (the host could not be read; app ID -> why): the one place states are decided.
+            ) -> tuple[list[AppStatus], dict[str, str], dict[str, str],
+                       dict[str, consent.Record]]:
+    """Every app's state, the links wanted, the apps whose placement could not be
+    checked (the host could not be read; app ID -> why), and the consent a first run
+    keeps for what was linked before: the one place states are decided.
 
     In order: an app also installed in an installation listed earlier is a conflict
     (the first takes precedence); a rejected tree is ``rejected``; policy may deny;
-    the placement checks may reject; a name the target directory holds and is not
-    ours is a conflict; the rest is wanted, ``linked`` if its link is already right.
-    Extensions already linked are placed first, so a newcomer cannot take a file away
-    from one that is in use.
+    restricted content not allowed rejects; without consent it is ``waiting`` (its
+    link, an older version's, goes); the placement checks may reject; a name the target
+    directory holds and is not ours is a conflict; the rest is wanted, ``linked`` if its
+    link is already right. Extensions already linked are placed first, so a newcomer
+    cannot take a file away from one that is in use.
     """
     cfg = ctx.config
     statuses: list[AppStatus] = []
     candidates: list[Judged] = []
     first: dict[str, Installation] = {}
+    decisions: dict[str, consent.Decision] = {}
     for app, report, fresh, target in judged:
         if app.app_id in first:
             where = first[app.app_id].path
@@ -390,6 +411,16 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(refused)))
             continue
+        entry = entries.get(app.app_id)
+        decision = consent.decide(
+            policy.allowed_by(cfg, app.app_id, app.origin), ctx.consents, app.app_id,
+            consent.origin_of(app.installation.path, app.origin), report.manifest.grants(),
+            entry is not None and entry.kind is Kind.MANAGED)
+        if decision.by is None:
+            statuses.append(_status(ctx, app, report, "waiting", None, fresh,
+                                    decision.waiting, decision=decision))
+            continue
+        decisions[app.app_id] = decision
         candidates.append((app, report, fresh, target))
 
     def linked_first(item: Judged) -> tuple[bool, str]:
@@ -420,10 +451,12 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         if blocks(entry):
             assert entry is not None
             statuses.append(_status(ctx, app, report, "conflict", target, fresh,
-                                    _conflict_reason(entry)))
+                                    _conflict_reason(entry), decision=decisions[app.app_id]))
             continue
         wanted[app.app_id] = target
         state = "linked" if entry is not None and entry.target == target else "pending"
-        statuses.append(_status(ctx, app, report, state, target, fresh))
+        statuses.append(_status(ctx, app, report, state, target, fresh,
+                                decision=decisions[app.app_id]))
     statuses.sort(key=lambda s: s.app_id)
-    return statuses, wanted, unplaced
+    migrated = {a: d.migrate for a, d in decisions.items() if d.migrate is not None}
+    return statuses, wanted, unplaced, migrated

@@ -47,7 +47,8 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
             continue
         done.add(action.name)
     for s in ev.apps:
-        if s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied"):
+        if s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied",
+                                                                    "waiting"):
             lines.append(f"{s.app_id}: {_verdict(s)}")
     return lines
 
@@ -122,6 +123,8 @@ def app_json(s: AppStatus, merged: frozenset[str],
         "merged": s.app_id in merged,
         "host_sync": None if last_sync is None else last_sync.to_json(),
         "manifest": s.manifest.to_json(),
+        "consent": s.consent,
+        "new_grants": sorted(s.new_grants),
     }
 
 
@@ -139,6 +142,7 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
                 "target": entry.target, "commit": None, "origin": None, "problems": [],
                 "warnings": [], "reason": "not a link into a system installation; left alone",
                 "merged": entry.name in ev.merged, "host_sync": None, "manifest": None,
+                "consent": None, "new_grants": [],
             })
     return items
 

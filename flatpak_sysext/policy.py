@@ -1,8 +1,9 @@
 """Policy (docs/configuration.md): which apps an administrator lets link a system extension.
 
-The rules are applied in a fixed order and the first that denies is reported:
-``deny`` globs (deny wins), ``allow`` globs, the ``remotes`` allow-list, then
-``require_gpg_verified_remote``.
+The rules are applied in a fixed order and the first that denies is reported: ``deny``
+globs (deny wins), the ``remotes`` allow-list, then ``require_gpg_verified_remote``. An
+app no rule denies still needs consent (consent.py): the ``allow`` globs give it for
+what a distribution or fleet ships.
 """
 
 from __future__ import annotations
@@ -53,15 +54,26 @@ def remote_verifies(installation_path: str, remote: str) -> bool:
 
 
 def denial(config: Config, installation_path: str, app_id: str, origin: str) -> str | None:
-    """The rule that denies ``app_id`` from remote ``origin``, or None if it is allowed."""
+    """The rule that denies ``app_id`` from remote ``origin``, or None if none does
+    (the app then still needs consent: :func:`allowed_by` or a consent record)."""
     for pattern in config.deny:
         if fnmatch.fnmatchcase(app_id, pattern):
             return f"matches deny pattern {pattern!r}"
-    if not any(fnmatch.fnmatchcase(app_id, p) for p in config.allow):
-        return "matches no allow pattern"
     if config.remotes is not None and origin not in config.remotes:
         return f"origin remote {origin!r} is not in remotes"
     if config.require_gpg_verified_remote and not remote_verifies(installation_path, origin):
         return (f"origin remote {origin!r} does not verify GPG signatures "
                 "(require_gpg_verified_remote)")
     return None
+
+
+def allowed_by(config: Config, app_id: str, origin: str) -> str | None:
+    """The ``allow`` pattern that consents to ``app_id`` from remote ``origin``, if any.
+
+    Never for the ``*-origin`` remotes Flatpak creates for bundles and ``.flatpakref``
+    installs: whoever hands out such a file chooses what it contains, and a pattern a
+    distribution ships must not cover it.
+    """
+    if origin.endswith("-origin"):
+        return None
+    return next((p for p in config.allow if fnmatch.fnmatchcase(app_id, p)), None)

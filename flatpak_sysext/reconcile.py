@@ -132,6 +132,7 @@ def _round(ctx: Context, scope: Sequence[Installation],
     for _ in range(MAX_PASSES):
         stamp = _changed_stamp(scope), _requests(scope)
         ev = evaluate(ctx, scope, save_cache=True)
+        failures += _keep_migrated_consent(ctx, ev)
         if sync is not None and ev.plan.changes_links:
             sync.owe()
         pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
@@ -157,6 +158,21 @@ def _round(ctx: Context, scope: Sequence[Installation],
             failures.append(Failure(None, f"{e.filename or inst.path}: cannot remove old "
                                           f"snapshots: {e.strerror or e}"))
     return Result(ev, tuple(applied), tuple(failures), report), stamp[1]
+
+
+def _keep_migrated_consent(ctx: Context, ev: Evaluation) -> list[Failure]:
+    """The first run that keeps consent records what was linked before consent existed,
+    once: upgrading must not take running extensions away (consent.py)."""
+    store = ctx.consents
+    if store.initialised:
+        return []
+    store.migrate(ev.migrated)
+    try:
+        store.save()
+    except OSError as e:
+        return [Failure(None, f"{store.path}: cannot save the consent records: "
+                              f"{e.strerror or e}")]
+    return []
 
 
 def _host_sync(ctx: Context, scope: Sequence[Installation]) -> hostsync.HostSync | None:

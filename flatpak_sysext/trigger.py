@@ -57,10 +57,18 @@ def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterab
 
 def state_inputs(cfg: Config, inst: Installation, state_dir: str) -> Iterable[str]:
     """What a run reads once it knows its configuration and installation."""
-    from flatpak_sysext import hoststate, hostsync, provided, request
+    from flatpak_sysext import consent, hoststate, hostsync, keyfile, provided, request
 
+    try:  # each remote's keyring: consent is pinned to its keys
+        remotes = [g[len('remote "'):-1] for g in keyfile.read(
+            os.path.join(inst.path, "repo", "config")) if g.startswith('remote "')]
+    except (OSError, keyfile.KeyFileError):
+        remotes = []  # repo/config's own signature stands for it
     return [cfg.target_dir, hostsync.MERGED_LIST, hoststate.state_path(inst, state_dir),
-            provided.path(state_dir, inst.path), request.path(inst.path)]
+            provided.path(state_dir, inst.path), request.path(inst.path),
+            os.path.join(state_dir, consent.FILE_NAME),
+            *(os.path.join(inst.path, "repo", f"{r}.trustedkeys.gpg") for r in remotes
+              if "/" not in r)]
 
 
 def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:

@@ -116,9 +116,16 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         publisher.close()
 
 
-def test_install_links_merges_and_activates(host: Host) -> None:
-    host.installed[APP] = host.flatpak("install", "--system", "fsx", APP)
+def test_install_waits_for_consent_then_links_merges_and_activates(host: Host) -> None:
+    out = host.installed[APP] = host.flatpak("install", "--system", "fsx", APP)
     host.machine.settle()
+    # No configuration consents to anything: the app waits, and the install output says
+    # what it would grant and the one command that consents.
+    assert f"flatpak-sysext: {APP}: waiting:" in out, out
+    assert f"flatpak-sysext approve {APP}" in out and UNIT in out, out
+    assert APP not in host.machine.merged() and host.link_target(APP) == ""
+    approve = host.machine.run("flatpak-sysext", "approve", APP)
+    assert approve.returncode == 0, approve.stdout + approve.stderr
     host.machine.wait_for(lambda: APP in host.machine.merged(), f"{APP} to be merged")
     assert host.links_snapshot_of_active(APP)
     # Not running before the call: the reply proves D-Bus activation through systemd.

@@ -208,7 +208,8 @@ class HandMadeInstallation:
         confdir.mkdir(parents=True)
         config_file = root / "config.json"
         config_file.write_text(json.dumps({"target_dir": str(self.target), "host_sync": False,
-                                           "require_gpg_verified_remote": False}))
+                                           "require_gpg_verified_remote": False,
+                                           "allow": ["*"]}))
         self.env = dict(os.environ) | {"FLATPAK_SYSTEM_DIR": str(self.inst),
                                        "FLATPAK_CONFIG_DIR": str(confdir),
                                        "FLATPAK_SYSEXT_CONFIG": str(config_file),

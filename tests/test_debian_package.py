@@ -72,6 +72,7 @@ def test_install_link_upgrade_and_purge(machine: Machine, debian_package: Path) 
     out = m.run("flatpak", "install", "--system", "-y", "--noninteractive", "fsx", APP)
     assert out.returncode == 0 and "Traceback" not in out.stdout + out.stderr, out.stderr
     m.settle()
+    m.run("flatpak-sysext", "approve", APP, check=True)
     m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged")
     assert m.run("readlink", f"/var/lib/extensions/{APP}").returncode == 0
     reply = booted.call_daemon(m, APP)

@@ -54,7 +54,7 @@ def target(env: FlatpakEnv, app_id: str) -> str:
 def test_verified_remote_is_linked_unverified_remote_denied(signed: FlatpakEnv) -> None:
     # Left out on purpose: require_gpg_verified_remote is true by default.
     signed.config_file.write_text(json.dumps({"target_dir": str(signed.target_dir),
-                                              "host_sync": False}))
+                                              "host_sync": False, "allow": ["*"]}))
     signed.publish(APP, daemon_tree(APP, "v1"))
     signed.publish(APP2, daemon_tree(APP2, "v1"))
     signed.install(APP)

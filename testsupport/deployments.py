@@ -73,7 +73,8 @@ class HandMadeInstallation:
         self.confdir = root / "etc-flatpak"
         self.confdir.mkdir(parents=True)
         self.config.write_text(json.dumps({"target_dir": str(self.target), "host_sync": False,
-                                           "require_gpg_verified_remote": verified}))
+                                           "require_gpg_verified_remote": verified,
+                                           "allow": ["*"]}))
         if verified:
             # The remote every hand-made deployment comes from (``deploy``), verifying.
             (self.inst / "repo").mkdir(parents=True)

@@ -170,9 +170,12 @@ class FlatpakEnv:
         return env
 
     def write_config(self, values: Mapping[str, Any]) -> None:
-        """Write flatpak-sysext's config; GPG verification is required iff the repo is signed."""
+        """Write flatpak-sysext's config; GPG verification is required iff the repo is signed.
+
+        Every app is consented to by an ``allow`` pattern, as a fleet's configuration
+        would: the tests of consent itself set ``allow`` to what they need."""
         data = {"target_dir": str(self.target_dir), "require_gpg_verified_remote": self.signed,
-                "host_sync": False}
+                "host_sync": False, "allow": ["*"]}
         data.update(values)
         self.config_file.write_text(json.dumps(data))
 
