@@ -8,6 +8,7 @@ is written to /var/lib/extensions, /etc/extensions, /run/extensions or /usr.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -61,9 +62,12 @@ def main() -> int:
     if not have_flatpak():
         print("make demo needs flatpak and bubblewrap, as root", file=sys.stderr)
         return 1
-    with tempfile.TemporaryDirectory(prefix="flatpak-sysext-demo.") as tmp:
-        fenv = FlatpakEnv(Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="flatpak-sysext-demo.") as tmp, \
+            contextlib.ExitStack() as stack:
+        fenv = FlatpakEnv(Path(tmp), signed=True)
+        stack.callback(fenv.close)  # the signing key's gpg-agent
         fenv.install_trigger()
+        fenv.write_config({"allow": []})  # the default: nothing is consented to
         step(f"Everything lives in {tmp}; the trigger is {fenv.triggers_dir}")
         step(f"Build {GOOD} (static daemon, unit, D-Bus policy) and {BAD} (dynamic)")
         fenv.publish(GOOD, daemon_tree(GOOD, "sysprofd: hello from the extension"))
@@ -73,8 +77,11 @@ def main() -> int:
         show(fenv.install(GOOD))
         show(fenv.install(BAD))
 
-        step("flatpak-sysext reconcile (what flatpak-sysext.service runs on the host)")
+        step("flatpak-sysext reconcile (what flatpak-sysext.service runs on the host): "
+             f"{GOOD} waits for consent")
         show(fenv.sysext("reconcile"))
+        step(f"flatpak-sysext approve {GOOD}: the administrator consents to what it grants")
+        show(fenv.sysext("approve", GOOD))
         step("flatpak-sysext status")
         show(fenv.sysext("status"))
         for name, target in fenv.links().items():
