@@ -24,7 +24,7 @@ from testsupport.flatpak import FlatpakEnv
 from testsupport.flatpak import daemon_tree as c_daemon_tree
 from testsupport.prerequisites import require
 
-pytestmark = [pytest.mark.privileged, pytest.mark.booted]
+pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
 
 APP = "org.fsx.Booted"  # a static Go daemon owning this bus name
 DYN = "org.fsx.Dynamic"  # the same shape, but its daemon is dynamically linked

@@ -20,7 +20,7 @@ import pytest
 from testsupport.flatpak import ARCH, FlatpakEnv
 from testsupport.prerequisites import require_tracing
 
-pytestmark = pytest.mark.privileged
+pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
 APPS = ("org.fsx.Alpha", "org.fsx.Beta", "org.fsx.Gamma")
 

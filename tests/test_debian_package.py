@@ -16,7 +16,7 @@ from testsupport.booted import Machine
 from testsupport.flatpak import FlatpakEnv
 from testsupport.prerequisites import require
 
-pytestmark = [pytest.mark.privileged, pytest.mark.booted]
+pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
 
 APP = "org.fsx.Packaged"
 UNITS = ("flatpak-sysext.path", "flatpak-sysext.service")

@@ -28,7 +28,7 @@ from testsupport.flatpak import ARCH, FlatpakEnv
 from testsupport.prerequisites import require_tracing
 from testsupport.source import PACKAGE_DIR
 
-pytestmark = pytest.mark.privileged
+pytestmark = [pytest.mark.privileged, pytest.mark.slow]
 
 ALPHA = "org.fsx.Alpha"
 BETA = "org.fsx.Beta"

@@ -18,6 +18,8 @@ import pytest
 
 from testsupport.prerequisites import require_tools
 
+pytestmark = pytest.mark.slow  # builds the package: minutes
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Tools of the build itself (dpkg-dev, debhelper, dh-python, lintian); the Build-Depends
 # are checked by dpkg-buildpackage, which fails naming what is missing.
