@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 # flatpak-sysext. `make test` and `make demo` bootstrap what they need on a fresh
 # Debian/Ubuntu machine: a virtualenv, and (as root) flatpak, bubblewrap and gcc via apt.
 

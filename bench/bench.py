@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """``make bench``: what flatpak-sysext costs as installations grow, beside baselines.
 
 Every figure is a whole process (spawn to exit, with its peak RSS from ``wait4``), the

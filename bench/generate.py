@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Generated Flatpak installations, real enough for ``flatpak list``, made in seconds.
 
 One app is built and installed with the real ``flatpak`` (testsupport/flatpak.py); its

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """A small process that runs the benchmark's children and reports their cost.
 
 Linux counts a child's peak RSS from the memory of the process it was forked from, so a

@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """``make demo``: the whole story with the real flatpak and systemd-sysext, host untouched.
 
 Everything happens in a temporary directory (repository, system installation, target

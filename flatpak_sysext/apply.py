@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The only module that changes the target directory: it applies a plan's actions.
 
 Every change is atomic (a new link is made in one ``symlinkat``; a changed one is made

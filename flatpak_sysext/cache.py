@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The validation cache: one JSON file per installation, keyed by deployment.
 
 The service's is in its own state directory (root only): only it writes what it then

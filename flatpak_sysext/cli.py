@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The command line: parse arguments, run a command, print, choose the exit code.
 
 See docs/reference.md#command-line.
@@ -14,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from flatpak_sysext import __version__, config, installation, output, trigger
-from flatpak_sysext.evaluate import Context, evaluate
+from flatpak_sysext.context import Context
+from flatpak_sysext.evaluate import evaluate
 from flatpak_sysext.reconcile import reconcile, remove_all
 
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Every problem code flatpak-sysext reports: the one registry.
 
 A code is stable: scripts and people match on it. Each is documented, with the rule,

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The configuration file: defaults, loading, validation against the shipped schema.
 
 The keys are documented in docs/configuration.md.

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Consent: which apps the administrator lets put code that runs as root on the host.
 
 A merged extension runs as root, so nothing is linked without consent: by the config's

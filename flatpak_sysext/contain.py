@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Containment (docs/problems.md#unclassified-file, #restricted-content, #escaping-symlink).
 
 Every file of a tree falls in one class, decided by its path. Some classes are what an
@@ -8,7 +10,7 @@ that class for that app (``host_classes``); a file in no class rejects the tree.
 verdict is static: validate records the restricted classes a tree uses in the
 TreeReport, and evaluate turns them into problems against the config of the day.
 
-"Named for the app" (:class:`Namer`): a unit or user name that, lower-cased and without
+"Named for the app" (:class:`rules.Namer`): a unit or user name that, lower-cased and without
 a leading ``_`` or ``dbus-``, starts with the app ID or with its last element
 (``sysprof3.service``); a D-Bus name, polkit action, tmpfiles path or private directory
 that starts with the app ID (``org.gnome.Sysprof3``, ``org.gnome.sysprof3.profile`` for
@@ -98,34 +100,6 @@ _PATH_CLASSES: tuple[tuple[str, str], ...] = (
 _DATA_DIRS = frozenset({"doc", "man", "info", "locale", "icons", "pixmaps", "applications",
                         "metainfo", "appdata", "licenses", "bash-completion", "zsh", "fish",
                         "help", "mime", "fonts", "glib-2.0", "factory"})
-class Namer:
-    """Whether a name is named for the app (see the module's docstring).
-
-    Calling it accepts the app ID or its last element as the prefix: for unit and user
-    names, where an exact clash with the host's is caught elsewhere (placement, sysusers
-    skipping existing users). :meth:`full` accepts only the app ID: for names and paths
-    shared with the host's own (D-Bus names, polkit actions, directories under usr/lib
-    and usr/share, tmpfiles paths), where an app called ``org.example.Apt`` must not get
-    ``usr/lib/apt`` nor one called ``com.example.Org`` every ``org.*`` D-Bus name.
-    """
-
-    def __init__(self, app_id: str) -> None:
-        self.app_id = app_id.lower()
-        self.prefixes = [self.app_id]
-        stem = app_id.rsplit(".", 1)[-1].lower()
-        if len(stem) >= 3:  # a one- or two-letter stem would claim half the namespace
-            self.prefixes.append(stem)
-
-    def __call__(self, name: str) -> bool:
-        low = name.lower().lstrip("_")
-        low = low[len("dbus-"):] if low.startswith("dbus-") else low
-        return any(low.startswith(p) for p in self.prefixes)
-
-    def full(self, name: str) -> bool:
-        """Whether ``name`` starts with the app ID (case-insensitively)."""
-        return name.lower().startswith(self.app_id)
-
-
 def needs_content(path: str) -> bool:
     """Whether validate must hand this file's bytes to :func:`contain` (read bounded)."""
     return path_class(path) in ("tmpfiles", "sysusers", "dbus-policy", "dbus-system-service",
@@ -144,7 +118,7 @@ def _unit_file(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-def path_class(path: str, namer: Namer | None = None) -> str | None:
+def path_class(path: str, namer: rules.Namer | None = None) -> str | None:
     """The class of a file by its path alone; None when it is in none."""
     for pattern, cls in _PATH_CLASSES:
         if fnmatch.fnmatchcase(path, pattern):
@@ -178,7 +152,7 @@ def contain(app_id: str, files: Iterable[str], contents: Mapping[str, bytes | No
     ``contents`` holds the bytes of every file :func:`needs_content` asked for (None: too
     large or not a regular file). Symlinks are judged separately (:mod:`rules`).
     """
-    namer = Namer(app_id)
+    namer = rules.Namer(app_id)
     problems: list[Problem] = []
     restricted: dict[str, list[str]] = collections.defaultdict(list)
     m = rules.Collected()

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Reading Flatpak's ``deploy`` file: the GVariant ``(ssasta{sv})`` of a deployment.
 
 Only the fixed leading members are needed (origin remote and commit, plus the subpaths);

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """ELF verdicts (docs/problems.md): only statically linked executables for the host may ship.
 
 Every verdict reads a bounded number of bytes whatever the headers claim (at most
@@ -15,7 +17,7 @@ import functools
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from elftools.construct import ConstructError, Struct
 from elftools.elf import enums
@@ -25,8 +27,14 @@ from elftools.elf.structs import ELFStructs
 
 from flatpak_sysext import codes
 
-if TYPE_CHECKING:
-    from flatpak_sysext.hostglibc import GlibcJudge
+
+class Admitter(Protocol):
+    """What may admit an executable that needs a loader (hostglibc.GlibcJudge): None to
+    admit it, else why not. A protocol, so that this module imports nothing of ours
+    beyond the codes."""
+
+    def admit(self, image: Dynamic) -> str | None: ...
+
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -79,7 +87,7 @@ def _host_target() -> ElfTarget:
 
 
 def judge(f: BinaryIO, target: ElfTarget,
-          glibc: GlibcJudge | None = None) -> tuple[str, str] | None:
+          glibc: Admitter | None = None) -> tuple[str, str] | None:
     """Judge one file's content by the ELF rules (docs/problems.md).
 
     Returns None for a file that does not start with the ELF magic (scripts, data) and for a
@@ -202,7 +210,7 @@ def _header(r: Reader) -> tuple[int, bool, Record, bytes]:
     return elfclass, little_endian, ehdr, r.at(0, ehdr.size, "the ELF header")
 
 
-def _judge(r: Reader, target: ElfTarget, glibc: GlibcJudge | None) -> tuple[str, str] | None:
+def _judge(r: Reader, target: ElfTarget, glibc: Admitter | None) -> tuple[str, str] | None:
     elfclass, little_endian, ehdr, header = _header(r)
     machine, e_type = ehdr.get(header, "e_machine"), ehdr.get(header, "e_type")
     if (machine, elfclass, little_endian) != (

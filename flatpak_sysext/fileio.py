@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Reading files bounded, and telling whether a path changed.
 
 Every file flatpak-sysext reads (key files, ``deploy``, ``extension-release``, the

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """``allow_host_glibc``: admit executables that need nothing but the host's own glibc.
 
 An executable is admitted only if the host's loader would run it with files of the host's

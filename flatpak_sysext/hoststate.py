@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """What host sync (hostsync) knows and keeps: steps and their outcomes, what content asks
 of the host, and the per-installation state file ``hostsync.json`` in the service's own
 state directory (statefiles.installation_directory).

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Bringing the host along after the links changed (docs/reference.md#host-sync).
 
 ``systemd-sysext refresh``, then a check that what is merged is what is linked (up to

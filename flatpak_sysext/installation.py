@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Reading Flatpak system installations: which apps declare a system extension, and where.
 
 Everything here only reads. The layout is Flatpak's (docs/platform.md#deployment-layout):

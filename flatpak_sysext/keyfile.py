@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """A strict, bounded reader for GLib key files (Flatpak metadata, repo/config, installations.d).
 
 configparser is close but not the same format: it folds key case, accepts ``:`` as a

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Flatpak's on-disk layout of an installation, read without trusting it.
 
 ``app/<ID>/current`` points to ``<ARCH>/<BRANCH>``, whose ``active`` points to the

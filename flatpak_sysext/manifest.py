@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """What an extension asks of the host, read from its tree: the manifest.
 
 The manifest lists what the tree gives the host once merged: the units it ships and what

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """What the commands print: human-readable text and the JSON documents of the schemas."""
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from flatpak_sysext import apply, config, evaluate, hoststate, pkgtransaction
-from flatpak_sysext.evaluate import AppStatus, Context, Evaluation
+from flatpak_sysext.context import Context
+from flatpak_sysext.evaluate import AppStatus, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 from flatpak_sysext.reconcile import Removal, Result
 from flatpak_sysext.report import Problem, TreeReport

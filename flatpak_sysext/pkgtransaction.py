@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Package transactions: the extensions leave ``/usr`` while a package manager changes it.
 
 While anything is merged, ``/usr`` is a read-only overlay and every package manager fails

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Placement: where an extension's files land once merged.
 
 The rules ``shadows-host-file`` and ``conflicts-with-extension`` (docs/problems.md).

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Planning: what the target directory should look like versus what it holds → actions.
 
 Pure functions over plain values; nothing here touches the filesystem. Like GNU Stow,

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Policy (docs/configuration.md): which apps an administrator lets link a system extension.
 
 The rules are applied in a fixed order and the first that denies is reported: ``deny``

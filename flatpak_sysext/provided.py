@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """What each of our links provides, as the service recorded it when it made the link.
 
 ``shadows-host-file`` exempts the paths that our own merged extensions show in ``/usr``

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The trigger's quick check: has anything a quiet run depended on changed since?
 
 Flatpak runs the trigger after every transaction, and almost every time none of the

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The reconcile loop: evaluate, apply the plan under the locks, then sync the host.
 
 ``reconcile`` is what ``flatpak-sysext reconcile``, the service and the unsandboxed
@@ -26,7 +28,8 @@ from flatpak_sysext import (
     targetdir,
 )
 from flatpak_sysext.apply import Failure
-from flatpak_sysext.evaluate import Context, Evaluation, evaluate
+from flatpak_sysext.context import Context
+from flatpak_sysext.evaluate import Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.installation import Installation
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, RemoveTemporary, Unlink

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """systemd's env-file format and its rule for when an extension fits the host.
 
 Everything here mirrors systemd (``src/basic/env-file.c``, ``src/shared/extension-util.c``,

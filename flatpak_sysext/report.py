@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The vocabulary of validation: problems with stable codes, and the report of one tree."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The request protocol between the sandboxed trigger and ``flatpak-sysext.service``.
 
 Inside Flatpak's sandbox the trigger cannot change the target directory. It writes what

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The line-by-line rules of containment for the files the host reads as configuration.
 
 Each ``_judge_*`` reads one file's bytes (validate read them bounded) into the manifest
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING
 
 from flatpak_sysext import manifest
 from flatpak_sysext.manifest import Manifest, Unit
@@ -17,8 +18,6 @@ from flatpak_sysext.manifest import Manifest, Unit
 MAX_LISTED = 50
 """Problems listed per restricted class; the rest are counted."""
 
-if TYPE_CHECKING:
-    from flatpak_sysext.contain import Namer
 
 _UDEV_PROGRAMS = re.compile(r"\b(RUN|PROGRAM|IMPORT\{program\})\s*[+:]?=|"
                             r"ENV\{SYSTEMD_(USER_)?WANTS\}|\bSYSTEMD_(USER_)?WANTS\b")
@@ -29,6 +28,34 @@ _OWNED_ROOTS = ("/var/lib/", "/var/cache/", "/var/log/", "/var/spool/", "/var/tm
                 "/run/", "/tmp/", "/srv/")
 _SPECIFIERS = {"%S": "/var/lib", "%C": "/var/cache", "%L": "/var/log", "%t": "/run",
                "%T": "/tmp", "%V": "/var/tmp", "%%": "%"}
+
+
+class Namer:
+    """Whether a name is named for the app (see the module's docstring).
+
+    Calling it accepts the app ID or its last element as the prefix: for unit and user
+    names, where an exact clash with the host's is caught elsewhere (placement, sysusers
+    skipping existing users). :meth:`full` accepts only the app ID: for names and paths
+    shared with the host's own (D-Bus names, polkit actions, directories under usr/lib
+    and usr/share, tmpfiles paths), where an app called ``org.example.Apt`` must not get
+    ``usr/lib/apt`` nor one called ``com.example.Org`` every ``org.*`` D-Bus name.
+    """
+
+    def __init__(self, app_id: str) -> None:
+        self.app_id = app_id.lower()
+        self.prefixes = [self.app_id]
+        stem = app_id.rsplit(".", 1)[-1].lower()
+        if len(stem) >= 3:  # a one- or two-letter stem would claim half the namespace
+            self.prefixes.append(stem)
+
+    def __call__(self, name: str) -> bool:
+        low = name.lower().lstrip("_")
+        low = low[len("dbus-"):] if low.startswith("dbus-") else low
+        return any(low.startswith(p) for p in self.prefixes)
+
+    def full(self, name: str) -> bool:
+        """Whether ``name`` starts with the app ID (case-insensitively)."""
+        return name.lower().startswith(self.app_id)
 
 
 @dataclasses.dataclass

@@ -1,7 +1,9 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The version of the tree rules, and the bounds every tree is held to.
 
 Every verdict the cache keeps depends on the rules it was reached by: :data:`VERSION`
-is part of the cache's fingerprint (evaluate.Context.fingerprint), so a change of the
+is part of the cache's fingerprint (context.Context.fingerprint), so a change of the
 rules that ships with it discards the old verdicts even when the package's version
 stays the same. Bump it with any change to what validate, elf, release or hostglibc
 accept or report (contain and rules included), and with any change of the bounds below.

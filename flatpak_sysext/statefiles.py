@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The files flatpak-sysext keeps: the service's own state directory (root only), the
 trigger's directory in each installation, how both are written, and the lock that
 orders the runs.

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Validated snapshots: what a link points at is a copy of the tree that only root can
 reach, validated after it was copied.
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The target directory as it is: its entries, and which of them are ours.
 
 GNU Stow's rule (docs/reference.md#links-and-ownership): an entry is ours iff it is a symlink

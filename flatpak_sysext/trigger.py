@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """``flatpak-sysext trigger BASEDIR``: what Flatpak runs after a transaction.
 
 Flatpak's contract (docs/reference.md#trigger-contract): it never fails the transaction
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from flatpak_sysext.config import Config
-    from flatpak_sysext.evaluate import Context, Evaluation
+    from flatpak_sysext.context import Context
+    from flatpak_sysext.evaluate import Evaluation
     from flatpak_sysext.installation import Installation
     from flatpak_sysext.output import Lines
 
@@ -93,7 +96,7 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
     import dataclasses
 
     from flatpak_sysext import config, installation, output, statefiles
-    from flatpak_sysext.evaluate import Context
+    from flatpak_sysext.context import Context
 
     snap = quick.Snapshot(basedir, environ)  # Before anything it records is read.
     cfg: Config | None = None

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The tree rules (docs/problems.md): what gets an extension rejected, found without trusting it.
 
 The walk never follows a symlink: each directory and file is opened with O_NOFOLLOW
@@ -8,7 +10,6 @@ tree costs neither recursion nor a descriptor per level.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import errno
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flatpak_sysext import codes, contain, fileio, manifest, release, ruleset
+from flatpak_sysext.findings import Findings, lstat
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import SPECIAL_KINDS, Problem, TreeReport, show, what
 
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from flatpak_sysext.hostglibc import GlibcJudge, HostGlibc
 
 MERGED = (b"usr", b"opt")  # the only top-level directories systemd-sysext merges
-MAX_PER_CODE = 1000  # problems listed per code: a hostile tree must not make a huge report
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening something that turned into a FIFO under us must not hang.
@@ -40,79 +41,6 @@ class _TooLarge(Exception):
     """The tree has more entries than ruleset.MAX_ENTRIES: the walk stops."""
 
 
-class _Findings:
-    def __init__(self, installed: bool) -> None:
-        self.problems: list[Problem] = []
-        self.warnings: list[Problem] = []
-        self.counts: collections.Counter[str] = collections.Counter()
-        # For containment: config files' bytes, symlinks' targets, directories.
-        self.contents: dict[str, bytes | None] = {}
-        self.links: dict[str, str] = {}
-        self.entries = 0
-        self.installed = installed
-        self.not_root: list[str] = []  # for a tree that is not installed: one warning
-
-    def owner(self, rel: str, st: os.stat_result) -> None:
-        """``not-owned-by-root`` for an entry whose owner is not root."""
-        if st.st_uid == 0:
-            return
-        if not self.installed:
-            self.not_root.append(rel)
-            return
-        self.add(codes.NOT_OWNED_BY_ROOT, rel, f"is owned by uid {st.st_uid}, who can change "
-                                               "it whatever its mode; an installed tree is "
-                                               "root's alone")
-
-    def add(self, code: str, path: str, message: str) -> None:
-        self.counts[code] += 1
-        if self.counts[code] <= MAX_PER_CODE:
-            self.problems.append(Problem(code, path, message))
-
-    def report(self, files: frozenset[str], glibc: GlibcJudge | None = None,
-               name: str | None = None, root_fd: int | None = None) -> TreeReport:
-        restricted: dict[str, list[str]] = {}
-        found = manifest.Manifest()
-        if name is not None:
-            problems, restricted, found = contain.contain(name, files, self.contents)
-            for p in problems:
-                self.add(p.code, p.path, p.message)
-            if root_fd is not None:
-                self._symlinks(root_fd)
-        if self.not_root:
-            self.warnings.append(Problem(
-                codes.NOT_OWNED_BY_ROOT, self.not_root[0],
-                f"{len(self.not_root)} entries are not owned by root (this one first): "
-                "installed by Flatpak they are root's, and flatpak-sysext rejects an "
-                "installed tree where they are not"))
-        for code, n in sorted(self.counts.items()):
-            if n > MAX_PER_CODE:
-                self.problems.append(Problem(code, "", f"and {n - MAX_PER_CODE} more "
-                                                       f"{code} problems, not listed"))
-        return TreeReport(tuple(self.problems), tuple(self.warnings), files,
-                          glibc.requirements() if glibc is not None else (), found,
-                          tuple((k, tuple(v)) for k, v in restricted.items()))
-
-    def _symlinks(self, root_fd: int) -> None:
-        """``escaping-symlink``: every link must resolve to something of the same tree."""
-        def kind(rel: str) -> str | None:
-            # Every directory before ``rel`` was found to be a real one of the tree.
-            if rel in self.links:
-                return "link:" + self.links[rel]
-            st = _lstat(os.fsencode(rel), root_fd)
-            if st is None:
-                return None
-            return "dir" if stat.S_ISDIR(st.st_mode) else (
-                "file" if stat.S_ISREG(st.st_mode) else None)
-
-        for link, target in sorted(self.links.items()):
-            if not contain.symlink_target_ok(link, target, kind):
-                self.add(codes.ESCAPING_SYMLINK, show(link),
-                         f"points to {show(target)}, which is not a file or directory of this "
-                         "extension: merged, it would lead to whatever the host has there "
-                         "(/dev/null masks a unit; /tmp is anyone's). Make it a regular file "
-                         "or point it inside the tree")
-
-
 def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
                   elf_target: elf.ElfTarget, *,
                   host_glibc: HostGlibc | None = None, installed: bool = True) -> TreeReport:
@@ -123,7 +51,7 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
     writable by others; ``usr/``, ``opt/`` and every directory below must be 0755.
     Files outside ``usr/`` and ``opt/`` are never merged either: they get a warning and
     the safety rules (special files, setuid, writable), not the ELF rules. Reports every
-    problem (up to :data:`MAX_PER_CODE` per code). Raises OSError only when the tree
+    problem (up to :data:`findings.MAX_PER_CODE` per code). Raises OSError only when the tree
     cannot be read or changes while it is read (:class:`TreeChanged`), never for what it
     holds.
 
@@ -132,7 +60,7 @@ def validate_tree(root: str | bytes | os.PathLike[str], name: str, host: Host,
     A tree that is not ``installed`` (``check`` on a build tree) gets one warning for
     entries not owned by root, where an installed one is rejected.
     """
-    found = _Findings(installed)
+    found = Findings(installed)
     why = release.valid_image_name(name)
     if why is not None:
         found.add(codes.INVALID_NAME, "", f"the app ID cannot name a system extension: {why}")
@@ -164,14 +92,7 @@ def _usable_file_name(name: str) -> bool:
         return False
 
 
-def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> None:
+def _check_release(root_fd: int, name: str, host: Host, found: Findings) -> None:
     """``missing-extension-release`` and the compatibility problems."""
     path = release.release_path(name)
     sample = "\n".join("    " + line for line in release.sample_release(host))
@@ -183,7 +104,7 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
     try:
         done: list[bytes] = []
         for part in release.RELEASE_DIR.encode().split(b"/"):
-            st = _lstat(part, fd)
+            st = lstat(part, fd)
             done.append(part)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 state = "is missing" if st is None else f"is {what(st)}, not a directory"
@@ -194,7 +115,7 @@ def _check_release(root_fd: int, name: str, host: Host, found: _Findings) -> Non
             os.close(fd)
             fd = new
         leaf = os.fsencode(f"extension-release.{name}")
-        st = _lstat(leaf, fd)
+        st = lstat(leaf, fd)
         if st is None or not stat.S_ISREG(st.st_mode):
             found.add(codes.MISSING_EXTENSION_RELEASE, path,
                       _missing(fd, leaf, st) + advice)
@@ -271,7 +192,7 @@ class _Dir:
 
 
 def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
-          found: _Findings) -> list[str]:
+          found: Findings) -> list[str]:
     """Check every entry below the root; returns the non-directories under usr/ and opt/."""
     files: list[str] = []
     fd = os.dup(root_fd)
@@ -318,7 +239,7 @@ def _walk(root_fd: int, target: elf.ElfTarget, glibc: GlibcJudge | None,
 
 
 def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge | None,
-          found: _Findings, files: list[str]) -> list[bytes]:
+          found: Findings, files: list[str]) -> list[bytes]:
     """Check the entries of the directory ``fd`` (the top of ``stack``); returns its subdirs."""
     # Imported here, not at the top: reconcile imports this module on every run, and a
     # run that validates no tree need not load pyelftools.
@@ -385,7 +306,7 @@ def _scan(fd: int, stack: list[_Dir], target: elf.ElfTarget, glibc: GlibcJudge |
     return subdirs
 
 
-def _names(fd: int, found: _Findings) -> list[bytes]:
+def _names(fd: int, found: Findings) -> list[bytes]:
     """The names in directory ``fd``, sorted, counted against ruleset.MAX_ENTRIES; raises
     _TooLarge past it without reading the rest of a huge directory."""
     names = []
@@ -400,7 +321,7 @@ def _names(fd: int, found: _Findings) -> list[bytes]:
 
 
 def _within_bounds(raw: bytes, depth: int, parent_length: int, mode: int,
-                   path: Callable[[bytes], bytes], found: _Findings) -> bool:
+                   path: Callable[[bytes], bytes], found: Findings) -> bool:
     """``too-deep`` and ``path-too-long`` for the entry ``raw`` of a directory at
     ``depth``; False (not to be looked at further) if it breaks either."""
     length = parent_length + (1 if depth else 0) + len(raw)
@@ -419,7 +340,7 @@ def _within_bounds(raw: bytes, depth: int, parent_length: int, mode: int,
     return True
 
 
-def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
+def _check_top(raw: bytes, st: os.stat_result, found: Findings) -> None:
     rel = show(raw)
     if raw not in MERGED:
         found.warnings.append(Problem(
@@ -433,7 +354,7 @@ def _check_top(raw: bytes, st: os.stat_result, found: _Findings) -> None:
                   "follow it)")
 
 
-def _check_xattrs(fd: int, rel: bytes | Callable[[], bytes], found: _Findings) -> None:
+def _check_xattrs(fd: int, rel: bytes | Callable[[], bytes], found: Findings) -> None:
     # overlayfs obeys its own attributes in every layer: an opaque directory would hide
     # the host's, a whiteout attribute a host file. Flatpak deploys no xattrs at all.
     try:
@@ -462,7 +383,7 @@ def _dir_message(rel: str, perm: int, merged: bool) -> str:
     return f"directory mode is {perm:04o}: others could write into it; make it 0755"
 
 
-def _check_file(rel: str, st: os.stat_result, found: _Findings) -> None:
+def _check_file(rel: str, st: os.stat_result, found: Findings) -> None:
     mode = st.st_mode
     kind = SPECIAL_KINDS.get(stat.S_IFMT(mode))
     if kind is not None or not stat.S_ISREG(mode):

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Shared fixtures (a private Flatpak world per test) and the check that keeps the
 ``privileged`` marker on every test that needs root, the real Flatpak or a booted host."""
 

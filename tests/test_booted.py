@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """End to end on a booted host: Debian 12 under ``systemd-nspawn --boot`` (testsupport/booted.py).
 
 One booted machine serves the whole module and the scenarios run in order, each starting

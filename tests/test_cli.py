@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The command line: exit codes, and JSON output that matches the shipped schemas."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The one registry of problem codes (flatpak_sysext/codes.py) and everything that lists
 codes besides it: the JSON schemas, docs/problems.md, and what a cache may hold."""
 

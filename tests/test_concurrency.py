@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Many runs at once, and a run that dies holding the lock (docs/reference.md#locks).
 
 Everything runs the real command line on a real Flatpak installation: ``reconcile``

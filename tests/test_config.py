@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The configuration file: every kind of bad file is one clear line and changes nothing,
 the shipped example is the defaults, and the trigger's memo of a validated file is exact."""
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Consent (flatpak_sysext/consent.py, docs/reference.md#consent): nothing is linked
 without the administrator's consent, consent is pinned to the app's origin and to what
 its extension grants, and an update that grants more waits for consent again."""

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Containment and the manifest (docs/problems.md#restricted-content and neighbours), on
 the hostile trees an attacker would ship, and on Sysprof's real layout, which must pass."""
 

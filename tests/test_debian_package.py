@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The Debian package on a booted Debian 12: installed with dpkg, it links and merges a
 signed app's extension through its own units and trigger; upgraded, the links stay;
 purged, nothing of it is left on the host (README, "Removal, and what the tool owns")."""

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """flatpak_sysext.elf: verdicts on real gcc output, forged headers, truncations and fuzzing."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Fault injection at every mutation point of a run, in the real process (docs/reference.md#safety).
 
 Each scenario is first run once under ``strace`` to find its mutation points: every

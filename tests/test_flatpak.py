@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The whole loop with the real flatpak: installs, updates and uninstalls run our trigger
 inside bubblewrap, and ``reconcile`` does what flatpak-sysext.service would do."""
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Fuzzing every parser fed by untrusted input (docs/problems.md, docs/reference.md#safety).
 
 App metadata, ``repo/config`` and ``installations.d`` (key files), ``deploy`` files,

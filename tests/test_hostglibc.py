@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """allow_host_glibc: executables that need only the host's glibc, judged against it.
 
 Real binaries built here with gcc, real ones from Debian's coreutils, a simulated host

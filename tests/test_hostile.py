@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Hostile installations, as an attacker with a malicious app would build them
 (docs/reference.md#links-and-ownership, docs/problems.md).
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Host sync at the runner boundary (docs/reference.md#host-sync): the exact commands
 per kind of content, the verification of the merge, and what is kept between runs. No
 systemd runs as PID 1 here, so a fake host stands in: a directory as the host's root and

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Reading installations: key files, deploy files, and resolving the declared path."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """What a hostile app or a local user can do to the runs of everyone else, with the real
 Flatpak (docs/reference.md#untrusted-input, docs/reference.md#locks,
 docs/reference.md#state-directory).

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The whole story with a real merge (docs/reference.md#host-sync): real Flatpak
 installs, and ``reconcile`` run inside a private mount namespace with its own ``/run``
 (docs/platform.md#real-merge-in-a-private-namespace), where the real ``systemd-sysext``

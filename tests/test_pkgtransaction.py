@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Package transactions (docs/reference.md#package-managers): who holds one, who unmerges
 and re-merges, the guard, host sync held back meanwhile, and the hook files themselves.
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The planner, without a filesystem: every combination of wanted, actual and held."""
 
 from __future__ import annotations

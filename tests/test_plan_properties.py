@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Property-based tests of the planner, applied for real
 (docs/reference.md#links-and-ownership, #safety).
 

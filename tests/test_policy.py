@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Policy through the command line with real Flatpak installations: signed and unsigned
 remotes, bundles, allow/deny globs, the remotes list, host shadowing, and policy changes
 between runs."""

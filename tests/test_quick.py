@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The trigger's quick check: it ends a run only when the full run would do and say
 nothing, and every change that matters sends the run down the full path.
 

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The quick path keeps its two promises (docs/ARCHITECTURE.md#the-quick-check):
 
 - what it imports: ``import flatpak_sysext.trigger`` and a quick answer load only the

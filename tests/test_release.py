@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """systemd's env-file syntax and compatibility rule, checked by table and against systemd."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The memo that spares re-reading unchanged deployments (installation.read_installation,
 kept in the cache): a changed deployment is always read again, a bad memo is discarded."""
 

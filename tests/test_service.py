@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """What flatpak-sysext.service relies on: a change Flatpak makes while ``reconcile`` runs,
 or a request left meanwhile, is carried out by that same run (systemd would fold the
 path unit's new start into it)."""
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flatpak_sysext import config, evaluate, installation, reconcile, request
+from flatpak_sysext import config, context, evaluate, installation, reconcile, request
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 
 pytestmark = pytest.mark.privileged
@@ -41,7 +43,7 @@ def test_an_install_during_a_run_is_linked_by_that_run(
     monkeypatch.setattr(reconcile, "evaluate", evaluate_then_install)
     env = fenv.env
     insts = installation.system_installations(env)
-    ctx = evaluate.Context.create(config.load(str(fenv.config_file)), insts, env)
+    ctx = context.Context.create(config.load(str(fenv.config_file)), insts, env)
     result = reconcile.reconcile(ctx, insts)
     assert passes == [{APP}, {APP, APP2}]
     assert set(fenv.links()) == {APP, APP2}
@@ -74,7 +76,7 @@ def test_a_request_left_while_the_host_syncs_makes_the_run_go_round(
     env = fenv.env
     insts = installation.system_installations(env)
     ctx = dataclasses.replace(
-        evaluate.Context.create(config.load(str(fenv.config_file)), insts, env),
+        context.Context.create(config.load(str(fenv.config_file)), insts, env),
         host_root=str(host), runner=runner)
     result = reconcile.reconcile(ctx, insts)
     assert set(fenv.links()) == {APP, APP2}

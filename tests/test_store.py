@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Validated snapshots (docs/reference.md#snapshots): an exact copy or none, and an
 unlinked snapshot kept until nothing can use it any more."""
 

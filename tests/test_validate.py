@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The tree rules, on real hostile trees built in temporary directories (run as root)."""
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from flatpak_sysext import elf, validate
+from flatpak_sysext import elf, findings, validate
 from flatpak_sysext.placement import check as check_placement
 from flatpak_sysext.release import Host
 from flatpak_sysext.report import Problem, TreeReport
@@ -383,7 +385,7 @@ def test_many_files(fast_tmp: pathlib.Path) -> None:
 
 def test_problems_per_code_are_bounded(tmp_path: pathlib.Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(validate, "MAX_PER_CODE", 3)
+    monkeypatch.setattr(findings, "MAX_PER_CODE", 3)
     tree = make_tree(tmp_path)
     for i in range(5):
         (tree / f"usr/{i}").write_bytes(b"")

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """A real Debian 12 booted with systemd as PID 1, for the booted-host tests.
 
 The root is made once with ``debootstrap`` from Debian's archive and cached outside the

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Flatpak deployments written by hand, laid out as Flatpak lays them out, for tests
 that need an installation but not the real ``flatpak``."""
 

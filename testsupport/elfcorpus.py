@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """A corpus of real and forged ELF files (built with gcc) for tests and benchmarks.
 
 ``build_corpus(dir)`` writes one file per ``EXPECTED`` key and returns their paths;

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Throw-away Flatpak installations built with the real ``flatpak``.
 
 Used by the tests, ``make bench`` and ``make demo``. Everything lives under one directory: the

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Skipping a test whose prerequisites are missing, or failing it in strict mode.
 
 ``FLATPAK_SYSEXT_TEST_STRICT=1`` (set by CI, which has root and every tool) turns such

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """Where the tests find the project's data files, and the trigger as the tests install it.
 
 The data files (triggers/, examples/, systemd/, the Makefile) are read from

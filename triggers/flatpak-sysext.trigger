@@ -1,4 +1,6 @@
 #!/usr/bin/python3 -I
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 # Flatpak runs every *.trigger after a transaction that installed, updated or
 # uninstalled an app, as root and usually inside bubblewrap, with the installation's
 # path as $1. `make install` substitutes the interpreter above.

@@ -1,3 +1,5 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+// SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 // fsx-daemon: a D-Bus system service for the booted-host tests (tests/test_booted.py).
 //
 // It owns the bus name given as its only argument and answers Version() on the object
