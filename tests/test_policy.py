@@ -85,7 +85,10 @@ def test_bundle_origin_remote_is_denied_without_a_key(signed: FlatpakEnv) -> Non
     # A bundle that carries the key: Flatpak verifies it (an unsigned one fails to
     # install), and its -origin remote keeps gpg-verify=true.
     signed.install_bundle(KEYED, with_key=True)
-    assert f"{KEYED}: linked" in reconcile(signed)
+    # Verified, but the allow pattern never consents to a bundle: it waits for approve.
+    assert f"{KEYED}: waiting:" in reconcile(signed)
+    assert signed.links() == {}
+    assert signed.sysext("approve", KEYED).returncode == 0
     assert signed.links() == {KEYED: target(signed, KEYED)}
     st = signed.status()
     origin = st[BUNDLED]["origin"]
@@ -111,20 +114,24 @@ def test_allow_and_deny_globs_deny_wins(fenv: FlatpakEnv) -> None:
     fenv.write_config({"allow": ["org.fsx.*"], "deny": ["*.Tracer"]})
     reconcile(fenv)
     assert fenv.links() == {APP: target(fenv, APP)}
-    assert states(fenv) == {
+    # An app no allow pattern covers is not refused: it waits for consent (approve).
+    found = states(fenv)
+    assert {k: v for k, v in found.items() if k != OTHER} == {
         APP: ("linked", None),
         APP2: ("denied", "matches deny pattern '*.Tracer'"),
-        OTHER: ("denied", "matches no allow pattern"),
     }
+    assert found[OTHER][0] == "waiting"
+    assert f"flatpak-sysext approve {OTHER}" in str(found[OTHER][1])
     # Globs are case-sensitive and whole-ID: "org.fsx" alone allows nothing.
     fenv.write_config({"allow": ["org.fsx", "ORG.*"]})
-    assert {s for s, _ in states(fenv).values()} == {"denied"}
+    assert {k: s for k, (s, _) in states(fenv).items()} == {
+        APP: "waiting", APP2: "waiting", OTHER: "waiting"}
     # An exact allow does not beat a deny glob.
     fenv.write_config({"allow": [APP2], "deny": ["org.fsx.*"]})
     assert states(fenv)[APP2] == ("denied", "matches deny pattern 'org.fsx.*'")
-    # Nothing allowed at all.
+    # Nothing allowed at all: every app waits.
     fenv.write_config({"allow": []})
-    assert {r for _, r in states(fenv).values()} == {"matches no allow pattern"}
+    assert {s for s, _ in states(fenv).values()} == {"waiting"}
 
 
 def test_remotes_allow_list(fenv: FlatpakEnv) -> None:
