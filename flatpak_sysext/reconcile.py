@@ -32,7 +32,7 @@ from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import Evaluation, evaluate
 from flatpak_sysext.hoststate import SyncReport
 from flatpak_sysext.installation import Installation
-from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, RemoveTemporary, Unlink
+from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink, make_plan
 
 MAX_PASSES = 5
 """How often a run reads an installation that keeps changing under it."""
@@ -247,14 +247,8 @@ def remove_all(ctx: Context, wait: float = LOCK_WAIT) -> Removal:
     with statefiles.Locked(ctx.state_dir, [d for d in dirs if d in existed], wait):
         entries = targetdir.scan(ctx.config.target_dir, installations, installations,
                                  ctx.state_dir)
-        actions: list[Action] = []
-        for entry in sorted(entries.values(), key=lambda e: e.name):
-            if entry.target is None:
-                continue
-            if entry.kind is Kind.MANAGED:
-                actions.append(Unlink(entry.name, entry.target))
-            elif entry.kind is Kind.TEMPORARY:
-                actions.append(RemoveTemporary(entry.name, entry.target))
+        # Nothing wanted: the planner unlinks every link of ours, and its leftovers.
+        actions = list(make_plan({}, entries).actions)
         sync = _host_sync(ctx, installations)
         if sync is not None and actions:
             sync.owe()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from testsupport import booted
 from testsupport.booted import Machine, call_daemon, daemon_unit
 from testsupport.flatpak import FlatpakEnv
 from testsupport.flatpak import daemon_tree as c_daemon_tree
-from testsupport.prerequisites import require
 
 pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
 
@@ -94,10 +92,7 @@ class Host:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     """A booted Debian 12 with flatpak-sysext installed and the signed repository added."""
-    require(os.geteuid() == 0, "booting a container needs root")
-    missing = booted.missing_tools() + [t for t in ("flatpak", "bwrap", "gcc", "gpg")
-                                        if shutil.which(t) is None]
-    require(not missing, f"missing tools: {' '.join(missing)}")
+    booted.require_booting("flatpak", "bwrap", "gcc", "gpg")
     base = tmp_path_factory.mktemp("booted")
     builds = base / "builds"
     builds.mkdir()

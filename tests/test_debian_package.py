@@ -16,7 +16,6 @@ import pytest
 from testsupport import booted
 from testsupport.booted import Machine
 from testsupport.flatpak import FlatpakEnv
-from testsupport.prerequisites import require
 
 pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
 
@@ -27,10 +26,7 @@ UNITS = ("flatpak-sysext.path", "flatpak-sysext.service")
 @pytest.fixture(scope="module")
 def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     """A booted Debian 12 without flatpak-sysext, and a signed repository added."""
-    require(os.geteuid() == 0, "booting a container needs root")
-    missing = booted.missing_tools() + [t for t in ("flatpak", "gpg")
-                                        if shutil.which(t) is None]
-    require(not missing, f"missing tools: {' '.join(missing)}")
+    booted.require_booting("flatpak", "gpg")
     base = tmp_path_factory.mktemp("debian-package")
     publisher = FlatpakEnv(base / "publisher", signed=True)
     session_root = booted.SessionRoot(booted.cached_root())

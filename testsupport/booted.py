@@ -47,6 +47,16 @@ def missing_tools() -> list[str]:
     return [t for t in TOOLS if shutil.which(t) is None]
 
 
+def require_booting(*tools: str) -> None:
+    """What booting a session root needs (root, missing_tools()) and ``tools`` on the
+    host; skips, or fails in strict mode, for a test marked privileged."""
+    from testsupport.prerequisites import require
+
+    require(os.geteuid() == 0, "booting a container needs root")
+    missing = missing_tools() + [t for t in tools if shutil.which(t) is None]
+    require(not missing, f"missing tools: {' '.join(missing)}")
+
+
 def mirror() -> str:
     """The Debian mirror apt uses here (first ``URIs:`` of a deb822 source), else Debian's."""
     sources = Path("/etc/apt/sources.list.d/debian.sources")
