@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from flatpak_sysext import apply, config, evaluate, hoststate, pkgtransaction
+from flatpak_sysext import apply, config, evaluate, hoststate, pkgtransaction, told
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
@@ -27,9 +27,15 @@ def _verdict(s: AppStatus) -> str:
     return f"{s.state}: {s.reason}" if s.reason else s.state
 
 
+def _gone(ev: Evaluation, name: str) -> str:
+    """Why the link of an app that no longer declares an extension goes."""
+    return evaluate.RELEASED if name in ev.released else "no longer installed"
+
+
 def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool = False,
-                 ) -> list[str]:
-    """One short line per extension whose state changes (docs/reference.md#trigger-contract)."""
+                 judged: bool = True) -> list[str]:
+    """One short line per extension whose state changes (docs/reference.md#trigger-contract),
+    and with ``judged``, per app newly found rejected, denied or waiting."""
     by_app = {s.app_id: s for s in ev.apps}
     lines: list[str] = []
     done: set[str] = set()
@@ -41,18 +47,43 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
         elif isinstance(action, Relink) and s is not None:
             lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
         elif isinstance(action, Unlink):
-            if s is not None:
-                why = _verdict(s)
-            else:
-                why = evaluate.RELEASED if action.name in ev.released else "no longer installed"
+            why = _verdict(s) if s is not None else _gone(ev, action.name)
             lines.append(f"{action.name}: unlinked{suffix}, {why}")
         else:
             continue
         done.add(action.name)
     for s in ev.apps:
-        if s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied",
+        if judged and s.app_id not in done and s.newly_judged and s.state in ("rejected", "denied",
                                                                     "waiting"):
             lines.append(f"{s.app_id}: {_verdict(s)}")
+    return lines
+
+
+def told_lines(ev: Evaluation, acted: Collection[str], before: told.Told) -> list[str]:
+    """For the trigger: one line per app whose commit or state changed since the output
+    last told it (``before``), other than those in ``acted`` (this run's actions, which
+    :func:`change_lines` tells): what the service or ``approve`` did meanwhile, or what a
+    new judgement found."""
+    lines: list[str] = []
+    for s in ev.apps:
+        was = before.apps.get(s.app_id)
+        # A pending link is an action of this run, or a failure it reports itself.
+        if s.app_id in acted or s.state == "pending" or was == (s.commit, s.state):
+            continue
+        had_link = was is not None and was[1] == told.LINKED
+        if s.state == "linked":
+            merged = ("merged" if s.app_id in ev.merged
+                      else "not merged yet (flatpak-sysext status)")
+            lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}, {merged}" if had_link
+                         else f"{s.app_id}: linked, commit {s.commit[:12]}, {merged}")
+        else:
+            lines.append(f"{s.app_id}: unlinked, {_verdict(s)}" if had_link
+                         else f"{s.app_id}: {_verdict(s)}")
+    declared = {s.app_id for s in ev.apps}
+    for name, (_, state) in sorted(before.apps.items()):
+        if (state == told.LINKED and name not in declared and name not in acted
+                and name not in ev.entries):
+            lines.append(f"{name}: unlinked, {_gone(ev, name)}")
     return lines
 
 
@@ -80,22 +111,40 @@ class Lines:
         return bool(self.changes or self.info or self.errors or self.warnings)
 
 
-def result_lines(result: Result) -> Lines:
+def result_lines(result: Result, before: told.Told | None = None,
+                 last_sync: hoststate.SyncReport | None = None) -> Lines:
     """The news of a reconcile: changes, host sync, failures, errors, warnings.
 
-    Without the :func:`standing` warning, which only the caller knows whether to repeat.
+    With ``before`` (the trigger), also what changed since the output last told it
+    (:func:`told_lines`). Without the :func:`standing` warning, which only the caller
+    knows whether to repeat.
     """
     ev = result.evaluation
-    info, problems = hoststate.summary(result.sync) if result.sync else ([], [])
-    return Lines(change_lines(ev, result.applied), info,
-                 [f.message for f in result.failures] + list(ev.errors),
-                 list(ev.warnings) + problems)
+    lines = Lines(change_lines(ev, result.applied, judged=before is None), [],
+                  [f.message for f in result.failures] + list(ev.errors), list(ev.warnings))
+    return _with_news(lines, ev, result.sync, before, last_sync)
 
 
-def request_lines(ev: Evaluation, actions: Sequence[Action]) -> Lines:
-    """The news of a sandboxed trigger run that asked the service for ``actions``."""
-    return Lines(change_lines(ev, actions, requested=True), [], list(ev.errors),
-                 list(ev.warnings))
+def request_lines(ev: Evaluation, actions: Sequence[Action], before: told.Told,
+                  last_sync: hoststate.SyncReport | None) -> Lines:
+    """The news of a sandboxed trigger run that asked the service for ``actions``, and
+    what changed since the output last told it (:func:`told_lines`)."""
+    lines = Lines(change_lines(ev, actions, requested=True, judged=False), [],
+                  list(ev.errors), list(ev.warnings))
+    return _with_news(lines, ev, None, before, last_sync)
+
+
+def _with_news(lines: Lines, ev: Evaluation, sync: hoststate.SyncReport | None,
+               before: told.Told | None, last_sync: hoststate.SyncReport | None) -> Lines:
+    """``lines`` with the told news and the host sync: this run's, or else the last one
+    if it ran since the output last spoke and there is news (it is what synced it)."""
+    news = [] if before is None else told_lines(ev, {a.name for a in ev.plan.actions}, before)
+    if (sync is None and news and before is not None and last_sync is not None
+            and last_sync.time != before.sync):
+        sync = last_sync
+    info, problems = hoststate.summary(sync) if sync else ([], [])
+    return Lines(lines.changes + news, info + lines.info, lines.errors,
+                 lines.warnings + problems)
 
 
 def _problems(problems: tuple[Problem, ...]) -> list[dict[str, str]]:

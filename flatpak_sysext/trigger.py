@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from flatpak_sysext.config import Config
     from flatpak_sysext.context import Context
     from flatpak_sysext.evaluate import Evaluation
+    from flatpak_sysext.hoststate import SyncReport
     from flatpak_sysext.installation import Installation
     from flatpak_sysext.output import Lines
+    from flatpak_sysext.told import Told
 
 
 def _writable(path: str) -> bool:
@@ -95,8 +97,9 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         return 0
     import dataclasses
 
-    from flatpak_sysext import config, installation, output, statefiles
+    from flatpak_sysext import config, installation, output, statefiles, told
     from flatpak_sysext.context import Context
+    from flatpak_sysext.plan import Link, Relink
 
     snap = quick.Snapshot(basedir, environ)  # Before anything it records is read.
     cfg: Config | None = None
@@ -115,10 +118,16 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         if cfg.allow_host_glibc:  # verdicts depend on the host's glibc (hostglibc.py)
             snap.add(ctx.host_glibc.watched_paths())
         snap.add_apps()
+        before = told.read(inst.path)
         if _writable(cfg.target_dir) and _writable(ctx.state_dir):
-            lines, ev = _reconcile_here(ctx, inst)
+            lines, ev, last_sync = _reconcile_here(ctx, inst, before)
         else:  # Keeps its verdicts in the installation: the service's state is read-only.
-            lines, ev = _ask_service(dataclasses.replace(ctx, sandboxed=True), inst)
+            lines, ev, last_sync = _ask_service(dataclasses.replace(ctx, sandboxed=True),
+                                                inst, before)
+        now = told.after(ev, {a.name for a in ev.plan.actions if isinstance(a, (Link, Relink))},
+                         last_sync.time if last_sync else None)
+        if now != before:
+            told.write(inst.path, now)
         if not lines and not ev.plan.actions and inst.path == basedir and config_arg is None:
             snap.save({s.app_id for s in ev.apps} | set(ev.entries))
         said = [*lines.changes, *lines.info, *lines.errors,
@@ -139,22 +148,26 @@ LOCK_WAIT = 20.0
 """Seconds the trigger waits for the service's lock: a Flatpak transaction waits for it."""
 
 
-def _reconcile_here(ctx: Context, inst: Installation) -> tuple[Lines, Evaluation]:
+def _reconcile_here(ctx: Context, inst: Installation, before: Told,
+                    ) -> tuple[Lines, Evaluation, SyncReport | None]:
     """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does; if
-    another run holds the lock for too long, leave a request instead."""
-    from flatpak_sysext import output, statefiles
+    another run holds the lock for too long, leave a request instead. Returns what to
+    print, the evaluation and the last host sync."""
+    from flatpak_sysext import hoststate, output, statefiles
     from flatpak_sysext.reconcile import reconcile
 
     try:
         result = reconcile(ctx, [inst], wait=LOCK_WAIT)
     except statefiles.LockUnavailable as e:
-        return _ask_service(ctx, inst, unavailable=e)
+        return _ask_service(ctx, inst, before, unavailable=e)
+    last_sync = hoststate.last_sync(inst, ctx.state_dir)
     # A host sync always reports its steps, so a run that synced is never quiet.
-    return output.result_lines(result), result.evaluation
+    return output.result_lines(result, before, last_sync), result.evaluation, last_sync
 
 
-def _ask_service(ctx: Context, inst: Installation,
-                 unavailable: OSError | None = None) -> tuple[Lines, Evaluation]:
+def _ask_service(ctx: Context, inst: Installation, before: Told,
+                 unavailable: OSError | None = None,
+                 ) -> tuple[Lines, Evaluation, SyncReport | None]:
     """In the sandbox: validate, and leave a request for the service if links must
     change. Each request is announced once, not again by every later transaction.
 
@@ -167,7 +180,7 @@ def _ask_service(ctx: Context, inst: Installation,
     """
     import errno
 
-    from flatpak_sysext import apply, output, request, statefiles
+    from flatpak_sysext import apply, hoststate, output, request, statefiles
     from flatpak_sysext.evaluate import evaluate
 
     lock = statefiles.Locked(ctx.state_dir, [statefiles.directory(inst.path)], LOCK_WAIT,
@@ -184,16 +197,17 @@ def _ask_service(ctx: Context, inst: Installation,
         already = request.read(inst.path)
         if pending and (pending != already or unavailable is not None):
             request.write(inst.path, pending)
+        last_sync = hoststate.last_sync(inst, ctx.state_dir)
     finally:
         lock.release()
     fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]
-    lines = output.request_lines(ev, fresh)
+    lines = output.request_lines(ev, fresh, before, last_sync)
     if unavailable is not None:
         lines.info.append(f"could not get the lock {unavailable.filename} "
                           f"({unavailable.strerror}); "
                           + ("left a request for flatpak-sysext.service" if pending
                              else "found nothing to change"))
-    return lines, ev
+    return lines, ev, last_sync
 
 
 def main(basedir: str) -> int:

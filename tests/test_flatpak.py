@@ -6,6 +6,7 @@ inside bubblewrap, and ``reconcile`` does what flatpak-sysext.service would do."
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,39 @@ def test_foreign_entries_are_never_touched(fenv: FlatpakEnv, tmp_path: Path) -> 
     fenv.uninstall(APP2)
     reconcile(fenv)
     assert {p.name for p in target.iterdir()} == set(before)
+
+
+def test_the_output_tells_what_the_service_did_before_the_trigger_ran(fenv: FlatpakEnv) -> None:
+    """Flatpak bumps .changed before it runs triggers, so flatpak-sysext.service often
+    links, relinks or unlinks before the trigger runs and leaves it nothing to do; the
+    trigger still says what became of the app, once."""
+    trigger = fenv.triggers_dir / "flatpak-sysext.trigger"
+    plain = "org.fsx.Plain"  # declares no extension: its transactions only run the trigger
+    fenv.publish(plain, None, declare=None)
+
+    def service_first(step: Callable[[], object]) -> str:
+        trigger.unlink()
+        step()  # Flatpak deploys or removes; the trigger has not run yet...
+        reconcile(fenv)  # ...and the service gets there first.
+        fenv.install_trigger()
+        told = fenv.install(plain)  # the next trigger run inside bubblewrap
+        again = fenv.uninstall(plain)
+        assert "flatpak-sysext" not in again.stdout + again.stderr
+        return told.stdout + told.stderr
+
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    out = service_first(lambda: fenv.install(APP))
+    assert f"flatpak-sysext: {APP}: linked, commit {fenv.commit(APP)[:12]}, " in out, out
+    fenv.publish(APP, daemon_tree(APP, "v2"))
+    out = service_first(fenv.update)
+    assert f"flatpak-sysext: {APP}: relinked to commit {fenv.commit(APP)[:12]}, " in out, out
+    fenv.publish(APP, daemon_tree(APP, "v3", static=False))
+    out = service_first(fenv.update)
+    assert (f"flatpak-sysext: {APP}: unlinked, rejected: dynamic-elf "
+            f"usr/libexec/{APP}/profilerd") in out, out
+    fenv.publish(APP, daemon_tree(APP, "v4"))
+    out = service_first(fenv.update)
+    assert f"flatpak-sysext: {APP}: linked, commit {fenv.commit(APP)[:12]}, " in out, out
+    out = service_first(lambda: fenv.uninstall(APP))
+    assert f"flatpak-sysext: {APP}: unlinked, no longer installed" in out, out
+    assert fenv.links() == {}
