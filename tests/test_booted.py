@@ -268,6 +268,10 @@ def test_update_restarts_daemon(host: Host) -> None:
     commit = host.machine.run("flatpak", "info", "--system", "--show-commit", APP,
                               check=True).stdout.strip()
     assert f"flatpak-sysext: {APP}: relinked to commit {commit[:12]}" in out, out
+    if f"{commit[:12]}, merged" in out:  # the service was first: its host sync is told too
+        assert f"flatpak-sysext: host sync: restarted if running: {UNIT}" in out, out
+    status = host.machine.run("flatpak-sysext", "status", check=True).stdout
+    assert f"host sync: restarted if running: {UNIT}" in status, status
 
 
 def test_uninstall_stops_daemon(host: Host) -> None:
@@ -275,12 +279,16 @@ def test_uninstall_stops_daemon(host: Host) -> None:
     precondition(host.version().startswith('s "v'), "the daemon answers before uninstall")
     out = host.flatpak("uninstall", "--system", APP)
     assert f"flatpak-sysext: {APP}: unlinked" in out, out
+    if f"{APP}: unlinked, no longer installed" in out:  # the service was first
+        assert f"flatpak-sysext: host sync: stopped {UNIT}" in out, out
     m.settle()
     m.wait_for(lambda: APP not in m.merged(), f"{APP} to be unmerged")
     assert host.link_target(APP) == ""
     assert host.usr_writable()
     assert m.run("systemctl", "is-active", UNIT).stdout.strip() != "active"
     assert call_daemon(m, APP).returncode != 0
+    status = m.run("flatpak-sysext", "status", check=True).stdout
+    assert f"host sync: stopped {UNIT}" in status, status
 
 
 USER = "fsx-user"
