@@ -199,6 +199,15 @@ def test_dpkg_install_and_remove_while_merged(host: Host) -> None:
     assert m.run("test", "-e", "/usr/share/fsx-probe/probe").returncode != 0
     m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after dpkg -r", 30)
     assert host.version().startswith('s "v')  # D-Bus and systemd were reloaded with it
+    # apt runs dpkg more than once in a command: each run is a transaction of its own.
+    deb = build_deb(m, "fsx-apt", {"/usr/share/fsx-apt/probe": "apt\n"})
+    for args, present in ((("install", deb), True), (("remove", "fsx-apt"), False)):
+        result = m.run("apt-get", "-y", *args)
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and "Traceback" not in out, out
+        assert (m.run("test", "-e", "/usr/share/fsx-apt/probe").returncode == 0) == present
+        m.wait_for(lambda: APP in m.merged(), f"{APP} merged again after apt-get {args[0]}", 30)
+    assert host.version().startswith('s "v')
 
 
 def test_package_file_shadows_extension(host: Host) -> None:
