@@ -114,8 +114,9 @@ demo: deps venv
 	$(VPY) demo/demo.py
 
 # The figures of README's "Performance" section: a few minutes, as root (bench/bench.py).
-# BENCH_ARGS=--dpkg-only: only what the package manager hooks add to a dpkg -i, on the
-# booted Debian 12 of the tests.
+# Its last rows boot the Debian 12 of the tests (skipped without its tools); BENCH_ARGS=
+# --booted-only runs only those: flatpak install to the daemon answering over D-Bus,
+# flatpak uninstall to it gone, and what the package manager hooks add to a dpkg -i.
 BENCH_ARGS ?=
 bench: deps venv
 	$(VPY) bench/bench.py $(BENCH_ARGS)

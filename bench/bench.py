@@ -9,7 +9,7 @@ and gcc.
 
     .venv/bin/python bench/bench.py [--quick] [--out bench-results.json] [--keep]
 
-Measured (issue 6), at 100/1,000/10,000 apps (10% with an extension, warm cache, every
+Measured, at 100/1,000/10,000 apps (10% with an extension, warm cache, every
 link in place), against ``python -I -c pass`` on the same interpreter (see
 bench_python): the trigger when nothing changed; the trigger after Flatpak updated an
 app that declares nothing (what almost every real transaction is); the trigger's full
@@ -19,9 +19,11 @@ verdicts per second against the obvious pyelftools code (and, for daemons that n
 glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); ``check`` on trees of
 25k/50k/100k files; what a validated snapshot costs (copy time beside validation
 time, and disk) for a Sysprof-sized tree and a 100-file one (``--store-only`` runs just
-these); and, with ``--dpkg-only`` alone, what the package manager hooks add to a
-``dpkg -i`` on the booted Debian 12 of the tests. Nothing here asserts: people judge the
-table.
+these); and, on the booted Debian 12 of the tests (bench/booted_host.py; skipped without
+its tools; ``--booted-only`` runs just these), the time from ``flatpak install``
+returning to the extension's daemon answering a D-Bus call, from ``flatpak uninstall``
+to it being gone, and what the package manager hooks add to a ``dpkg -i``. Nothing here
+asserts: people judge the table.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench import generate  # noqa: E402
+from bench import booted_host, generate  # noqa: E402
 from testsupport.flatpak import compile_c  # noqa: E402
 from testsupport.source import TRIGGER  # noqa: E402
 
@@ -436,6 +438,8 @@ def table(results: dict[str, Any]) -> str:
                      f"{r['max_rss_mib']:>6.1f}MiB")
     lines += elf_rows(results["elf"])
     lines += store_rows(results["store"])
+    if "booted" in results:
+        lines += booted_host.booted_rows(results["booted"])
     return "\n".join(lines)
 
 
@@ -453,72 +457,6 @@ def elf_rows(e: dict[str, Any]) -> list[str]:
     return lines
 
 
-def bench_dpkg(work: Path, rounds: int) -> dict[str, Any]:
-    """What the package manager hooks add to a ``dpkg -i`` that changes nothing of ours, on
-    the booted Debian 12 of the tests (testsupport/booted.py): reinstalling a one-file
-    package with the hooks while an extension is merged (unmerge, guard, reconcile, merge,
-    every reload) against the same without the hooks and with nothing merged."""
-    from testsupport import booted
-    from testsupport.flatpak import FlatpakEnv, daemon_tree
-
-    app = "org.fsx.BenchHooks"
-    hook = "/etc/dpkg/dpkg.cfg.d/flatpak-sysext"
-    publisher = FlatpakEnv(work / "publisher", signed=True)
-    session = booted.SessionRoot(booted.cached_root())
-    m = booted.Machine(session.root, f"fsx-bench-{os.getpid()}")
-    try:
-        publisher.publish(app, daemon_tree(app, "bench"))
-        m.boot()
-        m.install_project()
-        m.add_repository(publisher.repo, publisher.pubkey)
-        m.run("flatpak", "install", "--system", "-y", "--noninteractive", "fsx", app,
-              check=True)
-        m.settle()
-        m.wait_for(lambda: app in m.merged(), f"{app} merged")
-        m.run("mkdir", "-p", "/root/probe/DEBIAN", "/root/probe/usr/share/probe", check=True)
-        m.run("sh", "-c", "printf 'Package: probe\\nVersion: 1\\nArchitecture: all\\n"
-              "Maintainer: bench <b@fsx.invalid>\\nDescription: probe\\n' "
-              "> /root/probe/DEBIAN/control && echo x > /root/probe/usr/share/probe/x",
-              check=True)
-        m.run("dpkg-deb", "--build", "--root-owner-group", "/root/probe", "/root/probe.deb",
-              check=True)
-
-        def dpkg_i(hooks: bool) -> float:
-            if hooks:
-                m.run("cp", f"/root/{os.path.basename(hook)}", hook, check=True)
-                m.run("systemd-sysext", "refresh", check=True)
-            else:
-                m.run("rm", "-f", hook, check=True)
-                m.run("systemd-sysext", "unmerge", check=True)
-            t = time.perf_counter()
-            m.run("dpkg", "-i", "/root/probe.deb", check=True)
-            elapsed = time.perf_counter() - t
-            if hooks:
-                assert app in m.merged(), "not merged again after dpkg -i"
-            return elapsed
-
-        m.run("cp", hook, f"/root/{os.path.basename(hook)}", check=True)
-        times: dict[str, list[float]] = {"without": [], "with": []}
-        for _ in range(rounds):
-            times["without"].append(dpkg_i(False))
-            times["with"].append(dpkg_i(True))
-        med = {k: statistics.median(v) for k, v in times.items()}
-        return {"dpkg_i_without_hooks_s": med["without"], "dpkg_i_with_hooks_s": med["with"],
-                "added_s": med["with"] - med["without"], "runs": rounds}
-    finally:
-        m.poweroff()
-        session.remove()
-        publisher.close()
-
-
-def dpkg_rows(r: dict[str, Any]) -> list[str]:
-    """The dpkg rows: with and without the hooks, and the difference."""
-    rows = [("dpkg -i, no hooks, nothing merged", r["dpkg_i_without_hooks_s"]),
-            ("dpkg -i, hooks, one extension merged", r["dpkg_i_with_hooks_s"]),
-            ("what the hooks add to a dpkg -i", r["added_s"])]
-    return [f"{label:<48} {seconds * 1000:>7.0f}ms" for label, seconds in rows]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="fewer rounds, smaller check trees")
@@ -526,15 +464,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     p.add_argument("--elf-only", action="store_true",
                    help="only the ELF verdict rates (needs gcc, not root)")
-    p.add_argument("--dpkg-only", action="store_true",
-                   help="only what the package manager hooks add to dpkg -i, on the booted "
-                        "Debian 12 of tests/test_booted.py (root, systemd-nspawn)")
+    p.add_argument("--booted-only", action="store_true",
+                   help="only the figures on the booted Debian 12 of tests/test_booted.py: "
+                        "flatpak install to the daemon answering over D-Bus, and what the "
+                        "package manager hooks add to dpkg -i (root, systemd-nspawn, go)")
     p.add_argument("--store-only", action="store_true",
                    help="only the costs of a validated snapshot (needs gcc and root)")
     args = p.parse_args(argv)
-    if args.dpkg_only:
+    if args.booted_only:
+        if booted_host.missing():
+            print(f"bench: needs {', '.join(booted_host.missing())} for the booted host",
+                  file=sys.stderr)
+            return 2
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
-            print("\n".join(dpkg_rows(bench_dpkg(Path(tmp), 3 if args.quick else 7))))
+            print("\n".join(booted_host.booted_rows(booted_host.run(Path(tmp), args.quick))))
         return 0
     if args.store_only:
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.", dir="/var/tmp") as tmp:
@@ -577,6 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_sizes = [5000, 10000, 20000] if args.quick else [25000, 50000, 100000]
         results["check"] = bench_check(work, check_sizes, template.static_exe, 3)
         results["store"] = bench_store(work, max(3, rounds // 3))
+        if booted_host.missing():  # the rest stands without it
+            print(f"bench: no booted-host figures: needs {', '.join(booted_host.missing())}")
+        else:
+            results["booted"] = booted_host.run(work, args.quick)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
         print(table(results))
         print(f"results in {args.out}; total {time.perf_counter() - t0:.0f}s")

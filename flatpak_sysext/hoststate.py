@@ -29,6 +29,7 @@ MAX_SIZE = 1 << 22
 OK, FAILED, SKIPPED = "ok", "failed", "skipped"
 REFRESH, VERIFY = "refresh", "verify"
 STOP_UNITS, DISABLE_UNITS, RESTART_UNITS = "stop-units", "disable-units", "restart-units"
+STOP_REACTIVATED = "stop-reactivated"
 SYSUSERS, TMPFILES = "sysusers", "tmpfiles"
 DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD = (
     "daemon-reload", "dbus-reload", "polkit-reload", "udev-reload")

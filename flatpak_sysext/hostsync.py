@@ -31,6 +31,7 @@ from flatpak_sysext.hoststate import (
     RELOADS,
     RESTART_UNITS,
     SKIPPED,
+    STOP_REACTIVATED,
     STOP_UNITS,
     SYSUSERS,
     TMPFILES,
@@ -261,6 +262,11 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
             continue
         steps.append(_run(runner, reload, argv, tools))
+    if needs.stop:
+        # Once more, now that their files and D-Bus activation are gone: a call (or a
+        # socket, a timer) between the first stop and the reloads starts a unit again
+        # from the still-merged files, and it would run on, unmerged, owning its bus name.
+        steps.append(_units(runner, STOP_REACTIVATED, ("stop",), needs.stop, tools))
     if needs.restart:
         # After daemon-reload, so the new unit files are the ones restarted; only units
         # that run (try-), and reloaded instead where the unit says how.

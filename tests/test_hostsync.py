@@ -174,12 +174,15 @@ def test_removal_reloads_what_the_removed_content_had(sync_rig: SyncRig) -> None
     report = sync_rig.sync([Change(APP, tree, None)])
     # Its units are stopped and disabled while their files are still merged, as dpkg and
     # rpm stop a removed package's; users and created files stay: no sysusers or tmpfiles.
+    # Stopped once more when its unit and D-Bus activation are gone: a D-Bus call in
+    # between starts it again from the still-merged files.
     assert sync_rig.host.commands == [
         ("systemctl", "stop", "--", "a.service"),
         ("systemctl", "disable", "--no-reload", "--", "a.service"),
-        REFRESH, DAEMON_RELOAD, DBUS_RELOAD]
+        REFRESH, DAEMON_RELOAD, DBUS_RELOAD, ("systemctl", "stop", "--", "a.service")]
     assert outcomes(report) == {"stop-units": "ok", "disable-units": "ok", "refresh": "ok",
-                                "verify": "ok", "daemon-reload": "ok", "dbus-reload": "ok"}
+                                "verify": "ok", "daemon-reload": "ok", "dbus-reload": "ok",
+                                "stop-reactivated": "ok"}
     assert report is not None and "host sync: stopped a.service" in hoststate.summary(report)[0]
 
 
@@ -191,7 +194,7 @@ def test_update_reloads_for_the_old_content_and_the_new(sync_rig: SyncRig) -> No
     assert sync_rig.host.commands == [
         ("systemctl", "stop", "--", "a.service"),
         ("systemctl", "disable", "--no-reload", "--", "a.service"),
-        REFRESH, DAEMON_RELOAD, POLKIT_RELOAD]
+        REFRESH, DAEMON_RELOAD, POLKIT_RELOAD, ("systemctl", "stop", "--", "a.service")]
     # And the record follows: removing it now needs only polkit.
     sync_rig.sync([Change(APP, new, None)])
     assert sync_rig.host.commands == [REFRESH, POLKIT_RELOAD]
@@ -210,7 +213,7 @@ def test_update_restarts_the_units_it_still_ships_after_daemon_reload(
     assert sync_rig.host.commands == [
         ("systemctl", "stop", "--", "gone.timer"),
         ("systemctl", "disable", "--no-reload", "--", "gone.timer"),
-        REFRESH, DAEMON_RELOAD,
+        REFRESH, DAEMON_RELOAD, ("systemctl", "stop", "--", "gone.timer"),
         ("systemctl", "try-reload-or-restart", "--", "a.service", "a.socket", "t@*.service")]
 
 

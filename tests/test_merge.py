@@ -37,6 +37,8 @@ UNIT = "profilerd.service"  # what testsupport.flatpak.daemon_tree ships
 STOP = [f"systemctl stop -- {UNIT}", f"systemctl disable --no-reload -- {UNIT}"]
 DBUS_RELOAD = ("busctl --system call org.freedesktop.DBus /org/freedesktop/DBus "
                "org.freedesktop.DBus ReloadConfig")
+# The second stop, after the reloads: whatever started the unit again meanwhile.
+STOP_AGAIN = f"systemctl stop -- {UNIT}"
 
 
 class Namespace:
@@ -161,11 +163,11 @@ def test_link_update_uninstall_merge_for_real(host: Host) -> None:
     out = host.reconcile()
     assert f"{APP}: unlinked" in out.stdout
     assert ("host sync: stop-units, disable-units, refresh, verify, daemon-reload, "
-            "dbus-reload: ok") in out.stdout
+            "dbus-reload, stop-reactivated: ok") in out.stdout
     assert host.ns.run("test", "-e", DAEMON).returncode == 1
     assert host.merged() == []
     # Its unit is stopped and disabled first, while its file is still merged.
-    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD]
+    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD, STOP_AGAIN]
 
 
 def test_a_merge_that_did_not_happen_is_caught(host: Host) -> None:
@@ -218,7 +220,7 @@ def test_every_kind_of_content_through_the_command_line(host: Host) -> None:
     host.reconcile()
     assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD,
                                "systemctl try-reload-or-restart polkit.service",
-                               "udevadm control --reload"]
+                               "udevadm control --reload", STOP_AGAIN]
 
 
 def test_remove_all_takes_every_link_of_ours_away_and_unmerges(host: Host) -> None:
@@ -237,7 +239,7 @@ def test_remove_all_takes_every_link_of_ours_away_and_unmerges(host: Host) -> No
     assert host.merged() == []
     assert host.ns.run("test", "-e", DAEMON).returncode != 0
     # The removed extension's unit is stopped and disabled, its D-Bus policy reloaded away.
-    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD]
+    assert host.commands() == [*STOP, DAEMON_RELOAD, DBUS_RELOAD, STOP_AGAIN]
     assert host.ns.run("ls", "/run/extensions").stdout.split() == ["not-ours"]
     assert not (fenv.system_dir / "flatpak-sysext").exists()
     again = host.sysext("remove-all")
