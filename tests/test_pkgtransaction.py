@@ -6,7 +6,7 @@ and re-merges, the guard, host sync held back meanwhile, and the hook files them
 A directory stands in for the host's root: ``proc/<PID>/stat`` files make processes live
 or dead (and give them a start time), ``usr/.systemd-sysext/extensions`` says what is
 merged, and a recording runner plays ``systemd-sysext``. The real dpkg runs the hooks in
-tests/test_booted.py.
+tests/test_booted.py, the real pacman, dnf 4 and zypper in tests/test_booted_pkgmanagers.py.
 """
 
 from __future__ import annotations

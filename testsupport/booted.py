@@ -29,10 +29,12 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("FLATPAK_SYSEXT_TEST_CACHE", "/var/cache/flatpak-sysext-tests"))
 SUITE = "bookworm"
 # polkitd needs libpam-systemd for a logind; make and python3-* are what `make install`
-# and the installed package use; procps for the tests' own look at processes.
+# and the installed package use; procps for the tests' own look at processes. The other
+# package managers, for their hooks (tests/test_booted_pkgmanagers.py): pacman, dnf 4 with
+# rpm (rpmbuild makes its test package) and zypper.
 PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
             "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
-            "procps")
+            "procps", "pacman-package-manager", "dnf", "rpm", "zypper")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "go", "git")
 GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their sources
