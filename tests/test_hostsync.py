@@ -47,6 +47,8 @@ class FakeHost:
         self.results: dict[tuple[str, ...], tuple[int, str]] = {}
         self.merges = True
         (root / "run/systemd/system").mkdir(parents=True)
+        (root / "run/udev").mkdir()
+        (root / "run/udev/control").touch()  # udev runs: no container can show that
         target.mkdir()
 
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
