@@ -52,6 +52,9 @@ Runner = Callable[[Sequence[str]], tuple[int, str]]
 """Runs one command (argv) and returns its exit status and its output."""
 
 MERGED_LIST = "/usr/.systemd-sysext/extensions"
+UDEV_CONTROL = "/run/udev/control"
+"""systemd-udevd's control socket (or systemd's socket unit for it): what ``udevadm
+control`` talks to, absent where no udev runs (containers)."""
 MAX_MERGED_LIST = 1 << 20
 COMMAND_TIMEOUT = 300
 MAX_MESSAGE = 400
@@ -96,6 +99,11 @@ def _host(host_root: str, path: str) -> str:
 def systemd_running(host_root: str = "/") -> bool:
     """Whether systemd is the running init system, as ``sd_booted()`` decides."""
     return os.path.isdir(_host(host_root, "/run/systemd/system"))
+
+
+def udev_running(host_root: str = "/") -> bool:
+    """Whether udev runs, or is started on demand, so that it can be told to reload."""
+    return os.path.exists(_host(host_root, UDEV_CONTROL))
 
 
 def selinux_enforcing(host_root: str = "/") -> bool:
@@ -260,6 +268,10 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
                 runner, host_root, merged, tools):
             steps.append(Step(reload, SKIPPED, "systemd-sysext reloaded the manager itself "
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
+            continue
+        if reload == UDEV_RELOAD and not udev_running(host_root):
+            # A container, or a host without udev: no rules are read, none to reload.
+            steps.append(Step(reload, SKIPPED, "udev is not running"))
             continue
         steps.append(_run(runner, reload, argv, tools))
     if needs.stop:

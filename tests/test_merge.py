@@ -45,8 +45,10 @@ class Namespace:
     """A mount namespace kept alive by a sleeping process; commands enter it."""
 
     def __init__(self) -> None:
+        # /run/udev/control: host sync tells udev to reload only where it runs.
         setup = ("mount --make-shared / && mount -t tmpfs tmpfs /run && "
-                 "mkdir -p /run/systemd/system && echo ready && exec sleep infinity")
+                 "mkdir -p /run/systemd/system /run/udev && touch /run/udev/control && "
+                 "echo ready && exec sleep infinity")
         self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
                                       "sh", "-c", setup], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None

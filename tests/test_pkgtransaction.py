@@ -199,6 +199,8 @@ class SyncHost:
         self.root = root
         self.commands: list[tuple[str, ...]] = []
         (root / "run/systemd/system").mkdir(parents=True)
+        (root / "run/udev").mkdir()
+        (root / "run/udev/control").touch()  # udev runs, so it is told to reload
         for name in ("systemd-sysext", "systemctl", "busctl", "udevadm"):
             (root / "usr/bin").mkdir(parents=True, exist_ok=True)
             (root / "usr/bin" / name).write_text("#!/bin/sh\n")
