@@ -183,13 +183,14 @@ class Tools:
     provided: frozenset[str] = frozenset()
 
 
-def _run(runner: Runner, step: str, argv: Sequence[str], tools: Tools) -> Step:
+def _run(runner: Runner, step: str, argv: Sequence[str], tools: Tools,
+         success: Collection[int] = (0,)) -> Step:
     path = tool(argv[0], tools.root, tools.provided)
     if path is None:
         return Step(step, FAILED, f"{argv[0]}: not found as an executable in /usr/bin or /bin, "
                                   "or provided by a linked extension; not run", tuple(argv))
     code, output = runner((path, *argv[1:]))
-    if code == 0:
+    if code in success:
         return Step(step, OK, "", tuple(argv))
     return Step(step, FAILED, _failure(code, output), tuple(argv))
 
@@ -230,11 +231,17 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
     return code == 0 and match is not None and int(match.group(1)) >= 255
 
 
+SYSTEMCTL_NOT_LOADED = 5
+"""systemctl's exit status for a unit it does not know (LSB "not installed"): a unit
+that is not loaded does not run, so stopping it has nothing to do."""
+
+
 def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str],
            tools: Tools) -> Step:
     """``systemctl VERB -- UNITS``, the step naming the units for people."""
     patterns = sorted(p for p in (unit_pattern(u) for u in units) if p is not None)
-    done = _run(runner, step, ("systemctl", *verb, "--", *patterns), tools)
+    success = (0, SYSTEMCTL_NOT_LOADED) if verb[0] == "stop" else (0,)
+    done = _run(runner, step, ("systemctl", *verb, "--", *patterns), tools, success)
     return done if done.outcome != OK else dataclasses.replace(done, message=", ".join(patterns))
 
 
@@ -248,8 +255,14 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
-        steps.append(_units(runner, DISABLE_UNITS, ("disable", "--no-reload"), needs.stop,
-                            tools))
+        # Only units whose file is merged: a package transaction may have taken the
+        # extension out of /usr already, and systemctl refuses to disable a unit it has
+        # no file for (nothing of ours can be enabled then either).
+        merged_units = {u for u in needs.stop
+                        if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))}
+        steps.append(_units(runner, DISABLE_UNITS, ("disable", "--no-reload"), merged_units,
+                            tools) if merged_units else
+                     Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged"))
     refresh = _run(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
     merged = read_merged(host_root)
     steps += [refresh, _verify(linked, removed, merged)]

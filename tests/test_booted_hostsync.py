@@ -247,13 +247,15 @@ def test_an_update_that_drops_content_takes_its_effect_away(host: Host) -> None:
     assert host.show(UNIT, "Description") == f"{APP} test daemon, build 2"
     steps = host.last_sync()
     # The old build's polkit action is what polkit-reload is for now: the new one has none.
-    # The units it dropped stopped before the refresh, those it kept restarted last.
+    # The units it dropped stopped before the refresh (and once more after the reloads,
+    # in case a call started one again meanwhile), those it kept restarted last.
     assert outcomes(steps) == [
         ("stop-units", "ok"), ("disable-units", "ok"), ("refresh", "ok"), ("verify", "ok"),
         ("sysusers", "ok"), ("tmpfiles", "ok"), ("daemon-reload", "ok"),
         ("dbus-reload", "ok"), ("polkit-reload", "ok"), ("udev-reload", "skipped"),
-        ("restart-units", "ok")]
+        ("stop-reactivated", "ok"), ("restart-units", "ok")]
     assert steps["stop-units"]["message"] == WORKER
+    assert steps["stop-reactivated"]["message"] == WORKER
     assert steps["restart-units"]["message"] == UNIT
     assert host.call_as_nobody().returncode == 0
 
@@ -275,6 +277,6 @@ def test_uninstall_takes_the_rest_away_but_the_user_and_its_directory(host: Host
     # What build 2 was recorded to need: no polkit-reload (build 1's action went with the
     # update), and users and created files are not taken back.
     assert ("host sync: stop-units, disable-units, refresh, verify, daemon-reload, "
-            "dbus-reload: ok\n") in text, text
+            "dbus-reload, stop-reactivated: ok\n") in text, text
     assert "host sync: udev-reload skipped: udev is not running" in text, text
     assert f"host sync: stopped {UNIT}" in text, text

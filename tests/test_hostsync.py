@@ -86,15 +86,14 @@ class FakeHost:
         return self.results.get(argv, (0, ""))
 
     def _merge(self) -> None:
+        # The merged /usr is the union of the linked trees' usr/ (a copy; the host has
+        # no files of its own here), with systemd-sysext's list of what it merged.
         meta = self.root / "usr/.systemd-sysext"
-        releases = self.root / "usr/lib/extension-release.d"
         shutil.rmtree(self.root / "usr", ignore_errors=True)
         meta.mkdir(parents=True)
-        releases.mkdir(parents=True)
         names = sorted(p.name for p in self.target.iterdir() if p.exists())
         for name in names:
-            shutil.copy(self.target / name / "usr/lib/extension-release.d" /
-                        f"extension-release.{name}", releases)
+            shutil.copytree(self.target / name / "usr", self.root / "usr", dirs_exist_ok=True)
         (meta / "extensions").write_text("\n".join(names))
 
 
@@ -187,6 +186,26 @@ def test_everything_at_once_runs_in_order_once(sync_rig: SyncRig) -> None:
         REFRESH, ("systemd-sysusers", "--", "-a.conf", "b.conf"),
         ("systemd-tmpfiles", "--create", "--", "t.conf"),
         DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD, UDEV_RELOAD]
+
+
+def test_units_of_an_unmerged_extension_are_stopped_without_a_warning(sync_rig: SyncRig) -> None:
+    """A package transaction has taken every extension out of /usr when its end finds one
+    that must go: there is no unit file left to disable, and a unit systemd no longer
+    knows (systemctl's exit status 5) does not run. Neither is a warning."""
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    shutil.rmtree(sync_rig.host.root / "usr")
+    sync_rig.host.results[("systemctl", "stop", "--", "a.service")] = (
+        5, "Failed to stop a.service: Unit a.service not loaded.")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    assert ("systemctl", "disable", "--no-reload", "--", "a.service") not in sync_rig.host.commands
+    assert outcomes(report) == {"stop-units": "ok", "disable-units": "skipped", "refresh": "ok",
+                                "verify": "ok", "daemon-reload": "ok",
+                                "stop-reactivated": "ok"}
+    assert report is not None and hoststate.summary(report)[1] == []
+    # Any other failure to stop is still one.
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    sync_rig.host.results[("systemctl", "stop", "--", "a.service")] = (1, "Job failed.")
+    assert outcomes(sync_rig.sync([Change(APP, tree, None)]))["stop-units"] == "failed"
 
 
 def test_update_restarts_the_units_it_still_ships_after_daemon_reload(
