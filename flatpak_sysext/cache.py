@@ -156,7 +156,8 @@ class Cache:
             self._scan_saved = dict(self.scan)
         except (FileNotFoundError, PermissionError):
             return  # None yet, or (status as a user) not ours to read.
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            # RecursionError: json's answer to nesting deep enough (a forged file).
             self.entries.clear()
             self.scan.clear()
             self.dirty = True

@@ -225,7 +225,7 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     """After the last package transaction: a reconcile whose host sync re-merges and
     runs every reload; without a usable configuration or with host sync off, only that."""
-    from flatpak_sysext import hostsync, pkgtransaction
+    from flatpak_sysext import hostcommands, pkgtransaction
 
     try:
         ctx = _context(args, environ)
@@ -236,11 +236,11 @@ def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     except (Die, OSError, installation.InstallationError) as e:
         print(f"flatpak-sysext: warning: {e}; merging the extensions again without checking "
               "them", file=sys.stderr)
-    pkgtransaction.bare_resync(hostsync.run_tool)
+    pkgtransaction.bare_resync(hostcommands.run_tool)
 
 
 def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext import hostsync, pkgtransaction
+    from flatpak_sysext import hostcommands, pkgtransaction
 
     def resync() -> None:
         _resync(args, environ)
@@ -262,7 +262,7 @@ def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]
         return 0
     command = [sys.executable, "-I", "-m", "flatpak_sysext"]
     try:
-        warning = pkgtransaction.begin(holder, runner=hostsync.run_tool,
+        warning = pkgtransaction.begin(holder, runner=hostcommands.run_tool,
                                        spawn=pkgtransaction.spawn_guard, command=command)
     except pkgtransaction.TransactionError as e:
         die(str(e), 1)

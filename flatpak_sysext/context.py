@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, cache, consent, hostsync, ruleset, statefiles
+from flatpak_sysext import __version__, cache, consent, hostcommands, ruleset, statefiles
 from flatpak_sysext.config import Config, glibc_root
 from flatpak_sysext.installation import Installation
 from flatpak_sysext.release import Host, read_host
@@ -51,7 +51,7 @@ class Context:
     installations: tuple[Installation, ...]
     host: Host
     host_root: str = "/"
-    runner: hostsync.Runner = hostsync.run_command
+    runner: hostcommands.Runner = hostcommands.run_command
     """Runs the host's commands (systemd-sysext, systemctl…); tests record them."""
     tools_root: str = "/"
     """Where host sync finds /usr/bin and /bin (``FLATPAK_SYSEXT_TOOLS_ROOT``; tests)."""

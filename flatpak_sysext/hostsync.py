@@ -16,10 +16,10 @@ import dataclasses
 import datetime
 import os
 import re
-import subprocess
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from flatpak_sysext import fileio, release, targetdir
+from flatpak_sysext.hostcommands import Runner, Tools, run_command, run_step, tool
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
     DBUS_RELOAD,
@@ -48,16 +48,11 @@ from flatpak_sysext.hoststate import (
 )
 from flatpak_sysext.installation import Installation
 
-Runner = Callable[[Sequence[str]], tuple[int, str]]
-"""Runs one command (argv) and returns its exit status and its output."""
-
 MERGED_LIST = "/usr/.systemd-sysext/extensions"
 UDEV_CONTROL = "/run/udev/control"
 """systemd-udevd's control socket (or systemd's socket unit for it): what ``udevadm
 control`` talks to, absent where no udev runs (containers)."""
 MAX_MERGED_LIST = 1 << 20
-COMMAND_TIMEOUT = 300
-MAX_MESSAGE = 400
 
 RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
     DAEMON_RELOAD: ("systemctl", "daemon-reload"),
@@ -70,26 +65,9 @@ RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
 }
 AFTER_TRANSACTION = Needs(frozenset(RELOADS) - {POLKIT_RELOAD})
 """What the end of a package transaction owes (:meth:`HostSync.owe_all`)."""
-TOOL_DIRS = ("usr/bin", "bin")
-"""Where Debian, Fedora and Arch install systemctl, busctl, udevadm and systemd's tools:
-every command runs by an absolute path found here, never through PATH."""
 
 # systemd's parse_boolean(), the true half.
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
-
-
-def run_command(argv: Sequence[str]) -> tuple[int, str]:
-    """The real :data:`Runner`: run ``argv`` without input; stdout and stderr together."""
-    try:
-        proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT, check=False)
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: command not found"
-    except subprocess.TimeoutExpired:
-        return 124, f"no answer after {COMMAND_TIMEOUT} s"
-    except OSError as e:
-        return 126, f"{argv[0]}: {e.strerror}"
-    return proc.returncode, proc.stdout.decode("utf-8", "replace")
 
 
 def _host(host_root: str, path: str) -> str:
@@ -140,61 +118,6 @@ def _owner(path: str | None, scope: Sequence[Installation],
     return None if path is None else targetdir.owner(path, scope, state_dir)
 
 
-def _failure(code: int, output: str) -> str:
-    text = " ".join(output.split())
-    if len(text) > MAX_MESSAGE:
-        text = "…" + text[-MAX_MESSAGE:]
-    return f"exit status {code}" + (f": {text}" if text else "")
-
-
-def tool(name: str, tools_root: str = "/", provided: Collection[str] = ()) -> str | None:
-    """The absolute path of the host's ``name``: the first of :data:`TOOL_DIRS` (under
-    ``tools_root``) that holds an executable file of that name.
-
-    None when there is none, or when the one found is a path a linked extension provides
-    (``provided``: its files, ``usr/bin/x``): merged, it would be the extension's program,
-    and host sync runs as root.
-    """
-    for d in TOOL_DIRS:
-        rel = f"{d}/{name}"
-        if rel in provided or f"usr/{rel}" in provided:
-            return None
-        path = os.path.join(tools_root, rel)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-def run_tool(argv: Sequence[str]) -> tuple[int, str]:
-    """:data:`Runner` for commands named by their bare name (the package-transaction
-    steps): ``argv[0]`` by its absolute path under :data:`TOOL_DIRS`, never through
-    PATH; 127 if the host has no such program."""
-    path = tool(argv[0])
-    if path is None:
-        return 127, f"{argv[0]}: not found as an executable in /usr/bin or /bin"
-    return run_command((path, *argv[1:]))
-
-
-@dataclasses.dataclass(frozen=True)
-class Tools:
-    """How host sync finds its commands: where, and what linked extensions provide."""
-
-    root: str = "/"
-    provided: frozenset[str] = frozenset()
-
-
-def _run(runner: Runner, step: str, argv: Sequence[str], tools: Tools,
-         success: Collection[int] = (0,)) -> Step:
-    path = tool(argv[0], tools.root, tools.provided)
-    if path is None:
-        return Step(step, FAILED, f"{argv[0]}: not found as an executable in /usr/bin or /bin, "
-                                  "or provided by a linked extension; not run", tuple(argv))
-    code, output = runner((path, *argv[1:]))
-    if code in success:
-        return Step(step, OK, "", tuple(argv))
-    return Step(step, FAILED, _failure(code, output), tuple(argv))
-
-
 def _verify(linked: Collection[str], removed: Collection[str], merged: frozenset[str]) -> Step:
     """Our linked names must all be merged, our removed ones not (others' may be)."""
     missing = sorted(set(linked) - merged)
@@ -234,15 +157,59 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
 SYSTEMCTL_NOT_LOADED = 5
 """systemctl's exit status for a unit it does not know (LSB "not installed"): a unit
 that is not loaded does not run, so stopping it has nothing to do."""
+UNIT_DIRS_FIRST = ("/etc/systemd/system", "/run/systemd/system")
+"""Where a unit file comes before the extension's in /usr/lib/systemd/system."""
+
+
+def _ours(units: Collection[str], host_root: str) -> tuple[list[str], list[str]]:
+    """The recorded unit file names whose units systemd loads from the extension, and
+    the others: an administrator's or the runtime's file of that name comes first, and
+    that unit is not ours to stop, disable or restart."""
+    ours: list[str] = []
+    theirs: list[str] = []
+    for u in sorted(units):
+        first = any(os.path.lexists(_host(host_root, f"{d}/{u}")) for d in UNIT_DIRS_FIRST)
+        (theirs if first else ours).append(u)
+    return ours, theirs
 
 
 def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str],
-           tools: Tools) -> Step:
-    """``systemctl VERB -- UNITS``, the step naming the units for people."""
-    patterns = sorted(p for p in (unit_pattern(u) for u in units) if p is not None)
+           host_root: str, tools: Tools) -> Step:
+    """``systemctl VERB -- UNITS`` for the units that are ours (a template as the pattern
+    of its instances), the step naming them for people. ``stop`` goes one unit a call:
+    systemctl's exit status is its first error's, and "not loaded" must not hide another."""
+    ours, theirs = _ours(units, host_root)
+    patterns = [p for p in (unit_pattern(u) for u in ours) if p is not None]
+    left = f"left alone, a file in /etc or /run comes first: {', '.join(theirs)}" if theirs else ""
+    if not patterns:
+        return Step(step, SKIPPED, left)
+    calls = [(p,) for p in patterns] if verb[0] == "stop" else [tuple(patterns)]
     success = (0, SYSTEMCTL_NOT_LOADED) if verb[0] == "stop" else (0,)
-    done = _run(runner, step, ("systemctl", *verb, "--", *patterns), tools, success)
-    return done if done.outcome != OK else dataclasses.replace(done, message=", ".join(patterns))
+    failed = [done for done in (run_step(runner, step, ("systemctl", *verb, "--", *c), tools,
+                                         success) for c in calls) if done.outcome != OK]
+    if failed:
+        return dataclasses.replace(failed[0], message="; ".join(f.message for f in failed))
+    return Step(step, OK, "; ".join(filter(None, (", ".join(patterns), left))),
+                ("systemctl", *verb, "--", *patterns))
+
+
+def _disable(runner: Runner, units: Collection[str], host_root: str, tools: Tools) -> Step:
+    """``systemctl disable --no-reload`` of the units whose file is merged. A template by
+    its own name, which disables its instances (systemctl takes no glob there)."""
+    merged = [u for u in units
+              if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))]
+    if not merged:
+        # A package transaction took the extension out of /usr: systemctl refuses to
+        # disable a unit it has no file for.
+        return Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged")
+    ours, theirs = _ours(merged, host_root)
+    names = [u for u in ours if unit_pattern(u) is not None]
+    if not names:
+        return Step(DISABLE_UNITS, SKIPPED, f"left alone, a file in /etc or /run comes "
+                                            f"first: {', '.join(theirs)}")
+    done = run_step(runner, DISABLE_UNITS, ("systemctl", "disable", "--no-reload", "--",
+                                            *names), tools)
+    return done if done.outcome != OK else dataclasses.replace(done, message=", ".join(names))
 
 
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
@@ -251,27 +218,20 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
     if needs.stop:
         # While their files are still merged: the units of an extension that goes, or
         # that its update no longer ships, as dpkg and rpm stop a removed package's.
-        steps.append(_units(runner, STOP_UNITS, ("stop",), needs.stop, tools))
+        steps.append(_units(runner, STOP_UNITS, ("stop",), needs.stop, host_root, tools))
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
-        # Only units whose file is merged: a package transaction may have taken the
-        # extension out of /usr already, and systemctl refuses to disable a unit it has
-        # no file for (nothing of ours can be enabled then either).
-        merged_units = {u for u in needs.stop
-                        if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))}
-        steps.append(_units(runner, DISABLE_UNITS, ("disable", "--no-reload"), merged_units,
-                            tools) if merged_units else
-                     Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged"))
-    refresh = _run(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
+        steps.append(_disable(runner, needs.stop, host_root, tools))
+    refresh = run_step(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
     merged = read_merged(host_root)
     steps += [refresh, _verify(linked, removed, merged)]
     if needs.sysusers:
         # "--": the names come from the extension and must not be read as options.
-        steps.append(_run(runner, SYSUSERS, ("systemd-sysusers", "--", *sorted(needs.sysusers)),
+        steps.append(run_step(runner, SYSUSERS, ("systemd-sysusers", "--", *sorted(needs.sysusers)),
                           tools))
     if needs.tmpfiles:
-        steps.append(_run(runner, TMPFILES, ("systemd-tmpfiles", "--create", "--",
+        steps.append(run_step(runner, TMPFILES, ("systemd-tmpfiles", "--create", "--",
                                              *sorted(needs.tmpfiles)), tools))
     for reload in RELOADS:
         if reload not in needs.reloads:
@@ -286,17 +246,18 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
             # A container, or a host without udev: no rules are read, none to reload.
             steps.append(Step(reload, SKIPPED, "udev is not running"))
             continue
-        steps.append(_run(runner, reload, argv, tools))
+        steps.append(run_step(runner, reload, argv, tools))
     if needs.stop:
         # Once more, now that their files and D-Bus activation are gone: a call (or a
         # socket, a timer) between the first stop and the reloads starts a unit again
         # from the still-merged files, and it would run on, unmerged, owning its bus name.
-        steps.append(_units(runner, STOP_REACTIVATED, ("stop",), needs.stop, tools))
+        steps.append(_units(runner, STOP_REACTIVATED, ("stop",), needs.stop, host_root,
+                            tools))
     if needs.restart:
         # After daemon-reload, so the new unit files are the ones restarted; only units
         # that run (try-), and reloaded instead where the unit says how.
         steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), needs.restart,
-                            tools))
+                            host_root, tools))
     return steps
 
 

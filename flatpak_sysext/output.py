@@ -63,27 +63,34 @@ def told_lines(ev: Evaluation, acted: Collection[str], before: told.Told) -> lis
     """For the trigger: one line per app whose commit or state changed since the output
     last told it (``before``), other than those in ``acted`` (this run's actions, which
     :func:`change_lines` tells): what the service or ``approve`` did meanwhile, or what a
-    new judgement found."""
+    new judgement found. Only what was told as linked is said to be unlinked: a link
+    asked of the service may never have been made."""
     lines: list[str] = []
     for s in ev.apps:
         was = before.apps.get(s.app_id)
         # A pending link is an action of this run, or a failure it reports itself.
         if s.app_id in acted or s.state == "pending" or was == (s.commit, s.state):
             continue
-        had_link = was is not None and was[1] == told.LINKED
         if s.state == "linked":
+            if was == (s.commit, told.REQUESTED):
+                continue  # told when it was asked of the service
             merged = ("merged" if s.app_id in ev.merged
                       else "not merged yet (flatpak-sysext status)")
-            lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}, {merged}" if had_link
+            lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}, {merged}"
+                         if was is not None and was[1] in (told.LINKED, told.REQUESTED)
                          else f"{s.app_id}: linked, commit {s.commit[:12]}, {merged}")
         else:
-            lines.append(f"{s.app_id}: unlinked, {_verdict(s)}" if had_link
+            lines.append(f"{s.app_id}: unlinked, {_verdict(s)}"
+                         if was is not None and was[1] == told.LINKED
                          else f"{s.app_id}: {_verdict(s)}")
     declared = {s.app_id for s in ev.apps}
     for name, (_, state) in sorted(before.apps.items()):
-        if (state == told.LINKED and name not in declared and name not in acted
-                and name not in ev.entries):
+        if name in declared or name in acted or name in ev.entries:
+            continue
+        if state == told.LINKED:
             lines.append(f"{name}: unlinked, {_gone(ev, name)}")
+        elif state == told.REQUESTED:
+            lines.append(f"{name}: {_gone(ev, name)}")
     return lines
 
 
@@ -122,7 +129,7 @@ def result_lines(result: Result, before: told.Told | None = None,
     ev = result.evaluation
     lines = Lines(change_lines(ev, result.applied, judged=before is None), [],
                   [f.message for f in result.failures] + list(ev.errors), list(ev.warnings))
-    return _with_news(lines, ev, result.sync, before, last_sync)
+    return _with_news(lines, ev, result.applied, result.sync, before, last_sync)
 
 
 def request_lines(ev: Evaluation, actions: Sequence[Action], before: told.Told,
@@ -131,16 +138,20 @@ def request_lines(ev: Evaluation, actions: Sequence[Action], before: told.Told,
     what changed since the output last told it (:func:`told_lines`)."""
     lines = Lines(change_lines(ev, actions, requested=True, judged=False), [],
                   list(ev.errors), list(ev.warnings))
-    return _with_news(lines, ev, None, before, last_sync)
+    return _with_news(lines, ev, (), None, before, last_sync)
 
 
-def _with_news(lines: Lines, ev: Evaluation, sync: hoststate.SyncReport | None,
-               before: told.Told | None, last_sync: hoststate.SyncReport | None) -> Lines:
-    """``lines`` with the told news and the host sync: this run's, or else the last one
-    if it ran since the output last spoke and there is news (it is what synced it)."""
-    news = [] if before is None else told_lines(ev, {a.name for a in ev.plan.actions}, before)
-    if (sync is None and news and before is not None and last_sync is not None
-            and last_sync.time != before.sync):
+def _with_news(lines: Lines, ev: Evaluation, applied: Sequence[Action],
+               sync: hoststate.SyncReport | None, before: told.Told | None,
+               last_sync: hoststate.SyncReport | None) -> Lines:
+    """``lines`` with the told news (of the apps neither ``applied`` by any pass of this
+    run nor in its last plan) and the host sync: this run's, or else the last one if it
+    ran since the output last spoke and there is news (it is what synced it; not on the
+    first run, which cannot tell when that was)."""
+    acted = {a.name for a in (*applied, *ev.plan.actions)}
+    news = [] if before is None else told_lines(ev, acted, before)
+    if (sync is None and news and before is not None and before.sync is not None
+            and last_sync is not None and last_sync.time != before.sync):
         sync = last_sync
     info, problems = hoststate.summary(sync) if sync else ([], [])
     return Lines(lines.changes + news, info + lines.info, lines.errors,

@@ -27,14 +27,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from flatpak_sysext.hostcommands import Runner, tool
 from flatpak_sysext.hoststate import RELOADS
 from flatpak_sysext.hostsync import (
     AFTER_TRANSACTION,
     RELOAD_COMMANDS,
-    Runner,
     read_merged,
     systemd_running,
-    tool,
 )
 
 RUN_DIR = "run/flatpak-sysext"

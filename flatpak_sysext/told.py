@@ -11,8 +11,8 @@ spoke: each app's commit and state are compared with this record,
 changes it (docs/reference.md#trigger-contract).
 
 The record only decides which lines are printed: it is never a reason to change the
-host, and a missing, forged or unreadable one makes the trigger tell every app's state
-once.
+host. What a forged one can do is hide or repeat lines about valid app IDs; one that is
+missing or cannot be read makes the trigger tell every app's state once more.
 """
 
 from __future__ import annotations
@@ -22,12 +22,18 @@ import json
 import os
 from collections.abc import Collection, Mapping
 
-from flatpak_sysext import fileio, statefiles
-from flatpak_sysext.evaluate import Evaluation
+from flatpak_sysext import fileio, layout, statefiles
+from flatpak_sysext.plan import Action, Link, Relink, Unlink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from flatpak_sysext.evaluate import Evaluation
 
 FILE_NAME = "told"
 MAX_SIZE = 4 << 20
 LINKED = "linked"
+REQUESTED = "requested"
+"""A link asked of the service: told as linked, but not known to have been made."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Told:
     """What the install output has said so far."""
 
     apps: Mapping[str, tuple[str, str]]
-    """App ID -> (commit, state) as last told: a requested link counts as linked."""
+    """App ID -> (commit, state) as last told; REQUESTED for a link asked of the service."""
     sync: str | None = None
     """The time of the last host sync whose steps were told or could have been."""
 
@@ -46,23 +52,35 @@ def path(installation_path: str) -> str:
 
 
 def read(installation_path: str) -> Told:
-    """The record; an empty one if it is missing or malformed."""
+    """The record; an empty one if it is missing or malformed. Only valid app IDs and
+    string values are kept: the names are printed."""
     try:
         doc = json.loads(fileio.read_regular(path(installation_path), MAX_SIZE))
-        apps = {str(k): (str(v[0]), str(v[1])) for k, v in doc["apps"].items()
-                if isinstance(v, list) and len(v) == 2}
+        apps = {k: (v[0], v[1]) for k, v in doc["apps"].items()
+                if layout.valid_app_id(k) and isinstance(v, list) and len(v) == 2
+                and all(isinstance(x, str) for x in v)}
         sync = doc["sync"]
         return Told(apps, sync if isinstance(sync, str) else None)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return Told({})
 
 
-def after(ev: Evaluation, linking: Collection[str], sync: str | None) -> Told:
+def after(ev: Evaluation, before: Told, actions: Collection[Action], *, requested: bool,
+          sync: str | None) -> Told:
     """What has been told once this run's lines are printed: every declared app's commit
-    and state, with the apps in ``linking`` (linked or relinked by this run, or asked
-    of the service) as linked."""
-    return Told({s.app_id: (s.commit, LINKED if s.app_id in linking else s.state)
-                 for s in ev.apps}, sync)
+    and state, those that ``actions`` link as linked (or, ``requested`` of the service,
+    as REQUESTED); an app that is not declared now but still has a link that ``actions``
+    do not remove (it could not be read this time) keeps what was told of it."""
+    linking = {a.name for a in actions if isinstance(a, (Link, Relink))}
+    unlinking = {a.name for a in actions if isinstance(a, Unlink)}
+    apps = {name: told for name, told in before.apps.items()
+            if name in ev.entries and name not in unlinking}
+    for s in ev.apps:
+        state = s.state
+        if s.app_id in linking:
+            state = REQUESTED if requested else LINKED
+        apps[s.app_id] = (s.commit, state)
+    return Told(apps, sync)
 
 
 def write(installation_path: str, told: Told) -> None:

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from flatpak_sysext.config import Config
     from flatpak_sysext.context import Context
     from flatpak_sysext.evaluate import Evaluation
-    from flatpak_sysext.hoststate import SyncReport
     from flatpak_sysext.installation import Installation
     from flatpak_sysext.output import Lines
     from flatpak_sysext.told import Told
@@ -99,7 +98,6 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
 
     from flatpak_sysext import config, installation, output, statefiles, told
     from flatpak_sysext.context import Context
-    from flatpak_sysext.plan import Link, Relink
 
     snap = quick.Snapshot(basedir, environ)  # Before anything it records is read.
     cfg: Config | None = None
@@ -120,12 +118,10 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         snap.add_apps()
         before = told.read(inst.path)
         if _writable(cfg.target_dir) and _writable(ctx.state_dir):
-            lines, ev, last_sync = _reconcile_here(ctx, inst, before)
+            lines, ev, now = _reconcile_here(ctx, inst, before)
         else:  # Keeps its verdicts in the installation: the service's state is read-only.
-            lines, ev, last_sync = _ask_service(dataclasses.replace(ctx, sandboxed=True),
-                                                inst, before)
-        now = told.after(ev, {a.name for a in ev.plan.actions if isinstance(a, (Link, Relink))},
-                         last_sync.time if last_sync else None)
+            lines, ev, now = _ask_service(dataclasses.replace(ctx, sandboxed=True), inst,
+                                          before)
         if now != before:
             told.write(inst.path, now)
         if not lines and not ev.plan.actions and inst.path == basedir and config_arg is None:
@@ -149,11 +145,11 @@ LOCK_WAIT = 20.0
 
 
 def _reconcile_here(ctx: Context, inst: Installation, before: Told,
-                    ) -> tuple[Lines, Evaluation, SyncReport | None]:
+                    ) -> tuple[Lines, Evaluation, Told]:
     """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does; if
     another run holds the lock for too long, leave a request instead. Returns what to
-    print, the evaluation and the last host sync."""
-    from flatpak_sysext import hoststate, output, statefiles
+    print, the evaluation and what is told once it is printed."""
+    from flatpak_sysext import hoststate, output, statefiles, told
     from flatpak_sysext.reconcile import reconcile
 
     try:
@@ -161,13 +157,14 @@ def _reconcile_here(ctx: Context, inst: Installation, before: Told,
     except statefiles.LockUnavailable as e:
         return _ask_service(ctx, inst, before, unavailable=e)
     last_sync = hoststate.last_sync(inst, ctx.state_dir)
+    now = told.after(result.evaluation, before, result.applied, requested=False,
+                     sync=last_sync.time if last_sync else None)
     # A host sync always reports its steps, so a run that synced is never quiet.
-    return output.result_lines(result, before, last_sync), result.evaluation, last_sync
+    return output.result_lines(result, before, last_sync), result.evaluation, now
 
 
 def _ask_service(ctx: Context, inst: Installation, before: Told,
-                 unavailable: OSError | None = None,
-                 ) -> tuple[Lines, Evaluation, SyncReport | None]:
+                 unavailable: OSError | None = None) -> tuple[Lines, Evaluation, Told]:
     """In the sandbox: validate, and leave a request for the service if links must
     change. Each request is announced once, not again by every later transaction.
 
@@ -180,7 +177,7 @@ def _ask_service(ctx: Context, inst: Installation, before: Told,
     """
     import errno
 
-    from flatpak_sysext import apply, hoststate, output, request, statefiles
+    from flatpak_sysext import apply, hoststate, output, request, statefiles, told
     from flatpak_sysext.evaluate import evaluate
 
     lock = statefiles.Locked(ctx.state_dir, [statefiles.directory(inst.path)], LOCK_WAIT,
@@ -207,7 +204,9 @@ def _ask_service(ctx: Context, inst: Installation, before: Told,
                           f"({unavailable.strerror}); "
                           + ("left a request for flatpak-sysext.service" if pending
                              else "found nothing to change"))
-    return lines, ev, last_sync
+    now = told.after(ev, before, ev.plan.actions, requested=True,
+                     sync=last_sync.time if last_sync else None)
+    return lines, ev, now
 
 
 def main(basedir: str) -> int:

@@ -43,7 +43,8 @@ from pathlib import Path
 import pytest
 
 from flatpak_sysext import hoststate
-from flatpak_sysext.hostsync import Change, HostSync, run_command
+from flatpak_sysext.hostcommands import run_command
+from flatpak_sysext.hostsync import Change, HostSync
 from flatpak_sysext.installation import Installation
 
 APP = "org.fsx.Profiler"
@@ -223,6 +224,47 @@ def test_update_restarts_the_units_it_still_ships_after_daemon_reload(
         ("systemctl", "disable", "--no-reload", "--", "gone.timer"),
         REFRESH, DAEMON_RELOAD, ("systemctl", "stop", "--", "gone.timer"),
         ("systemctl", "try-reload-or-restart", "--", "a.service", "a.socket", "t@*.service")]
+
+
+def test_units_are_stopped_one_by_one_and_a_template_disabled_by_its_name(
+        sync_rig: SyncRig) -> None:
+    """systemctl's exit status is its first error's: a unit it no longer knows must not
+    hide another's failure. ``disable`` takes no glob: a template by its own name
+    disables its instances."""
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service",
+                             "usr/lib/systemd/system/t@.service"])
+    sync_rig.host.results[("systemctl", "stop", "--", "a.service")] = (
+        5, "Failed to stop a.service: Unit a.service not loaded.")
+    sync_rig.host.results[("systemctl", "stop", "--", "t@*.service")] = (
+        1, "Failed to stop t@1.service: Operation refused.")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    assert sync_rig.host.commands[:3] == [
+        ("systemctl", "stop", "--", "a.service"), ("systemctl", "stop", "--", "t@*.service"),
+        ("systemctl", "disable", "--no-reload", "--", "a.service", "t@.service")]
+    assert outcomes(report)["stop-units"] == "failed"
+    assert report is not None
+    assert [s.message for s in report.steps if s.step == "stop-units"] == [
+        "exit status 1: Failed to stop t@1.service: Operation refused."]
+
+
+def test_a_unit_whose_file_in_etc_or_run_comes_first_is_not_ours(sync_rig: SyncRig) -> None:
+    """An administrator's (or the runtime's) a.service comes before the extension's: on
+    uninstall and update, host sync leaves that unit alone, and says so."""
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service",
+                             "usr/lib/systemd/system/b.service"])
+    (sync_rig.host.root / "etc/systemd/system").mkdir(parents=True)
+    (sync_rig.host.root / "etc/systemd/system/a.service").write_text("[Service]\n")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    assert [c for c in sync_rig.host.commands if c[0] == "systemctl" and "a.service" in c] == []
+    assert ("systemctl", "stop", "--", "b.service") in sync_rig.host.commands
+    assert report is not None
+    assert [s.message for s in report.steps if s.step == "stop-units"] == [
+        "b.service; left alone, a file in /etc or /run comes first: a.service"]
+    old = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    new = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
+    report = sync_rig.sync([Change(APP, old, new, frozenset(["usr/lib/systemd/system/a.service"]))])
+    assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD]
+    assert outcomes(report)["restart-units"] == "skipped"
 
 
 @pytest.mark.parametrize("name", ["../x.service", "--now.service", "a b.service", "x.conf",
@@ -419,7 +461,7 @@ def test_commands_run_by_absolute_path_never_one_a_linked_tree_provides(
 
 
 def test_host_tools_are_found_where_the_distribution_installs_them(tmp_path: Path) -> None:
-    from flatpak_sysext.hostsync import tool
+    from flatpak_sysext.hostcommands import tool
 
     (tmp_path / "bin").mkdir()
     assert tool("udevadm", str(tmp_path)) is None  # never PATH
