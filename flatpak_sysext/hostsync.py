@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Collection, Mapping, Sequence
 
-from flatpak_sysext import fileio, release, targetdir
+from flatpak_sysext import fileio, release, store, targetdir
 from flatpak_sysext.hostcommands import Runner, Tools, run_command, run_step, tool
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
@@ -347,6 +347,18 @@ class HostSync:
         problems = save(self.states, None, report, self.state_dir)
         return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
 
+    def _snapshot_units(self, target: str, owner: Installation | None) -> Needs | None:
+        """Without a record of the old content: the units its snapshot ships, if the
+        store still has it (an unlinked one is kept until the next boot); it was
+        validated when it was linked. Never those of a tree outside the store."""
+        if owner is None or not store.owns(self.state_dir, owner.path, target):
+            return None
+        try:
+            names = os.listdir(os.path.join(target, "usr/lib/systemd/system"))
+        except OSError:
+            return None
+        return Needs(units=frozenset(n for n in names if unit_pattern(n) is not None))
+
     def _account(self, changes: Sequence[Change]) -> Needs:
         """What the changes (and any interrupted run) need; records the new contents."""
         needs = Needs()
@@ -361,6 +373,7 @@ class HostSync:
             new = Needs.of(change.files) if change.new is not None else None
             if change.old is not None and old is None:
                 needs |= UNKNOWN_CONTENT
+                old = self._snapshot_units(change.old, old_owner)
             if old is not None:
                 needs |= old.removal() if new is None else old.update(new)
             if new is not None:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import hoststate
+from flatpak_sysext import hoststate, store
 from flatpak_sysext.hostcommands import run_command
 from flatpak_sysext.hostsync import Change, HostSync
 from flatpak_sysext.installation import Installation
@@ -288,6 +288,25 @@ def test_content_never_recorded_reloads_everything_on_removal(sync_rig: SyncRig)
     sync_rig.sync([Change(APP, tree, None)])
     assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD, DBUS_RELOAD, POLKIT_RELOAD,
                                    UDEV_RELOAD]
+
+
+def test_a_lost_record_still_stops_the_units_of_a_snapshot_the_store_keeps(
+        sync_rig: SyncRig) -> None:
+    """hostsync.json lost (or linked while host sync was off): the units of a removed
+    extension are those its snapshot ships, which the store keeps until the next boot;
+    a tree outside the store is never read for them."""
+    snapshot = Path(store.directory(sync_rig.state, sync_rig.inst.path)) / "snap"
+    (snapshot / "usr/lib/systemd/system").mkdir(parents=True)
+    (snapshot / "usr/lib/systemd/system/a.service").write_text("[Service]\n")
+    (snapshot / "usr/lib/systemd/system/not a unit").write_text("")
+    sync_rig.link(str(snapshot))
+    report = sync_rig.sync([Change(APP, str(snapshot), None)])
+    assert sync_rig.host.commands[0] == ("systemctl", "stop", "--", "a.service")
+    assert report is not None and "host sync: stopped a.service" in hoststate.summary(report)[0]
+    tree = sync_rig.deploy(["usr/lib/systemd/system/b.service"])
+    sync_rig.link(tree)
+    sync_rig.sync([Change(APP, tree, None)])
+    assert not any(c[:2] == ("systemctl", "stop") for c in sync_rig.host.commands)
 
 
 def test_verification_catches_a_refresh_that_succeeded_without_merging(sync_rig: SyncRig) -> None:
