@@ -89,31 +89,23 @@ def bench_booted(work: Path, rounds: int, dpkg_rounds: int) -> dict[str, Any]:
     signed repository with an app whose extension ships a D-Bus-activated daemon, and
     consent to it in the configuration (an ``allow`` pattern), so that ``flatpak install``
     leads straight to the link: then measure ``bench_activation`` and ``bench_dpkg``."""
-    publisher = FlatpakEnv(work / "publisher", signed=True)
-    session = booted.SessionRoot(booted.cached_root())
-    m = booted.Machine(session.root, f"fsx-bench-{os.getpid()}")
-    try:
-        daemon = booted.build_daemon(work / "fsx-daemon", "bench")
+    daemon = booted.build_daemon(work / "fsx-daemon", "bench")
+
+    def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, booted.daemon_tree(APP, daemon))
-        m.boot()
-        m.install_project()
-        m.add_repository(publisher.repo, publisher.pubkey)
+
+    with booted.booted_host(work, "fsx-bench", publish) as (m, _):
         # What an administrator (or a distribution) writes to consent to an app ahead of
         # its installation: see docs/configuration.md#allow.
         m.run("mkdir", "-p", "/etc/flatpak-sysext", check=True)
         m.run("sh", "-c", "cat > /etc/flatpak-sysext/config.json",
               input=json.dumps({"allow": [APP]}) + "\n", check=True)
         results = {"activation": bench_activation(m, rounds)}
-        m.run("flatpak", "install", "--system", "-y", "--noninteractive", "fsx", APP,
-              check=True)
+        m.flatpak("install", "--system", "fsx", APP)
         m.settle()
         m.wait_for(lambda: APP in m.merged(), f"{APP} merged")
         results["dpkg"] = bench_dpkg(m, dpkg_rounds)
         return results
-    finally:
-        m.poweroff()
-        session.remove()
-        publisher.close()
 
 
 def _inside(m: Machine, **args: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import dataclasses
 import datetime
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from flatpak_sysext import fileio, release, store, targetdir
 from flatpak_sysext.hostcommands import Runner, Tools, run_command, run_step, tool
@@ -173,43 +173,50 @@ def _ours(units: Collection[str], host_root: str) -> tuple[list[str], list[str]]
     return ours, theirs
 
 
+def _template_name(unit: str) -> str | None:
+    """What ``disable`` is given: the unit file's own name (a template's disables its
+    instances; disable takes no glob), if it is one :func:`unit_pattern` accepts."""
+    return unit if unit_pattern(unit) is not None else None
+
+
 def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str],
-           host_root: str, tools: Tools) -> Step:
-    """``systemctl VERB -- UNITS`` for the units that are ours (a template as the pattern
-    of its instances), the step naming them for people. ``stop`` goes one unit a call:
-    systemctl's exit status is its first error's, and "not loaded" must not hide another."""
+           host_root: str, tools: Tools, *, name: Callable[[str], str | None] = unit_pattern,
+           one_by_one: bool = False, success: Collection[int] = (0,)) -> Step:
+    """``systemctl VERB -- NAMES`` for the units that are ours (``name`` of each: by
+    default a template as the pattern of its instances), the step naming them and those
+    left alone for people; ``one_by_one``, a call per unit."""
     ours, theirs = _ours(units, host_root)
-    patterns = [p for p in (unit_pattern(u) for u in ours) if p is not None]
+    names = [n for n in (name(u) for u in ours) if n is not None]
     left = f"left alone, a file in /etc or /run comes first: {', '.join(theirs)}" if theirs else ""
-    if not patterns:
+    if not names:
         return Step(step, SKIPPED, left)
-    calls = [(p,) for p in patterns] if verb[0] == "stop" else [tuple(patterns)]
-    success = (0, SYSTEMCTL_NOT_LOADED) if verb[0] == "stop" else (0,)
+    calls = [(n,) for n in names] if one_by_one else [tuple(names)]
     failed = [done for done in (run_step(runner, step, ("systemctl", *verb, "--", *c), tools,
                                          success) for c in calls) if done.outcome != OK]
     if failed:
         return dataclasses.replace(failed[0], message="; ".join(f.message for f in failed))
-    return Step(step, OK, "; ".join(filter(None, (", ".join(patterns), left))),
-                ("systemctl", *verb, "--", *patterns))
+    return Step(step, OK, "; ".join(filter(None, (", ".join(names), left))),
+                ("systemctl", *verb, "--", *names))
+
+
+def _stop(runner: Runner, step: str, units: Collection[str], host_root: str,
+          tools: Tools) -> Step:
+    """``systemctl stop``, a unit a call: systemctl's exit status is its first error's,
+    and one unit it does not know (nothing to stop) must not hide another's failure."""
+    return _units(runner, step, ("stop",), units, host_root, tools, one_by_one=True,
+                  success=(0, SYSTEMCTL_NOT_LOADED))
 
 
 def _disable(runner: Runner, units: Collection[str], host_root: str, tools: Tools) -> Step:
-    """``systemctl disable --no-reload`` of the units whose file is merged. A template by
-    its own name, which disables its instances (systemctl takes no glob there)."""
+    """``systemctl disable --no-reload`` of the units whose file is merged."""
     merged = [u for u in units
               if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))]
     if not merged:
         # A package transaction took the extension out of /usr: systemctl refuses to
         # disable a unit it has no file for.
         return Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged")
-    ours, theirs = _ours(merged, host_root)
-    names = [u for u in ours if unit_pattern(u) is not None]
-    if not names:
-        return Step(DISABLE_UNITS, SKIPPED, f"left alone, a file in /etc or /run comes "
-                                            f"first: {', '.join(theirs)}")
-    done = run_step(runner, DISABLE_UNITS, ("systemctl", "disable", "--no-reload", "--",
-                                            *names), tools)
-    return done if done.outcome != OK else dataclasses.replace(done, message=", ".join(names))
+    return _units(runner, DISABLE_UNITS, ("disable", "--no-reload"), merged, host_root, tools,
+                  name=_template_name)
 
 
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
@@ -218,7 +225,7 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
     if needs.stop:
         # While their files are still merged: the units of an extension that goes, or
         # that its update no longer ships, as dpkg and rpm stop a removed package's.
-        steps.append(_units(runner, STOP_UNITS, ("stop",), needs.stop, host_root, tools))
+        steps.append(_stop(runner, STOP_UNITS, needs.stop, host_root, tools))
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
@@ -251,8 +258,7 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         # Once more, now that their files and D-Bus activation are gone: a call (or a
         # socket, a timer) between the first stop and the reloads starts a unit again
         # from the still-merged files, and it would run on, unmerged, owning its bus name.
-        steps.append(_units(runner, STOP_REACTIVATED, ("stop",), needs.stop, host_root,
-                            tools))
+        steps.append(_stop(runner, STOP_REACTIVATED, needs.stop, host_root, tools))
     if needs.restart:
         # After daemon-reload, so the new unit files are the ones restarted; only units
         # that run (try-), and reloaded instead where the unit says how.

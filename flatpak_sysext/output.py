@@ -63,8 +63,10 @@ def told_lines(ev: Evaluation, acted: Collection[str], before: told.Told) -> lis
     """For the trigger: one line per app whose commit or state changed since the output
     last told it (``before``), other than those in ``acted`` (this run's actions, which
     :func:`change_lines` tells): what the service or ``approve`` did meanwhile, or what a
-    new judgement found. Only what was told as linked is said to be unlinked: a link
-    asked of the service may never have been made."""
+    new judgement found. An app still installed is said to be unlinked only if it was
+    told as linked: a link asked of the service may never have been made, and its state
+    shows what became of it. An app that is gone and whose link was linked or asked for
+    is said to be unlinked: the service carries a request out within moments."""
     lines: list[str] = []
     for s in ev.apps:
         was = before.apps.get(s.app_id)
@@ -87,10 +89,8 @@ def told_lines(ev: Evaluation, acted: Collection[str], before: told.Told) -> lis
     for name, (_, state) in sorted(before.apps.items()):
         if name in declared or name in acted or name in ev.entries:
             continue
-        if state == told.LINKED:
+        if state in (told.LINKED, told.REQUESTED):
             lines.append(f"{name}: unlinked, {_gone(ev, name)}")
-        elif state == told.REQUESTED:
-            lines.append(f"{name}: {_gone(ev, name)}")
     return lines
 
 

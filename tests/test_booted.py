@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from testsupport import booted
-from testsupport.booted import Machine, call_daemon, daemon_unit
+from testsupport.booted import Machine, call_daemon, daemon_unit, precondition
 from testsupport.flatpak import FlatpakEnv
 from testsupport.flatpak import daemon_tree as c_daemon_tree
 
@@ -31,29 +31,11 @@ DYN = "org.fsx.Dynamic"  # the same shape, but its daemon is dynamically linked
 UNIT = daemon_unit(APP)
 
 
-class Precondition(Exception):
-    """A step before the one under test went wrong: an error, never an expected failure."""
-
-
-def precondition(condition: bool, what: str) -> None:
-    # A broken setup must show up as an error, not as a failure of the scenario.
-    if not condition:
-        raise Precondition(what)
-
-
 @dataclass
 class Host:
     machine: Machine
     publisher: FlatpakEnv
     builds: Path
-
-    def flatpak(self, *args: str) -> str:
-        """Run ``flatpak ARGS`` inside; return its output, which must show no traceback."""
-        result = self.machine.run("flatpak", *args, "-y", "--noninteractive")
-        out = result.stdout + result.stderr
-        assert result.returncode == 0, out
-        assert "Traceback" not in out, out
-        return out
 
     def link_target(self, name: str) -> str:
         """Where /var/lib/extensions/NAME resolves inside, or "" if there is no such link."""
@@ -93,25 +75,18 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     base = tmp_path_factory.mktemp("booted")
     builds = base / "builds"
     builds.mkdir()
-    publisher = FlatpakEnv(base / "publisher", signed=True)
-    session_root = booted.SessionRoot(booted.cached_root())
-    machine = Machine(session_root.root, f"fsx-booted-{os.getpid()}")
-    try:
-        v1 = booted.build_daemon(builds / "fsx-daemon-v1", "v1")
+    v1 = booted.build_daemon(builds / "fsx-daemon-v1", "v1")
+
+    def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, booted.daemon_tree(APP, v1))
         publisher.publish(DYN, c_daemon_tree(DYN, "dynamic", static=False))
-        machine.boot()
-        machine.install_project()
-        machine.add_repository(publisher.repo, publisher.pubkey)
+
+    with booted.booted_host(base, "fsx-booted", publish) as (machine, publisher):
         yield Host(machine, publisher, builds)
-    finally:
-        machine.poweroff()
-        session_root.remove()
-        publisher.close()
 
 
 def test_install_waits_for_consent_then_links_merges_and_activates(host: Host) -> None:
-    out = host.flatpak("install", "--system", "fsx", APP)
+    out = host.machine.flatpak("install", "--system", "fsx", APP)
     host.machine.settle()
     # No configuration consents to anything: the app waits, and the install output says
     # what it would grant and the one command that consents.
@@ -129,7 +104,7 @@ def test_install_waits_for_consent_then_links_merges_and_activates(host: Host) -
 
 
 def test_dynamic_app_refused_with_reason(host: Host) -> None:
-    out = host.flatpak("install", "--system", "fsx", DYN)
+    out = host.machine.flatpak("install", "--system", "fsx", DYN)
     host.machine.settle()
     said = [line for line in out.splitlines() if line.startswith(f"flatpak-sysext: {DYN}:")]
     assert said and all(": rejected: dynamic-elf " in line for line in said), out
@@ -270,7 +245,7 @@ def test_update_restarts_daemon(host: Host) -> None:
     host.publisher.publish(APP, booted.daemon_tree(APP, v2))
     host.machine.sync_repository(host.publisher.repo)
     precondition(host.version() == 's "v1"', "v1 answers before the update")
-    out = host.flatpak("update", "--system")
+    out = host.machine.flatpak("update", "--system")
     host.machine.settle()
     host.machine.wait_for(lambda: host.links_snapshot_of_active(APP)
                           and APP in host.machine.merged(), "the new commit to be merged")
@@ -288,7 +263,7 @@ def test_update_restarts_daemon(host: Host) -> None:
 def test_uninstall_stops_daemon(host: Host) -> None:
     m = host.machine
     precondition(host.version().startswith('s "v'), "the daemon answers before uninstall")
-    out = host.flatpak("uninstall", "--system", APP)
+    out = host.machine.flatpak("uninstall", "--system", APP)
     assert f"flatpak-sysext: {APP}: unlinked" in out, out
     if f"{APP}: unlinked, no longer installed" in out:  # the service was first
         assert f"flatpak-sysext: host sync: stopped {UNIT}" in out, out

@@ -20,7 +20,6 @@ tests/test_hostsync.py's fake host (its docstring says why, case by case).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,12 +102,6 @@ class Host:
         """Run ``cmd`` inside; it must succeed. Returns stdout."""
         return self.machine.run(*cmd, check=True).stdout
 
-    def flatpak(self, *args: str) -> str:
-        result = self.machine.run("flatpak", *args, "-y", "--noninteractive")
-        out = result.stdout + result.stderr
-        assert result.returncode == 0 and "Traceback" not in out, out
-        return out
-
     def show(self, unit: str, prop: str) -> str:
         """``systemctl show -p PROP --value UNIT``, as the host's systemd knows the unit."""
         return self.run("systemctl", "show", "-p", prop, "--value", unit).strip()
@@ -151,20 +144,13 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     the app published but not installed."""
     booted.require_booting("flatpak", "bwrap", "gpg")
     base = tmp_path_factory.mktemp("booted-hostsync")
-    publisher = FlatpakEnv(base / "publisher", signed=True)
-    session_root = booted.SessionRoot(booted.cached_root())
-    machine = Machine(session_root.root, f"fsx-hostsync-{os.getpid()}")
-    try:
-        daemon = booted.build_daemon(base / "fsx-daemon", "v1")
+    daemon = booted.build_daemon(base / "fsx-daemon", "v1")
+
+    def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, hostsync_tree(daemon, 1))
-        machine.boot()
-        machine.install_project()
-        machine.add_repository(publisher.repo, publisher.pubkey)
+
+    with booted.booted_host(base, "fsx-hostsync", publish) as (machine, publisher):
         yield Host(machine, publisher, daemon)
-    finally:
-        machine.poweroff()
-        session_root.remove()
-        publisher.close()
 
 
 def test_nothing_of_it_is_on_the_host_before_it_is_linked(host: Host) -> None:
@@ -178,7 +164,7 @@ def test_nothing_of_it_is_on_the_host_before_it_is_linked(host: Host) -> None:
     host.run("mkdir", "-p", f"/var/lib/extensions/{FOREIGN}/usr/lib/extension-release.d")
     host.run("sh", "-c", "echo ID=_any > /var/lib/extensions/"
              f"{FOREIGN}/usr/lib/extension-release.d/extension-release.{FOREIGN}")
-    out = host.flatpak("install", "--system", "fsx", APP)
+    out = host.machine.flatpak("install", "--system", "fsx", APP)
     host.machine.settle()
     assert f"flatpak-sysext approve {APP}" in out, out  # waits for consent: not linked
     assert host.linked_deployment() == ""
@@ -235,7 +221,7 @@ def test_an_update_that_drops_content_takes_its_effect_away(host: Host) -> None:
     old = host.linked_deployment()
     host.publisher.publish(APP, hostsync_tree(host.daemon, 2))
     host.machine.sync_repository(host.publisher.repo)
-    host.flatpak("update", "--system")
+    host.machine.flatpak("update", "--system")
     host.machine.settle()
     host.machine.wait_for(lambda: host.linked_deployment() not in ("", old),
                           "the update to be linked")
@@ -261,7 +247,7 @@ def test_an_update_that_drops_content_takes_its_effect_away(host: Host) -> None:
 
 
 def test_uninstall_takes_the_rest_away_but_the_user_and_its_directory(host: Host) -> None:
-    host.flatpak("uninstall", "--system", APP)
+    host.machine.flatpak("uninstall", "--system", APP)
     host.machine.settle()
     host.machine.wait_for(lambda: APP not in host.machine.merged(), f"{APP} to be unmerged")
     assert host.show(UNIT, "LoadState") == "not-found"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from testsupport import booted
-from testsupport.booted import Machine
+from testsupport.booted import Machine, precondition
 from testsupport.flatpak import FlatpakEnv
 
 pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
@@ -35,15 +35,6 @@ PIDFILE = "/run/fsx-pm.pid"
 CHECKSPACE_ERRORS = ("error: Partition /usr is mounted read only\n"
                      "error: not enough free disk space\n"
                      "error: failed to commit transaction (not enough free disk space)\n")
-
-
-class Precondition(Exception):
-    """A step before the one under test went wrong: an error, never an expected failure."""
-
-
-def precondition(condition: bool, what: str) -> None:
-    if not condition:
-        raise Precondition(what)
 
 
 @dataclass
@@ -99,25 +90,14 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     """A booted Debian 12 with flatpak-sysext installed and APP merged, with consent."""
     booted.require_booting("flatpak", "bwrap", "gpg")
     base = tmp_path_factory.mktemp("booted-pm")
-    publisher = FlatpakEnv(base / "publisher", signed=True)
-    session_root = booted.SessionRoot(booted.cached_root())
-    machine = Machine(session_root.root, f"fsx-pm-{os.getpid()}")
-    try:
-        daemon = booted.build_daemon(base / "fsx-daemon", "v1")
+    daemon = booted.build_daemon(base / "fsx-daemon", "v1")
+
+    def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, booted.daemon_tree(APP, daemon))
-        machine.boot()
-        machine.install_project()
-        machine.add_repository(publisher.repo, publisher.pubkey)
-        machine.run("flatpak", "install", "--system", "-y", "--noninteractive", "fsx", APP,
-                    check=True)
-        machine.settle()
-        machine.run("flatpak-sysext", "approve", APP, check=True)
-        machine.wait_for(lambda: APP in machine.merged(), f"{APP} to be merged")
+
+    with booted.booted_host(base, "fsx-pm", publish) as (machine, _):
+        machine.install_approved(APP)
         yield Host(machine)
-    finally:
-        machine.poweroff()
-        session_root.remove()
-        publisher.close()
 
 
 def pacman_package(m: Machine, name: str) -> str:

@@ -83,7 +83,8 @@ def test_a_forged_record_changes_no_more_than_lines_about_apps(fenv: FlatpakEnv)
 
 
 @pytest.mark.privileged
-def test_a_link_asked_of_the_service_is_never_said_to_be_unlinked(fenv: FlatpakEnv) -> None:
+def test_a_link_asked_of_the_service_and_never_made_is_not_said_to_be_unlinked(
+        fenv: FlatpakEnv) -> None:
     """The sandboxed trigger asked for a link; before the service made it, an update
     made the app invalid. Nothing was ever linked, and the output does not say unlinked."""
     fenv.publish(APP, daemon_tree(APP, "v1"))
@@ -93,3 +94,20 @@ def test_a_link_asked_of_the_service_is_never_said_to_be_unlinked(fenv: FlatpakE
     assert f"flatpak-sysext: {APP}: rejected: dynamic-elf" in out, out
     assert "unlinked" not in out, out
     assert fenv.links() == {}
+
+
+@pytest.mark.privileged
+def test_an_app_gone_after_its_link_was_asked_for_is_told_unlinked(fenv: FlatpakEnv) -> None:
+    """The trigger asked for the link and the service made it; no trigger ran since. Then
+    the service removes it for an uninstall before the trigger runs: it is told unlinked."""
+    trigger = fenv.triggers_dir / "flatpak-sysext.trigger"
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    assert "requested" in fenv.install(APP).stdout
+    assert fenv.sysext("reconcile").returncode == 0
+    trigger.unlink()
+    fenv.uninstall(APP)
+    assert fenv.sysext("reconcile").returncode == 0
+    fenv.install_trigger()
+    fenv.publish("org.fsx.Plain", None, declare=None)
+    out = fenv.install("org.fsx.Plain").stdout
+    assert f"flatpak-sysext: {APP}: unlinked, no longer installed" in out, out

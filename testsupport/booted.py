@@ -22,8 +22,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from testsupport.flatpak import FlatpakEnv
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("FLATPAK_SYSEXT_TEST_CACHE", "/var/cache/flatpak-sysext-tests"))
@@ -262,6 +264,22 @@ class Machine:
         """Copy the repository's current content (new commits, refs, summary) in."""
         shutil.copytree(repo, self.root / "srv/fsx/repo", symlinks=True, dirs_exist_ok=True)
 
+    def flatpak(self, *args: str) -> str:
+        """Run ``flatpak ARGS -y --noninteractive`` inside; it must succeed and show no
+        traceback. Returns what it printed (stdout and stderr)."""
+        result = self.run("flatpak", *args, "-y", "--noninteractive")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0 and "Traceback" not in out, out
+        return out
+
+    def install_approved(self, app_id: str, remote: str = "fsx") -> None:
+        """Install ``app_id``, consent to it with ``flatpak-sysext approve`` and wait until
+        it is merged: the state a scenario that is not about consent starts from."""
+        self.flatpak("install", "--system", remote, app_id)
+        self.settle()
+        self.run("flatpak-sysext", "approve", app_id, check=True)
+        self.wait_for(lambda: app_id in self.merged(), f"{app_id} to be merged")
+
     def merged(self) -> list[str]:
         """The names systemd-sysext says are merged into /usr now."""
         result = self.run("cat", "/usr/.systemd-sysext/extensions")
@@ -282,6 +300,38 @@ class Machine:
                           "systemctl", "is-active", "flatpak-sysext.service")
                       .stdout.strip() != "activating",
                       "flatpak-sysext.service to finish", timeout)
+
+
+class Precondition(Exception):
+    """A step before the one under test went wrong: an error, never a failure of the
+    scenario (nor an expected one)."""
+
+
+def precondition(condition: bool, what: str) -> None:
+    """Raise :class:`Precondition` naming ``what`` unless ``condition`` holds."""
+    if not condition:
+        raise Precondition(what)
+
+
+@contextlib.contextmanager
+def booted_host(work: Path, name: str, publish: Callable[[FlatpakEnv], None],
+                ) -> Iterator[tuple[Machine, FlatpakEnv]]:
+    """A copy of the cached root booted as ``name``, with the project installed as a
+    packager does and a GPG-signed repository added as the system remote ``fsx``, its
+    apps published by ``publish`` first. Powered off and deleted on leaving."""
+    publisher = FlatpakEnv(work / "publisher", signed=True)
+    session = SessionRoot(cached_root())
+    machine = Machine(session.root, f"{name}-{os.getpid()}")
+    try:
+        publish(publisher)
+        machine.boot()
+        machine.install_project()
+        machine.add_repository(publisher.repo, publisher.pubkey)
+        yield machine, publisher
+    finally:
+        machine.poweroff()
+        session.remove()
+        publisher.close()
 
 
 def build_daemon(out: Path, version: str) -> Path:
