@@ -243,7 +243,7 @@ def _decode_tuple(sig: str, data: bytes, order: ByteOrder, depth: int) -> tuple[
 
 def encode(sig: str, value: object, byteorder: ByteOrder = "little") -> bytes:
     """The normal-form serialisation of ``value`` as type ``sig`` (the inverse of
-    :func:`decode` for the types without ``v`` and ``m``)."""
+    :func:`decode` for every type but ``m`` and ``d``)."""
     return _encode(check_type(sig), value, byteorder)
 
 
@@ -255,6 +255,9 @@ def _encode(sig: str, value: object, order: ByteOrder) -> bytes:
     if c in _STRINGS:
         assert isinstance(value, str)
         return value.encode("utf-8") + b"\0"
+    if c == "v":
+        assert isinstance(value, Variant)
+        return value.data + b"\0" + check_type(value.type).encode("ascii")
     if c == "a" and sig[1] == "y":
         assert isinstance(value, bytes)
         return value

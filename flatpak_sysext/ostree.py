@@ -319,11 +319,8 @@ def _compare_file(walk: _Walk, want: str, name: str, dfd: int, st: os.stat_resul
         _owner_and_xattrs(walk, st, None, rel)
         target = os.readlink(name, dir_fd=dfd)
         if symlink_checksum(target) != want:
-            recorded = (recorded_symlink(walk.repo, walk.mode, want, rel)
-                        if walk.mode == "bare-user-only" else None)
             raise walk.fail(rel, f"is a symlink to {target!r}; the signed commit has "
-                            + (f"a symlink to {recorded!r}" if recorded is not None
-                               else "other content here"))
+                            f"{_recorded(walk, want) or 'other content here'}")
         return
     if not stat.S_ISREG(st.st_mode):
         raise walk.fail(rel, f"is {_kind(st.st_mode)}; the signed commit has a file")
@@ -351,18 +348,30 @@ def _compare_file(walk: _Walk, want: str, name: str, dfd: int, st: os.stat_resul
         raise walk.fail(rel, _file_difference(walk, want, now))
 
 
+def _recorded(walk: _Walk, want: str) -> str:
+    """What the commit records as content ``want``, as far as the repository tells
+    ("a symlink to 'x'", "a regular file of mode 0644"; "" when it does not): in
+    bare-user-only the object is a symlink or a file with the recorded mode. Only for
+    the message: the verdict is the checksum."""
+    if walk.mode != "bare-user-only":
+        return ""
+    where = object_path(walk.repo, want, "file")
+    try:
+        st = os.lstat(where)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(where)
+            return f"a symlink to {target!r}" if symlink_checksum(target) == want else ""
+    except OSError:
+        return ""
+    return f"a regular file of mode {stat.S_IMODE(st.st_mode):04o}" if stat.S_ISREG(
+        st.st_mode) else ""
+
+
 def _file_difference(walk: _Walk, want: str, st: os.stat_result) -> str:
-    """Say what differs, as far as the repository tells: in bare-user-only the object
-    file carries the recorded mode (only a hint: the verdict is the checksum)."""
-    mode = stat.S_IMODE(st.st_mode)
-    if walk.mode == "bare-user-only":
-        try:
-            obj = os.lstat(object_path(walk.repo, want, "file"))
-        except OSError:
-            obj = None
-        if obj is not None and stat.S_ISREG(obj.st_mode) and stat.S_IMODE(obj.st_mode) != mode:
-            return (f"mode {mode:04o}; the signed commit records "
-                    f"{stat.S_IMODE(obj.st_mode):04o}")
-        if obj is not None and stat.S_ISLNK(obj.st_mode):
-            return "is a regular file; the signed commit has a symlink"
-    return f"content (or mode {mode:04o}) differs from the signed commit's"
+    mode = f"a regular file of mode {stat.S_IMODE(st.st_mode):04o}"
+    recorded = _recorded(walk, want)
+    if recorded == mode:
+        return "its content differs from the signed commit's"
+    if recorded:
+        return f"is {mode}; the signed commit has {recorded}"
+    return f"is {mode} whose content or mode differs from the signed commit's"
