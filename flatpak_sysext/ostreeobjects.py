@@ -218,8 +218,8 @@ def symlink_checksum(target: str) -> str:
 def recorded_symlink(repo: str, mode: str, checksum: str, path: str) -> str | None:
     """The target of the symlink the commit records as content ``checksum``; None when
     that content is not a symlink. bare-user-only stores a symlink as a symlink,
-    bare-user as a regular file holding the target; either way the target is checked
-    against the checksum."""
+    bare-user as a regular file holding the target and a NUL; either way the target is
+    checked against the checksum."""
     where = object_path(repo, checksum, "file")
     try:
         if mode == "bare-user-only":
@@ -227,7 +227,8 @@ def recorded_symlink(repo: str, mode: str, checksum: str, path: str) -> str | No
                 return None
             target = os.readlink(where)
         else:
-            target = fileio.read_regular(where, MAX_SYMLINK).decode("utf-8")
+            raw = fileio.read_regular(where, MAX_SYMLINK)
+            target = raw.removesuffix(b"\0").decode("utf-8")
     except (OSError, ValueError) as e:
         raise VerifyError(COMMIT_UNAVAILABLE, path, f"file object {checksum} cannot be read: "
                           f"{e}") from None

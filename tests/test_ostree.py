@@ -22,7 +22,14 @@ from hypothesis import strategies as st
 from flatpak_sysext import deployfile, gvariant, ostree, ostreeobjects, store
 from testsupport import prerequisites
 from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree, have_flatpak
-from testsupport.ostreerepo import Key, copy_repo, forge_commit, object_file, write_signatures
+from testsupport.ostreerepo import (
+    Key,
+    copy_repo,
+    forge_commit,
+    object_file,
+    precreate_repo,
+    write_signatures,
+)
 
 privileged = pytest.mark.privileged
 
@@ -296,6 +303,32 @@ def test_a_repository_mode_it_cannot_verify_is_refused(world: World, tmp_path: P
         str(repo), world.commit(), DECLARED, str(world.snapshot(tmp_path))))
     config.unlink()
     _refused(ostree.UNSUPPORTED_REPO, lambda: ostree.repo_mode(str(repo)))
+
+
+@privileged
+def test_a_bare_user_installation_verifies_too(tmp_path: Path) -> None:
+    """Installations made by older Flatpak versions keep their objects in bare-user mode
+    (file objects carry their mode in an xattr; a symlink is a file holding its target)."""
+    prerequisites.require(have_flatpak(), "needs root, flatpak and bubblewrap")
+    fenv = FlatpakEnv(tmp_path / "world", signed=True)
+    repo = precreate_repo(fenv.system_dir, "bare-user")
+    try:
+        fenv.publish(APP, _demo_tree)
+        fenv.install(APP)
+    finally:
+        fenv.close()
+    assert ostree.repo_mode(str(repo)) == "bare-user"
+    commit = ostree.read_commit(str(repo), fenv.commit(APP))
+    assert ostree.verify_signature(str(repo), commit.checksum, fenv.pubkey.read_bytes()) == (
+        fenv.key_id,)
+    snapshot = Path(store.make(str(fenv.deploy_files(APP) / "lib/extensions"),
+                               str(tmp_path / "snapshot")))
+    # Through files/alias -> lib: a symlink stored as a bare-user file object.
+    ostree.verify_tree(str(repo), commit, "files/alias/extensions", str(snapshot))
+    _retarget(snapshot)
+    error = _refused(ostree.CONTENT_MISMATCH, lambda: ostree.verify_tree(
+        str(repo), commit, DECLARED, str(snapshot)))
+    assert error.path == "usr/lib/demo-link"
 
 
 @privileged

@@ -82,3 +82,14 @@ def copy_repo(repo: Path, dest: Path) -> Path:
     """A copy of a repository (objects, config, keyrings) to tamper with."""
     shutil.copytree(repo, dest, symlinks=True)
     return dest
+
+
+def precreate_repo(system_dir: Path, mode: str) -> Path:
+    """Make an installation's repository in ``mode`` before Flatpak first uses it (Flatpak
+    opens a repository it finds; installations made by old versions are ``bare-user``)."""
+    repo = system_dir / "repo"
+    for sub in ("objects", "refs/heads", "refs/remotes", "refs/mirrors", "state", "tmp",
+                "extensions"):
+        (repo / sub).mkdir(parents=True)
+    (repo / "config").write_text(f"[core]\nrepo_version=1\nmode={mode}\n")
+    return repo
