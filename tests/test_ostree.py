@@ -265,6 +265,21 @@ def test_only_a_signature_by_the_pinned_keyring_counts(world: World, tmp_path: P
 
 
 @privileged
+def test_a_signature_by_an_expired_key_does_not_count(world: World, tmp_path: Path) -> None:
+    """gpgv says VALIDSIG and exits 0 for a good signature by an expired key (EXPKEYSIG
+    instead of GOODSIG); OSTree does not count it as valid, neither does this."""
+    repo = copy_repo(world.repo, tmp_path / "repo")
+    key = Key(expired=True)
+    try:
+        commit_bytes = object_file(repo, world.checksum, "commit").read_bytes()
+        write_signatures(repo, world.checksum, [key.sign(commit_bytes)])
+        _refused(ostree.SIGNATURE_INVALID, lambda: ostree.verify_signature(
+            str(repo), world.checksum, key.keyring))
+    finally:
+        key.close()
+
+
+@privileged
 def test_a_commit_of_another_app_is_not_this_apps(world: World) -> None:
     other = ostree.read_commit(str(world.repo), world.fenv.commit(OTHER))
     # It is signed by the same key, so the signature alone would let it pass.

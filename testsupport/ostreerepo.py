@@ -23,15 +23,20 @@ def object_file(repo: Path, checksum: str, kind: str) -> Path:
 
 
 class Key:
-    """A throw-away OpenPGP signing key of one's own; ``close()`` stops its agent."""
+    """A throw-away OpenPGP signing key of one's own; ``close()`` stops its agent.
 
-    def __init__(self) -> None:
+    ``expired``: a key made and used in 2020 that expired a day later (its signatures
+    are good, by a key that has expired since)."""
+
+    def __init__(self, *, expired: bool = False) -> None:
         # A short home: gpg-agent's socket path must fit in sun_path.
         self.home = Path(tempfile.mkdtemp(prefix="fsx-key-"))
         self._gpg = ["gpg", "--batch", "--quiet", "--homedir", str(self.home)]
-        subprocess.run([*self._gpg, "--passphrase", "", "--pinentry-mode", "loopback",
-                        "--quick-gen-key", "someone else <else@fsx.invalid>", "ed25519",
-                        "sign", "never"], check=True, capture_output=True)
+        self._when = ["--faked-system-time", "20200101T010000"] if expired else []
+        subprocess.run([*self._gpg, *self._when, "--passphrase", "", "--pinentry-mode",
+                        "loopback", "--quick-gen-key", "someone else <else@fsx.invalid>",
+                        "ed25519", "sign", "1d" if expired else "never"], check=True,
+                       capture_output=True)
         listing = subprocess.run([*self._gpg, "--with-colons", "--list-secret-keys"],
                                  check=True, capture_output=True, text=True).stdout
         self.fingerprint = next(line.split(":")[9] for line in listing.splitlines()
@@ -42,7 +47,7 @@ class Key:
 
     def sign(self, data: bytes) -> bytes:
         """A binary detached signature of ``data``, as ostree stores it."""
-        return subprocess.run([*self._gpg, "--detach-sign", "-u", self.fingerprint,
+        return subprocess.run([*self._gpg, *self._when, "--detach-sign", "-u", self.fingerprint,
                                "--output", "-"], input=data, check=True,
                               capture_output=True).stdout
 
