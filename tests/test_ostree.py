@@ -422,6 +422,32 @@ def test_a_garbage_commit_object_is_a_verify_error(tmp_path: Path, data: bytes) 
     path.unlink()
 
 
+def _store(repo: Path, data: bytes, kind: str) -> str:
+    name = hashlib.sha256(data).hexdigest()
+    path = object_file(repo, name, kind)
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return name
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400), st.binary(max_size=100), st.binary(max_size=300))
+def test_garbage_objects_below_a_commit_are_verify_errors(tmp_path: Path, tree: bytes,
+                                                          meta: bytes, sigs: bytes) -> None:
+    """Objects named by their hash (a forger can make any), holding random bytes."""
+    repo = _bare_repo(tmp_path / "repo")
+    commit = ostree.Commit(_store(repo, b"commit", "commit"), 0, (), None,
+                           _store(repo, tree, "dirtree"), _store(repo, meta, "dirmeta"))
+    object_file(repo, commit.checksum, "commitmeta").write_bytes(sigs)
+    (tmp_path / "snapshot").mkdir(exist_ok=True)
+    with contextlib.suppress(ostree.VerifyError):
+        ostree.verify_tree(str(repo), commit, DECLARED, str(tmp_path / "snapshot"))
+    with pytest.raises(ostree.VerifyError) as caught:
+        ostree.verify_signature(str(repo), commit.checksum, b"")
+    assert caught.value.code == ostree.SIGNATURE_INVALID
+
+
 def test_a_huge_commit_object_is_not_read(tmp_path: Path) -> None:
     repo = _bare_repo(tmp_path / "repo")
     name = "ab" * 32
