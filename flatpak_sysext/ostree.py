@@ -90,7 +90,7 @@ def _signatures(repo: str, checksum: str) -> list[bytes]:
         entries = decode("a{sv}", data, "big")
     except GVariantError as e:
         raise VerifyError(SIGNATURE_INVALID, "", f"malformed {where}: {e}") from None
-    meta = metadata_dict(entries, "the commit's detached metadata")
+    meta = metadata_dict(entries, "the commit's detached metadata", SIGNATURE_INVALID)
     variant = meta.get("ostree.gpgsigs")
     if variant is None or variant.type != "aay":
         return []
@@ -102,16 +102,23 @@ def _signatures(repo: str, checksum: str) -> list[bytes]:
     return [bytes(s) for s in sigs]
 
 
-def _valid_signer(status: str) -> str | None:
-    """The primary-key fingerprint of a good signature in gpgv's status output: GOODSIG
-    (not EXPSIG, EXPKEYSIG or REVKEYSIG, which ostree refuses too) and its VALIDSIG."""
-    lines = [line.split() for line in status.splitlines() if line.startswith("[GNUPG:] ")]
-    if not any(parts[1:2] == ["GOODSIG"] for parts in lines):
-        return None
-    for parts in lines:
-        if parts[1:2] == ["VALIDSIG"] and len(parts) >= 3:
-            return parts[11] if len(parts) > 11 else parts[2]
-    return None
+def _valid_signers(status: str) -> list[str]:
+    """The primary-key fingerprints of the good signatures in gpgv's status output: those
+    whose block (from NEWSIG) says GOODSIG, not EXPSIG, EXPKEYSIG or REVKEYSIG (which
+    OSTree refuses too, while gpgv says VALIDSIG for them and exits 0), and VALIDSIG."""
+    signers = []
+    good = False
+    for line in status.splitlines():
+        parts = line.split()
+        if parts[:1] != ["[GNUPG:]"] or len(parts) < 2:
+            continue
+        if parts[1] == "NEWSIG":
+            good = False
+        elif parts[1] == "GOODSIG":
+            good = True
+        elif parts[1] == "VALIDSIG" and good and len(parts) >= 3:
+            signers.append(parts[11] if len(parts) > 11 else parts[2])
+    return signers
 
 
 def verify_signature(repo: str, checksum: str, keyring: bytes) -> tuple[str, ...]:
@@ -148,9 +155,9 @@ def verify_signature(repo: str, checksum: str, keyring: bytes) -> tuple[str, ...
                     timeout=GPGV_TIMEOUT, check=False, env={"LC_ALL": "C"})
             except (OSError, subprocess.TimeoutExpired) as e:
                 raise VerifyError(SIGNATURE_INVALID, "", f"{gpgv} failed: {e}") from None
-            signer = _valid_signer(proc.stdout.decode("utf-8", "replace"))
-            if proc.returncode == 0 and signer is not None and signer not in found:
-                found.append(signer)
+            if proc.returncode == 0:
+                found += [fpr for fpr in _valid_signers(proc.stdout.decode("utf-8", "replace"))
+                          if fpr not in found]
     if not found:
         raise VerifyError(SIGNATURE_INVALID, "", f"none of the {len(sigs)} signature(s) of "
                           f"commit {checksum} is valid by a key of the pinned keyring")

@@ -115,13 +115,14 @@ def _decode(sig: str, data: bytes, what: str, path: str) -> tuple[object, ...]:
     return value
 
 
-def metadata_dict(entries: object, what: str) -> dict[str, Variant]:
-    """An ``a{sv}``'s entries; a key twice is refused (which one would count?)."""
+def metadata_dict(entries: object, what: str,
+                  code: str = COMMIT_UNAVAILABLE) -> dict[str, Variant]:
+    """An ``a{sv}``'s entries; a key twice is refused with ``code`` (which one counts?)."""
     out: dict[str, Variant] = {}
     assert isinstance(entries, list)
     for key, value in entries:
         if key in out:
-            raise VerifyError(COMMIT_UNAVAILABLE, "", f"{what} holds {key!r} twice")
+            raise VerifyError(code, "", f"{what} holds {key!r} twice")
         out[key] = value
     return out
 

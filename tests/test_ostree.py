@@ -269,14 +269,20 @@ def test_a_signature_by_an_expired_key_does_not_count(world: World, tmp_path: Pa
     """gpgv says VALIDSIG and exits 0 for a good signature by an expired key (EXPKEYSIG
     instead of GOODSIG); OSTree does not count it as valid, neither does this."""
     repo = copy_repo(world.repo, tmp_path / "repo")
-    key = Key(expired=True)
+    key, other = Key(expired=True), Key()
     try:
         commit_bytes = object_file(repo, world.checksum, "commit").read_bytes()
         write_signatures(repo, world.checksum, [key.sign(commit_bytes)])
         _refused(ostree.SIGNATURE_INVALID, lambda: ostree.verify_signature(
             str(repo), world.checksum, key.keyring))
+        # Two signatures in one blob: only the good one's key is told.
+        write_signatures(repo, world.checksum, [other.sign(commit_bytes) + key.sign(
+            commit_bytes)])
+        assert ostree.verify_signature(str(repo), world.checksum, key.keyring + other.keyring
+                                       ) == (other.fingerprint,)
     finally:
         key.close()
+        other.close()
 
 
 @privileged
