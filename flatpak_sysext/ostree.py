@@ -178,13 +178,22 @@ def check_binding(commit: Commit, ref: str, collection: str | None) -> None:
                           f"{collection}")
 
 
+def _load(repo: str, tree: str, meta: str, path: str, shown: str) -> Dir:
+    """:func:`load_dir`, its errors naming ``path`` (in the declared tree, '' above it)
+    and saying where (``shown``, the path in the deployment)."""
+    try:
+        return load_dir(repo, tree, meta, path)
+    except VerifyError as e:
+        raise VerifyError(e.code, path, f"{shown}: {e}") from None
+
+
 def _descend(repo: str, mode: str, commit: Commit, subpath: str) -> Dir:
     """The commit's directory at ``subpath``, following the commit's own relative
     symlinks as the declared path is resolved on disk, never leaving ``files/``."""
     pending = [p for p in subpath.split("/") if p not in ("", ".")]
     if not pending or ".." in pending or pending[0] != "files" or len(pending) < 2:
         raise VerifyError(CONTENT_MISMATCH, "", f"{subpath!r} is not a path below files/")
-    chain = [load_dir(repo, commit.root_tree, commit.root_meta, "")]
+    chain = [_load(repo, commit.root_tree, commit.root_meta, "", "the commit's root")]
     resolved: list[str] = []
     hops = 0
     while pending:
@@ -198,7 +207,7 @@ def _descend(repo: str, mode: str, commit: Commit, subpath: str) -> Dir:
             chain.pop()
             resolved.pop()
         elif name in here.dirs:
-            chain.append(load_dir(repo, *here.dirs[name], shown))
+            chain.append(_load(repo, *here.dirs[name], "", shown))
             resolved.append(name)
         elif name in here.files:
             target = recorded_symlink(repo, mode, here.files[name], shown)
@@ -253,8 +262,6 @@ def verify_tree(repo: str, commit: Commit, subpath: str, tree: str, *,
         raise walk.fail("", f"the snapshot {tree} cannot be opened: {e.strerror}") from None
     try:
         _compare_dir(walk, expected, fd, "", 0)
-    except OSError as e:
-        raise walk.fail(e.filename or "", f"cannot be read: {e.strerror}") from None
     finally:
         os.close(fd)
 
@@ -286,12 +293,15 @@ def _kind(mode: int) -> str:
 
 
 def _compare_dir(walk: _Walk, expected: Dir, dfd: int, rel: str, depth: int) -> None:
-    st = os.fstat(dfd)
+    try:
+        st = os.fstat(dfd)
+        names = sorted(os.listdir(dfd))
+    except OSError as e:
+        raise walk.fail(rel, f"cannot be read: {e.strerror}") from None
     if stat.S_IMODE(st.st_mode) & ~DIRECTORY_BITS:
         raise walk.fail(rel, f"directory mode {stat.S_IMODE(st.st_mode):04o}; Flatpak checks "
                         f"directories out with at most {DIRECTORY_BITS:04o}")
     _owner_and_xattrs(walk, st, dfd, rel)
-    names = sorted(os.listdir(dfd))
     walk.entries_left -= len(names)
     if walk.entries_left < 0:
         raise walk.fail(rel, "more entries than can be verified")
@@ -303,21 +313,28 @@ def _compare_dir(walk: _Walk, expected: Dir, dfd: int, rel: str, depth: int) -> 
         raise walk.fail(os.path.join(rel, name), "is in the signed commit but missing")
     for name in names:
         child = os.path.join(rel, name)
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        if name in expected.files:
-            _compare_file(walk, expected.files[name], name, dfd, st, child)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise walk.fail(child, f"is {_kind(st.st_mode)}; the signed commit has a directory")
-        if depth + 1 > walk.max_depth:
-            raise walk.fail(child, "deeper than can be verified")
-        below = load_dir(walk.repo, *expected.dirs[name], f"{walk.shown}/{child}")
-        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     dir_fd=dfd)
         try:
-            _compare_dir(walk, below, fd, child, depth + 1)
-        finally:
-            os.close(fd)
+            _compare_entry(walk, expected, name, dfd, child, depth)
+        except OSError as e:
+            raise walk.fail(child, f"cannot be read: {e.strerror}") from None
+
+
+def _compare_entry(walk: _Walk, expected: Dir, name: str, dfd: int, child: str,
+                   depth: int) -> None:
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    if name in expected.files:
+        _compare_file(walk, expected.files[name], name, dfd, st, child)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise walk.fail(child, f"is {_kind(st.st_mode)}; the signed commit has a directory")
+    if depth + 1 > walk.max_depth:
+        raise walk.fail(child, "deeper than can be verified")
+    below = _load(walk.repo, *expected.dirs[name], child, f"{walk.shown}/{child}")
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    try:
+        _compare_dir(walk, below, fd, child, depth + 1)
+    finally:
+        os.close(fd)
 
 
 def _compare_file(walk: _Walk, want: str, name: str, dfd: int, st: os.stat_result,

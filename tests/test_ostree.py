@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -218,7 +219,21 @@ def test_repository_objects_must_hash_to_their_names(world: World, tmp_path: Pat
     dirtree.write_bytes(dirtree.read_bytes() + b"\0")
     error = _refused(ostree.COMMIT_UNAVAILABLE, lambda: ostree.verify_tree(
         str(repo), commit, DECLARED, str(snapshot)))
-    assert error.path == "files" and "does not hash to its name" in str(error)
+    assert error.path == "" and str(error).startswith("files: dirtree object")
+    assert "does not hash to its name" in str(error)
+    # One inside the declared tree, missing: the verdict names it (usr/share).
+    extensions = ostree.read_commit(str(world.repo), world.checksum)
+    for name in ("files", "lib", "extensions", "usr", "share"):
+        below = ostreeobjects.load_dir(str(world.repo), extensions.root_tree,
+                                       extensions.root_meta, "")
+        tree, meta = below.dirs[name]
+        extensions = dataclasses.replace(extensions, root_tree=tree, root_meta=meta)
+    object_file(repo, extensions.root_tree, "dirtree").unlink()
+    dirtree.write_bytes(dirtree.read_bytes()[:-1])
+    error = _refused(ostree.COMMIT_UNAVAILABLE, lambda: ostree.verify_tree(
+        str(repo), commit, DECLARED, str(snapshot)))
+    assert error.path == "usr/share"
+    assert str(error).startswith(f"{DECLARED}/usr/share: dirtree object")
     # The commit object itself rewritten in place: neither read nor signature passes.
     obj = object_file(repo, world.checksum, "commit")
     obj.write_bytes(obj.read_bytes().replace(b"Export", b"Eksport"))
