@@ -117,6 +117,29 @@ def test_a_faithful_snapshot_of_a_signed_commit_verifies(world: World, tmp_path:
     assert ostree.repo_mode(str(world.repo)) == "bare-user-only"
 
 
+@privileged
+def test_content_checksums_are_ostrees_own(world: World) -> None:
+    """A bare-user-only deployment hard-links the repository's file objects, each named by
+    the content checksum OSTree computed: the framing of the header is OSTree's."""
+    objects = list((world.repo / "objects").glob("*/*.file"))
+    name = {p: p.parent.name + p.name.removesuffix(".file") for p in objects}
+    # Regular files are hard links to their objects; symlinks are made afresh.
+    by_inode = {p.lstat().st_ino: name[p] for p in objects if not p.is_symlink()}
+    by_target = {os.readlink(p): name[p] for p in objects if p.is_symlink()}
+    kinds = set()
+    for path in (world.fenv.deploy_files(APP) / "lib/extensions").rglob("*"):
+        st = path.lstat()
+        if path.is_symlink():
+            header = ostreeobjects.framed_header(st.st_mode, os.readlink(path))
+            assert hashlib.sha256(header).hexdigest() == by_target[os.readlink(path)], path
+        elif path.is_file():
+            header = ostreeobjects.framed_header(st.st_mode, "")
+            assert hashlib.sha256(header + path.read_bytes()).hexdigest() == by_inode[
+                st.st_ino], path
+        kinds.add(path.is_symlink())
+    assert kinds == {True, False}
+
+
 def _write(path: str, data: bytes) -> None:
     with open(path, "r+b") as f:
         f.write(data)
