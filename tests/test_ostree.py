@@ -411,6 +411,15 @@ def test_gvariant_reads_and_writes_the_specifications_examples() -> None:
     assert gvariant.encode("(si)", ("foo", -1)) == pair
 
 
+def test_gvariant_types_are_bounded() -> None:
+    with pytest.raises(gvariant.GVariantError, match="nested deeper"):
+        gvariant.decode("a" * 40 + "y", b"")
+    long_type = "(" + "y" * 300 + ")"
+    with pytest.raises(gvariant.GVariantError, match="longer than"):
+        gvariant.decode("v", b"\0" * 300 + b"\0" + long_type.encode())
+    assert gvariant.decode("v", b"\x07\0y") == gvariant.Variant("y", b"\x07")
+
+
 _names = st.text(st.characters(codec="utf-8", exclude_characters="\0/"),
                  min_size=1, max_size=20)
 _sums = st.binary(min_size=32, max_size=32)
