@@ -56,19 +56,21 @@ class World:
 
     def __init__(self, root: Path) -> None:
         self.fenv = FlatpakEnv(root, signed=True)
-        self.fenv.publish(APP, _demo_tree)
-        self.fenv.install(APP)
-        self.fenv.publish(OTHER, daemon_tree(OTHER, "v1"))
-        self.fenv.install(OTHER)
-        self.fenv.close()
+        try:
+            self.fenv.publish(APP, _demo_tree)
+            self.fenv.install(APP)
+            self.fenv.publish(OTHER, daemon_tree(OTHER, "v1"))
+            self.fenv.install(OTHER)
+        finally:
+            self.fenv.close()  # the signing key's gpg-agent
         self.repo = self.fenv.system_dir / "repo"
         self.keyring = (self.repo / "test.trustedkeys.gpg").read_bytes()
         self.checksum = self.fenv.commit(APP)
 
-    def snapshot(self, into: Path, app: str = APP) -> Path:
+    def snapshot(self, into: Path) -> Path:
         """The store's own copy of the app's declared tree, as the service makes it."""
         into.mkdir(exist_ok=True)
-        return Path(store.make(str(self.fenv.deploy_files(app) / "lib/extensions"),
+        return Path(store.make(str(self.fenv.deploy_files(APP) / "lib/extensions"),
                                str(into / "snapshot")))
 
     def commit(self) -> ostree.Commit:
