@@ -132,7 +132,7 @@ def _own_drop_in(unit: str, units: frozenset[str]) -> bool:
     """Whether ``unit.d/`` changes only a unit the tree ships: a full unit name (not a
     type-wide ``service.d`` nor a prefix ``foo-.service.d``, which reach host units of
     those names), the unit itself or an instance of its template."""
-    base, dot, kind = unit.rpartition(".")
+    base, _, kind = unit.rpartition(".")
     if not base or base.endswith("-") or f".{kind}" not in _UNIT_SUFFIXES:
         return False
     template = base.split("@", 1)[0] + "@." + kind if "@" in base else None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flatpak_sysext import cli, contain
+from flatpak_sysext import cli
 from flatpak_sysext.manifest import Manifest
 from testsupport.containment import SYSPROF_FILES, SYSPROF_UNIT, judge, refused, tree
 from testsupport.flatpak import FlatpakEnv, TreeBuilder, daemon_tree
