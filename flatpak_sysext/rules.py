@@ -55,7 +55,8 @@ class Namer:
     number (``org.gnome.Sysprof3``), or either followed by a separator and anything
     (``org.example.App.Helper``, ``app-helper.service``): never a longer word
     (``org.example.Application`` is another app's). Calling it accepts the app ID or its
-    last element as the prefix, with unit separators: for unit and user names, where an
+    last element as the prefix, with unit separators and the daemon's conventional ``d``
+    (``sysprofd.service``): for unit and user names, where an
     exact clash with the host's is caught elsewhere (placement, sysusers skipping
     existing users). :meth:`full` accepts only the app ID: for names and paths shared
     with the host's own (D-Bus names, polkit actions, directories under usr/lib and
@@ -79,23 +80,25 @@ class Namer:
     def __call__(self, name: str) -> bool:
         low = name.lower().lstrip("_")
         low = low[len("dbus-"):] if low.startswith("dbus-") else low
-        return self._owns(low, self.prefixes, _UNIT_SEPARATORS)
+        return self._owns(low, self.prefixes, _UNIT_SEPARATORS, "d")
 
     def full(self, name: str) -> bool:
         """Whether ``name`` is the app ID or lies under it (case-insensitively)."""
         return self._owns(name.lower(), self.prefixes[:1], _SEPARATORS)
 
-    def _owns(self, low: str, prefixes: list[str], separators: str) -> bool:
-        if not any(_under(low, p, separators) for p in prefixes):
+    def _owns(self, low: str, prefixes: list[str], separators: str, suffix: str = "") -> bool:
+        if not any(_under(low, p, separators, suffix) for p in prefixes):
             return False
-        return self.devel or not _under(low, self.app_id + _DEVEL, separators)
+        return self.devel or not _under(low, self.app_id + _DEVEL, separators, suffix)
 
 
-def _under(name: str, prefix: str, separators: str) -> bool:
-    """``prefix``, with an optional version number, then nothing or a separator."""
+def _under(name: str, prefix: str, separators: str, suffix: str = "") -> bool:
+    """``prefix``, with an optional version number and ``suffix``, then nothing or a
+    separator."""
     if not name.startswith(prefix):
         return False
     rest = name[len(prefix):].lstrip("0123456789")
+    rest = rest[len(suffix):] if suffix and rest.startswith(suffix) else rest
     return not rest or rest[0] in separators
 
 
