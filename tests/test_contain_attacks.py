@@ -6,6 +6,7 @@ attacker's tree is refused by its class, and where the host's own tool is at han
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from flatpak_sysext import config
 from testsupport.containment import SYSPROF, SYSPROF_FILES, judge, refused, tree
 from testsupport.prerequisites import require_tools
 
@@ -247,3 +249,10 @@ def test_a_deny_rule_cuts_a_host_service_off_the_bus_and_is_refused(
     assert may_own("org.freedesktop.PolicyKit1", tmp_path / "empty")
     assert not may_own("org.freedesktop.PolicyKit1", ext / "usr/share/dbus-1/system.d")
     assert may_own("org.freedesktop.login1", ext / "usr/share/dbus-1/system.d")
+
+
+@pytest.mark.parametrize("cls", ["tmpfiles-writes", "tmpfiles-recursive"])
+def test_the_administrator_can_allow_the_new_classes(tmp_path: pathlib.Path, cls: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"host_classes": {SYSPROF: [cls]}}))
+    assert config.load(str(path)).classes_allowed(SYSPROF) == {cls}
