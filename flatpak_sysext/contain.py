@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import fnmatch
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from flatpak_sysext import codes, manifest, rules
@@ -139,6 +140,18 @@ def _own_drop_in(unit: str, units: frozenset[str]) -> bool:
     return unit in units or template in units
 
 
+def _named(unit: str, namer: rules.Namer) -> bool:
+    """Whether a unit is named for the app. Mount, automount and swap units are named
+    after the path they mount (``var-lib.mount`` mounts /var/lib, whatever app is called
+    ``org.example.Var``): theirs must be a directory of the app's, as tmpfiles paths are."""
+    base, _, kind = unit.rpartition(".")
+    if kind in ("mount", "automount", "swap"):
+        path = "/" + "/".join(re.sub(r"\\x([0-9a-fA-F]{2})", lambda h: chr(int(h[1], 16)), part)
+                              for part in base.split("-"))
+        return rules.owned_path(path, namer)
+    return namer(unit)
+
+
 def path_class(path: str, namer: rules.Namer | None = None,
                units: frozenset[str] = frozenset()) -> str | None:
     """The class of a file by its path (and the ``units`` its tree ships); None when it
@@ -157,7 +170,7 @@ def path_class(path: str, namer: rules.Namer | None = None,
                 return None
             if unit[1] is not None and namer is not None and not _own_drop_in(unit[0], units):
                 return "unit-drop-ins"
-            if namer is not None and not namer(unit[0]):
+            if namer is not None and not _named(unit[0], namer):
                 return "unit-drop-ins" if unit[1] else "foreign-units"
             return "units"
     if len(parts) == 3 and parts[:2] in (["usr", "bin"], ["usr", "sbin"]):

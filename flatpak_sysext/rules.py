@@ -355,6 +355,12 @@ def _resolved(path: str) -> str | None:
     return path
 
 
+def owned_path(path: str, namer: Namer) -> bool:
+    """Whether a host path (tmpfiles specifiers allowed) lies in a directory of the app's."""
+    resolved = _resolved(path)
+    return resolved is not None and _owned(resolved, namer)
+
+
 def _owned(path: str, namer: Namer) -> bool:
     """Whether a resolved tmpfiles path lies in a directory named with the app ID below a
     data root (a name like the app's last element could be the host's: /var/lib/dpkg)."""

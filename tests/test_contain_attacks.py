@@ -136,6 +136,13 @@ NAMES: list[tuple[str, dict[str, bytes], dict[str, tuple[str, ...]]]] = [
                           DROP_IN.format("tool-a.service"): OVERRIDE,
                           DROP_IN.format("tool-b.service"): OVERRIDE},
      {"unit-drop-ins": (DROP_IN.format("tool-b.service"),)}),
+    # Mount units are named after their path: /var/lib is no app's, its own directory is.
+    ("org.example.Var", {"usr/lib/systemd/system/var-lib.mount": b"[Mount]\nWhat=/dev/sdb\n",
+                         "usr/lib/systemd/system/var-lib.automount": b"[Automount]\n",
+                         "usr/lib/systemd/system/var-lib-org.example.Var\\x2dcache.mount":
+                         b"[Mount]\nWhat=tmpfs\n"},
+     {"foreign-units": ("usr/lib/systemd/system/var-lib.automount",
+                        "usr/lib/systemd/system/var-lib.mount")}),
     # A nightly build claims neither the stable app's names nor "devel".
     ("org.gnome.Sysprof.Devel", {"usr/share/polkit-1/actions/x.policy":
                                  b'<policyconfig><action id="org.gnome.sysprof3.profile"/>'
