@@ -17,7 +17,7 @@ import pytest
 
 from flatpak_sysext import config
 from testsupport.containment import SYSPROF, SYSPROF_FILES, judge, refused, tree
-from testsupport.prerequisites import require_tools
+from testsupport.prerequisites import require, require_tools
 
 TMPFILES = "usr/lib/tmpfiles.d/sysprof.conf"
 POLICY = "usr/share/dbus-1/system.d/org.gnome.Sysprof3.conf"
@@ -263,3 +263,24 @@ def test_the_administrator_can_allow_the_new_classes(tmp_path: pathlib.Path, cls
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"host_classes": {SYSPROF: [cls]}}))
     assert config.load(str(path)).classes_allowed(SYSPROF) == {cls}
+
+
+@pytest.mark.privileged
+def test_tmpfiles_w_follows_a_link_the_apps_user_plants(tmp_path: pathlib.Path) -> None:
+    """The app's unprivileged user owns its state directory and plants a link there: a
+    ``w`` line writes through it as root (``f+`` refuses the link)."""
+    require(os.geteuid() == 0, "needs root (chown)")
+    require_tools("systemd-tmpfiles")
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc/shadow").write_text("root:$y$hash:19000::::::\n")
+    state = host / "var/lib/org.gnome.Sysprof"
+    state.mkdir(parents=True)
+    os.symlink("../../../etc/shadow", state / "cache")  # relative: stays inside ``host``
+    for path in (state, state / "cache"):
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    line = {TMPFILES: b"w /var/lib/org.gnome.Sysprof/cache - - - - root::0:::::\n"}
+    ext = tree(tmp_path / "ext", {**SYSPROF_FILES, **line})
+    _systemd_tmpfiles(host, ext / TMPFILES)
+    assert (host / "etc/shadow").read_text().startswith("root::0:")  # no password for root
+    assert dict(judge(ext).restricted) == {"tmpfiles-writes": (TMPFILES,)}
