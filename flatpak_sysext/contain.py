@@ -41,7 +41,8 @@ RESTRICTED: dict[str, str] = {
     "unit-enablement": ".wants/, .requires/ or .upholds/ links that start units",
     "foreign-units": "units not named for the app",
     "polkit-rules": "polkit JavaScript rules, which decide every authorization",
-    "foreign-polkit-actions": "polkit actions not named for the app",
+    "foreign-polkit-actions": "polkit actions not named for the app, implying another's "
+                              "or letting pkexec run a program the extension does not ship",
     "modprobe": "modprobe.d configuration (install lines run commands as root)",
     "kernel-modules": "kernel modules or firmware",
     "sysctl": "sysctl.d settings (kernel.core_pattern runs a program as root)",
@@ -194,8 +195,9 @@ def contain(app_id: str, files: Iterable[str], contents: Mapping[str, bytes | No
     problems: list[Problem] = []
     restricted: dict[str, list[str]] = collections.defaultdict(list)
     m = rules.Collected()
-    units = frozenset(unit_names(files))
-    for path in sorted(files):
+    everything = frozenset(files)
+    units = frozenset(unit_names(everything))
+    for path in sorted(everything):
         cls = path_class(path, namer, units)
         if cls is None and path != "usr/lib/os-release":  # that one has its own code
             problems.append(Problem(codes.UNCLASSIFIED_FILE, show(path), _unclassified(path)))
@@ -216,7 +218,8 @@ def contain(app_id: str, files: Iterable[str], contents: Mapping[str, bytes | No
                                         f"cannot be read as the host would read it: {e}"))
         if cls == "path-executables":
             m.executables.add("/" + path)
-    for path, cls in [*rules.dbus_foreign(m, namer), *rules.through_links(m)]:
+    for path, cls in [*rules.dbus_foreign(m, namer), *rules.through_links(m),
+                      *rules.pkexec_foreign(m, everything)]:
         restricted[cls].append(path)
     return problems, {k: sorted(set(v)) for k, v in sorted(restricted.items())}, m.manifest()
 

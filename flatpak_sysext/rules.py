@@ -117,6 +117,8 @@ class Collected:
     denials: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     """(path, name) of every name a <deny> in a system.d file names."""
     actions: set[str] = dataclasses.field(default_factory=set)
+    pkexec: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """(path, program) of every polkit action's ``org.freedesktop.policykit.exec.path``."""
     udev: set[str] = dataclasses.field(default_factory=set)
     users: set[str] = dataclasses.field(default_factory=set)
     groups: set[str] = dataclasses.field(default_factory=set)
@@ -154,7 +156,8 @@ def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[
     if cls == "polkit-actions":
         ids = manifest.polkit_actions(data)
         m.actions.update(ids)
-        return ["foreign-polkit-actions"] if any(not namer.full(i) for i in ids) else []
+        foreign = any(not namer.full(i) for i in ids) or _polkit_annotations(path, data, namer, m)
+        return ["foreign-polkit-actions"] if foreign else []
     if cls == "udev-rules":
         return _udev(path, data, m)
     if cls == "sysusers":
@@ -176,6 +179,29 @@ def _unit(path: str, data: bytes, m: Collected) -> list[str]:
     m.units[name] = read
     m.unit_paths.setdefault(name, path)
     return []
+
+
+def _polkit_annotations(path: str, data: bytes, namer: Namer, m: Collected) -> bool:
+    """Whether an action's annotations reach beyond the app; collects pkexec programs.
+
+    ``org.freedesktop.policykit.imply`` authorizes the actions it names along with this
+    one (``org.freedesktop.systemd1.manage-units`` is root); ``...exec.path`` lets pkexec
+    run that program as root (``/usr/bin/bash``): it must be one the tree ships.
+    """
+    foreign = False
+    for note in manifest.xml_root(data).iter("annotate"):
+        key, value = note.get("key", ""), (note.text or "").strip()
+        if key == "org.freedesktop.policykit.imply":
+            foreign = foreign or any(not namer.full(a) for a in value.split())
+        elif key == "org.freedesktop.policykit.exec.path":
+            m.pkexec.append((path, value))
+    return foreign
+
+
+def pkexec_foreign(m: Collected, files: frozenset[str]) -> list[tuple[str, str]]:
+    """(path, class) for polkit actions that let pkexec run a program the tree lacks."""
+    return [(p, "foreign-polkit-actions") for p, program in m.pkexec
+            if program[1:] not in files or not program.startswith("/")]
 
 
 def _policy(path: str, data: bytes, m: Collected) -> None:

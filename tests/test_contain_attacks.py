@@ -91,6 +91,20 @@ ATTACKS: list[tuple[str, dict[str, bytes], set[str], str]] = [
      {"usr/share/polkit-1/actions/x.policy": b'<policyconfig><action id="org.gnome.sysprofagent.'
                                              b'x"/></policyconfig>'},
      {"usr/share/polkit-1/actions/x.policy"}, "foreign-polkit-actions"),
+    ("polkit action implying a host action",
+     {"usr/share/polkit-1/actions/x.policy": b'<policyconfig><action id="org.gnome.sysprof3.x">'
+                                             b'<defaults><allow_any>yes</allow_any></defaults>'
+                                             b'<annotate key="org.freedesktop.policykit.imply">'
+                                             b'org.gnome.sysprof3.y org.freedesktop.systemd1.'
+                                             b'manage-units</annotate></action></policyconfig>'},
+     {"usr/share/polkit-1/actions/x.policy"}, "foreign-polkit-actions"),
+    ("polkit action letting pkexec run a host program",
+     {"usr/share/polkit-1/actions/x.policy": b'<policyconfig><action id="org.gnome.sysprof3.x">'
+                                             b'<defaults><allow_any>yes</allow_any></defaults>'
+                                             b'<annotate key="org.freedesktop.policykit.exec.'
+                                             b'path">/usr/bin/bash</annotate></action>'
+                                             b'</policyconfig>'},
+     {"usr/share/polkit-1/actions/x.policy"}, "foreign-polkit-actions"),
     ("sysusers user of a longer name", {"usr/lib/sysusers.d/x.conf": b"u sysprofagent -\n"},
      {"usr/lib/sysusers.d/x.conf"}, "sysusers-privileges"),
     ("udev RUN{program}", {UDEV: b'ACTION=="add", RUN{program}+="/bin/sh -c x"\n'}, {UDEV},
@@ -184,6 +198,11 @@ def test_only_the_attackers_lines_are_refused(tmp_path: pathlib.Path) -> None:
         b"D /run/org.gnome.Sysprof 1777 - - -\n"),
         UDEV: b'SUBSYSTEM=="usb", ATTR{idVendor}=="1234", IMPORT{parent}="ID_*", \\\n'
               b'  ENV{SYSPROF}="1"\n',
+        "usr/share/polkit-1/actions/org.gnome.sysprof3.helper.policy": (
+            b'<policyconfig><action id="org.gnome.sysprof3.helper"><annotate key="org.'
+            b'freedesktop.policykit.exec.path">/usr/libexec/sysprofd</annotate><annotate key='
+            b'"org.freedesktop.policykit.imply">org.gnome.sysprof3.profile</annotate>'
+            b'</action></policyconfig>'),
         "usr/lib/tmpfiles.d/zz.conf": b"w /var/lib/org.gnome.Sysprof/empty - - - - x\n",
         "usr/lib/udev/rules.d/99-x.rules": b'SYSCTL{kernel.core_pattern}="|/bin/sh"\n'}))
     assert report.problems == ()
