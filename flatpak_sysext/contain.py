@@ -54,8 +54,8 @@ RESTRICTED: dict[str, str] = {
     "perl-path": "files on Perl's module path",
     "udev-programs": "udev rules that run programs or builtins, import their output or "
                      "files, or start units, and udev helpers",
-    "udev-device-access": "udev rules that change a device's owner, group or mode, or "
-                          "write its attributes",
+    "udev-device-access": "udev rules that change a device's owner, group, mode, "
+                          "attributes, name or links in the host's directories",
     "tmpfiles-foreign-paths": "tmpfiles lines on paths not named for the app, or reached "
                               "through a link or copy of the tree's tmpfiles, links and "
                               "copies from outside /usr and /opt",

@@ -25,9 +25,13 @@ MAX_LISTED = 50
 _UDEV_PROGRAMS = re.compile(r"\b(RUN(\{[^}]*\})?|PROGRAM)\s*[+:-]?=|"
                             r"\bIMPORT\{(?!(db|parent|cmdline)\})|"
                             r"ENV\{SYSTEMD_(USER_)?WANTS\}|\bSYSTEMD_(USER_)?WANTS\b")
-# An assignment (=, +=, :=), not a match (==, !=): ATTR{authorized}="1" lets a device in.
+# An assignment (=, +=, :=), not a match (==, !=): ATTR{authorized}="1" lets a device in;
+# NAME="eth0" gives a device the host's interface (and its firewall and network
+# configuration); a link in a directory (disk/by-uuid/...) or a link priority takes the
+# place of the device the host mounts or opens by that name.
 _UDEV_ACCESS = re.compile(r"\b(MODE|OWNER|GROUP)\s*:?=|uaccess|seat|"
-                          r"\bATTR\{[^}]*\}\s*[+:-]?=(?!=)")
+                          r"\bATTR\{[^}]*\}\s*[+:-]?=(?!=)|\bNAME\s*:?=(?!=)|"
+                          r"\bSYMLINK\s*[+:-]?=(?!=)\s*\"[^\"]*/|link_priority")
 _UDEV_SYSCTL = re.compile(r"\bSYSCTL\{[^}]*\}\s*[+:-]?=(?!=)")
 _TMPFILES_TYPES = frozenset("fFwdDevqQpLCxXrRzZtThHaA")
 # Root writes: w follows a link at the path's end (planted by the app's own user in its

@@ -118,6 +118,14 @@ ATTACKS: list[tuple[str, dict[str, bytes], set[str], str]] = [
      "udev-programs"),
     ("udev SYSCTL", {UDEV: b'ACTION=="add", SYSCTL{kernel.core_pattern}="|/bin/sh"\n'}, {UDEV},
      "sysctl"),
+    ("udev renames a device to the host's interface",
+     {UDEV: b'SUBSYSTEM=="net", ATTR{address}=="00:11:22:33:44:55", NAME="eth0"\n'}, {UDEV},
+     "udev-device-access"),
+    ("udev link in the host's by-uuid directory",
+     {UDEV: b'KERNEL=="sd?1", SYMLINK+="disk/by-uuid/0b4e-1f2a"\n'}, {UDEV},
+     "udev-device-access"),
+    ("udev link priority", {UDEV: b'KERNEL=="sd?1", OPTIONS+="link_priority=100"\n'}, {UDEV},
+     "udev-device-access"),
     ("udev ATTR authorizes a device",
      {UDEV: b'SUBSYSTEM=="usb", ATTR{authorized}=="0", ATTR{authorized}="1"\n'}, {UDEV},
      "udev-device-access"),
@@ -197,7 +205,7 @@ def test_only_the_attackers_lines_are_refused(tmp_path: pathlib.Path) -> None:
         b"x /var/tmp/org.gnome.Sysprof-cache/keep\n"
         b"D /run/org.gnome.Sysprof 1777 - - -\n"),
         UDEV: b'SUBSYSTEM=="usb", ATTR{idVendor}=="1234", IMPORT{parent}="ID_*", \\\n'
-              b'  ENV{SYSPROF}="1"\n',
+              b'  ENV{SYSPROF}="1", NAME=="x", SYMLINK+="sysprof%n"\n',
         "usr/share/polkit-1/actions/org.gnome.sysprof3.helper.policy": (
             b'<policyconfig><action id="org.gnome.sysprof3.helper"><annotate key="org.'
             b'freedesktop.policykit.exec.path">/usr/libexec/sysprofd</annotate><annotate key='
