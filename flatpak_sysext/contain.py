@@ -53,7 +53,8 @@ RESTRICTED: dict[str, str] = {
     "python-path": "files on Python's import path (site-packages, dist-packages, .pth)",
     "perl-path": "files on Perl's module path",
     "udev-programs": "udev rules that run programs or builtins, import their output or "
-                     "files, or start units, and udev helpers",
+                     "files, start units or set what systemd does with a device, and udev "
+                     "helpers",
     "udev-device-access": "udev rules that change a device's owner, group, mode, "
                           "attributes, name or links in the host's directories",
     "tmpfiles-foreign-paths": "tmpfiles lines on paths not named for the app, or reached "

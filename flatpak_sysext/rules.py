@@ -21,9 +21,12 @@ MAX_LISTED = 50
 
 # Every RUN (RUN{builtin} too: "kmod load" loads any module of the host) and PROGRAM;
 # IMPORT of anything but udev's own database, the parent device and the kernel command
-# line (a program's output, a builtin, a file read as root into properties anyone reads).
+# line (a program's output, a builtin, a file read as root into properties anyone reads);
+# every SYSTEMD_* property systemd acts on: WANTS starts units, READY=0 takes a device
+# away from systemd (and the host's mounts on it with it).
 _UDEV_PROGRAMS = re.compile(r"\b(RUN(\{[^}]*\})?|PROGRAM)\s*[+:-]?=|"
                             r"\bIMPORT\{(?!(db|parent|cmdline)\})|"
+                            r"ENV\{SYSTEMD_[A-Z_]*\}\s*[+:-]?=(?!=)|"
                             r"ENV\{SYSTEMD_(USER_)?WANTS\}|\bSYSTEMD_(USER_)?WANTS\b")
 # An assignment (=, +=, :=), not a match (==, !=): ATTR{authorized}="1" lets a device in;
 # NAME="eth0" gives a device the host's interface (and its firewall and network

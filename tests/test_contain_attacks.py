@@ -116,6 +116,8 @@ ATTACKS: list[tuple[str, dict[str, bytes], set[str], str]] = [
     ("udev IMPORT{file}", {UDEV: b'IMPORT{file}="/etc/shadow"\n'}, {UDEV}, "udev-programs"),
     ("udev RUN split by a continuation", {UDEV: b'ACTION=="add", RU\\\nN+="/bin/sh"\n'}, {UDEV},
      "udev-programs"),
+    ("udev takes a disk away from systemd",
+     {UDEV: b'KERNEL=="sda*", ENV{SYSTEMD_READY}="0"\n'}, {UDEV}, "udev-programs"),
     ("udev SYSCTL", {UDEV: b'ACTION=="add", SYSCTL{kernel.core_pattern}="|/bin/sh"\n'}, {UDEV},
      "sysctl"),
     ("udev renames a device to the host's interface",
