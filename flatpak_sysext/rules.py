@@ -64,10 +64,11 @@ class Namer:
     (``org.example.Application`` is another app's). Calling it accepts the app ID or its
     last element as the prefix, with unit separators and the daemon's conventional ``d``
     (``sysprofd.service``): for unit and user names, where an exact clash with the
-    host's is caught elsewhere (placement, sysusers skipping existing users). :meth:`full` accepts only the app ID: for names and paths shared
-    with the host's own (D-Bus names, polkit actions, directories under usr/lib and
-    usr/share, tmpfiles paths), where an app called ``org.example.Apt`` must not get
-    ``usr/lib/apt`` nor one called ``com.example.Org`` every ``org.*`` D-Bus name.
+    host's is caught elsewhere (placement, sysusers skipping existing users).
+    :meth:`full` accepts only the app ID: for names and paths shared with the host's own
+    (D-Bus names, polkit actions, directories under usr/lib and usr/share, tmpfiles
+    paths), where an app called ``org.example.Apt`` must not get ``usr/lib/apt`` nor one
+    called ``com.example.Org`` every ``org.*`` D-Bus name.
 
     A ``.Devel`` ID (a nightly build published beside the stable app) owns names under
     its full ID only, and the stable ID does not own names under ``ID.Devel``: neither
