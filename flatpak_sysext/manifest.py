@@ -21,27 +21,67 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from flatpak_sysext import unitgrants
+from flatpak_sysext.unitgrants import Entry
+
 if TYPE_CHECKING:
     from xml.etree import ElementTree
+
+GRANT_MODEL = 2
+"""The version of what :meth:`Manifest.grants` says; a consent record made under another
+model is re-derived. 1: a unit's user and programs; 2: everything that decides what a
+unit runs as and may do, its own drop-ins merged in (unitgrants.py)."""
 
 MAX_CONFIG = 64 * 1024
 """Largest unit, D-Bus, polkit, udev, sysusers or tmpfiles file read; real ones are a few KB."""
 
-EXEC_KEYS = ("ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop",
-             "ExecStopPost", "ExecCondition")
-
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """One systemd unit the tree ships."""
+    """One systemd unit the tree ships, its own drop-ins merged in."""
 
     name: str
     user: str
     """``User=`` ("root" when unset, "dynamic" for ``DynamicUser=yes``)."""
     exec: tuple[str, ...]
-    """The programs its ``Exec*=`` lines run, in file order, without duplicates."""
+    """Its ``Exec*=`` assignments as ``Key=value`` (prefixes and arguments kept), in the
+    order systemd applies them, without duplicates."""
     bus_name: str | None = None
     """``BusName=``, or the D-Bus name whose system service file names this unit."""
+    settings: tuple[Entry, ...] = ()
+    """Every other assignment that is not known to grant nothing, (section, key, value),
+    in the order systemd applies them."""
+
+    def grants(self) -> set[str]:
+        """Its grant sentences (docs/reference.md#what-counts-as-a-grant)."""
+        out = unitgrants.sentences(self.name, self.user, self.exec, self.settings)
+        if not self.exec:
+            out.add(f"unit {self.name}")
+        if self.bus_name:
+            out.add(f"unit {self.name} is started on demand for D-Bus name {self.bus_name}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object that :meth:`from_json` reads back exactly."""
+        return {"name": self.name, "user": self.user, "exec": list(self.exec),
+                "bus_name": self.bus_name, "settings": [list(e) for e in self.settings]}
+
+    @classmethod
+    def from_json(cls, u: Any) -> Unit:
+        """The unit :meth:`to_json` wrote; ValueError for anything else."""
+        if not isinstance(u, dict) or set(u) != {"name", "user", "exec", "bus_name",
+                                                 "settings"}:
+            raise ValueError("manifest: a unit is not an object with its five keys")
+        bus = u["bus_name"]
+        if bus is not None and not isinstance(bus, str):
+            raise ValueError("manifest: bus_name must be a string or null")
+        settings = []
+        for e in _list(u["settings"]):
+            if not isinstance(e, list) or len(e) != 3:
+                raise ValueError(f"manifest: {e!r} is not a (section, key, value) triple")
+            settings.append((_str(e[0]), _str(e[1]), _str(e[2])))
+        return cls(_str(u["name"]), _str(u["user"]), _strings(u["exec"]), bus,
+                   tuple(settings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,12 +108,7 @@ class Manifest:
         """One stable sentence per thing the host gives the extension."""
         out: set[str] = set()
         for u in self.units:
-            who = "a dynamic user" if u.user == "dynamic" else u.user
-            out.update(f"unit {u.name} runs {e} as {who}" for e in u.exec)
-            if not u.exec:
-                out.add(f"unit {u.name}")
-            if u.bus_name:
-                out.add(f"unit {u.name} is started on demand for D-Bus name {u.bus_name}")
+            out.update(u.grants())
         out.update(f"owns D-Bus name {n}" for n in self.dbus_owns)
         out.update(f"D-Bus policy lets {who} send to {n}" for who, n in self.dbus_access)
         out.update(f"polkit action {a}" for a in self.polkit_actions)
@@ -88,8 +123,7 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         """A JSON object that :meth:`from_json` reads back exactly."""
         return {
-            "units": [{"name": u.name, "user": u.user, "exec": list(u.exec),
-                       "bus_name": u.bus_name} for u in self.units],
+            "units": [u.to_json() for u in self.units],
             "dbus_owns": list(self.dbus_owns),
             "dbus_access": [list(p) for p in self.dbus_access],
             "polkit_actions": list(self.polkit_actions),
@@ -107,14 +141,7 @@ class Manifest:
         fields = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict) or set(data) != fields:
             raise ValueError("manifest: not an object with exactly the manifest's keys")
-        units = []
-        for u in _list(data["units"]):
-            if not isinstance(u, dict) or set(u) != {"name", "user", "exec", "bus_name"}:
-                raise ValueError("manifest: a unit is not an object with its four keys")
-            bus = u["bus_name"]
-            if bus is not None and not isinstance(bus, str):
-                raise ValueError("manifest: bus_name must be a string or null")
-            units.append(Unit(_str(u["name"]), _str(u["user"]), _strings(u["exec"]), bus))
+        units = [Unit.from_json(u) for u in _list(data["units"])]
         return cls(tuple(units), _strings(data["dbus_owns"]), _pairs(data["dbus_access"]),
                    _strings(data["polkit_actions"]), _strings(data["udev_rules"]),
                    _strings(data["users"]), _strings(data["groups"]),
@@ -158,7 +185,15 @@ def text(data: bytes) -> str:
 def ini_sections(data: bytes) -> dict[str, list[tuple[str, str]]]:
     """systemd's (and D-Bus service files') ini syntax: section -> [(key, value)]."""
     sections: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] | None = None
+    for section, key, value in ini_entries(data):
+        sections.setdefault(section, []).append((key, value))
+    return sections
+
+
+def ini_entries(data: bytes) -> list[Entry]:
+    """The (section, key, value) assignments of an ini file, in file order."""
+    out: list[Entry] = []
+    current: str | None = None
     pending = ""
     for raw in text(data).splitlines():
         line = (pending + raw).strip() if pending else raw.strip()
@@ -171,13 +206,13 @@ def ini_sections(data: bytes) -> dict[str, list[tuple[str, str]]]:
         if line.startswith("["):
             if not line.endswith("]"):
                 raise ValueError(f"malformed section header {line!r}")
-            current = sections.setdefault(line[1:-1], [])
+            current = line[1:-1]
             continue
         key, sep, value = line.partition("=")
         if not sep or current is None:
             raise ValueError(f"line outside a section or without '=': {line[:60]!r}")
-        current.append((key.strip(), value.strip()))
-    return sections
+        out.append((current, key.strip(), value.strip()))
+    return out
 
 
 def _last(pairs: Iterable[tuple[str, str]], key: str, default: str = "") -> str:
@@ -195,17 +230,28 @@ def program(command_line: str) -> str:
     return word.strip("\"'")
 
 
-def unit(name: str, data: bytes) -> Unit:
-    """A unit file's user, programs and ``BusName=``."""
-    sections = ini_sections(data)
-    service = sections.get("Service", [])
-    dynamic = _last(service, "DynamicUser", "no").lower() in ("1", "yes", "y", "true", "on")
+def unit(name: str, entries: Iterable[Entry]) -> Unit:
+    """A unit from the assignments of its file and then its drop-ins (:func:`ini_entries`
+    of each, in the order systemd reads them): who it runs as, its commands, its
+    ``BusName=`` and every other assignment not known to grant nothing."""
+    suffix = "." + name.rsplit(".", 1)[-1]
+    own = unitgrants.TYPE_SECTIONS.get(suffix, "")
+    user, dynamic, bus = "root", False, None
     execs: list[str] = []
-    for k, v in service:
-        if k in EXEC_KEYS and v and program(v) and program(v) not in execs:
-            execs.append(program(v))
-    bus = _last(service, "BusName") or None
-    return Unit(name, "dynamic" if dynamic else _last(service, "User", "root"), tuple(execs), bus)
+    settings: list[Entry] = []
+    for section, key, value in unitgrants.effective(suffix, entries):
+        if section == own and key == "User":
+            user = value
+        elif section == own and key == "DynamicUser":
+            dynamic = unitgrants.true(value)
+        elif section == own and key == "BusName":
+            bus = value
+        elif section == own and key in unitgrants.EXEC_KEYS:
+            if f"{key}={value}" not in execs:
+                execs.append(f"{key}={value}")
+        elif not unitgrants.harmless(section, key, value):
+            settings.append((section, key, value))
+    return Unit(name, "dynamic" if dynamic else user, tuple(execs), bus, tuple(settings))
 
 
 def dbus_service(data: bytes) -> tuple[str, str, str, str]:
