@@ -7,12 +7,16 @@ consent, and what it waits for is named."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from flatpak_sysext import consent, contain
 from flatpak_sysext.consent import Origin, Record
 from flatpak_sysext.manifest import Manifest
+from testsupport.flatpak import FlatpakEnv, TreeBuilder, daemon_tree
+from testsupport.prerequisites import require_flatpak
 
 APP = "org.fsx.Grants"
 UNITS = "usr/lib/systemd/system"
@@ -160,3 +164,54 @@ def test_units_round_trip_through_json_with_their_settings() -> None:
         data["units"][0]["settings"] = broken
         with pytest.raises(ValueError):
             Manifest.from_json(data)
+
+
+def _daemon(message: str, unit: str, drop_ins: dict[str, str] | None = None) -> TreeBuilder:
+    """``daemon_tree``'s daemon, with this unit file and these drop-ins of it."""
+    base = daemon_tree(APP, message)
+
+    def build(root: Path) -> None:
+        base(root)
+        (root / UNIT).write_text(unit)
+        for name, text in (drop_ins or {}).items():
+            (root / f"{UNIT}.d").mkdir(exist_ok=True)
+            (root / f"{UNIT}.d" / name).write_text(text)
+    return build
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[FlatpakEnv]:
+    """A signed repository and a system installation whose configuration consents to
+    nothing, the trigger installed."""
+    require_flatpak()
+    env = FlatpakEnv(tmp_path / "world", signed=True)
+    env.install_trigger()
+    env.write_config({"allow": []})
+    yield env
+    env.close()
+
+
+@pytest.mark.privileged
+def test_updates_that_take_root_wait_for_consent_through_flatpak(world: FlatpakEnv) -> None:
+    world.publish(APP, _daemon("v1", V1))
+    world.install(APP)
+    approve = world.sysext("approve", APP)
+    assert approve.returncode == 0 and f"{APP}: linked" in approve.stdout, approve.stdout
+    for version, tree, new in [
+            ("v2", _daemon("v2", _with(f"ExecStartPre=+{DAEMON} --setup")),
+             f"unit grantsd.service runs {DAEMON} --setup as root with full privileges (+)"),
+            ("v3", _daemon("v3", _with(f"ExecStartPre=+{DAEMON} --setup"),
+                           {"50-root.conf": "[Service]\nUser=root\n"}),
+             f"unit grantsd.service runs {START} as root")]:
+        world.publish(APP, tree)
+        updated = world.update()
+        # The install output names what is new, as does the next reconcile.
+        assert new in updated.stdout + updated.stderr, (version, updated.stdout)
+        out = world.sysext("reconcile")
+        assert f"{APP}: unlinked, waiting:" in out.stdout and new in out.stdout, (version,
+                                                                                 out.stdout)
+        st = world.status()[APP]
+        assert st["state"] == "waiting" and new in st["new_grants"], (version, st)
+        assert world.links() == {}
+        assert world.sysext("approve", APP).returncode == 0
+        assert set(world.links()) == {APP}
