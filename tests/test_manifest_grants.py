@@ -15,8 +15,7 @@ import pytest
 from flatpak_sysext import consent, contain
 from flatpak_sysext.consent import Origin, Record
 from flatpak_sysext.manifest import Manifest
-from testsupport.flatpak import FlatpakEnv, TreeBuilder, daemon_tree
-from testsupport.prerequisites import require_flatpak
+from testsupport.flatpak import FlatpakEnv, TreeBuilder, consenting_to_nothing, daemon_tree
 
 APP = "org.fsx.Grants"
 UNITS = "usr/lib/systemd/system"
@@ -181,12 +180,8 @@ def _daemon(message: str, unit: str, drop_ins: dict[str, str] | None = None) -> 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[FlatpakEnv]:
-    """A signed repository and a system installation whose configuration consents to
-    nothing, the trigger installed."""
-    require_flatpak()
-    env = FlatpakEnv(tmp_path / "world", signed=True)
-    env.install_trigger()
-    env.write_config({"allow": []})
+    """A signed repository and an installation that consents to nothing."""
+    env = consenting_to_nothing(tmp_path / "world")
     yield env
     env.close()
 
