@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 GRANT_MODEL = 2
 """The version of what :meth:`Manifest.grants` says; a consent record made under another
 model is re-derived. 1: a unit's user and programs; 2: everything that decides what a
-unit runs as and may do, its own drop-ins merged in (unitgrants.py)."""
+unit runs as and may do, its own drop-ins merged in (unitgrants.py), and what D-Bus
+activation runs without systemd."""
 
 MAX_CONFIG = 64 * 1024
 """Largest unit, D-Bus, polkit, udev, sysusers or tmpfiles file read; real ones are a few KB."""
@@ -103,6 +104,9 @@ class Manifest:
     """Its tmpfiles.d lines, whitespace collapsed."""
     executables: tuple[str, ...] = ()
     """Absolute paths of what it puts on PATH (``/usr/bin/foo``)."""
+    dbus_activated: tuple[tuple[str, str, str], ...] = ()
+    """(name, command, user) of its D-Bus system service files without ``SystemdService=``:
+    what dbus-daemon's activation helper runs, as that user, when the name is asked for."""
 
     def grants(self) -> frozenset[str]:
         """One stable sentence per thing the host gives the extension."""
@@ -118,6 +122,7 @@ class Manifest:
         out.update(f"adds user {u} to group {g}" for u, g in self.memberships)
         out.update(f"tmpfiles line: {t}" for t in self.tmpfiles)
         out.update(f"executable on PATH: {e}" for e in self.executables)
+        out.update(f"D-Bus activation of {n} runs {c} as {u}" for n, c, u in self.dbus_activated)
         return frozenset(out)
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +138,7 @@ class Manifest:
             "memberships": [list(p) for p in self.memberships],
             "tmpfiles": list(self.tmpfiles),
             "executables": list(self.executables),
+            "dbus_activated": [list(t) for t in self.dbus_activated],
         }
 
     @classmethod
@@ -146,7 +152,7 @@ class Manifest:
                    _strings(data["polkit_actions"]), _strings(data["udev_rules"]),
                    _strings(data["users"]), _strings(data["groups"]),
                    _pairs(data["memberships"]), _strings(data["tmpfiles"]),
-                   _strings(data["executables"]))
+                   _strings(data["executables"]), _triples(data["dbus_activated"]))
 
 
 def _list(value: Any) -> list[Any]:
@@ -171,6 +177,15 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(p, list) or len(p) != 2:
             raise ValueError(f"manifest: {p!r} is not a pair")
         out.append((_str(p[0]), _str(p[1])))
+    return tuple(out)
+
+
+def _triples(value: Any) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for t in _list(value):
+        if not isinstance(t, list) or len(t) != 3:
+            raise ValueError(f"manifest: {t!r} is not a triple")
+        out.append((_str(t[0]), _str(t[1]), _str(t[2])))
     return tuple(out)
 
 
@@ -223,13 +238,6 @@ def _last(pairs: Iterable[tuple[str, str]], key: str, default: str = "") -> str:
     return value
 
 
-def program(command_line: str) -> str:
-    """The program an ``Exec*=`` value runs: the first word, prefixes (@-:+!|) removed."""
-    line = command_line.lstrip("@-:+!|")
-    word = line.split(None, 1)[0] if line.split() else ""
-    return word.strip("\"'")
-
-
 def unit(name: str, entries: Iterable[Entry]) -> Unit:
     """A unit from the assignments of its file and then its drop-ins (:func:`ini_entries`
     of each, in the order systemd reads them): who it runs as, its commands, its
@@ -255,12 +263,12 @@ def unit(name: str, entries: Iterable[Entry]) -> Unit:
 
 
 def dbus_service(data: bytes) -> tuple[str, str, str, str]:
-    """A D-Bus system service file: (Name, Exec program, User, SystemdService)."""
+    """A D-Bus system service file: (Name, Exec command line, User, SystemdService)."""
     pairs = ini_sections(data).get("D-BUS Service", [])
     name = _last(pairs, "Name")
     if not name:
         raise ValueError("no Name= in [D-BUS Service]")
-    return (name, program(_last(pairs, "Exec")), _last(pairs, "User", "root"),
+    return (name, " ".join(_last(pairs, "Exec").split()), _last(pairs, "User", "root"),
             _last(pairs, "SystemdService"))
 
 

@@ -68,7 +68,7 @@ class Collected:
     """Unit name -> (order, path) -> the assignments of its file or one of its drop-ins."""
     unit_paths: dict[str, str] = dataclasses.field(default_factory=dict)
     services: dict[str, tuple[str, str, str, str]] = dataclasses.field(default_factory=dict)
-    """D-Bus system service files: path -> (Name, Exec, User, SystemdService)."""
+    """D-Bus system service files: path -> (Name, Exec line, User, SystemdService)."""
     policies: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
     """(path, who, attribute, name) of every <allow> in a system.d file."""
     policy_other: list[str] = dataclasses.field(default_factory=list)
@@ -99,7 +99,10 @@ class Collected:
                         tuple(sorted(self.actions)), tuple(sorted(self.udev)),
                         tuple(sorted(self.users)), tuple(sorted(self.groups)),
                         tuple(sorted(self.members)), tuple(sorted(self.tmpfiles)),
-                        tuple(sorted(self.executables)))
+                        tuple(sorted(self.executables)),
+                        # With SystemdService=, the unit's grants say what runs.
+                        tuple(sorted({(s[0], s[1], s[2]) for s in self.services.values()
+                                      if not s[3]})))
 
 
 def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[str]:

@@ -57,10 +57,12 @@ _HARMLESS_UNIT = frozenset({
 _HARMLESS_INSTALL = frozenset({"WantedBy", "RequiredBy", "UpheldBy", "DefaultInstance"})
 # The unit type's own section: how systemd supervises the process (type, restarts,
 # timeouts, signals, logging identity, timer schedules) and hardening that only takes
-# away from what the process could do by default. Hardening that changes what a
-# set-user-ID program inside would read (TemporaryFileSystem= with a mode, BindPaths=)
-# is not here. Dropping hardening is not a grant: the process then has what a unit
-# that never had it has, which its user, commands and capabilities already state.
+# away from what the process could do by default. Not here: what changes what a
+# set-user-ID program inside would read (TemporaryFileSystem= with a mode, BindPaths=),
+# and what lifts a limit the host sets for every unit (IPAddressAllow= over a slice's
+# IPAddressDeny=, TasksMax= over DefaultTasksMax=). Dropping hardening is not a grant:
+# the process then has what a unit that never had it has, which its user, commands and
+# capabilities already state.
 _HARMLESS_TYPE = frozenset({
     "Type", "ExitType", "RemainAfterExit", "GuessMainPID", "PIDFile", "Restart", "RestartSec",
     "RestartSteps", "RestartMaxDelaySec", "RestartMode", "RestartPreventExitStatus",
@@ -79,8 +81,8 @@ _HARMLESS_TYPE = frozenset({
     "RestrictSUIDSGID", "RestrictAddressFamilies", "RestrictFileSystems", "LockPersonality",
     "MemoryDenyWriteExecute", "SystemCallFilter", "SystemCallArchitectures",
     "SystemCallErrorNumber", "SystemCallLog", "RemoveIPC", "ReadOnlyPaths", "ReadWritePaths",
-    "InaccessiblePaths", "NoExecPaths", "ExecPaths", "IPAddressDeny", "IPAddressAllow",
-    "MemoryMax", "MemoryHigh", "TasksMax", "CPUQuota",
+    "InaccessiblePaths", "NoExecPaths", "ExecPaths", "IPAddressDeny", "MemoryMax",
+    "MemoryHigh", "CPUQuota",
     "OnActiveSec", "OnBootSec", "OnStartupSec", "OnUnitActiveSec", "OnUnitInactiveSec",
     "OnCalendar", "AccuracySec", "RandomizedDelaySec", "FixedRandomDelay", "Persistent",
     "RemainAfterElapse"})

@@ -97,6 +97,10 @@ UPDATES = [
      "unit grantsd.service sets StandardOutput=file:/etc/passwd"),
     ("a unit it starts", {UNIT: V1.replace("After=", "Wants=reboot.target\nAfter=")},
      "unit grantsd.service starts reboot.target (Wants=)"),
+    ("D-Bus activation without systemd as root",
+     {UNIT: V1, f"usr/share/dbus-1/system-services/{APP}.service":
+      f"[D-BUS Service]\nName={APP}\nExec={DAEMON} --bus\nUser=root\n"},
+     f"D-Bus activation of {APP} runs {DAEMON} --bus as root"),
     ("an alias that enabling writes over a host unit",
      {UNIT: V1 + "Alias=ssh.service\n"}, "unit grantsd.service sets Alias=ssh.service"),
 ]
@@ -158,6 +162,10 @@ def test_units_round_trip_through_json_with_their_settings() -> None:
     m = manifest({UNIT: _with("AmbientCapabilities=CAP_NET_RAW\nExecStartPre=+/bin/true")})
     assert m.units[0].settings == (("Service", "AmbientCapabilities", "CAP_NET_RAW"),)
     assert Manifest.from_json(json.loads(json.dumps(m.to_json()))) == m
+    activated = manifest({UNIT: V1, f"usr/share/dbus-1/system-services/{APP}.service":
+                          f"[D-BUS Service]\nName={APP}\nExec={DAEMON}\nUser=nobody\n"})
+    assert activated.dbus_activated == ((APP, DAEMON, "nobody"),)
+    assert Manifest.from_json(json.loads(json.dumps(activated.to_json()))) == activated
     data = m.to_json()
     for broken in ([["Service", "AmbientCapabilities"]], [[1, 2, 3]], "x"):
         data["units"][0]["settings"] = broken
