@@ -245,7 +245,7 @@ def unit(name: str, entries: Iterable[Entry]) -> Unit:
     suffix = "." + name.rsplit(".", 1)[-1]
     own = unitgrants.TYPE_SECTIONS.get(suffix, "")
     user, dynamic, bus = "root", False, None
-    execs: list[str] = []
+    execs: dict[str, None] = {}  # ordered, without duplicates
     settings: list[Entry] = []
     for section, key, value in unitgrants.effective(suffix, entries):
         if section == own and key == "User":
@@ -255,8 +255,7 @@ def unit(name: str, entries: Iterable[Entry]) -> Unit:
         elif section == own and key == "BusName":
             bus = value
         elif section == own and key in unitgrants.EXEC_KEYS:
-            if f"{key}={value}" not in execs:
-                execs.append(f"{key}={value}")
+            execs[f"{key}={value}"] = None
         elif not unitgrants.harmless(section, key, value):
             settings.append((section, key, value))
     return Unit(name, "dynamic" if dynamic else user, tuple(execs), bus, tuple(settings))

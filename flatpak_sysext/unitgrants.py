@@ -109,15 +109,18 @@ def effective(unit_type: str, entries: Iterable[Entry]) -> list[Entry]:
     single-valued directives reduced to their last value and lists reset where an empty
     assignment says so."""
     sections = {"Unit", "Install", TYPE_SECTIONS.get(unit_type, "")} - {""}
-    out: list[Entry] = []
+    out: list[Entry | None] = []
+    at: dict[tuple[str, str], list[int]] = {}  # where each directive's assignments are
     for section, key, value in entries:
         if section not in sections or key.startswith("X-"):
             continue
         if key in _SCALARS or (key in _LISTS and not value):
-            out = [e for e in out if (e[0], e[1]) != (section, key)]
+            for i in at.pop((section, key), []):  # each index is dropped once: linear
+                out[i] = None
         if value or key not in _SCALARS | _LISTS:
+            at.setdefault((section, key), []).append(len(out))
             out.append((section, key, value))
-    return out
+    return [e for e in out if e is not None]
 
 
 def harmless(section: str, key: str, value: str) -> bool:
