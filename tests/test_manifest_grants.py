@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flatpak_sysext import consent, contain
+from flatpak_sysext import consent, contain, unitgrants
 from flatpak_sysext.consent import Origin, Record
 from flatpak_sysext.manifest import Manifest
 from testsupport.flatpak import FlatpakEnv, TreeBuilder, consenting_to_nothing, daemon_tree
@@ -125,6 +127,29 @@ def _store(record: Record) -> consent.Store:
     store.records[APP] = record
     store.initialised = True
     return store
+
+
+# Directives whose value may restate what the unit already is (User=nobody, the default
+# DynamicUser=no, Delegate=no, PermissionsStartOnly= with no command but ExecStart=).
+_RESTATING = {"User", "DynamicUser", "Delegate", "PermissionsStartOnly", "BusName", "Type",
+              "ExecStart"}
+_DIRECTIVES = st.one_of(
+    st.sampled_from(["ImportCredential", "LoadCredential", "OpenFile", "StateDirectory",
+                     "RuntimeDirectory", "ListenStream", "Sockets", "Slice", "TTYPath",
+                     "OOMScoreAdjust", "LimitNOFILE", "ExecSearchPath", "KeyringMode",
+                     "IPAddressAllow", "TasksMax", "TemporaryFileSystem", "Nice",
+                     "CPUSchedulingPolicy", "StandardInput", "StandardOutput"]),
+    st.from_regex(r"\A[A-Z][A-Za-z]{2,24}\Z"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_DIRECTIVES, st.from_regex(r"\A[\w/:.~=@+*-][\w /:.~=@+*-]{0,40}\Z"))
+def test_the_model_is_closed_whatever_a_unit_says_that_is_not_harmless_is_a_grant(
+        key: str, value: str) -> None:
+    value = value.strip()
+    if key in _RESTATING or unitgrants.harmless("Service", key, value):
+        return
+    assert grants({UNIT: _with(f"{key}={value}")}) - grants({UNIT: V1})
 
 
 def test_assignments_apply_as_systemd_reads_them() -> None:
