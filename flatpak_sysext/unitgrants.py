@@ -247,9 +247,11 @@ def sentences(name: str, user: str, exec_lines: Sequence[str],
               settings: Iterable[Entry]) -> set[str]:
     """Every grant sentence of a unit (:class:`manifest.Unit`'s fields)."""
     listed = list(settings)
-    pso = any(k == "PermissionsStartOnly" and true(v) for s, k, v in listed if s != "Unit")
-    out = exec_sentences(name, user, exec_lines, pso)
+    # The unit type's PermissionsStartOnly= changes what its commands run as: said there.
+    pso = [(s, k, v) for s, k, v in listed
+           if k == "PermissionsStartOnly" and s not in ("Unit", "Install")]
+    out = exec_sentences(name, user, exec_lines, any(true(v) for _, _, v in pso))
     for section, key, value in listed:
-        if key != "PermissionsStartOnly" or section in ("Unit", "Install"):
+        if (section, key, value) not in pso:
             out.update(setting_sentences(name, section, key, value))
     return out
