@@ -66,6 +66,14 @@ TAKEN = [
 ]
 # (what an update adds, the files it adds or changes, the sentence that must be new)
 UPDATES = [(what, {UNIT: _with(line)}, new) for what, line, new in TAKEN] + [
+    ("ExecStartPre=!!", {UNIT: _with(f"ExecStartPre=!!{DAEMON} --caps")},
+     f"unit grantsd.service runs {DAEMON} --caps as nobody, or as root where the kernel "
+     "lacks ambient capabilities (!!)"),
+    ("ExecStartPre=@", {UNIT: _with(f"ExecStartPre=@{DAEMON} grants-helper")},
+     f"unit grantsd.service runs {DAEMON} grants-helper as nobody (@: its second word is "
+     "its argv[0])"),
+    ("a prefix that ignores failure", {UNIT: V1.replace(f"={START}", f"=-{START}")},
+     f"unit grantsd.service runs {START} as nobody (-: failure ignored)"),
     ("a second command after ;", {UNIT: _with(f"ExecStartPre={DAEMON} ; +/bin/sh -c id")},
      "unit grantsd.service runs /bin/sh -c id as root with full privileges (+)"),
     ("other arguments", {UNIT: V1.replace(START, f"{DAEMON} -x")},
