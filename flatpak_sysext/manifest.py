@@ -3,9 +3,9 @@
 """What an extension asks of the host, read from its tree: the manifest.
 
 The manifest lists what the tree gives the host once merged: the units it ships, what
-they run as and may do (unitgrants.py), the D-Bus names it may own or lets others talk to, its polkit actions,
-udev rules, the users and groups it creates, its tmpfiles lines and the executables it
-puts on PATH. ``check`` prints it; ``grants()`` turns it into one-line sentences that
+they run as and may do (unitgrants.py), the D-Bus names it may own or lets others talk
+to, its polkit actions, udev rules, the users and groups it creates, its tmpfiles lines
+and the executables it puts on PATH. ``check`` prints it; ``grants()`` turns it into one-line sentences that
 can be compared between two versions of an app (what a new version asks for beyond the
 old one is the set difference).
 
