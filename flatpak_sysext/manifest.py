@@ -5,9 +5,9 @@
 The manifest lists what the tree gives the host once merged: the units it ships, what
 they run as and may do (unitgrants.py), the D-Bus names it may own or lets others talk
 to, its polkit actions, udev rules, the users and groups it creates, its tmpfiles lines
-and the executables it puts on PATH. ``check`` prints it; ``grants()`` turns it into one-line sentences that
-can be compared between two versions of an app (what a new version asks for beyond the
-old one is the set difference).
+and the executables it puts on PATH. ``check`` prints it; ``grants()`` turns it into
+one-line sentences that can be compared between two versions of an app (what a new
+version asks for beyond the old one is the set difference).
 
 The parsers here read the bytes validate handed over (read bounded, through the walk's
 descriptors); they never open anything themselves. A file they cannot make sense of is a
