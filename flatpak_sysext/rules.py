@@ -14,6 +14,7 @@ import re
 
 from flatpak_sysext import manifest
 from flatpak_sysext.manifest import Manifest, Unit
+from flatpak_sysext.unitgrants import Entry
 
 MAX_LISTED = 50
 """Problems listed per restricted class; the rest are counted."""
@@ -113,10 +114,12 @@ def _under(name: str, prefix: str, separators: str, suffix: str = "") -> bool:
 class Collected:
     """The manifest while it is being collected."""
 
-    units: dict[str, Unit] = dataclasses.field(default_factory=dict)
+    unit_files: dict[str, dict[tuple[str, str], list[Entry]]] = dataclasses.field(
+        default_factory=dict)
+    """Unit name -> (order, path) -> the assignments of its file or one of its drop-ins."""
     unit_paths: dict[str, str] = dataclasses.field(default_factory=dict)
     services: dict[str, tuple[str, str, str, str]] = dataclasses.field(default_factory=dict)
-    """D-Bus system service files: path -> (Name, Exec, User, SystemdService)."""
+    """D-Bus system service files: path -> (Name, Exec line, User, SystemdService)."""
     policies: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
     """(path, who, attribute, name) of every <allow> in a system.d file."""
     policy_other: list[str] = dataclasses.field(default_factory=list)
@@ -135,9 +138,15 @@ class Collected:
     """(file, type, path) of every tmpfiles line, specifiers resolved, for :func:`through_links`."""
     executables: set[str] = dataclasses.field(default_factory=set)
 
+    @property
+    def units(self) -> dict[str, Unit]:
+        """Each unit read as systemd reads it: its file, then its drop-ins by file name."""
+        return {name: manifest.unit(name, [e for _, f in sorted(files.items()) for e in f])
+                for name, files in self.unit_files.items()}
+
     def manifest(self) -> Manifest:
         by_unit = {s[3]: s[0] for s in self.services.values() if s[3]}
-        units = tuple(Unit(u.name, u.user, u.exec, u.bus_name or by_unit.get(u.name))
+        units = tuple(dataclasses.replace(u, bus_name=u.bus_name or by_unit.get(u.name))
                       for _, u in sorted(self.units.items()))
         owns = {n for _, _, attr, n in self.policies if attr in ("own", "own_prefix")}
         access = {(who, n) for _, who, attr, n in self.policies if attr == "send_destination"}
@@ -147,7 +156,10 @@ class Collected:
                         tuple(sorted(self.actions)), tuple(sorted(self.udev)),
                         tuple(sorted(self.users)), tuple(sorted(self.groups)),
                         tuple(sorted(self.members)), tuple(sorted(self.tmpfiles)),
-                        tuple(sorted(self.executables)))
+                        tuple(sorted(self.executables)),
+                        # With SystemdService=, the unit's grants say what runs.
+                        tuple(sorted({(s[0], s[1], s[2]) for s in self.services.values()
+                                      if not s[3]})))
 
 
 def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[str]:
@@ -176,14 +188,11 @@ def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[
 
 def _unit(path: str, data: bytes, m: Collected) -> list[str]:
     parts = path.split("/")
-    name = parts[-2][:-2] if parts[-2].endswith(".d") else parts[-1]
-    read = manifest.unit(name, data)
-    old = m.units.get(name)
-    if old is not None:  # a drop-in of its own unit: what it adds counts too
-        user = read.user if read.user != "root" or old.user == "root" else old.user
-        read = Unit(name, user, old.exec + tuple(e for e in read.exec if e not in old.exec),
-                    read.bus_name or old.bus_name)
-    m.units[name] = read
+    dropin = parts[-2].endswith(".d")
+    name = parts[-2][:-2] if dropin else parts[-1]
+    # systemd reads the unit's file first, then its drop-ins ordered by file name.
+    order = ("1" + parts[-1]) if dropin else "0"
+    m.unit_files.setdefault(name, {})[(order, path)] = manifest.ini_entries(data)
     m.unit_paths.setdefault(name, path)
     return []
 
