@@ -2,7 +2,7 @@
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The Debian package on a booted Debian 12: installed with dpkg, it links and merges a
 signed app's extension through its own units and trigger; upgraded, the links stay;
-purged, nothing of it is left on the host (README, "Removal, and what the tool owns")."""
+purged, nothing of it is left on the host (docs/packaging.md, "Removal")."""
 
 from __future__ import annotations
 
@@ -96,3 +96,36 @@ def test_install_link_upgrade_and_purge(machine: Machine, debian_package: Path) 
     assert m.run("touch", "/usr/.fsx-probe").returncode == 0
     m.run("rm", "-f", "/usr/.fsx-probe")
     assert m.run("systemctl", "--failed", "--no-legend").stdout.strip() == ""
+
+
+def test_remove_keeps_consent_and_config_and_purge_removes_them(
+        machine: Machine, debian_package: Path) -> None:
+    """docs/packaging.md's table: a removal leaves the service's state and the
+    administrator's configuration, a reinstall links what was consented to, a purge
+    leaves nothing."""
+    m = machine
+    shutil.copy2(debian_package, m.root / "root" / debian_package.name)
+    m.run("dpkg", "-i", f"/root/{debian_package.name}", check=True)
+    m.run("systemctl", "enable", "systemd-sysext.service", check=True)
+    out = m.run("flatpak", "install", "--system", "--or-update", "-y", "--noninteractive",
+                "fsx", APP)
+    assert out.returncode == 0, out.stderr
+    m.run("mkdir", "-p", "/etc/flatpak-sysext", check=True)
+    m.run("sh", "-c", "echo '{}' > /etc/flatpak-sysext/config.json", check=True)
+    m.run("flatpak-sysext", "approve", APP, check=True)
+    m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged")
+
+    remove = m.run("dpkg", "--remove", "flatpak-sysext")
+    assert remove.returncode == 0, remove.stdout + remove.stderr
+    assert sorted(_ours_left(m)) == ["/etc/dpkg/dpkg.cfg.d/flatpak-sysext",
+                                     "/etc/flatpak-sysext", "/var/lib/flatpak-sysext",
+                                     "dpkg: flatpak-sysext still known"]
+    assert m.run("test", "-s", "/var/lib/flatpak-sysext/consent.json").returncode == 0
+    # Reinstalled, the consent kept brings the extension back without a new approve.
+    m.run("dpkg", "-i", f"/root/{debian_package.name}", check=True)
+    m.settle()
+    m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged again after a reinstall")
+
+    purge = m.run("dpkg", "--purge", "flatpak-sysext")
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    assert _ours_left(m) == []
