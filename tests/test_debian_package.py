@@ -117,9 +117,12 @@ def test_remove_keeps_consent_and_config_and_purge_removes_them(
 
     remove = m.run("dpkg", "--remove", "flatpak-sysext")
     assert remove.returncode == 0, remove.stdout + remove.stderr
-    assert sorted(_ours_left(m)) == ["/etc/dpkg/dpkg.cfg.d/flatpak-sysext",
-                                     "/etc/flatpak-sysext", "/var/lib/flatpak-sysext",
-                                     "dpkg: flatpak-sysext still known"]
+    # dpkg keeps conffiles, and deb-systemd-helper the units' enablement, until purge.
+    assert sorted(_ours_left(m)) == [
+        "/etc/dpkg/dpkg.cfg.d/flatpak-sysext", "/etc/flatpak-sysext",
+        "/etc/systemd/system/paths.target.wants/flatpak-sysext.path",
+        "/etc/systemd/system/sysinit.target.wants/flatpak-sysext.service",
+        "/var/lib/flatpak-sysext", "dpkg: flatpak-sysext still known"]
     assert m.run("test", "-s", "/var/lib/flatpak-sysext/consent.json").returncode == 0
     # Reinstalled, the consent kept brings the extension back without a new approve.
     m.run("dpkg", "-i", f"/root/{debian_package.name}", check=True)
