@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""End to end on a booted host: Debian 12 under ``systemd-nspawn --boot`` (testsupport/booted.py).
+"""End to end on a booted host: Debian 12, 13 and unstable under ``systemd-nspawn --boot``
+(testsupport/booted.py), each release a machine of its own.
 
 One booted machine serves the whole module and the scenarios run in order, each starting
 from the state the previous one left: installed, refused, rebooted, package manager,
@@ -68,9 +69,11 @@ class Host:
         return ok
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    """A booted Debian 12 with flatpak-sysext installed and the signed repository added."""
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def host(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A booted Debian release with flatpak-sysext installed and the signed repository
+    added."""
     booted.require_booting("flatpak", "bwrap", "gcc", "gpg")
     base = tmp_path_factory.mktemp("booted")
     builds = base / "builds"
@@ -81,7 +84,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         publisher.publish(APP, booted.daemon_tree(APP, v1))
         publisher.publish(DYN, c_daemon_tree(DYN, "dynamic", static=False))
 
-    with booted.booted_host(base, "fsx-booted", publish) as (machine, publisher):
+    with booted.booted_host(base, "fsx-booted", publish, request.param) as (machine,
+                                                                          publisher):
         yield Host(machine, publisher, builds)
 
 

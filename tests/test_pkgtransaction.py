@@ -309,3 +309,29 @@ def test_a_bad_holder_is_a_clear_error(holder: str, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "is not a process ID" in err and "Traceback" not in err
     assert cli.main(["package-transaction", "guard", "--holder", holder], {}) == 2
+
+
+@pytest.mark.parametrize(("exe", "argv", "changes"), [
+    ("/usr/bin/dnf5", ["dnf5", "install", "./local.rpm"], True),
+    ("/usr/bin/dnf5", ["dnf5", "-y", "--setopt", "x=1", "remove", "foo"], True),
+    ("/usr/bin/dnf5", ["dnf5", "rm", "foo"], True),
+    ("/usr/bin/dnf5", ["dnf5", "group", "install", "x"], True),
+    ("/usr/bin/dnf5", ["dnf5", "history", "undo", "3"], True),
+    ("/usr/bin/dnf5", ["dnf5", "search", "install"], False),  # the command comes first
+    ("/usr/bin/dnf5", ["dnf5", "makecache"], False),
+    ("/usr/bin/dnf5", ["dnf5", "group", "list"], False),
+    ("/usr/bin/dnf5", ["dnf5", "--help"], False),
+    ("/usr/bin/dnf5", ["dnf5"], False),
+    ("/usr/bin/dnf5daemon-server", ["dnf5daemon-server", "install"], False),
+    ("/usr/bin/sh", ["sh", "-c", "dnf5 install x"], False),
+])
+def test_dnf5_changes_system(tmp_path: Path, exe: str, argv: list[str], changes: bool) -> None:
+    proc = tmp_path / "proc/4242"
+    proc.mkdir(parents=True)
+    (proc / "exe").symlink_to(exe)
+    (proc / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    assert pkgtransaction.dnf5_changes_system(4242, str(tmp_path)) is changes
+
+
+def test_dnf5_changes_system_of_a_gone_process(tmp_path: Path) -> None:
+    assert not pkgtransaction.dnf5_changes_system(4242, str(tmp_path))

@@ -316,6 +316,10 @@ class Machine:
         self.run("flatpak-sysext", "approve", app_id, check=True)
         self.wait_for(lambda: app_id in self.merged(), f"{app_id} to be merged")
 
+    def systemd_version(self) -> int:
+        """The major version of the machine's systemd-sysext (``systemd 257 (...)``)."""
+        return int(self.run("systemd-sysext", "--version", check=True).stdout.split()[1])
+
     def merged(self) -> list[str]:
         """The names systemd-sysext says are merged into /usr now."""
         result = self.run("cat", "/usr/.systemd-sysext/extensions")
