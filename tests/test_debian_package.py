@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""The Debian package on a booted Debian 12, 13 and unstable: installed with dpkg, it links and merges a
-signed app's extension through its own units and trigger; upgraded, the links stay;
-purged, nothing of it is left on the host (README, "Removal, and what the tool owns")."""
+"""The Debian package on a booted Debian 12, 13 and unstable: installed with dpkg, it
+links and merges a signed app's extension through its own units and trigger; upgraded,
+the links stay; purged, nothing of it is left on the host (README, "Removal, and what the
+tool owns")."""
 
 from __future__ import annotations
 
