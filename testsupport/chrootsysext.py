@@ -27,8 +27,7 @@ mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
 cp -a "$stage/." "$root/run/"
 chroot "$root" /usr/bin/env -i PATH=/usr/bin:/bin SYSTEMD_OS_RELEASE=/run/os-release \
-    systemd-sysext merge >&2
-cat "$root/usr/.systemd-sysext/extensions" 2>/dev/null || true
+    /bin/sh -ec "$3"
 """
 
 
@@ -50,8 +49,17 @@ def merged_names(root: Path, work: Path, os_release: str,
         rel.mkdir(parents=True)
         (rel / f"extension-release.{name}").write_text(text)
     (stage / "os-release").write_text(os_release)
-    result = subprocess.run(["unshare", "-m", "sh", "-c", _SCRIPT, "sh", str(root), str(stage)],
-                            capture_output=True, text=True)
+    return frozenset(in_chroot(root, stage, "systemd-sysext merge >&2\n"
+                               "cat /usr/.systemd-sysext/extensions 2>/dev/null || true\n"
+                               ).split())
+
+
+def in_chroot(root: Path, stage: Path, script: str) -> str:
+    """Run the shell ``script`` in ``root``, in a mount namespace of its own, with the
+    content of ``stage`` copied to its ``/run`` (a tmpfs) and ``SYSTEMD_OS_RELEASE`` set
+    to ``/run/os-release``; return what it printed. It must succeed."""
+    result = subprocess.run(["unshare", "-m", "sh", "-c", _SCRIPT, "sh", str(root), str(stage),
+                             script], capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"systemd-sysext merge in {root} failed:\n{result.stderr}")
-    return frozenset(result.stdout.split())
+        raise RuntimeError(f"in {root}: {script!r} failed:\n{result.stderr}")
+    return result.stdout
