@@ -247,8 +247,10 @@ def test_zypper_plugin_install_and_remove_while_merged(host: Host) -> None:
 
 
 
-# No repository is configured in the root: dnf5 works on local packages only.
-DNF5 = ("dnf5", "-y")
+# No repository is configured in the root: dnf5 works on local packages only. Debian's
+# dnf5 enables its "local" plugin, which needs createrepo_c (not installed) after every
+# transaction, hooks or not.
+DNF5 = ("dnf5", "-y", "--disable-plugin=local")
 
 
 @ON_SID
