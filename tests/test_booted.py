@@ -281,6 +281,52 @@ def test_uninstall_stops_daemon(host: Host) -> None:
     assert f"host sync: stopped {UNIT}" in status, status
 
 
+RESTARTED = "org.fsx.Restarted"  # its extension-release lists its unit to restart
+
+
+def starts(m: Machine, unit: str) -> int:
+    """How often systemd has started ``unit`` (its "Started" lines in the journal)."""
+    out = m.run("journalctl", "--no-pager", "-q", "-o", "cat", "-u", unit).stdout
+    return sum(line.startswith("Started ") for line in out.splitlines())
+
+
+def test_a_unit_listed_in_extension_restart_units_restarts_once_on_update(host: Host) -> None:
+    """systemd-sysext 262 restarts the units an extension lists in
+    EXTENSION_RESTART_UNITS= itself; earlier ones ignore the field and host sync
+    restarts them. Either way an update restarts the running daemon exactly once."""
+    m = host.machine
+    unit = daemon_unit(RESTARTED)
+    release = f"ID=_any\nEXTENSION_RESTART_UNITS={unit}\n"
+    for version in ("v1", "v2"):
+        binary = host.builds / f"fsx-daemon-{version}"
+        if not binary.exists():
+            booted.build_daemon(binary, version)
+    host.publisher.publish(RESTARTED, booted.daemon_tree(
+        RESTARTED, host.builds / "fsx-daemon-v1", release))
+    m.sync_repository(host.publisher.repo)
+    m.install_approved(RESTARTED)
+    m.settle()
+    assert call_daemon(m, RESTARTED).stdout.strip() == 's "v1"'
+    before = starts(m, unit)
+    host.publisher.publish(RESTARTED, booted.daemon_tree(
+        RESTARTED, host.builds / "fsx-daemon-v2", release))
+    m.sync_repository(host.publisher.repo)
+    m.flatpak("update", "--system", RESTARTED)
+    m.settle()
+    m.wait_for(lambda: host.links_snapshot_of_active(RESTARTED)
+               and RESTARTED in m.merged(), "the new commit to be merged")
+    assert call_daemon(m, RESTARTED).stdout.strip() == 's "v2"'
+    assert starts(m, unit) == before + 1
+    status = json.loads(m.run("flatpak-sysext", "status", "--json", check=True).stdout)
+    item = next(i for i in status if i["app"] == RESTARTED)
+    steps = {s["step"]: s for s in item["host_sync"]["steps"]}
+    if m.systemd_version() >= 262:
+        assert steps["restart-units"]["outcome"] == "skipped", steps
+        assert unit in steps["restart-units"]["message"]
+    else:
+        assert steps["restart-units"]["outcome"] == "ok", steps
+
+
 USER = "fsx-user"
 
 

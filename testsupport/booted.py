@@ -389,19 +389,19 @@ def daemon_unit(app_id: str) -> str:
     return f"{app_id.rsplit('.', 1)[-1].lower()}-fsx.service"
 
 
-def daemon_tree(app_id: str, binary: Path) -> TreeBuilder:
+def daemon_tree(app_id: str, binary: Path, release: str = "ID=_any\n") -> TreeBuilder:
     """A sysext tree with a D-Bus-activated system service owning the bus name ``app_id``.
 
     The unit (Type=dbus), the D-Bus service file that activates it through systemd, a
-    policy letting root own the name and anyone call it, and an extension-release that
-    matches any host.
+    policy letting root own the name and anyone call it, and an extension-release
+    (``release``: by default one that matches any host).
     """
     unit = daemon_unit(app_id)
     exe = f"/usr/libexec/{app_id}/fsx-daemon"
 
     def build(root: Path) -> None:
         files = {
-            f"usr/lib/extension-release.d/extension-release.{app_id}": "ID=_any\n",
+            f"usr/lib/extension-release.d/extension-release.{app_id}": release,
             f"usr/lib/systemd/system/{unit}":
                 f"[Unit]\nDescription={app_id} test daemon\n\n[Service]\nType=dbus\n"
                 f"BusName={app_id}\nExecStart={exe} {app_id}\n",
