@@ -406,3 +406,16 @@ def test_verdict_is_the_real_systemd_sysext_of_each_release(
                                 f"{'merges' if ext_name in merged else 'skips'}, we say "
                                 f"{'compatible' if ours else 'incompatible'}")
     assert not disagree, f"{version}:\n" + "\n".join(disagree)
+
+
+def test_a_new_systemd_discards_cached_verdicts() -> None:
+    """The verdict on an ID_LIKE host follows its systemd-sysext: a cached one made
+    under another version must not be reused."""
+    from flatpak_sysext.config import Config
+    from flatpak_sysext.context import Context
+
+    def fingerprint(host: Host) -> str:
+        return Context(Config(), (), host).fingerprint()
+
+    assert fingerprint(LIKE_252) != fingerprint(LIKE_257)
+    assert fingerprint(LIKE) == fingerprint(dataclasses.replace(LIKE))
