@@ -282,6 +282,22 @@ def test_dnf5_install_and_remove_while_merged(host: Host) -> None:
 
 
 @ON_SID
+def test_dnf5_with_nothing_to_do_the_guard_remerges(host: Host) -> None:
+    """repos_configured has unmerged for an install; the package is there already, so
+    no transaction runs and post_transaction never comes: the guard merges again once
+    dnf5 has exited."""
+    m = host.machine
+    rpm = rpm_package(m, "fsx-keep", "/usr/share/fsx-keep/keep")
+    host.transaction(*DNF5, "install", rpm)
+    run = host.package_manager(*DNF5, "install", rpm)
+    assert run.returncode == 0 and "Nothing to do" in run.out, run.out
+    host.wait_for_guard(run.pid)
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again by the guard", 30)
+    assert host.holders() == ""
+    host.transaction(*DNF5, "remove", "fsx-keep")
+
+
+@ON_SID
 @pytest.mark.parametrize("argv", [("search", "fsx"), ("makecache",), ("repoquery", "--installed"),
                                   ("--setopt=install_weak_deps=False", "list", "--installed")])
 def test_dnf5_commands_that_change_nothing_unmerge_nothing(host: Host,
