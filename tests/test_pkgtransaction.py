@@ -335,3 +335,23 @@ def test_dnf5_changes_system(tmp_path: Path, exe: str, argv: list[str], changes:
 
 def test_dnf5_changes_system_of_a_gone_process(tmp_path: Path) -> None:
     assert not pkgtransaction.dnf5_changes_system(4242, str(tmp_path))
+
+
+def test_dnf5_hooks_begin_only_when_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """repos_configured begins only for the dnf5 command line about to change the system
+    (this process is not dnf5); goal_resolved only for a holder not recorded yet."""
+    began: list[Holder] = []
+    monkeypatch.setattr(pkgtransaction, "begin",
+                        lambda holder, **_: began.append(holder))
+    me = str(os.getpid())
+    argv = ["package-transaction", "begin", "--holder", me, "--dnf5"]
+    assert cli.main([*argv, "repos-configured"], {}) == 0
+    assert began == []
+    holder = Holder.of(os.getpid())
+    assert holder is not None
+    monkeypatch.setattr(pkgtransaction, "holders", lambda host_root="/": [holder])
+    assert cli.main([*argv, "goal-resolved"], {}) == 0
+    assert began == []
+    monkeypatch.setattr(pkgtransaction, "holders", lambda host_root="/": [])
+    assert cli.main([*argv, "goal-resolved"], {}) == 0
+    assert began == [holder]
