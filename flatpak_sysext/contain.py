@@ -54,6 +54,8 @@ RESTRICTED: dict[str, str] = {
     "sysusers-privileges": "sysusers lines with ID 0, foreign groups or names not named "
                            "for the app",
     "dbus-foreign-names": "D-Bus policy on names the extension's own services do not provide",
+    "selinux-types": "files the host's SELinux policy gives a type other than a program's, "
+                     "library's, data's or unit's (the entry point of a confined domain)",
 }
 
 _UNIT_DIRS = ("usr/lib/systemd/system/", "usr/lib/systemd/user/")

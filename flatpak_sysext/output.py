@@ -9,7 +9,16 @@ import sys
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from flatpak_sysext import apply, config, evaluate, hoststate, pkgtransaction, told
+from flatpak_sysext import (
+    apply,
+    config,
+    evaluate,
+    hostcommands,
+    hoststate,
+    pkgtransaction,
+    selinux,
+    told,
+)
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
@@ -210,6 +219,17 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
     return items
 
 
+def _selinux_lines(ctx: Context, ev: Evaluation) -> list[str]:
+    """SELinux's mode, the linked snapshots' labels, and the systemd < 257 limit."""
+    if not selinux.enabled(ctx.host_root):
+        return []
+    systemctl = hostcommands.tool("systemctl", ctx.tools_root)
+    version = selinux.systemd_version(ctx.runner([systemctl, "--version"])[1]) \
+        if systemctl else None
+    linked = [(s.app_id, s.target) for s in ev.apps if s.state == "linked" and s.target]
+    return selinux.status_lines(linked, version, ctx.host_root)
+
+
 def print_status(ctx: Context, ev: Evaluation) -> None:
     """``status`` for people: one block per extension."""
     if not ev.apps and not ev.entries:
@@ -233,6 +253,8 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"{entry.name}: foreign (not ours, left alone)")
     for line in [*ev.errors, *standing(ctx.config), *ev.warnings]:
         print(f"warning: {line}")
+    for line in _selinux_lines(ctx, ev):
+        print(line)
     for manager, missing in pkgtransaction.hook_status(ctx.host_root):
         if missing:
             print(f"warning: package manager hooks for {manager} missing: "
