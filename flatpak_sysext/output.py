@@ -332,8 +332,10 @@ def print_transaction_end(ctx: Context, result: Result) -> None:
         print(f"flatpak-sysext: warning: {line}", file=sys.stderr)
 
 
-def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
-    """The ``check --json`` document (schemas/check.schema.json)."""
+def check_json(name: str, path: str, report: TreeReport,
+               selinux_types: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``check --json`` document (schemas/check.schema.json); ``selinux_types``: what
+    the host's SELinux policy would label each file, None where there is none."""
     return {
         "name": name,
         "path": path,
@@ -343,6 +345,7 @@ def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
         "host_glibc": {library: list(versions) for library, versions in report.host_glibc},
         "manifest": report.manifest.to_json(),
         "grants": sorted(report.manifest.grants()),
+        "selinux_types": selinux.NOT_JUDGED if selinux_types is None else selinux_types,
     }
 
 

@@ -239,9 +239,49 @@ def types(root_fd: int, files: Iterable[str]) -> dict[str, str] | None:
 
 def restricted(root_fd: int, files: Iterable[str]) -> dict[str, list[str]]:
     """The restricted class :data:`CLASS` with the files whose type is not generic."""
-    found = types(root_fd, files)
-    odd = sorted(p for p, t in (found or {}).items() if t not in GENERIC)
+    return _restricted(types(root_fd, files) or {})
+
+
+def _restricted(found: dict[str, str]) -> dict[str, list[str]]:
+    odd = sorted(p for p, t in found.items() if t not in GENERIC)
     return {CLASS: odd} if odd else {}
+
+
+def policy_types(tree: str, files: Iterable[str], root: str = "/") -> dict[str, str] | None:
+    """For ``check``: the type each file would get from the policy installed here (SELinux
+    on or not), by ``setfiles -n`` (nothing is changed); None where there is no policy."""
+    contexts = file_contexts(root)
+    if contexts is None:
+        return None
+    dirs = _labeled_dirs(tree)
+    if not dirs:
+        return {}
+    argv = [_setfiles(root), "-n", "-v", "-F", "-r", tree, contexts, *dirs]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=TIMEOUT, check=False)
+    would = {}
+    prefix = os.path.join(tree, "")
+    for line in (proc.stdout + proc.stderr).decode("utf-8", "surrogateescape").splitlines():
+        # "Would relabel PATH from OLD to NEW"
+        head, sep, new = line.rpartition(" to ")
+        what, sep2, _ = head.rpartition(" from ")
+        if sep and sep2 and what.startswith("Would relabel " + prefix):
+            parts = new.split(":")
+            if len(parts) >= 3:
+                would[what[len("Would relabel " + prefix):]] = parts[2]
+    out = {}
+    for rel in files:
+        if rel in would:
+            out[rel] = would[rel]
+        else:  # not listed: it has the label already
+            parts = (_get(os.path.join(tree, rel)) or "").split(":")
+            out[rel] = parts[2] if len(parts) >= 3 else "unlabeled"
+    return out
+
+
+def check_restricted(found: dict[str, str] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """``check``'s restricted class from :func:`policy_types`' answer."""
+    return [(k, tuple(v)) for k, v in _restricted(found or {}).items()]
 
 
 FIXED_IN = 257

@@ -7,16 +7,20 @@ host itself is tests/test_selinux_vm.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from flatpak_sysext import elf, selinux, validate
+from flatpak_sysext import elf, output, selinux, validate
 from flatpak_sysext.release import Host
 from testsupport.deployments import DECL, HandMadeInstallation
+from testsupport.flatpak import schema
 from testsupport.prerequisites import require, require_available
 
 POLICY = Path("/etc/selinux/default/contexts/files/file_contexts")
@@ -188,3 +192,24 @@ def test_the_store_labels_each_new_snapshot_before_validating_it(
     world.full()
     assert selinux.labels_state(str(target)) == "current"
     assert label_of(target / "usr").split(":")[2] == "usr_t"
+
+
+def test_check_shows_the_types_the_policy_here_gives(tmp_path: Path) -> None:
+    _prerequisites()
+    tree = snapshot(tmp_path / "tree", {"usr/sbin/sshd": "#!/bin/sh\n"})
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755)
+    result = subprocess.run([sys.executable, "-m", "flatpak_sysext", "check", "--json",
+                             str(tree)], capture_output=True, text=True)
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert doc["selinux_types"][DAEMON] == "bin_t"
+    assert doc["selinux_types"][UNIT] == "systemd_unit_t"
+    assert doc["selinux_types"]["usr/sbin/sshd"] == "sshd_exec_t"
+    assert [(p["code"], p["path"]) for p in doc["problems"]] == [
+        ("restricted-content", "usr/sbin/sshd")]
+    assert os.listxattr(tree / DAEMON) == []  # setfiles -n: nothing written
+    # Without a policy on the machine: not judged.
+    assert selinux.policy_types(str(tree), [DAEMON], str(tmp_path / "nothing")) is None
+    assert output.check_json(APP, str(tree), validate.validate_tree(
+        str(tree), APP, HOST, TARGET), None)["selinux_types"] == "not judged"
