@@ -38,7 +38,7 @@ POLKIT = f"usr/share/polkit-1/actions/{APP}.policy"
 RUN = r"""#!/bin/sh
 # The guest's side: $1 is where results go. Each phase leaves files the tests read.
 R=$1
-IN=/run/fsx-input
+IN=/mnt
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root
 set -x
 mark() { echo "$1 $(date +%s.%N)" >> "$R/phases"; }

@@ -82,7 +82,18 @@ def cached_root() -> Path:
     It is built in a temporary directory next to it and renamed when complete, under a
     lock, so an interrupted build leaves nothing that looks usable.
     """
-    final = CACHE_DIR / f"{SUITE}-{root_key()}"
+    def make(build: Path) -> Path:
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                        SUITE, str(build / "root"), mirror()],
+                       check=True, stdout=subprocess.DEVNULL)
+        return build / "root"
+
+    return cached(CACHE_DIR / f"{SUITE}-{root_key()}", make)
+
+
+def cached(final: Path, make: Callable[[Path], Path]) -> Path:
+    """``final`` in the cache, made if missing by ``make`` in a temporary directory (it
+    returns what to rename to ``final``), under the cache's lock."""
     if final.is_dir():
         return final
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -92,10 +103,7 @@ def cached_root() -> Path:
             return final
         build = Path(tempfile.mkdtemp(prefix=f".build-{final.name}.", dir=CACHE_DIR))
         try:
-            subprocess.run(["debootstrap", "--variant=minbase",
-                            f"--include={','.join(PACKAGES)}", SUITE, str(build / "root"),
-                            mirror()], check=True, stdout=subprocess.DEVNULL)
-            os.rename(build / "root", final)
+            os.rename(make(build), final)
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return final

@@ -15,18 +15,16 @@ docs/ARCHITECTURE.md, "Booted-host tests".
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import os
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
-from testsupport.booted import CACHE_DIR, mirror
+from testsupport.booted import CACHE_DIR, cached, mirror
 
 SUITE = "trixie"
 # The SELinux userland and policy, auditd for the AVC log, the kernel and initramfs to
@@ -41,11 +39,12 @@ INPUT_SIZE_MB = 512
 RESULTS_SIZE_MB = 256
 
 # The unit in the image: after the system is up, run the input disk's script, put the
-# results on the second disk and power off (also when the script fails).
+# results on the second disk and power off (also when the script fails). The input is
+# mounted on /mnt, which is mnt_t: mount_t may not mount on a directory made at run time.
 RUNNER = """#!/bin/sh
-mkdir -p /run/fsx-input /var/tmp/fsx-results
-mount -o ro /dev/vdc /run/fsx-input
-sh /run/fsx-input/run /var/tmp/fsx-results > /var/tmp/fsx-results/run.log 2>&1
+mkdir -p /var/tmp/fsx-results
+mount -o ro /dev/vdc /mnt
+sh /mnt/run /var/tmp/fsx-results > /var/tmp/fsx-results/run.log 2>&1
 echo $? > /var/tmp/fsx-results/run.rc
 cp /var/log/audit/audit.log /var/tmp/fsx-results/ 2>/dev/null
 journalctl -b --no-pager > /var/tmp/fsx-results/journal.txt 2>&1
@@ -111,33 +110,23 @@ def _label(root: Path) -> None:
 
 def cached_image() -> Path:
     """The directory holding ``root.img``, ``vmlinuz`` and ``initrd.img``, built if missing
-    (in a temporary directory renamed when complete, under the cache's lock)."""
-    final = CACHE_DIR / f"selinux-{SUITE}-{image_key()}"
-    if final.is_dir():
-        return final
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / ".lock-selinux", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if final.is_dir():
-            return final
-        build = Path(tempfile.mkdtemp(prefix=f".build-{final.name}.", dir=CACHE_DIR))
-        try:
-            root = build / "root"
-            subprocess.run(["debootstrap", "--variant=minbase",
-                            f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror()],
-                           check=True, stdout=subprocess.DEVNULL)
-            _configure(root)
-            out = build / "image"
-            out.mkdir()
-            shutil.copy2(sorted((root / "boot").glob("vmlinuz-*"))[-1], out / "vmlinuz")
-            shutil.copy2(sorted((root / "boot").glob("initrd.img-*"))[-1], out / "initrd.img")
-            _label(root)
-            subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "fsxroot", "-d", str(root),
-                            str(out / "root.img"), IMAGE_SIZE], check=True)
-            os.rename(out, final)
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-    return final
+    (booted.cached: in a temporary directory renamed when complete, under a lock)."""
+    def make(build: Path) -> Path:
+        root = build / "root"
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                        SUITE, str(root), mirror()], check=True, stdout=subprocess.DEVNULL)
+        _configure(root)
+        out = build / "image"
+        out.mkdir()
+        shutil.copy2(sorted((root / "boot").glob("vmlinuz-*"))[-1], out / "vmlinuz")
+        shutil.copy2(sorted((root / "boot").glob("initrd.img-*"))[-1], out / "initrd.img")
+        _label(root)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "fsxroot", "-d", str(root),
+                        str(out / "root.img"), IMAGE_SIZE], check=True,
+                       stdout=subprocess.DEVNULL)
+        return out
+
+    return cached(CACHE_DIR / f"selinux-{SUITE}-{image_key()}", make)
 
 
 def run_guest(image: Path, inputs: Path, work: Path, timeout: float = 900) -> tuple[Path, float]:
@@ -155,7 +144,7 @@ def run_guest(image: Path, inputs: Path, work: Path, timeout: float = 900) -> tu
                     follow_symlinks=False)
     input_img = work / "input.img"
     subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(inputs), str(input_img),
-                    f"{INPUT_SIZE_MB}M"], check=True)
+                    f"{INPUT_SIZE_MB}M"], check=True, stdout=subprocess.DEVNULL)
     results_img = work / "results.img"
     with open(results_img, "wb") as f:
         f.truncate(RESULTS_SIZE_MB << 20)
