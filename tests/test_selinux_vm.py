@@ -41,8 +41,16 @@ R=$1
 IN=/mnt
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root
 set -x
-mark() { echo "$1 $(date +%s.%N)" >> "$R/phases"; }
-wait_for() { i=0; while ! eval "$1"; do i=$((i+1)); [ $i -gt 900 ] && return 1; sleep 0.5; done; }
+mark() {  # the results so far go onto the results disk too, in case the run never ends
+  echo "$1 $(date +%s.%N)" >> "$R/phases"; echo "fsx-phase $1" > /dev/console
+  cp /var/log/audit/audit.log "$R/"; tar -cf /dev/vdb -C "$R" .; sync
+}
+wait_for() {  # at most 3 minutes
+  i=0
+  while ! eval "$1"; do
+    i=$((i+1)); [ $i -gt 360 ] && echo "fsx-timeout $1" > /dev/console && return 1; sleep 0.5
+  done
+}
 settle() {
   wait_for '[ -z "$(systemctl list-jobs --no-legend)" ] &&
     [ "$(systemctl is-active flatpak-sysext.service)" != activating ]'

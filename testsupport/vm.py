@@ -15,6 +15,7 @@ docs/ARCHITECTURE.md, "Booted-host tests".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -150,16 +151,18 @@ def run_guest(image: Path, inputs: Path, work: Path, timeout: float = 900) -> tu
         f.truncate(RESULTS_SIZE_MB << 20)
     serial = work / "serial.log"
     start = time.monotonic()
-    subprocess.run(
-        ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2",
-         "-m", "2048", "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
-         "-append", "root=/dev/vda rw console=ttyS0 security=selinux selinux=1 enforcing=1"
-         " audit=1 systemd.show_status=1",
-         "-drive", f"file={layer},if=virtio,format=qcow2",
-         "-drive", f"file={results_img},if=virtio,format=raw",
-         "-drive", f"file={input_img},if=virtio,format=raw,readonly=on",
-         "-display", "none", "-serial", f"file:{serial}", "-no-reboot", "-nic", "none"],
-        check=True, timeout=timeout, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # what it wrote so far is read
+        subprocess.run(
+            ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2",
+             "-m", "2048", "-kernel", str(image / "vmlinuz"),
+             "-initrd", str(image / "initrd.img"),
+             "-append", "root=/dev/vda rw console=ttyS0 security=selinux selinux=1"
+             " enforcing=1 audit=1 systemd.show_status=1",
+             "-drive", f"file={layer},if=virtio,format=qcow2",
+             "-drive", f"file={results_img},if=virtio,format=raw",
+             "-drive", f"file={input_img},if=virtio,format=raw,readonly=on",
+             "-display", "none", "-serial", f"file:{serial}", "-no-reboot", "-nic", "none"],
+            check=True, timeout=timeout, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     seconds = time.monotonic() - start
     results = work / "results"
     results.mkdir(exist_ok=True)
@@ -167,6 +170,7 @@ def run_guest(image: Path, inputs: Path, work: Path, timeout: float = 900) -> tu
     if data[:512].strip(b"\0"):
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             tar.extractall(results, filter="data")
-    layer.unlink()
-    input_img.unlink()
+    if (results / "run.rc").exists():  # else kept, to look into (qemu-img, debugfs)
+        layer.unlink()
+        input_img.unlink()
     return results, seconds
