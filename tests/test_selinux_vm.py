@@ -52,7 +52,8 @@ wait_for() {  # at most 3 minutes
   done
 }
 settle() {
-  wait_for '[ -z "$(systemctl list-jobs --no-legend)" ] &&
+  # (this script's own unit is a start job until it ends)
+  wait_for '[ -z "$(systemctl list-jobs --no-legend | grep -v fsx-vm-test)" ] &&
     [ "$(systemctl is-active flatpak-sysext.service)" != activating ]'
 }
 merged() { tr ' ' '\n' < /usr/.systemd-sysext/extensions 2>/dev/null | grep -qx "$1"; }
