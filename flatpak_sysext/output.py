@@ -204,6 +204,11 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
     """The ``status --json`` document: declared extensions, then foreign entries."""
     syncs = _syncs(ctx)
     items = [app_json(s, ev.merged, syncs.get(s.installation.path)) for s in ev.apps]
+    for s, item in zip(ev.apps, items):
+        labels = selinux.labels_state(s.target, ctx.host_root) \
+            if s.state == "linked" and s.target else None
+        if labels is not None:
+            item["selinux_labels"] = labels
     apps = {s.app_id for s in ev.apps}
     for entry in sorted(ev.entries.values(), key=lambda e: e.name):
         # A foreign entry named like an app is reported as that app's conflict.

@@ -17,7 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flatpak_sysext import elf, output, selinux, validate
+from flatpak_sysext import cli, elf, output, selinux, validate
 from flatpak_sysext.release import Host
 from testsupport.deployments import DECL, HandMadeInstallation
 from testsupport.flatpak import schema
@@ -179,7 +179,8 @@ def test_a_confined_entry_type_is_a_restricted_class(tmp_path: Path) -> None:
 
 
 def test_the_store_labels_each_new_snapshot_before_validating_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     _prerequisites()
     # This kernel has SELinux off: say it is on; the policy and setfiles are this host's.
     monkeypatch.setattr(selinux, "enabled", lambda root="/": True)
@@ -191,8 +192,12 @@ def test_the_store_labels_each_new_snapshot_before_validating_it(
     release = target / f"usr/lib/extension-release.d/extension-release.{DECL}"
     assert label_of(release) == matchpathcon(str(release.relative_to(target)), release)
     assert selinux.labels_state(str(target)) == "current"
-    # A relabel of /var between runs: the next run labels the snapshot again.
+    # A relabel of /var between runs: status says so, the next run labels it again.
     os.setxattr(target / "usr", selinux.XATTR, b"system_u:object_r:var_lib_t:s0\0")
+    assert cli.main(["status", "--json"], world.environ) == 0
+    status = json.loads(capsys.readouterr().out)
+    jsonschema.validate(status, schema("status"))
+    assert [i.get("selinux_labels") for i in status if i["app"] == DECL] == ["stale"]
     world.full()
     assert selinux.labels_state(str(target)) == "current"
     assert label_of(target / "usr").split(":")[2] == "usr_t"
