@@ -13,9 +13,9 @@ from flatpak_sysext import (
     apply,
     config,
     evaluate,
-    hostcommands,
     hoststate,
     pkgtransaction,
+    release,
     selinux,
     told,
 )
@@ -228,11 +228,9 @@ def _selinux_lines(ctx: Context, ev: Evaluation) -> list[str]:
     """SELinux's mode, the linked snapshots' labels, and the systemd < 257 limit."""
     if not selinux.enabled(ctx.host_root):
         return []
-    systemctl = hostcommands.tool("systemctl", ctx.tools_root)
-    version = selinux.systemd_version(ctx.runner([systemctl, "--version"])[1]) \
-        if systemctl else None
+    version = ctx.host.systemd or release.host_systemd_version()
     linked = [(s.app_id, s.target) for s in ev.apps if s.state == "linked" and s.target]
-    return selinux.status_lines(linked, version, ctx.host_root)
+    return selinux.status_lines(linked, version[0] if version else None, ctx.host_root)
 
 
 def print_status(ctx: Context, ev: Evaluation) -> None:

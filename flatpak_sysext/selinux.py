@@ -288,14 +288,6 @@ FIXED_IN = 257
 """systemd labels the merged /usr root right from this version on (issue 34387, PR 35132)."""
 
 
-def systemd_version(output: str) -> int | None:
-    """The version ``systemctl --version`` prints on its first line."""
-    words = output.split()
-    if len(words) >= 2 and words[0] == "systemd" and words[1].isdigit():
-        return int(words[1])
-    return None
-
-
 def status_lines(linked: Iterable[tuple[str, str]], systemd: int | None,
                  root: str = "/") -> list[str]:
     """What ``status`` says of SELinux: its mode, each linked snapshot's labels
