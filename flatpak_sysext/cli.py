@@ -215,12 +215,14 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     report = validate.validate_tree(path, name, release.read_host(environ), target,
                                     host_glibc=glibc, installed=False)
     # No config here: every restricted class the tree uses is a problem (contain.py).
-    from flatpak_sysext import contain
+    from flatpak_sysext import contain, selinux
 
-    refused = contain.restricted_problems(report.restricted, frozenset())
+    types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
+    refused = contain.restricted_problems(
+        (*report.restricted, *selinux.check_restricted(types)), frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
-        _print_json(output.check_json(name, path, report))
+        _print_json(output.check_json(name, path, report, types))
     else:
         output.print_check(name, path, report)
     return 0 if report.accepted else 1

@@ -83,15 +83,6 @@ def udev_running(host_root: str = "/") -> bool:
     return os.path.exists(_host(host_root, UDEV_CONTROL))
 
 
-def selinux_enforcing(host_root: str = "/") -> bool:
-    """Whether SELinux is enforcing on the host."""
-    try:
-        with open(_host(host_root, "/sys/fs/selinux/enforce"), "rb") as f:
-            return f.read(16).strip() == b"1"
-    except OSError:
-        return False
-
-
 def read_merged(host_root: str = "/") -> frozenset[str]:
     """The extension names systemd-sysext has merged into ``/usr`` right now."""
     try:
@@ -360,10 +351,6 @@ class HostSync:
             return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
         removed = {c.name for c in changes if c.new is None} - set(linked)
         warnings = list(self.warnings)
-        if selinux_enforcing(self.host_root):
-            warnings.append("SELinux is enforcing: merged files keep the labels they have "
-                            "under the Flatpak installation, which confined services may "
-                            "not be allowed to use")
         if systemd_running(self.host_root):
             steps = _steps(needs, linked, removed, self.runner, self.host_root,
                            Tools(self.tools_root, provided))

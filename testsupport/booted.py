@@ -114,7 +114,20 @@ def cached_root(release: str = "bookworm") -> Path:
     to one build at a time.
     """
     rel = RELEASES[release]
-    final = CACHE_DIR / f"{rel.suite}-{root_key(rel)}"
+
+    def make(build: Path) -> Path:
+        subprocess.run(["debootstrap", "--variant=minbase",
+                        f"--include={','.join(rel.packages)}", rel.suite, str(build / "root"),
+                        mirror()], check=True, stdout=subprocess.DEVNULL)
+        return build / "root"
+
+    return cached(CACHE_DIR / f"{rel.suite}-{root_key(rel)}", make)
+
+
+def cached(final: Path, make: Callable[[Path], Path]) -> Path:
+    """``final`` in the cache, made if missing by ``make`` in a temporary directory (it
+    returns what to rename to ``final``), under the cache's lock: an interrupted build
+    leaves nothing that looks usable, and there is one build at a time."""
     if final.is_dir():
         return final
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -124,10 +137,7 @@ def cached_root(release: str = "bookworm") -> Path:
             return final
         build = Path(tempfile.mkdtemp(prefix=f".build-{final.name}.", dir=CACHE_DIR))
         try:
-            subprocess.run(["debootstrap", "--variant=minbase",
-                            f"--include={','.join(rel.packages)}", rel.suite, str(build / "root"),
-                            mirror()], check=True, stdout=subprocess.DEVNULL)
-            os.rename(build / "root", final)
+            os.rename(make(build), final)
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return final
