@@ -157,20 +157,83 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
 SYSTEMCTL_NOT_LOADED = 5
 """systemctl's exit status for a unit it does not know (LSB "not installed"): a unit
 that is not loaded does not run, so stopping it has nothing to do."""
-UNIT_DIRS_FIRST = ("/etc/systemd/system", "/run/systemd/system")
-"""Where a unit file comes before the extension's in /usr/lib/systemd/system."""
+EXTENSION_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
+"""Where the extension's unit files are merged (``/lib`` is ``/usr/lib`` on merged-usr
+hosts, and systemd may name either)."""
+UNIT_DIRS_FIRST = ("/etc/systemd/system.control", "/run/systemd/system.control",
+                   "/run/systemd/transient", "/run/systemd/generator.early",
+                   "/etc/systemd/system", "/etc/systemd/system.attached",
+                   "/run/systemd/system", "/run/systemd/system.attached",
+                   "/run/systemd/generator", "/usr/local/lib/systemd/system")
+"""systemd's system unit search path before the extension's directory, in its order
+(systemd.unit(5), "Unit File Load Path"): a file of the same name in any of them is the
+unit systemd loads. ``/run/systemd/generator.late`` comes after, and loses."""
 
 
-def _ours(units: Collection[str], host_root: str) -> tuple[list[str], list[str]]:
-    """The recorded unit file names whose units systemd loads from the extension, and
-    the others: an administrator's or the runtime's file of that name comes first, and
-    that unit is not ours to stop, disable or restart."""
+@dataclasses.dataclass(frozen=True)
+class Ownership:
+    """Which recorded unit files are the units systemd loads from the extension."""
+
+    ours: tuple[str, ...] = ()
+    theirs: tuple[tuple[str, str], ...] = ()
+    """Each unit left alone, and where systemd loads it from (or why not ours)."""
+
+    def note(self) -> str:
+        """The step's words for the units left alone."""
+        if not self.theirs:
+            return ""
+        return "left alone, not the extension's unit: " + ", ".join(
+            f"{u} ({why})" for u, why in self.theirs)
+
+
+def _show_units(runner: Runner, names: Sequence[str],
+                tools: Tools) -> list[dict[str, str]] | None:
+    """``systemctl show -p LoadState,FragmentPath`` of each of ``names``, in their
+    order; None when systemctl cannot say (not found, failed, or answered otherwise)."""
+    path = tool("systemctl", tools.root, tools.provided)
+    if path is None or not names:
+        return None
+    code, output = runner((path, "show", "-p", "LoadState,FragmentPath", "--", *names))
+    if code != 0:
+        return None
+    blocks = [dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
+              for block in output.strip("\n").split("\n\n")]
+    if len(blocks) != len(names) or not all("LoadState" in b for b in blocks):
+        return None
+    return blocks
+
+
+def _shadowed(unit: str, host_root: str) -> str | None:
+    """The file of that name that comes before the extension's in systemd's search
+    path, if any."""
+    for d in UNIT_DIRS_FIRST:
+        if os.path.lexists(_host(host_root, f"{d}/{unit}")):
+            return f"{d}/{unit}"
+    return None
+
+
+def ownership(runner: Runner, units: Collection[str], host_root: str,
+              tools: Tools) -> Ownership:
+    """Whose units the recorded unit file names are now: the extension's when systemd
+    says it loads the unit from the merged ``/usr/lib/systemd/system`` file; an
+    administrator's, a generator's, a transient or a portable unit of that name is not
+    ours to stop, disable or restart (docs/reference.md#host-sync). Where systemd has
+    not loaded the unit (or cannot be asked), its search order decides on the files."""
+    names = sorted(units)
+    shown = _show_units(runner, names, tools) or [{} for _ in names]
     ours: list[str] = []
-    theirs: list[str] = []
-    for u in sorted(units):
-        first = any(os.path.lexists(_host(host_root, f"{d}/{u}")) for d in UNIT_DIRS_FIRST)
-        (theirs if first else ours).append(u)
-    return ours, theirs
+    theirs: list[tuple[str, str]] = []
+    for unit, props in zip(names, shown):
+        state, fragment = props.get("LoadState", ""), props.get("FragmentPath", "")
+        if state == "masked":
+            theirs.append((unit, "masked"))
+        elif fragment and fragment not in (f"{d}/{unit}" for d in EXTENSION_UNIT_DIRS):
+            theirs.append((unit, f"systemd loads {fragment}"))
+        elif not fragment and (first := _shadowed(unit, host_root)) is not None:
+            theirs.append((unit, f"{first} comes first"))
+        else:
+            ours.append(unit)
+    return Ownership(tuple(ours), tuple(theirs))
 
 
 def _template_name(unit: str) -> str | None:
@@ -179,15 +242,15 @@ def _template_name(unit: str) -> str | None:
     return unit if unit_pattern(unit) is not None else None
 
 
-def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str],
-           host_root: str, tools: Tools, *, name: Callable[[str], str | None] = unit_pattern,
-           one_by_one: bool = False, success: Collection[int] = (0,)) -> Step:
+def _units(runner: Runner, step: str, verb: Sequence[str], owned: Ownership, tools: Tools, *,
+           name: Callable[[str], str | None] = unit_pattern, one_by_one: bool = False,
+           success: Collection[int] = (0,), only: Collection[str] | None = None) -> Step:
     """``systemctl VERB -- NAMES`` for the units that are ours (``name`` of each: by
-    default a template as the pattern of its instances), the step naming them and those
-    left alone for people; ``one_by_one``, a call per unit."""
-    ours, theirs = _ours(units, host_root)
+    default a template as the pattern of its instances; ``only``: of those, these), the
+    step naming them and those left alone for people; ``one_by_one``, a call per unit."""
+    ours = [u for u in owned.ours if only is None or u in only]
     names = [n for n in (name(u) for u in ours) if n is not None]
-    left = f"left alone, a file in /etc or /run comes first: {', '.join(theirs)}" if theirs else ""
+    left = owned.note()
     if not names:
         return Step(step, SKIPPED, left)
     calls = [(n,) for n in names] if one_by_one else [tuple(names)]
@@ -199,37 +262,40 @@ def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str
                 ("systemctl", *verb, "--", *names))
 
 
-def _stop(runner: Runner, step: str, units: Collection[str], host_root: str,
-          tools: Tools) -> Step:
+def _stop(runner: Runner, step: str, owned: Ownership, tools: Tools) -> Step:
     """``systemctl stop``, a unit a call: systemctl's exit status is its first error's,
     and one unit it does not know (nothing to stop) must not hide another's failure."""
-    return _units(runner, step, ("stop",), units, host_root, tools, one_by_one=True,
+    return _units(runner, step, ("stop",), owned, tools, one_by_one=True,
                   success=(0, SYSTEMCTL_NOT_LOADED))
 
 
-def _disable(runner: Runner, units: Collection[str], host_root: str, tools: Tools) -> Step:
+def _disable(runner: Runner, owned: Ownership, host_root: str, tools: Tools) -> Step:
     """``systemctl disable --no-reload`` of the units whose file is merged."""
-    merged = [u for u in units
+    merged = [u for u in owned.ours
               if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))]
     if not merged:
         # A package transaction took the extension out of /usr: systemctl refuses to
         # disable a unit it has no file for.
         return Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged")
-    return _units(runner, DISABLE_UNITS, ("disable", "--no-reload"), merged, host_root, tools,
-                  name=_template_name)
+    return _units(runner, DISABLE_UNITS, ("disable", "--no-reload"), owned, tools,
+                  name=_template_name, only=merged)
 
 
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
            host_root: str, tools: Tools) -> list[Step]:
     steps = []
+    stopping = Ownership()
     if needs.stop:
+        # Whose units they are is asked once, while their files are still merged: after
+        # the refresh systemd no longer knows where the extension's unit came from.
+        stopping = ownership(runner, needs.stop, host_root, tools)
         # While their files are still merged: the units of an extension that goes, or
         # that its update no longer ships, as dpkg and rpm stop a removed package's.
-        steps.append(_stop(runner, STOP_UNITS, needs.stop, host_root, tools))
+        steps.append(_stop(runner, STOP_UNITS, stopping, tools))
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
-        steps.append(_disable(runner, needs.stop, host_root, tools))
+        steps.append(_disable(runner, stopping, host_root, tools))
     refresh = run_step(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
     merged = read_merged(host_root)
     steps += [refresh, _verify(linked, removed, merged)]
@@ -258,12 +324,13 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         # Once more, now that their files and D-Bus activation are gone: a call (or a
         # socket, a timer) between the first stop and the reloads starts a unit again
         # from the still-merged files, and it would run on, unmerged, owning its bus name.
-        steps.append(_stop(runner, STOP_REACTIVATED, needs.stop, host_root, tools))
+        steps.append(_stop(runner, STOP_REACTIVATED, stopping, tools))
     if needs.restart:
-        # After daemon-reload, so the new unit files are the ones restarted; only units
-        # that run (try-), and reloaded instead where the unit says how.
-        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), needs.restart,
-                            host_root, tools))
+        # After daemon-reload, so the new unit files are the ones restarted (and systemd
+        # says whose they are now); only units that run (try-), and reloaded instead
+        # where the unit says how.
+        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",),
+                            ownership(runner, needs.restart, host_root, tools), tools))
     return steps
 
 

@@ -70,6 +70,10 @@ class FakeHost:
             (tools / "usr/bin" / name).chmod(0o755)
         self.target = target
         self.commands: list[tuple[str, ...]] = []
+        self.queries: list[tuple[str, ...]] = []
+        """``systemctl show`` calls, kept apart: they change nothing."""
+        self.fragments: dict[str, str] = {}
+        """What ``systemctl show`` says a unit's FragmentPath is; not found otherwise."""
         self.results: dict[tuple[str, ...], tuple[int, str]] = {}
         self.merges = True
         (root / "run/systemd/system").mkdir(parents=True)
@@ -81,10 +85,18 @@ class FakeHost:
         # Every command by its absolute path under the tools' root, recorded by name.
         assert os.path.dirname(argv[0]) == str(self.tools / "usr/bin"), argv
         argv = (os.path.basename(argv[0]), *argv[1:])
+        if argv[:2] == ("systemctl", "show"):
+            self.queries.append(argv)
+            return 0, "\n".join(self._show(u) for u in argv[argv.index("--") + 1:])
         self.commands.append(argv)
         if argv == REFRESH and self.merges:
             self._merge()
         return self.results.get(argv, (0, ""))
+
+    def _show(self, unit: str) -> str:
+        fragment = self.fragments.get(unit, "")
+        state = "masked" if fragment == "/dev/null" else "loaded" if fragment else "not-found"
+        return f"LoadState={state}\nFragmentPath={'' if state == 'masked' else fragment}\n"
 
     def _merge(self) -> None:
         # The merged /usr is the union of the linked trees' usr/ (a copy; the host has
@@ -259,12 +271,63 @@ def test_a_unit_whose_file_in_etc_or_run_comes_first_is_not_ours(sync_rig: SyncR
     assert ("systemctl", "stop", "--", "b.service") in sync_rig.host.commands
     assert report is not None
     assert [s.message for s in report.steps if s.step == "stop-units"] == [
-        "b.service; left alone, a file in /etc or /run comes first: a.service"]
+        "b.service; left alone, not the extension's unit: "
+        "a.service (/etc/systemd/system/a.service comes first)"]
     old = sync_rig.install(["usr/lib/systemd/system/a.service"])
     new = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
     report = sync_rig.sync([Change(APP, old, new, frozenset(["usr/lib/systemd/system/a.service"]))])
     assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD]
     assert outcomes(report)["restart-units"] == "skipped"
+
+
+def test_systemd_says_whose_unit_it_is(sync_rig: SyncRig) -> None:
+    """Where systemd has loaded a unit, its FragmentPath decides: a transient unit, one a
+    generator wrote, one under /usr/local or a masked one of the extension's name is not
+    stopped, disabled or restarted; systemd's own answer outranks the files (a
+    generator.late file comes after the extension's and loses)."""
+    units = ["a.service", "b.service", "c.service", "d.service", "e.service"]
+    tree = sync_rig.install([f"usr/lib/systemd/system/{u}" for u in units])
+    sync_rig.host.fragments.update({
+        "a.service": "/run/systemd/transient/a.service",
+        "b.service": "/usr/local/lib/systemd/system/b.service",
+        "c.service": "/run/systemd/generator/c.service",
+        "d.service": "/dev/null",
+        "e.service": "/usr/lib/systemd/system/e.service"})
+    (sync_rig.host.root / "run/systemd/generator.late").mkdir(parents=True)
+    (sync_rig.host.root / "run/systemd/generator.late/e.service").write_text("[Unit]\n")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    acted = [c for c in sync_rig.host.commands if c[0] == "systemctl" and c[1] != "daemon-reload"]
+    assert acted == [("systemctl", "stop", "--", "e.service"),
+                     ("systemctl", "disable", "--no-reload", "--", "e.service"),
+                     ("systemctl", "stop", "--", "e.service")]
+    assert sync_rig.host.queries == [
+        ("systemctl", "show", "-p", "LoadState,FragmentPath", "--", *units)]
+    assert report is not None
+    assert [s.message for s in report.steps if s.step == "stop-units"] == [
+        "e.service; left alone, not the extension's unit: "
+        "a.service (systemd loads /run/systemd/transient/a.service), "
+        "b.service (systemd loads /usr/local/lib/systemd/system/b.service), "
+        "c.service (systemd loads /run/systemd/generator/c.service), d.service (masked)"]
+    # An update: only the units systemd loads from the extension are restarted.
+    old = sync_rig.install(["usr/lib/systemd/system/a.service",
+                            "usr/lib/systemd/system/e.service"])
+    new = sync_rig.deploy(["usr/lib/systemd/system/a.service", "usr/lib/systemd/system/e.service"])
+    sync_rig.sync([Change(APP, old, new, frozenset(["usr/lib/systemd/system/a.service",
+                                                    "usr/lib/systemd/system/e.service"]))])
+    assert sync_rig.host.commands[-1] == ("systemctl", "try-reload-or-restart", "--", "e.service")
+
+
+@pytest.mark.parametrize("first", ["run/systemd/transient", "usr/local/lib/systemd/system",
+                                   "run/systemd/generator.early", "etc/systemd/system.control",
+                                   "run/systemd/system.attached"])
+def test_systemds_search_order_decides_for_a_unit_it_has_not_loaded(
+        sync_rig: SyncRig, first: str) -> None:
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    (sync_rig.host.root / first).mkdir(parents=True, exist_ok=True)
+    (sync_rig.host.root / first / "a.service").write_text("[Service]\n")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    assert [c for c in sync_rig.host.commands if "a.service" in c] == []
+    assert outcomes(report)["stop-units"] == "skipped"
 
 
 @pytest.mark.parametrize("name", ["../x.service", "--now.service", "a b.service", "x.conf",
