@@ -64,7 +64,13 @@ RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
     UDEV_RELOAD: ("udevadm", "control", "--reload"),
 }
 AFTER_TRANSACTION = Needs(frozenset(RELOADS) - {POLKIT_RELOAD})
-"""What the end of a package transaction owes (:meth:`HostSync.owe_all`)."""
+"""What the end of a package transaction owes (:meth:`HostSync.owe_all`) at most."""
+RUN_DIR = "run/flatpak-sysext"
+"""Under the host root: root-only (0700), on a tmpfs, so nothing survives a reboot
+(pkgtransaction keeps its holders there)."""
+MANAGER_STAMP = f"{RUN_DIR}/manager-stamp"
+"""When systemd had last loaded its units, as the first unmerge of a package
+transaction found it (:func:`manager_stamp`)."""
 
 # systemd's parse_boolean(), the true half.
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
@@ -154,6 +160,14 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
     return code == 0 and match is not None and int(match.group(1)) >= 255
 
 
+def manager_stamp(runner: Runner, systemctl: str = "systemctl") -> str | None:
+    """systemd's ``UnitsLoadTimestampMonotonic``: it changes with every daemon-reload
+    and re-exec (systemd 255, and Debian's 252); None where systemd does not say."""
+    code, output = runner((systemctl, "show", "-p", "UnitsLoadTimestampMonotonic", "--value"))
+    value = output.strip()
+    return value if code == 0 and value.isdigit() else None
+
+
 SYSTEMCTL_NOT_LOADED = 5
 """systemctl's exit status for a unit it does not know (LSB "not installed"): a unit
 that is not loaded does not run, so stopping it has nothing to do."""
@@ -186,14 +200,15 @@ class Ownership:
             f"{u} ({why})" for u, why in self.theirs)
 
 
-def _show_units(runner: Runner, names: Sequence[str],
-                tools: Tools) -> list[dict[str, str]] | None:
-    """``systemctl show -p LoadState,FragmentPath`` of each of ``names``, in their
-    order; None when systemctl cannot say (not found, failed, or answered otherwise)."""
+def _show_units(runner: Runner, names: Sequence[str], tools: Tools,
+                props: str = "LoadState,FragmentPath") -> list[dict[str, str]] | None:
+    """``systemctl show -p PROPS`` of each of ``names``, in their order; None when
+    systemctl cannot say (not found, failed, or answered otherwise). Never a template:
+    systemd refuses to show one, and fails the whole call."""
     path = tool("systemctl", tools.root, tools.provided)
     if path is None or not names:
         return None
-    code, output = runner((path, "show", "-p", "LoadState,FragmentPath", "--", *names))
+    code, output = runner((path, "show", "-p", props, "--", *names))
     if code != 0:
         return None
     blocks = [dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
@@ -220,7 +235,9 @@ def ownership(runner: Runner, units: Collection[str], host_root: str,
     ours to stop, disable or restart (docs/reference.md#host-sync). Where systemd has
     not loaded the unit (or cannot be asked), its search order decides on the files."""
     names = sorted(units)
-    shown = _show_units(runner, names, tools) or [{} for _ in names]
+    plain = [n for n in names if not _is_template(n)]
+    answers = dict(zip(plain, _show_units(runner, plain, tools) or []))
+    shown = [answers.get(n, {}) for n in names]
     ours: list[str] = []
     theirs: list[tuple[str, str]] = []
     for unit, props in zip(names, shown):
@@ -234,6 +251,28 @@ def ownership(runner: Runner, units: Collection[str], host_root: str,
         else:
             ours.append(unit)
     return Ownership(tuple(ours), tuple(theirs))
+
+
+def _is_template(unit: str) -> bool:
+    return unit.rpartition(".")[0].endswith("@")
+
+
+def _manager_kept(runner: Runner, stamp: str | None, units: Collection[str],
+                  tools: Tools) -> str | None:
+    """Why the daemon-reload a package transaction owes is not needed, if it is not:
+    systemd loaded no units since the extensions were taken out (the stamp the first
+    unmerge kept), and it has every unit of theirs loaded and up to date with the files
+    merged again (LoadState=loaded, NeedDaemonReload=no). None: reload."""
+    path = tool("systemctl", tools.root, tools.provided)
+    if stamp is None or path is None or manager_stamp(runner, path) != stamp:
+        return None
+    plain = sorted(u for u in units if not _is_template(u))
+    shown = _show_units(runner, plain, tools, "LoadState,NeedDaemonReload") if plain else []
+    if shown is None or any(u.get("LoadState") != "loaded" or u.get("NeedDaemonReload") != "no"
+                            for u in shown):
+        return None
+    return ("systemd reloaded nothing during the package transaction, and has the "
+            "extensions' units loaded as merged")
 
 
 def _template_name(unit: str) -> str | None:
@@ -281,8 +320,20 @@ def _disable(runner: Runner, owned: Ownership, host_root: str, tools: Tools) -> 
                   name=_template_name, only=merged)
 
 
+@dataclasses.dataclass(frozen=True)
+class Transaction:
+    """What a package transaction that took the extensions out asks of the sync."""
+
+    reloads: frozenset[str] = frozenset()
+    """Reloads only the transaction owes (the linked extensions' content needs them)."""
+    units: frozenset[str] = frozenset()
+    """The linked extensions' units."""
+    stamp: str | None = None
+    """:func:`manager_stamp` when the first unmerge took them out, if known."""
+
+
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
-           host_root: str, tools: Tools) -> list[Step]:
+           host_root: str, tools: Tools, transaction: Transaction = Transaction()) -> list[Step]:
     steps = []
     stopping = Ownership()
     if needs.stop:
@@ -307,9 +358,16 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         steps.append(run_step(runner, TMPFILES, ("systemd-tmpfiles", "--create", "--",
                                              *sorted(needs.tmpfiles)), tools))
     for reload in RELOADS:
-        if reload not in needs.reloads:
+        if reload not in needs.reloads | transaction.reloads:
             continue
         argv = RELOAD_COMMANDS[reload]
+        if reload == DAEMON_RELOAD and reload not in needs.reloads and refresh.outcome == OK:
+            # Half a second of a package transaction's cost on Debian 12: skipped only
+            # when systemd provably still has what the re-merge brought back.
+            kept = _manager_kept(runner, transaction.stamp, transaction.units, tools)
+            if kept is not None:
+                steps.append(Step(reload, SKIPPED, kept))
+                continue
         if reload == DAEMON_RELOAD and refresh.outcome == OK and _manager_reloaded(
                 runner, host_root, merged, tools):
             steps.append(Step(reload, SKIPPED, "systemd-sysext reloaded the manager itself "
@@ -362,6 +420,7 @@ class HostSync:
                 self.warnings.append(warning)
         self.owed = [s.pending for s in self.states.values() if s.pending is not None]
         self.marked = False
+        self.after_transaction = False
 
     def owe(self) -> None:
         """Record that links are about to change and the host must follow.
@@ -378,11 +437,32 @@ class HostSync:
         self.warnings += save(self.states, pending, None, self.state_dir)
 
     def owe_all(self) -> None:
-        """Owe a sync with every reload, whatever the links do: a package transaction
-        took every extension out of ``/usr`` and its maintainer scripts may have
-        reloaded systemd or D-Bus meanwhile. Not polkit's, which restarts polkit (and
-        polkit reads its rules itself): a package transaction restarts no unit."""
-        self.owed.append(AFTER_TRANSACTION)
+        """Owe a sync whatever the links do: a package transaction took every extension
+        out of ``/usr`` and its maintainer scripts may have reloaded systemd or D-Bus
+        meanwhile. The refresh, and the reloads the linked extensions' contents need
+        (all of them for content never recorded), but polkit's, which restarts polkit
+        (and polkit reads its rules itself): a package transaction restarts no unit.
+        The daemon-reload is skipped if systemd provably reloaded nothing meanwhile."""
+        self.after_transaction = True
+
+    def _transaction(self, linked: Collection[str]) -> Transaction:
+        """What the end of a package transaction owes for ``linked``; consumes the
+        manager stamp the first unmerge kept (run under the transactions' lock)."""
+        if not self.after_transaction:
+            return Transaction()
+        path = _host(self.host_root, MANAGER_STAMP)
+        try:
+            stamp: str | None = fileio.read_regular(path, 64).decode("ascii", "replace")
+            os.unlink(path)
+        except (OSError, ValueError):
+            stamp = None
+        contents: dict[str, Needs] = {}
+        for state in self.states.values():
+            contents.update(state.contents)
+        needs = Needs()
+        for name in linked:
+            needs |= contents.get(name, UNKNOWN_CONTENT)
+        return Transaction(needs.reloads & AFTER_TRANSACTION.reloads, needs.units, stamp)
 
     def run(self, changes: Sequence[Change], linked: Collection[str],
             provided: frozenset[str] = frozenset(), *,
@@ -394,7 +474,7 @@ class HostSync:
         interrupted run. ``deferred``: a package transaction is under way; the sync is
         recorded as owed and left to its end.
         """
-        if not changes and not self.owed:
+        if not changes and not self.owed and not self.after_transaction:
             if self.marked:
                 self.warnings += save(self.states, None, None, self.state_dir)
             return None
@@ -413,7 +493,7 @@ class HostSync:
                             "not be allowed to use")
         if systemd_running(self.host_root):
             steps = _steps(needs, linked, removed, self.runner, self.host_root,
-                           Tools(self.tools_root, provided))
+                           Tools(self.tools_root, provided), self._transaction(linked))
         else:
             steps = [Step(REFRESH, SKIPPED, "systemd is not running")]
         report = SyncReport(_now(), tuple(steps), tuple(warnings))

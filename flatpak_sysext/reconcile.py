@@ -190,7 +190,7 @@ def _sync(ctx: Context, sync: hostsync.HostSync, changes: Sequence[hostsync.Chan
     read-only under it, and its post step syncs what is owed
     (docs/reference.md#package-managers)."""
     with pkgtransaction.sync_lock(ctx.host_root):
-        busy = pkgtransaction.active(ctx.host_root)
+        busy = pkgtransaction.hold_back(ctx.host_root)
         return sync.run(changes, linked, provides, deferred=busy)
 
 

@@ -14,8 +14,9 @@ is merged beside it. The scenarios run in order on one machine: before anything 
 it is on the host; linked, each has its effect; ``status`` reports the sync step by step,
 and a run that changes nothing syncs nothing; an update that drops the polkit action and
 the second unit takes their effects away; uninstalling takes the rest away but for the
-user and the directory, which stay, and the host's own units, never restarted or stopped. What a real host cannot be made to do is
-tests/test_hostsync.py's fake host (its docstring says why, case by case).
+user and the directory, which stay, and the host's own units, never restarted or stopped.
+What a real host cannot be made to do is tests/test_hostsync.py's fake host (its
+docstring says why, case by case).
 """
 
 from __future__ import annotations

@@ -37,12 +37,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import hoststate, store
+from flatpak_sysext import hostcommands, hoststate, store
 from flatpak_sysext.hostcommands import run_command
 from flatpak_sysext.hostsync import Change, HostSync
 from flatpak_sysext.installation import Installation
@@ -519,6 +520,23 @@ def test_the_real_runner_reports_instead_of_raising(tmp_path: Path) -> None:
     assert run_command([str(tmp_path / "no-such-command")])[0] == 127
     code, output = run_command(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (code, output) == (3, "out\nerr\n")
+
+
+def test_a_unit_slow_to_stop_holds_host_sync_a_bounded_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemctl stop waits for the unit's job (an ExecStop= that sleeps: what
+    tests/test_booted_pkgmanagers.py runs for real); host sync gives up on it after
+    UNIT_STEP_TIMEOUT, far below the bound of other commands, and says systemd goes on."""
+    monkeypatch.setattr(hostcommands, "UNIT_STEP_TIMEOUT", 0.5)
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text("#!/bin/sh\nexec sleep 2\n")
+    systemctl.chmod(0o755)
+    started = time.monotonic()
+    code, output = run_command([str(systemctl), "stop", "--", "slow.service"])
+    assert time.monotonic() - started < 1.5
+    assert (code, output) == (124, "not done after 0.5 s; systemd goes on with the job "
+                                    "(see 'systemctl list-jobs')")
+    assert run_command([str(systemctl), "daemon-reload"]) == (0, "")  # not a unit step
 
 
 def test_commands_run_by_absolute_path_never_one_a_linked_tree_provides(

@@ -12,10 +12,12 @@ tests/test_booted.py, the real pacman, dnf 4 and zypper in tests/test_booted_pkg
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from testsupport.source import SOURCE_ROOT
 
 UNMERGE = ("systemd-sysext", "unmerge")
 REFRESH = ("systemd-sysext", "refresh")
+STAMP = ("systemctl", "show", "-p", "UnitsLoadTimestampMonotonic", "--value")
 DBUS_RELOAD = ("busctl", "--system", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
                "org.freedesktop.DBus", "ReloadConfig")
 
@@ -40,6 +43,8 @@ class Host:
         self.spawned: list[list[str]] = []
         self.resyncs = 0
         self.unmerges = True
+        self.reloads = 100
+        """systemd's UnitsLoadTimestampMonotonic."""
         self.merge()
 
     def process(self, pid: int, start: int = 100, state: str = "S") -> Holder:
@@ -61,6 +66,8 @@ class Host:
         return (self.root / "usr/.systemd-sysext/extensions").exists()
 
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
+        if tuple(argv) == STAMP:  # asked, not done: not among the commands
+            return 0, f"{self.reloads}\n"
         self.commands.append(tuple(argv))
         if tuple(argv) == UNMERGE and self.unmerges:
             (self.root / "usr/.systemd-sysext/extensions").unlink(missing_ok=True)
@@ -149,6 +156,52 @@ def test_begin_fails_when_something_stays_merged(host: Host) -> None:
     assert not host.active() and pkgtransaction.holders(str(host.root)) == []
 
 
+def test_begin_marks_the_remerge_owed_and_keeps_when_systemd_last_loaded_units(
+        host: Host) -> None:
+    """The mark makes the dpkg hook's end run flatpak-sysext's; the stamp is the first
+    unmerge's until a resync used it, so that a reload between two unmerges counts."""
+    (host.root / "run/systemd/system").mkdir(parents=True)
+    run = host.root / "run/flatpak-sysext"
+    apt, dpkg = host.process(10), host.process(20)
+    host.begin(apt)
+    assert (run / "owed").exists() and (run / "manager-stamp").read_text() == "100"
+    host.reloads = 200
+    host.merge()
+    host.begin(dpkg)
+    assert (run / "manager-stamp").read_text() == "100"
+    host.end(dpkg)
+    assert (run / "owed").exists()  # apt still holds it
+    host.end(apt)
+    assert not (run / "owed").exists()
+
+
+def test_begin_waits_a_bounded_time_for_a_host_sync_in_progress(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host sync stopping a slow unit holds the lock: the package manager fails in
+    seconds, told what is in progress, instead of hanging behind it."""
+    monkeypatch.setattr(pkgtransaction, "BEGIN_WAIT", 0.3)
+    holding, release = threading.Event(), threading.Event()
+
+    def sync() -> None:
+        with pkgtransaction.sync_lock(str(host.root), what="host sync"):
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=sync)
+    t.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        with pytest.raises(TransactionError, match=rf"^host sync \(PID {os.getpid()}, since "
+                                                   r"[0-9:]+ \S+\) is in progress"):
+            host.begin(host.process(10))
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        t.join()
+    assert host.commands == [] and host.merged() and pkgtransaction.holders(str(host.root)) == []
+
+
 def test_end_without_begin_merges(host: Host) -> None:
     # The hooks were installed during this very transaction: only the post step runs.
     assert host.end(host.process(10)) is True and host.resyncs == 1
@@ -206,10 +259,16 @@ class SyncHost:
             (root / "usr/bin" / name).write_text("#!/bin/sh\n")
             (root / "usr/bin" / name).chmod(0o755)
 
+        self.answers: dict[tuple[str, ...], str] = {}
+        """What ``systemctl show`` answers (it changes nothing: not in ``commands``)."""
+
     def __call__(self, argv: Sequence[str]) -> tuple[int, str]:
         # By its absolute path among the host's tools (here: under the fake root).
         assert os.path.dirname(argv[0]) == str(self.root / "usr/bin"), argv
-        self.commands.append((os.path.basename(argv[0]), *argv[1:]))
+        argv = (os.path.basename(argv[0]), *argv[1:])
+        if argv[:2] == ("systemctl", "show"):
+            return 0, self.answers.get(argv, "")
+        self.commands.append(argv)
         return 0, ""
 
 
@@ -232,19 +291,83 @@ def test_host_sync_during_a_transaction_is_owed_to_its_end(tmp_path: Path) -> No
     assert {c[0] for c in fake.commands[1:]} >= {"systemctl", "busctl", "udevadm"}
 
 
-def test_after_a_transaction_every_reload_runs_even_with_no_link_change(
+UNITS = ("systemctl", "show", "-p", "LoadState,NeedDaemonReload", "--", "a.service")
+
+
+class TransactionEnd:
+    """An installation with one linked extension (a unit and a D-Bus service file, or
+    content never recorded), and the end of a package transaction over it."""
+
+    def __init__(self, root: Path, recorded: bool = True) -> None:
+        self.inst = Installation("default", str(root / "inst"))
+        self.state = str(root / "state")
+        self.host = SyncHost(root / "host")
+        # What every refresh merges again.
+        (self.host.root / "usr/.systemd-sysext").mkdir(parents=True)
+        (self.host.root / "usr/.systemd-sysext/extensions").write_text("org.fsx.App\n")
+        if recorded:
+            files = frozenset({"usr/lib/systemd/system/a.service",
+                               "usr/share/dbus-1/system-services/org.fsx.App.service"})
+            tree = f"{self.inst.path}/app/org.fsx.App/x86_64/stable/1/files/ext"
+            self.sync().run([Change("org.fsx.App", None, tree, files)], ["org.fsx.App"])
+        self.host.commands.clear()
+
+    def sync(self) -> HostSync:
+        return HostSync([self.inst], state_dir=self.state, host_root=str(self.host.root),
+                        runner=self.host, tools_root=str(self.host.root))
+
+    def stamp(self, value: str) -> None:
+        """What begin keeps when it takes the extensions out."""
+        path = self.host.root / "run/flatpak-sysext/manager-stamp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value)
+
+    def end(self) -> list[tuple[str, ...]]:
+        sync = self.sync()
+        sync.owe_all()
+        report = sync.run([], ["org.fsx.App"])
+        assert report is not None and report.ok
+        assert hoststate.load(self.inst, self.state)[0].pending is None
+        commands, self.host.commands = self.host.commands, []
+        return commands
+
+
+def test_after_a_transaction_content_never_recorded_gets_every_reload(tmp_path: Path) -> None:
+    end = TransactionEnd(tmp_path, recorded=False)
+    # Every reload but polkit's, which is a restart: a transaction restarts no unit.
+    assert end.end() == [REFRESH, ("systemctl", "daemon-reload"), DBUS_RELOAD,
+                         ("udevadm", "control", "--reload")]
+
+
+def test_after_a_transaction_the_reloads_are_those_the_linked_content_needs(
         tmp_path: Path) -> None:
-    inst = Installation("default", str(tmp_path / "inst"))
-    fake = SyncHost(tmp_path / "host")
-    sync = HostSync([inst], state_dir=str(tmp_path / "state"), host_root=str(fake.root),
-                    runner=fake, tools_root=str(fake.root))
+    end = TransactionEnd(tmp_path)
+    # A refresh even though no link changed: the transaction took everything out.
+    assert end.end() == [REFRESH, ("systemctl", "daemon-reload"), DBUS_RELOAD]
+    # Nothing linked: nothing of ours to reload, but the re-merge.
+    sync = end.sync()
     sync.owe_all()
     sync.run([], [])
-    assert fake.commands[0] == REFRESH
-    # Every reload but polkit's, which is a restart: a transaction restarts no unit.
-    assert fake.commands[1:] == [("systemctl", "daemon-reload"), DBUS_RELOAD,
-                                 ("udevadm", "control", "--reload")]
-    assert hoststate.load(inst, str(tmp_path / "state"))[0].pending is None
+    assert end.host.commands == [REFRESH]
+
+
+def test_after_a_transaction_the_daemon_reload_waits_on_what_systemd_says(
+        tmp_path: Path) -> None:
+    """Skipped only when systemd loaded no units since the first unmerge (the stamp it
+    kept) and has the extension's units loaded and up to date; the stamp serves once."""
+    end = TransactionEnd(tmp_path)
+    end.host.answers[STAMP] = "1234\n"
+    end.host.answers[UNITS] = "LoadState=loaded\nNeedDaemonReload=no\n"
+    end.stamp("1234")
+    assert end.end() == [REFRESH, DBUS_RELOAD]
+    assert end.end() == [REFRESH, ("systemctl", "daemon-reload"), DBUS_RELOAD]  # no stamp
+    end.stamp("1000")  # a maintainer script reloaded systemd while unmerged
+    assert end.end() == [REFRESH, ("systemctl", "daemon-reload"), DBUS_RELOAD]
+    for answer in ("LoadState=loaded\nNeedDaemonReload=yes\n",
+                   "LoadState=not-found\nNeedDaemonReload=no\n"):
+        end.host.answers[UNITS] = answer
+        end.stamp("1234")
+        assert end.end() == [REFRESH, ("systemctl", "daemon-reload"), DBUS_RELOAD]
 
 
 def hook_line(option: str) -> str:
@@ -254,6 +377,37 @@ def hook_line(option: str) -> str:
     raise AssertionError(f"no {option} in the dpkg hook")
 
 
+class DpkgHook:
+    """The dpkg hook's lines as dpkg runs them (sh -c LINE: $PPID is this test, the
+    holder), with the command, /run/flatpak-sysext and the merged marks under ``root``;
+    the command a fake that records its arguments."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.run_dir = root / "run/flatpak-sysext"
+        self.usr = root / "usr/.systemd-sysext"
+        self.command = root / "flatpak-sysext"
+        self.command.write_text(f'#!/bin/sh\necho "$@" >> {root}/calls\n')
+        self.command.chmod(0o755)
+        (root / "proc").symlink_to("/proc")  # the holders are this machine's processes
+
+    def run(self, option: str, wait: str = "5") -> subprocess.CompletedProcess[str]:
+        line = (hook_line(option).replace("/usr/bin/flatpak-sysext", str(self.command))
+                .replace("/run/flatpak-sysext", str(self.run_dir))
+                .replace("/usr/.systemd-sysext", str(self.usr))
+                .replace("/opt/.systemd-sysext", str(self.root / "opt/.systemd-sysext"))
+                .replace("-w 5", f"-w {wait}"))
+        return subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True,
+                              timeout=60)
+
+    def calls(self) -> list[str]:
+        path = self.root / "calls"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def holders(self) -> list[Holder]:
+        return pkgtransaction.holders(str(self.root))
+
+
 @pytest.mark.parametrize("option", ["pre-invoke", "post-invoke"])
 def test_dpkg_hook_does_nothing_once_the_command_is_gone(option: str, tmp_path: Path) -> None:
     line = hook_line(option).replace("/usr/bin/flatpak-sysext", str(tmp_path / "gone"))
@@ -261,17 +415,64 @@ def test_dpkg_hook_does_nothing_once_the_command_is_gone(option: str, tmp_path: 
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-@pytest.mark.parametrize(("option", "action"), [("pre-invoke", "begin"),
-                                                ("post-invoke", "end")])
-def test_dpkg_hook_names_dpkg_as_the_holder(option: str, action: str, tmp_path: Path) -> None:
-    # dpkg runs a hook with system(): sh -c LINE, whose $PPID is dpkg (here: this test).
-    fake = tmp_path / "flatpak-sysext"
-    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\n')
-    fake.chmod(0o755)
-    line = hook_line(option).replace("/usr/bin/flatpak-sysext", str(fake))
-    subprocess.run(["/bin/sh", "-c", line], check=True)
-    args = (tmp_path / "args").read_text().split()
-    assert args == ["package-transaction", action, "--holder", str(os.getpid())]
+def test_dpkg_hook_with_something_merged_runs_begin_and_end(tmp_path: Path) -> None:
+    hook = DpkgHook(tmp_path)
+    hook.usr.mkdir(parents=True)
+    assert hook.run("pre-invoke").returncode == 0
+    (tmp_path / "run/flatpak-sysext").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run/flatpak-sysext/owed").touch()  # what begin leaves when it unmerged
+    assert hook.run("post-invoke").returncode == 0
+    holder = str(os.getpid())  # dpkg runs a hook with system(): its $PPID is dpkg
+    assert hook.calls() == [f"package-transaction begin --holder {holder}",
+                            f"package-transaction end --holder {holder}"]
+
+
+def test_dpkg_hook_with_nothing_merged_only_records_the_holder(tmp_path: Path) -> None:
+    """No Python at all: the holder is recorded as flatpak-sysext names it, so that a
+    host sync meanwhile is held back (and marks the re-merge owed), and forgotten at
+    the end; once a re-merge is owed, the end is flatpak-sysext's."""
+    hook = DpkgHook(tmp_path)
+    me = Holder.of(os.getpid())
+    assert me is not None
+    result = hook.run("pre-invoke")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert hook.holders() == [me] and hook.calls() == []
+    assert pkgtransaction.active(str(tmp_path))
+    assert stat.S_IMODE(os.stat(hook.run_dir).st_mode) == 0o700
+    assert hook.run("post-invoke").returncode == 0
+    assert hook.holders() == [] and hook.calls() == []
+    # A host sync held back meanwhile: the end re-merges.
+    hook.run("pre-invoke")
+    spawned: list[Sequence[str]] = []
+    assert pkgtransaction.hold_back(str(tmp_path), spawned.append, ["fsx"])
+    assert spawned == [["fsx", "package-transaction", "guard", "--holder", me.name]]
+    assert hook.run("post-invoke").returncode == 0
+    assert hook.calls() == [f"package-transaction end --holder {os.getpid()}"]
+
+
+def test_dpkg_hook_fails_fast_naming_a_host_sync_in_progress(tmp_path: Path) -> None:
+    hook = DpkgHook(tmp_path)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def sync() -> None:
+        with pkgtransaction.sync_lock(str(tmp_path), what="host sync"):
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=sync)
+    t.start()
+    try:
+        assert holding.wait(10)
+        result = hook.run("pre-invoke", wait="0.5")
+    finally:
+        release.set()
+        t.join()
+    assert result.returncode == 1
+    assert re.match(rf"flatpak-sysext: host sync \(PID {os.getpid()}, since [0-9:]+ \S+\) is "
+                    r"in progress and held \S+/transactions.lock for 5 s", result.stderr), \
+        result.stderr
+    assert hook.holders() == [] and hook.calls() == []
 
 
 def test_zypper_plugin_acknowledges_and_brackets_the_commit(tmp_path: Path) -> None:
