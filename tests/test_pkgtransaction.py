@@ -379,24 +379,36 @@ def hook_line(option: str) -> str:
 
 class DpkgHook:
     """The dpkg hook's lines as dpkg runs them (sh -c LINE: $PPID is this test, the
-    holder), with the command, /run/flatpak-sysext and the merged marks under ``root``;
-    the command a fake that records its arguments."""
+    holder), with the command, /run/flatpak-sysext, the merged marks and systemd's tools
+    under ``root``: fakes that record their arguments (``calls``), systemd-sysext's
+    unmerge taking the merged mark away unless ``stuck``, systemctl saying 4242."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, systemd: bool = True) -> None:
         self.root = root
         self.run_dir = root / "run/flatpak-sysext"
         self.usr = root / "usr/.systemd-sysext"
-        self.command = root / "flatpak-sysext"
-        self.command.write_text(f'#!/bin/sh\necho "$@" >> {root}/calls\n')
-        self.command.chmod(0o755)
+        self.stuck = root / "stuck"
+        fakes = {"flatpak-sysext": "", "systemd-run": "",
+                 "systemd-sysext": f'[ -e {self.stuck} ] || rm -rf {self.usr}\n',
+                 "systemctl": "echo 4242\n"}
+        for name, action in fakes.items():
+            fake = root / "bin" / name
+            fake.parent.mkdir(exist_ok=True)
+            fake.write_text(f'#!/bin/sh\necho {name} "$@" >> {root}/calls\n{action}')
+            fake.chmod(0o755)
         (root / "proc").symlink_to("/proc")  # the holders are this machine's processes
+        if systemd:
+            (root / "run/systemd/system").mkdir(parents=True)
 
     def run(self, option: str, wait: str = "5") -> subprocess.CompletedProcess[str]:
-        line = (hook_line(option).replace("/usr/bin/flatpak-sysext", str(self.command))
-                .replace("/run/flatpak-sysext", str(self.run_dir))
-                .replace("/usr/.systemd-sysext", str(self.usr))
-                .replace("/opt/.systemd-sysext", str(self.root / "opt/.systemd-sysext"))
-                .replace("-w 5", f"-w {wait}"))
+        line = hook_line(option).replace("-w 5", f"-w {wait}")
+        for name in ("flatpak-sysext", "systemd-run", "systemd-sysext", "systemctl"):
+            line = line.replace(f"/usr/bin/{name} ", f"{self.root}/bin/{name} ")
+            line = line.replace(f"/usr/bin/{name};", f"{self.root}/bin/{name};")
+        for path in ("/run/flatpak-sysext", "/usr/.systemd-sysext", "/opt/.systemd-sysext",
+                     "/run/systemd/system"):
+            line = line.replace(path, f"{self.root}{path}")
+        assert "/usr/bin/systemd" not in line and "/usr/bin/flatpak" not in line, line
         return subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True,
                               timeout=60)
 
@@ -415,16 +427,74 @@ def test_dpkg_hook_does_nothing_once_the_command_is_gone(option: str, tmp_path: 
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_dpkg_hook_with_something_merged_runs_begin_and_end(tmp_path: Path) -> None:
+def test_dpkg_hook_with_something_merged_begins_in_the_shell(tmp_path: Path) -> None:
+    """What begin does, without Python: the holder recorded, the re-merge marked owed,
+    systemd's units-load stamp kept, the guard started for this holder (a shell loop
+    that runs flatpak-sysext's guard only if dpkg died unended), then the unmerge; the
+    end is flatpak-sysext's, which re-merges."""
     hook = DpkgHook(tmp_path)
     hook.usr.mkdir(parents=True)
-    assert hook.run("pre-invoke").returncode == 0
-    (tmp_path / "run/flatpak-sysext").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "run/flatpak-sysext/owed").touch()  # what begin leaves when it unmerged
+    me = Holder.of(os.getpid())
+    assert me is not None
+    result = hook.run("pre-invoke")
+    assert (result.returncode, result.stderr) == (0, "")
+    calls = hook.calls()
+    assert calls[0] == "systemctl show -p UnitsLoadTimestampMonotonic --value"
+    assert calls[1].startswith(f"systemd-run --quiet --collect --unit=flatpak-sysext-guard-"
+                               f"{me.name} --description=flatpak-sysext: re-merge after an "
+                               "interrupted package transaction /bin/sh -c while ")
+    assert calls[2:] == ["systemd-sysext unmerge"]
+    assert "$" not in calls[1]  # systemd would expand it: the values are in the script
+    assert hook.holders() == [me] and not hook.usr.exists()
+    assert (hook.run_dir / "owed").exists()
+    assert (hook.run_dir / "manager-stamp").read_text() == "4242\n"
     assert hook.run("post-invoke").returncode == 0
-    holder = str(os.getpid())  # dpkg runs a hook with system(): its $PPID is dpkg
-    assert hook.calls() == [f"package-transaction begin --holder {holder}",
-                            f"package-transaction end --holder {holder}"]
+    assert hook.calls()[3:] == [f"flatpak-sysext package-transaction end --holder {me.pid}"]
+
+
+def test_the_dpkg_hooks_guard_runs_flatpak_sysext_only_for_a_dead_unended_holder(
+        tmp_path: Path) -> None:
+    hook = DpkgHook(tmp_path)
+    hook.usr.mkdir(parents=True)
+    me = Holder.of(os.getpid())
+    child = subprocess.Popen(["sleep", "0.3"])  # a dpkg that dies without its end
+    holder = Holder.of(child.pid)
+    assert me is not None and holder is not None
+    hook.run("pre-invoke")
+    # The guard's script, as the hook gives it to systemd-run, made for the short-lived
+    # process: it waits while the holder lives and is recorded, and runs flatpak-sysext's
+    # guard only if the record is still there once the holder died.
+    guard = next(c for c in hook.calls() if c.startswith("systemd-run"))
+    script = (guard.split(" /bin/sh -c ", 1)[1].replace(me.name, holder.name)
+              .replace(f"/proc/{me.pid} ", f"/proc/{child.pid} "))
+    (hook.run_dir / "transactions" / holder.name).touch()
+    waiter = subprocess.Popen(["/bin/sh", "-c", script])
+    child.wait()
+    assert waiter.wait(10) == 0
+    assert hook.calls()[-1] == f"flatpak-sysext package-transaction guard --holder {holder.name}"
+    # Ended normally: the record is gone, and nothing runs.
+    before = len(hook.calls())
+    (hook.run_dir / "transactions" / holder.name).unlink()
+    assert subprocess.run(["/bin/sh", "-c", script], timeout=10).returncode == 0
+    assert len(hook.calls()) == before
+
+
+def test_the_dpkg_hook_fails_when_the_unmerge_leaves_something_merged(tmp_path: Path) -> None:
+    hook = DpkgHook(tmp_path)
+    hook.usr.mkdir(parents=True)
+    hook.stuck.touch()
+    result = hook.run("pre-invoke")
+    assert result.returncode == 1
+    assert "systemd-sysext unmerge left extensions merged" in result.stderr
+    assert "dpkg would fail on a read-only /usr" in result.stderr
+    assert hook.holders() == []
+
+
+def test_without_systemd_the_dpkg_hook_is_flatpak_sysexts_begin(tmp_path: Path) -> None:
+    hook = DpkgHook(tmp_path, systemd=False)
+    hook.usr.mkdir(parents=True)
+    assert hook.run("pre-invoke").returncode == 0
+    assert hook.calls() == [f"flatpak-sysext package-transaction begin --holder {os.getpid()}"]
 
 
 def test_dpkg_hook_with_nothing_merged_only_records_the_holder(tmp_path: Path) -> None:
@@ -445,9 +515,10 @@ def test_dpkg_hook_with_nothing_merged_only_records_the_holder(tmp_path: Path) -
     hook.run("pre-invoke")
     spawned: list[Sequence[str]] = []
     assert pkgtransaction.hold_back(str(tmp_path), spawned.append, ["fsx"])
-    assert spawned == [["fsx", "package-transaction", "guard", "--holder", me.name]]
+    assert [argv[-5:] for argv in spawned] == [
+        ["fsx", "package-transaction", "guard", "--holder", me.name]]
     assert hook.run("post-invoke").returncode == 0
-    assert hook.calls() == [f"package-transaction end --holder {os.getpid()}"]
+    assert hook.calls() == [f"flatpak-sysext package-transaction end --holder {os.getpid()}"]
 
 
 def test_dpkg_hook_fails_fast_naming_a_host_sync_in_progress(tmp_path: Path) -> None:
