@@ -452,7 +452,7 @@ class HostSync:
             return Transaction()
         path = _host(self.host_root, MANAGER_STAMP)
         try:
-            stamp: str | None = fileio.read_regular(path, 64).decode("ascii", "replace")
+            stamp: str | None = fileio.read_regular(path, 64).decode("ascii", "replace").strip()
             os.unlink(path)
         except (OSError, ValueError):
             stamp = None

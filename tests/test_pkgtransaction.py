@@ -358,7 +358,7 @@ def test_after_a_transaction_the_daemon_reload_waits_on_what_systemd_says(
     end = TransactionEnd(tmp_path)
     end.host.answers[STAMP] = "1234\n"
     end.host.answers[UNITS] = "LoadState=loaded\nNeedDaemonReload=no\n"
-    end.stamp("1234")
+    end.stamp("1234\n")  # as the dpkg hook writes it (systemctl's output)
     assert end.end() == [REFRESH, DBUS_RELOAD]
     assert end.end() == [REFRESH, ("systemctl", "daemon-reload"), DBUS_RELOAD]  # no stamp
     end.stamp("1000")  # a maintainer script reloaded systemd while unmerged
