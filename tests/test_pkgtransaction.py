@@ -11,6 +11,7 @@ tests/test_booted.py, the real pacman, dnf 4 and zypper in tests/test_booted_pkg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -175,15 +176,13 @@ def test_begin_marks_the_remerge_owed_and_keeps_when_systemd_last_loaded_units(
     assert not (run / "owed").exists()
 
 
-def test_begin_waits_a_bounded_time_for_a_host_sync_in_progress(
-        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host sync stopping a slow unit holds the lock: the package manager fails in
-    seconds, told what is in progress, instead of hanging behind it."""
-    monkeypatch.setattr(pkgtransaction, "BEGIN_WAIT", 0.3)
+@contextlib.contextmanager
+def host_sync_in_progress(root: Path) -> Iterator[None]:
+    """The transactions' lock held by a host sync (a thread here) meanwhile."""
     holding, release = threading.Event(), threading.Event()
 
     def sync() -> None:
-        with pkgtransaction.sync_lock(str(host.root), what="host sync"):
+        with pkgtransaction.sync_lock(str(root), what="host sync"):
             holding.set()
             release.wait(30)
 
@@ -191,14 +190,23 @@ def test_begin_waits_a_bounded_time_for_a_host_sync_in_progress(
     t.start()
     try:
         assert holding.wait(10)
+        yield
+    finally:
+        release.set()
+        t.join()
+
+
+def test_begin_waits_a_bounded_time_for_a_host_sync_in_progress(
+        host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host sync stopping a slow unit holds the lock: the package manager fails in
+    seconds, told what is in progress, instead of hanging behind it."""
+    monkeypatch.setattr(pkgtransaction, "BEGIN_WAIT", 0.3)
+    with host_sync_in_progress(host.root):
         started = time.monotonic()
         with pytest.raises(TransactionError, match=rf"^host sync \(PID {os.getpid()}, since "
                                                    r"[0-9:]+ \S+\) is in progress"):
             host.begin(host.process(10))
         assert time.monotonic() - started < 5
-    finally:
-        release.set()
-        t.join()
     assert host.commands == [] and host.merged() and pkgtransaction.holders(str(host.root)) == []
 
 
@@ -547,22 +555,8 @@ def test_dpkg_hook_with_nothing_merged_only_records_the_holder(tmp_path: Path) -
 
 def test_dpkg_hook_fails_fast_naming_a_host_sync_in_progress(tmp_path: Path) -> None:
     hook = DpkgHook(tmp_path)
-    holding = threading.Event()
-    release = threading.Event()
-
-    def sync() -> None:
-        with pkgtransaction.sync_lock(str(tmp_path), what="host sync"):
-            holding.set()
-            release.wait(30)
-
-    t = threading.Thread(target=sync)
-    t.start()
-    try:
-        assert holding.wait(10)
+    with host_sync_in_progress(tmp_path):
         result = hook.run("pre-invoke", wait="0.5")
-    finally:
-        release.set()
-        t.join()
     assert result.returncode == 1
     assert re.match(rf"flatpak-sysext: host sync \(PID {os.getpid()}, since [0-9:]+ \S+\) is "
                     r"in progress and held \S+/transactions.lock for 5 s", result.stderr), \
