@@ -52,6 +52,11 @@ OWED = "owed"
 """In :data:`RUN_DIR`: a re-merge is owed at the end of the package transaction (its
 :func:`begin` took extensions out, or a host sync was held back meanwhile). Without it,
 the end of a transaction that found nothing merged has nothing to do."""
+SETTLED = "settled"
+"""In :data:`RUN_DIR`: the last reconcile found every declared extension linked, or held
+back by nothing a package could change (consent, deny). Only then may the end of a
+transaction that owes no re-merge skip its reconcile: a package that took away a file an
+extension shadowed, or changed os-release or glibc, lets a held-back extension in."""
 BEGIN_WAIT = 5.0
 """How long :func:`begin` (and the dpkg hook's flock) waits for a host sync in progress
 before the package manager fails, naming it: a sync's unit steps are bounded
@@ -212,6 +217,24 @@ def _mark_owed(host_root: str) -> None:
 def _clear_owed(host_root: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(run_dir(host_root), OWED))
+
+
+def note_settled(host_root: str, settled: bool) -> None:
+    """Host sync's word on :data:`SETTLED`, under :func:`sync_lock`."""
+    path = os.path.join(run_dir(host_root), SETTLED)
+    try:
+        if settled:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600))
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        # Not root (a --dry-run or status has no lock either): the mark stays as it is,
+        # and a missing one only costs a transaction's end its reconcile.
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
 
 
 def _record_stamp(runner: Runner, host_root: str) -> None:

@@ -541,6 +541,7 @@ def test_dpkg_hook_with_nothing_merged_only_records_the_holder(tmp_path: Path) -
     assert hook.holders() == [me] and hook.calls() == []
     assert pkgtransaction.active(str(tmp_path))
     assert stat.S_IMODE(os.stat(hook.run_dir).st_mode) == 0o700
+    pkgtransaction.note_settled(str(tmp_path), True)  # what the last reconcile found
     assert hook.run("post-invoke").returncode == 0
     assert hook.holders() == [] and hook.calls() == []
     # A host sync held back meanwhile: the end re-merges.
@@ -551,6 +552,23 @@ def test_dpkg_hook_with_nothing_merged_only_records_the_holder(tmp_path: Path) -
         ["fsx", "package-transaction", "guard", "--holder", me.name]]
     assert hook.run("post-invoke").returncode == 0
     assert hook.calls() == [f"flatpak-sysext package-transaction end --holder {os.getpid()}"]
+
+
+def test_dpkg_hooks_end_reconciles_while_an_extension_is_held_back(tmp_path: Path) -> None:
+    """An extension held back by the host (a package's file it would shadow, os-release,
+    glibc): the next package transaction may let it in, so its end reconciles, merged
+    or not; so it does where no reconcile said anything since boot."""
+    hook = DpkgHook(tmp_path)
+    end = f"flatpak-sysext package-transaction end --holder {os.getpid()}"
+    for settled in (None, False):
+        if settled is not None:
+            pkgtransaction.note_settled(str(tmp_path), settled)
+        hook.run("pre-invoke")
+        assert hook.run("post-invoke").returncode == 0
+        assert hook.calls()[-1] == end
+    pkgtransaction.note_settled(str(tmp_path), True)
+    pkgtransaction.note_settled(str(tmp_path), False)
+    assert not (hook.run_dir / "settled").exists()
 
 
 def test_dpkg_hook_fails_fast_naming_a_host_sync_in_progress(tmp_path: Path) -> None:
