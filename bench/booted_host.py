@@ -4,8 +4,9 @@
 
 One boot serves both: how long after ``flatpak install --system`` returns an extension's
 daemon answers a D-Bus call (and after ``flatpak uninstall`` is gone), and what the
-package manager hooks add to a ``dpkg -i`` that changes nothing of ours. Each beside a
-baseline measured in the same session. ``bench/bench.py --booted-only`` runs just these.
+package manager hooks add to a ``dpkg -i`` that changes nothing of ours, with nothing
+linked and with one extension merged. Each beside a baseline measured in the same
+session. ``bench/bench.py --booted-only`` runs just these (``--hooks-only``: just dpkg's).
 """
 
 from __future__ import annotations
