@@ -16,14 +16,13 @@ import dataclasses
 import datetime
 import os
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from flatpak_sysext import fileio, release, store, targetdir
 from flatpak_sysext.hostcommands import Runner, Tools, run_command, run_step, tool
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
     DBUS_RELOAD,
-    DISABLE_UNITS,
     FAILED,
     OK,
     POLKIT_RELOAD,
@@ -45,6 +44,14 @@ from flatpak_sysext.hoststate import (
     load,
     save,
     unit_pattern,
+)
+from flatpak_sysext.hostunits import (
+    Ownership,
+    disable_step,
+    manager_kept,
+    ownership,
+    stop_step,
+    units_step,
 )
 from flatpak_sysext.installation import Installation
 
@@ -160,166 +167,6 @@ def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
     return code == 0 and match is not None and int(match.group(1)) >= 255
 
 
-def manager_stamp(runner: Runner, systemctl: str = "systemctl") -> str | None:
-    """systemd's ``UnitsLoadTimestampMonotonic``: it changes with every daemon-reload
-    and re-exec (systemd 255, and Debian's 252); None where systemd does not say."""
-    code, output = runner((systemctl, "show", "-p", "UnitsLoadTimestampMonotonic", "--value"))
-    value = output.strip()
-    return value if code == 0 and value.isdigit() else None
-
-
-SYSTEMCTL_NOT_LOADED = 5
-"""systemctl's exit status for a unit it does not know (LSB "not installed"): a unit
-that is not loaded does not run, so stopping it has nothing to do."""
-EXTENSION_UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system")
-"""Where the extension's unit files are merged (``/lib`` is ``/usr/lib`` on merged-usr
-hosts, and systemd may name either)."""
-UNIT_DIRS_FIRST = ("/etc/systemd/system.control", "/run/systemd/system.control",
-                   "/run/systemd/transient", "/run/systemd/generator.early",
-                   "/etc/systemd/system", "/etc/systemd/system.attached",
-                   "/run/systemd/system", "/run/systemd/system.attached",
-                   "/run/systemd/generator", "/usr/local/lib/systemd/system")
-"""systemd's system unit search path before the extension's directory, in its order
-(systemd.unit(5), "Unit File Load Path"): a file of the same name in any of them is the
-unit systemd loads. ``/run/systemd/generator.late`` comes after, and loses."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Ownership:
-    """Which recorded unit files are the units systemd loads from the extension."""
-
-    ours: tuple[str, ...] = ()
-    theirs: tuple[tuple[str, str], ...] = ()
-    """Each unit left alone, and where systemd loads it from (or why not ours)."""
-
-    def note(self) -> str:
-        """The step's words for the units left alone."""
-        if not self.theirs:
-            return ""
-        return "left alone, not the extension's unit: " + ", ".join(
-            f"{u} ({why})" for u, why in self.theirs)
-
-
-def _show_units(runner: Runner, names: Sequence[str], tools: Tools,
-                props: str = "LoadState,FragmentPath") -> list[dict[str, str]] | None:
-    """``systemctl show -p PROPS`` of each of ``names``, in their order; None when
-    systemctl cannot say (not found, failed, or answered otherwise). Never a template:
-    systemd refuses to show one, and fails the whole call."""
-    path = tool("systemctl", tools.root, tools.provided)
-    if path is None or not names:
-        return None
-    code, output = runner((path, "show", "-p", props, "--", *names))
-    if code != 0:
-        return None
-    blocks = [dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
-              for block in output.strip("\n").split("\n\n")]
-    if len(blocks) != len(names) or not all("LoadState" in b for b in blocks):
-        return None
-    return blocks
-
-
-def _shadowed(unit: str, host_root: str) -> str | None:
-    """The file of that name that comes before the extension's in systemd's search
-    path, if any."""
-    for d in UNIT_DIRS_FIRST:
-        if os.path.lexists(_host(host_root, f"{d}/{unit}")):
-            return f"{d}/{unit}"
-    return None
-
-
-def ownership(runner: Runner, units: Collection[str], host_root: str,
-              tools: Tools) -> Ownership:
-    """Whose units the recorded unit file names are now: the extension's when systemd
-    says it loads the unit from the merged ``/usr/lib/systemd/system`` file; an
-    administrator's, a generator's, a transient or a portable unit of that name is not
-    ours to stop, disable or restart (docs/reference.md#host-sync). Where systemd has
-    not loaded the unit (or cannot be asked), its search order decides on the files."""
-    names = sorted(units)
-    plain = [n for n in names if not _is_template(n)]
-    answers = dict(zip(plain, _show_units(runner, plain, tools) or []))
-    shown = [answers.get(n, {}) for n in names]
-    ours: list[str] = []
-    theirs: list[tuple[str, str]] = []
-    for unit, props in zip(names, shown):
-        state, fragment = props.get("LoadState", ""), props.get("FragmentPath", "")
-        if state == "masked":
-            theirs.append((unit, "masked"))
-        elif fragment and fragment not in (f"{d}/{unit}" for d in EXTENSION_UNIT_DIRS):
-            theirs.append((unit, f"systemd loads {fragment}"))
-        elif not fragment and (first := _shadowed(unit, host_root)) is not None:
-            theirs.append((unit, f"{first} comes first"))
-        else:
-            ours.append(unit)
-    return Ownership(tuple(ours), tuple(theirs))
-
-
-def _is_template(unit: str) -> bool:
-    return unit.rpartition(".")[0].endswith("@")
-
-
-def _manager_kept(runner: Runner, stamp: str | None, units: Collection[str],
-                  tools: Tools) -> str | None:
-    """Why the daemon-reload a package transaction owes is not needed, if it is not:
-    systemd loaded no units since the extensions were taken out (the stamp the first
-    unmerge kept), and it has every unit of theirs loaded and up to date with the files
-    merged again (LoadState=loaded, NeedDaemonReload=no). None: reload."""
-    path = tool("systemctl", tools.root, tools.provided)
-    if stamp is None or path is None or manager_stamp(runner, path) != stamp:
-        return None
-    plain = sorted(u for u in units if not _is_template(u))
-    shown = _show_units(runner, plain, tools, "LoadState,NeedDaemonReload") if plain else []
-    if shown is None or any(u.get("LoadState") != "loaded" or u.get("NeedDaemonReload") != "no"
-                            for u in shown):
-        return None
-    return ("systemd reloaded nothing during the package transaction, and has the "
-            "extensions' units loaded as merged")
-
-
-def _template_name(unit: str) -> str | None:
-    """What ``disable`` is given: the unit file's own name (a template's disables its
-    instances; disable takes no glob), if it is one :func:`unit_pattern` accepts."""
-    return unit if unit_pattern(unit) is not None else None
-
-
-def _units(runner: Runner, step: str, verb: Sequence[str], owned: Ownership, tools: Tools, *,
-           name: Callable[[str], str | None] = unit_pattern, one_by_one: bool = False,
-           success: Collection[int] = (0,), only: Collection[str] | None = None) -> Step:
-    """``systemctl VERB -- NAMES`` for the units that are ours (``name`` of each: by
-    default a template as the pattern of its instances; ``only``: of those, these), the
-    step naming them and those left alone for people; ``one_by_one``, a call per unit."""
-    ours = [u for u in owned.ours if only is None or u in only]
-    names = [n for n in (name(u) for u in ours) if n is not None]
-    left = owned.note()
-    if not names:
-        return Step(step, SKIPPED, left)
-    calls = [(n,) for n in names] if one_by_one else [tuple(names)]
-    failed = [done for done in (run_step(runner, step, ("systemctl", *verb, "--", *c), tools,
-                                         success) for c in calls) if done.outcome != OK]
-    if failed:
-        return dataclasses.replace(failed[0], message="; ".join(f.message for f in failed))
-    return Step(step, OK, "; ".join(filter(None, (", ".join(names), left))),
-                ("systemctl", *verb, "--", *names))
-
-
-def _stop(runner: Runner, step: str, owned: Ownership, tools: Tools) -> Step:
-    """``systemctl stop``, a unit a call: systemctl's exit status is its first error's,
-    and one unit it does not know (nothing to stop) must not hide another's failure."""
-    return _units(runner, step, ("stop",), owned, tools, one_by_one=True,
-                  success=(0, SYSTEMCTL_NOT_LOADED))
-
-
-def _disable(runner: Runner, owned: Ownership, host_root: str, tools: Tools) -> Step:
-    """``systemctl disable --no-reload`` of the units whose file is merged."""
-    merged = [u for u in owned.ours
-              if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))]
-    if not merged:
-        # A package transaction took the extension out of /usr: systemctl refuses to
-        # disable a unit it has no file for.
-        return Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged")
-    return _units(runner, DISABLE_UNITS, ("disable", "--no-reload"), owned, tools,
-                  name=_template_name, only=merged)
-
-
 @dataclasses.dataclass(frozen=True)
 class Transaction:
     """What a package transaction that took the extensions out asks of the sync."""
@@ -342,11 +189,11 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         stopping = ownership(runner, needs.stop, host_root, tools)
         # While their files are still merged: the units of an extension that goes, or
         # that its update no longer ships, as dpkg and rpm stop a removed package's.
-        steps.append(_stop(runner, STOP_UNITS, stopping, tools))
+        steps.append(stop_step(runner, STOP_UNITS, stopping, tools))
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
-        steps.append(_disable(runner, stopping, host_root, tools))
+        steps.append(disable_step(runner, stopping, host_root, tools))
     refresh = run_step(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
     merged = read_merged(host_root)
     steps += [refresh, _verify(linked, removed, merged)]
@@ -364,7 +211,7 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         if reload == DAEMON_RELOAD and reload not in needs.reloads and refresh.outcome == OK:
             # Half a second of a package transaction's cost on Debian 12: skipped only
             # when systemd provably still has what the re-merge brought back.
-            kept = _manager_kept(runner, transaction.stamp, transaction.units, tools)
+            kept = manager_kept(runner, transaction.stamp, transaction.units, tools)
             if kept is not None:
                 steps.append(Step(reload, SKIPPED, kept))
                 continue
@@ -382,12 +229,12 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         # Once more, now that their files and D-Bus activation are gone: a call (or a
         # socket, a timer) between the first stop and the reloads starts a unit again
         # from the still-merged files, and it would run on, unmerged, owning its bus name.
-        steps.append(_stop(runner, STOP_REACTIVATED, stopping, tools))
+        steps.append(stop_step(runner, STOP_REACTIVATED, stopping, tools))
     if needs.restart:
         # After daemon-reload, so the new unit files are the ones restarted (and systemd
         # says whose they are now); only units that run (try-), and reloaded instead
         # where the unit says how.
-        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",),
+        steps.append(units_step(runner, RESTART_UNITS, ("try-reload-or-restart",),
                             ownership(runner, needs.restart, host_root, tools), tools))
     return steps
 
@@ -500,7 +347,7 @@ class HostSync:
         problems = save(self.states, None, report, self.state_dir)
         return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
 
-    def _snapshot_units(self, target: str, owner: Installation | None) -> Needs | None:
+    def _snapshotunits_step(self, target: str, owner: Installation | None) -> Needs | None:
         """Without a record of the old content: the units its snapshot ships, if the
         store still has it (an unlinked one is kept until the next boot); it was
         validated when it was linked. Never those of a tree outside the store."""
@@ -526,7 +373,7 @@ class HostSync:
             new = Needs.of(change.files) if change.new is not None else None
             if change.old is not None and old is None:
                 needs |= UNKNOWN_CONTENT
-                old = self._snapshot_units(change.old, old_owner)
+                old = self._snapshotunits_step(change.old, old_owner)
             if old is not None:
                 needs |= old.removal() if new is None else old.update(new)
             if new is not None:

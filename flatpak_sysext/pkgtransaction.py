@@ -41,10 +41,10 @@ from flatpak_sysext.hostsync import (
     MANAGER_STAMP,
     RELOAD_COMMANDS,
     RUN_DIR,
-    manager_stamp,
     read_merged,
     systemd_running,
 )
+from flatpak_sysext.hostunits import manager_stamp
 
 HOLDERS_DIR = "transactions"
 LOCK_NAME = "transactions.lock"
