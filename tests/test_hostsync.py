@@ -29,7 +29,12 @@ The real merge is tests/test_merge.py. The cases left here need the fake because
   hosts;
 - a run killed between its links and its sync, and lost content records: what is then
   reloaded is everything, seen only as commands;
-- the state file (saved, corrupt, unwritable): the host plays no part.
+- the state file (saved, corrupt, unwritable): the host plays no part;
+- whose unit it is for every place systemd may load it from (generators, control,
+  attached, masked): the booted host shows a transient and a /usr/local unit, the rest
+  is systemd's answer played (``FakeHost.fragments``) or its search order on files;
+- a unit slow to stop: the bound on the real runner, with a command that sleeps
+  (tests/test_booted_pkgmanagers.py has dpkg meet such a sync on the booted host).
 """
 
 from __future__ import annotations
