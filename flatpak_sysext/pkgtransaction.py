@@ -62,6 +62,9 @@ BEGIN_WAIT = 5.0
 before the package manager fails, naming it: a sync's unit steps are bounded
 (hostcommands.UNIT_STEP_TIMEOUT), but a package manager must not hang behind them."""
 LOCK_POLL = 0.05
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""Not root, or ``/run`` read-only (a trigger in Flatpak's sandbox): nothing of a
+transaction can be recorded there, so there is nothing to order or mark either."""
 GUARD_POLL = 0.5
 GUARD_MAX_WAIT = 24 * 3600
 """How long a guard waits for its holder: a package transaction that runs longer is
@@ -191,7 +194,7 @@ def sync_lock(host_root: str = "/", *, wait: float | None = None,
         fd = os.open(os.path.join(directory, LOCK_NAME),
                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if e.errno not in NOT_WRITABLE:
             raise
         yield
         return
@@ -231,9 +234,9 @@ def note_settled(host_root: str, settled: bool) -> None:
     except FileNotFoundError:
         pass
     except OSError as e:
-        # Not root (a --dry-run or status has no lock either): the mark stays as it is,
-        # and a missing one only costs a transaction's end its reconcile.
-        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        # The mark stays as it is; a missing one only costs a transaction's end its
+        # reconcile.
+        if e.errno not in NOT_WRITABLE:
             raise
 
 
@@ -369,7 +372,11 @@ def hold_back(host_root: str = "/", spawn: Spawn | None = None,
     live = [h for h in holders(host_root) if h.alive(host_root)]
     if not live:
         return False
-    _mark_owed(host_root)
+    try:
+        _mark_owed(host_root)
+    except OSError as e:
+        if e.errno not in NOT_WRITABLE:
+            raise
     start = spawn_guard if spawn is None else spawn
     for h in live:
         # One guard a holder: systemd-run refuses a unit name that exists (the guard
