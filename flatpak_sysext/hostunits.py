@@ -21,8 +21,9 @@ def _under(host_root: str, path: str) -> str:
 
 
 def manager_stamp(runner: Runner, systemctl: str = "systemctl") -> str | None:
-    """systemd's ``UnitsLoadTimestampMonotonic``: it changes with every daemon-reload
-    and re-exec (systemd 255, and Debian's 252); None where systemd does not say."""
+    """systemd's ``UnitsLoadTimestampMonotonic``: when it last loaded its units (seen
+    to change with every daemon-reload on Debian 12's 252); None where systemd does not
+    say, and then the daemon-reload is never skipped."""
     code, output = runner((systemctl, "show", "-p", "UnitsLoadTimestampMonotonic", "--value"))
     value = output.strip()
     return value if code == 0 and value.isdigit() else None
