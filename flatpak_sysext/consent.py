@@ -150,13 +150,15 @@ class Record:
         origin = Origin.from_json(data.get("origin"))
         if version == 1:  # before the grant model had a number: 1
             return cls(origin, frozenset(grants), data["how"], grant_model=1)
-        texts = [data.get(k) for k in ("by", "keyring", "commit", "linked_commit")]
-        numbers = [data.get(k) for k in ("grant_model", "linked_timestamp")]
-        if not (all(isinstance(t, str) for t in texts)
-                and all(isinstance(n, int) and not isinstance(n, bool) for n in numbers)):
+        by, ring, commit, linked = (data.get(k) for k in ("by", "keyring", "commit",
+                                                            "linked_commit"))
+        model, stamp = data.get("grant_model"), data.get("linked_timestamp")
+        if not (isinstance(by, str) and isinstance(ring, str) and isinstance(commit, str)
+                and isinstance(linked, str) and isinstance(model, int)
+                and isinstance(stamp, int)):
             raise ValueError("record fields have the wrong types")
-        record = cls(origin, frozenset(grants), data["how"], *texts[:3],  # type: ignore[arg-type]
-                     numbers[0], texts[3], numbers[1])  # type: ignore[arg-type]
+        record = cls(origin, frozenset(grants), data["how"], by, ring, commit, model, linked,
+                     stamp)
         if data.get("grants_digest") != record.grants_digest:
             raise ValueError("grants_digest does not match the grants")
         return record

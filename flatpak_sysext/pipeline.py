@@ -101,7 +101,8 @@ def verify(ctx: Context, app: Declared, copy: str) -> Problem | None:
     origin = record.origin if record is not None else consent.origin_of(inst, app.origin)
     try:
         commit = ostree.read_commit(repo, app.commit)
-        ostree.check_binding(commit, _ref(app), origin.collection_id if origin else "")
+        collection = origin.collection_id if origin is not None else ""
+        ostree.check_binding(commit, _ref(app), collection or None)
         if remote_verifies(inst, app.origin):
             ring = (ctx.consents.keyring(record.keyring) if record and record.keyring
                     else keyring.remote_keyring(inst, app.origin))
@@ -111,7 +112,7 @@ def verify(ctx: Context, app: Declared, copy: str) -> Problem | None:
             ostree.verify_signature(repo, app.commit, ring)
         ostree.verify_tree(repo, commit, _subpath(app), copy)
     except ostree.VerifyError as e:
-        return Problem(e.code, e.path, e.message)
+        return Problem(e.code, e.path, str(e))
     return None
 
 
@@ -120,10 +121,10 @@ def commit_timestamp(app: Declared) -> int | None:
     from flatpak_sysext import ostree
 
     try:
-        return ostree.read_commit(os.path.join(app.installation.path, "repo"),
-                                  app.commit).timestamp
+        commit = ostree.read_commit(os.path.join(app.installation.path, "repo"), app.commit)
     except (ostree.VerifyError, OSError):
         return None
+    return commit.timestamp
 
 
 def now(ctx: Context, app: Declared, grants: frozenset[str]) -> consent.Now:
