@@ -119,7 +119,7 @@ def _judge(ctx: Context, app: Declared, verdicts: cache.Cache, snapshots: bool,
         else:
             report = pipeline.too_large(app.root) or (
                 pipeline.snapshot(ctx, app, target, consented) if snapshots
-                else pipeline.validate_at(ctx, app, app.root))
+                else pipeline.judge_in_place(ctx, app))
     if not {p.code for p in report.problems} & pipeline.VERIFY_CODES:
         verdicts.put(app.app_id, key, report)  # a verdict of the pins of the moment: not kept
     return report, True, target

@@ -76,6 +76,16 @@ def snapshot(ctx: Context, app: Declared, target: str,
     return report
 
 
+def judge_in_place(ctx: Context, app: Declared) -> TreeReport:
+    """For a run that writes nothing: verify and judge the deployment where it is, so
+    that it says what a run that copies would."""
+    assert app.root is not None
+    problem = verify(ctx, app, app.root)
+    if problem is not None:
+        return TreeReport((problem,), (), frozenset())
+    return validate_at(ctx, app, app.root)
+
+
 def _ref(app: Declared) -> str:
     return f"app/{app.app_id}/{app.arch}/{app.branch}"
 
