@@ -90,11 +90,21 @@ def test_a_file_changed_in_place_before_the_first_run_is_never_linked(
     assert not os.path.exists(world.snapshot(APP))
 
 
-def test_a_keyring_swapped_in_the_repository_makes_the_app_wait(world: FlatpakEnv) -> None:
+def test_a_keyring_changed_in_the_repository_makes_the_app_wait(world: FlatpakEnv) -> None:
     approved(world)
+    keyring = world.system_dir / "repo/test.trustedkeys.gpg"
+    pinned = keyring.read_bytes()
+    # The same primary keys (the fingerprints consent records), other bytes: not the
+    # keyring pinned at approve.
+    keyring.write_bytes(pinned + pinned)
+    result = world.sysext("reconcile")
+    assert f"{APP}: unlinked, waiting" in result.stdout, result.stdout + result.stderr
+    assert "keyring" in result.stdout and world.links() == {}
+    keyring.write_bytes(pinned)
+    assert world.sysext("reconcile").returncode == 0 and APP in world.links()
+    # Another key altogether.
     other = FlatpakEnv(world.root.parent / "other", signed=True)
     try:
-        keyring = world.system_dir / "repo/test.trustedkeys.gpg"
         keyring.write_bytes(other.pubkey.read_bytes())
         result = world.sysext("reconcile")
         assert f"{APP}: unlinked, waiting" in result.stdout, result.stdout + result.stderr
