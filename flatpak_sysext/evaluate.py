@@ -117,7 +117,7 @@ def _judge(ctx: Context, app: Declared, verdicts: cache.Cache, snapshots: bool,
         if have:  # made under other rules (the cache's fingerprint changed): judge it again
             report = pipeline.validate_at(ctx, app, target)
         else:
-            report = pipeline.too_large(app.root) or (
+            report = pipeline.refused_before_copy(app) or (
                 pipeline.snapshot(ctx, app, target, consented) if snapshots
                 else pipeline.judge_in_place(ctx, app))
     if not {p.code for p in report.problems} & pipeline.VERIFY_CODES:

@@ -2,14 +2,14 @@
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The store's pipeline: how a deployment's declared tree becomes a snapshot.
 
-In order: the byte bound (a walk of ``lstat`` sizes, before anything is copied); the
-copy (store.py); verification of the copy against the deployment's signed OSTree commit
-(ostree.py: the commit read from the installation's repository, its ref binding, its
-signature against the keyring pinned at consent, every file and directory of the copy
-against the commit's checksums); labels; validation of the copy; consent, decided on
-the verified copy's manifest; publication. A copy that is rejected, or that then waits
-for consent, is discarded. Deny and the remote rules come before all of it (evaluate.py):
-nothing is copied for a denied app.
+In order: the app ID and the byte bound (a walk of ``lstat`` sizes), decided before
+anything is copied; the copy (store.py); verification of the copy against the
+deployment's signed OSTree commit (ostree.py: the commit read from the installation's
+repository, its ref binding, its signature against the keyring pinned at consent, every
+file and directory of the copy against the commit's checksums); labels; validation of
+the copy; consent, decided on the verified copy's manifest; publication. A copy that is
+rejected, or that then waits for consent, is discarded. Deny and the remote rules come
+before all of it (evaluate.py): nothing is copied for a denied app.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import errno
 import os
 from collections.abc import Callable
 
-from flatpak_sysext import codes, consent, keyring, ruleset, store, validate
+from flatpak_sysext import codes, consent, keyring, release, ruleset, store, validate
 from flatpak_sysext.context import Context
 from flatpak_sysext.installation import Declared
 from flatpak_sysext.policy import remote_verifies
@@ -36,10 +36,17 @@ def validate_at(ctx: Context, app: Declared, root: str) -> TreeReport:
                                   host_glibc=ctx.glibc_for(app.app_id))
 
 
-def too_large(root: str) -> TreeReport | None:
-    """The rejection of a tree past ruleset.MAX_BYTES (apparent size), if it is."""
-    size = store.apparent_size(root)
-    if size <= ruleset.MAX_BYTES:
+def refused_before_copy(app: Declared) -> TreeReport | None:
+    """The rejection of what is decided before anything is copied: an app ID that
+    cannot name an extension, a tree past ruleset.MAX_BYTES (apparent size, from a walk
+    of lstat: a sparse file counts every byte it claims)."""
+    assert app.root is not None
+    why = release.valid_image_name(app.app_id)
+    if why is not None:
+        problem = Problem(codes.INVALID_NAME, "",
+                          f"the app ID cannot name a system extension: {why}")
+        return TreeReport((problem,), (), frozenset())
+    if store.apparent_size(app.root) <= ruleset.MAX_BYTES:
         return None
     problem = Problem(codes.TREE_TOO_LARGE, "",
                       f"its files hold more than {ruleset.MAX_BYTES} bytes (apparent "

@@ -264,3 +264,18 @@ def test_a_first_format_record_is_migrated_and_unlinks_nobody(world: FlatpakEnv)
     assert now["format"] == 2 and now["apps"][APP]["grants"] == mine["grants"]
     assert now["apps"][APP]["keyring"] == mine["keyring"]
     assert (world.state_dir / "keyrings" / f"{mine['keyring']}.gpg").is_file()
+
+
+def test_a_snapshot_stays_valid_when_the_repository_prunes_its_commit(
+        world: FlatpakEnv) -> None:
+    approved(world)
+    # Verified when the snapshot was made, never again: a run that changes nothing
+    # reads no object (here: there are none left to read).
+    objects = world.system_dir / "repo/objects"
+    objects.rename(objects.with_name("objects.gone"))
+    (world.system_dir / ".changed").touch()
+    result = world.sysext("reconcile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert world.links() == {APP: world.snapshot(APP)}
+    st = world.status()[APP]
+    assert (st["state"], st["problems"]) == ("linked", [])
