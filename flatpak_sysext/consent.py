@@ -40,6 +40,8 @@ FORMAT = 2
 """1: origin, grants, how; 2: the pinned keyring and commit, the grant model and digest,
 who consented, the last linked commit (one migration, :meth:`Store.upgrade`)."""
 MAX_SIZE = 16 << 20
+FIRST_USE = "keyring pinned at this first link (trust on first use)"
+"""What the output says of an app an ``allow`` pattern consents to, at its first link."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,7 +362,7 @@ def _allowed(pattern: str, app_id: str, record: Record | None, now: Now) -> Deci
         return Decision(f"allow pattern {pattern!r}")  # nothing to pin: none is kept
     first = Record(now.origin, now.grants, "allow", pattern,
                    now.keyring or "" if now.signed else "")
-    pinned = "; keyring pinned at this first link (trust on first use)" if now.signed else ""
+    pinned = f"; {FIRST_USE}" if now.signed else ""
     return Decision(f"allow pattern {pattern!r}{pinned}", keep=_linked(first, now))
 
 

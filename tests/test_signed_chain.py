@@ -279,3 +279,18 @@ def test_a_snapshot_stays_valid_when_the_repository_prunes_its_commit(
     assert world.links() == {APP: world.snapshot(APP)}
     st = world.status()[APP]
     assert (st["state"], st["problems"]) == ("linked", [])
+
+
+def test_an_allow_pattern_pins_the_keyring_at_the_first_link(world: FlatpakEnv) -> None:
+    world.write_config({"allow": ["org.fsx.*"]})
+    world.publish(APP, daemon_tree(APP, "v1"))
+    world.install(APP)
+    result = world.sysext("reconcile")
+    assert f"{APP}: linked, commit " in result.stdout, result.stdout + result.stderr
+    assert "trust on first use" in result.stdout
+    mine = record(world)["apps"][APP]
+    assert (mine["how"], mine["by"]) == ("allow", "org.fsx.*")
+    keyring = world.system_dir / "repo/test.trustedkeys.gpg"
+    keyring.write_bytes(keyring.read_bytes() * 2)  # the same keys, other bytes
+    result = world.sysext("reconcile")
+    assert f"{APP}: unlinked, waiting" in result.stdout, result.stdout + result.stderr
