@@ -32,7 +32,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from flatpak_sysext import fileio, keyfile, keyring, statefiles
+from flatpak_sysext import fileio, keyring, statefiles
 from flatpak_sysext.manifest import GRANT_MODEL
 
 FILE_NAME = "consent.json"
@@ -79,16 +79,9 @@ def origin_of(installation_path: str, remote: str) -> Origin | None:
     """The origin of apps from ``remote`` of the installation; None if the remote is not
     configured or its configuration or keyring cannot be read exactly (then nothing
     vouches for it, and no consent can match it)."""
-    repo = os.path.join(installation_path, "repo")
-    try:
-        groups = keyfile.read(os.path.join(repo, "config"))
-    except (OSError, keyfile.KeyFileError):
-        return None
-    keys = groups.get(f'remote "{remote}"')
-    if keys is None or "/" in remote:
-        return None
+    keys = keyring.remote_group(installation_path, remote)
     ring = keyring.remote_keyring(installation_path, remote)
-    if ring is None:
+    if keys is None or ring is None:
         return None
     try:
         fingerprints = keyring.keyring_fingerprints(ring)

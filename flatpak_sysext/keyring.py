@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 
 from flatpak_sysext import fileio, keyfile, statefiles
 
@@ -75,18 +76,24 @@ def _files(path: str) -> list[str]:
     return [path]
 
 
+def remote_group(installation_path: str, remote: str) -> Mapping[str, str] | None:
+    """The ``[remote "NAME"]`` group of the installation's ``repo/config``; None if the
+    remote is not configured or the file cannot be read exactly."""
+    try:
+        groups = keyfile.read(os.path.join(installation_path, "repo", "config"))
+    except (OSError, keyfile.KeyFileError):
+        return None
+    return None if "/" in remote else groups.get(f'remote "{remote}"')
+
+
 def remote_keyring(installation_path: str, remote: str) -> bytes | None:
     """The keyring OSTree checks ``remote``'s commits with, concatenated (b"" if there is
     none); None if the remote is not configured or a keyring cannot be read exactly, or
     the whole is past MAX_KEYRING (then nothing vouches for it)."""
+    keys = remote_group(installation_path, remote)
+    if keys is None:
+        return None
     repo = os.path.join(installation_path, "repo")
-    try:
-        groups = keyfile.read(os.path.join(repo, "config"))
-    except (OSError, keyfile.KeyFileError):
-        return None
-    keys = groups.get(f'remote "{remote}"')
-    if keys is None or "/" in remote:
-        return None
     paths = [os.path.join(repo, f"{remote}.trustedkeys.gpg")]
     if keys.get("gpgkeypath"):
         paths += [p.strip() for p in keys["gpgkeypath"].replace(",", ";").split(";")

@@ -121,8 +121,10 @@ def verify(ctx: Context, app: Declared, copy: str) -> Problem | None:
         collection = origin.collection_id if origin is not None else ""
         ostree.check_binding(commit, _ref(app), collection or None)
         if remote_verifies(inst, app.origin):
-            ring = (ctx.consents.keyring(record.keyring) if record and record.keyring
-                    else keyring.remote_keyring(inst, app.origin))
+            # The pinned keyring, else (none pinned, or a run that cannot read it) the
+            # remote's now: consent then waits unless that is the very keyring pinned.
+            ring = ((ctx.consents.keyring(record.keyring) if record and record.keyring
+                     else None) or keyring.remote_keyring(inst, app.origin))
             if not ring:
                 return Problem(codes.SIGNATURE_INVALID, "",
                                f"no keyring to check commit {app.commit} with")
