@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from flatpak_sysext import consent, store
 from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree
-from testsupport.prerequisites import require_flatpak
+from testsupport.prerequisites import require_available, require_flatpak
 
 pytestmark = pytest.mark.privileged
 
@@ -294,3 +295,17 @@ def test_an_allow_pattern_pins_the_keyring_at_the_first_link(world: FlatpakEnv) 
     keyring.write_bytes(keyring.read_bytes() * 2)  # the same keys, other bytes
     result = world.sysext("reconcile")
     assert f"{APP}: unlinked, waiting" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_state_directory_on_another_filesystem_still_links(world: FlatpakEnv) -> None:
+    # The state directory on a tmpfs, the installation on the disk: copy_file_range
+    # cannot cross them (EXDEV), a plain copy does.
+    shm = Path("/dev/shm")
+    require_available(shm.is_dir() and os.stat(shm).st_dev != os.stat(world.root).st_dev,
+                      "/dev/shm on a filesystem of its own")
+    world.state_dir = Path(tempfile.mkdtemp(dir=shm, prefix="fsx-state-"))
+    try:
+        approved(world)
+        assert Path(world.snapshot(APP), f"usr/libexec/{APP}/chaind").is_file()
+    finally:
+        shutil.rmtree(world.state_dir, ignore_errors=True)
