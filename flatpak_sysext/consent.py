@@ -165,7 +165,8 @@ class Store:
 
     ``initialised`` is false until the first run that kept consent: that run records
     the apps linked at that moment (see :meth:`migrate`), once. ``outdated``: the file
-    is of format 1; :meth:`upgrade` each record, then save (once).
+    is of format 1; its records keep grant model 1 until :meth:`upgrade` meets their
+    app installed (a record of an app not installed waits for it so).
     """
 
     def __init__(self, state_dir: str) -> None:
@@ -249,7 +250,8 @@ class Store:
             pass
         self.records[app_id] = dataclasses.replace(
             record, keyring=pin, commit="" if pin else commit,
-            grants=record.grants if grants is None else grants, grant_model=GRANT_MODEL)
+            grants=record.grants if grants is None else grants,
+            grant_model=record.grant_model if grants is None else GRANT_MODEL)
 
     def migrate(self, kept: Mapping[str, Record]) -> bool:
         """Keep ``kept`` (what :func:`decide` says to record for the apps linked: those

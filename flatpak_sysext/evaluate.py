@@ -177,8 +177,6 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 # (exit 1 when an operation failed), and the disk needs a look.
                 errors.append(f"{verdicts.path}: cannot save the cache: {e.strerror}")
 
-    for app_id in [a for a, r in ctx.consents.records.items() if r.grant_model == 1]:
-        ctx.consents.upgrade(app_id, None, None, "")  # not installed: kept as they were
     released = frozenset(name for name in held if name in entries
                          and entries[name].kind is Kind.MANAGED
                          and not _still_pinned(entries[name]))
