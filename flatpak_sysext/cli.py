@@ -75,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--holder", metavar="PID",
                     help="the package manager's process (default: the parent process); "
                          "guard: the holder as recorded")
+    pt.add_argument("--dnf5", choices=("repos-configured", "goal-resolved"),
+                    help="begin from dnf5's actions plugin: repos-configured only for the "
+                         "dnf5 command line about to change the system, goal-resolved only "
+                         "for a holder that has not begun (dnf5daemon-server)")
     return p
 
 
@@ -270,6 +274,10 @@ def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]
               or pkgtransaction.Holder(int(text), "0"))
     if args.action == "end":
         pkgtransaction.end(holder, resync=resync)
+        return 0
+    if args.dnf5 == "repos-configured" and not pkgtransaction.dnf5_changes_system(int(text)):
+        return 0
+    if args.dnf5 == "goal-resolved" and holder in pkgtransaction.holders():
         return 0
     command = [sys.executable, "-I", "-m", "flatpak_sysext"]
     try:

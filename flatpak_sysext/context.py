@@ -82,7 +82,8 @@ class Context:
         discards the cache."""
         return cache.host_fingerprint(__version__, ruleset.VERSION,
                                       sorted(self.host.os_release.items()),
-                                      self.host.architecture, _executable_ident(),
+                                      self.host.architecture, self.host.systemd,
+                                      _executable_ident(),
                                       *self._glibc_fingerprint())
 
     # allow_host_glibc (hostglibc.py): verdicts depend on the host's glibc too.

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""The Debian package on a booted Debian 12: installed with dpkg, it links and merges a
-signed app's extension through its own units and trigger; upgraded, the links stay;
-purged, nothing of it is left on the host (README, "Removal, and what the tool owns")."""
+"""The Debian package on a booted Debian 12, 13 and unstable: installed with dpkg, it
+links and merges a signed app's extension through its own units and trigger; upgraded,
+the links stay; purged, nothing of it is left on the host (README, "Removal, and what the
+tool owns")."""
 
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ APP = "org.fsx.Packaged"
 UNITS = ("flatpak-sysext.path", "flatpak-sysext.service")
 
 
-@pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
-    """A booted Debian 12 without flatpak-sysext, and a signed repository added."""
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def machine(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """A booted Debian release without flatpak-sysext, and a signed repository added."""
     booted.require_booting("flatpak", "gpg")
     base = tmp_path_factory.mktemp("debian-package")
     publisher = FlatpakEnv(base / "publisher", signed=True)
-    session_root = booted.SessionRoot(booted.cached_root())
-    m = Machine(session_root.root, f"fsx-deb-{os.getpid()}")
+    session_root = booted.SessionRoot(booted.cached_root(request.param))
+    m = Machine(session_root.root, f"fsx-deb-{request.param}-{os.getpid()}", request.param)
     try:
         daemon = booted.build_daemon(base / "fsx-daemon", "packaged")
         publisher.publish(APP, booted.daemon_tree(APP, daemon))
