@@ -18,7 +18,8 @@ that stats every app's deployment once. Also a cold reconcile (no cache, no link
 verdicts per second against the obvious pyelftools code (and, for daemons that need only
 glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); ``check`` on trees of
 25k/50k/100k files; what a validated snapshot costs (copy time beside validation
-time, and disk) for a Sysprof-sized tree and a 100-file one (``--store-only`` runs just
+time, verification against the signed commit, and disk) for a Sysprof-sized tree installed
+by flatpak from a signed repository and a 100-file one (``--store-only`` runs just
 these); and, on the booted Debian 12 of the tests (bench/booted_host.py; skipped without
 its tools; ``--booted-only`` runs just these), the time from ``flatpak install``
 returning to the extension's daemon answering a D-Bus call, from ``flatpak uninstall``
@@ -362,17 +363,50 @@ def _disk_mib(root: Path) -> float:
     return (blocks + os.lstat(root).st_blocks) * 512 / (1 << 20)
 
 
-def bench_store(work: Path, rounds: int) -> dict[str, Any]:
-    """What a validated snapshot costs (store.py): copying a tree into the store, beside
-    validating it, for a Sysprof-sized tree and a 100-file one; and the disk it takes."""
-    from flatpak_sysext import elf, release, store, validate
-    from testsupport.flatpak import daemon_tree
+def _signed_sysprof(work: Path) -> tuple[Any, Callable[[str], None]]:
+    """A Sysprof-sized tree installed by the real flatpak from a signed repository: its
+    deployed tree, and what verifying a copy of it costs the store (pipeline.verify's
+    steps: the commit, its binding, its signature against the keyring, every file)."""
+    from flatpak_sysext import keyring, ostree
+    from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree
 
-    trees = {"sysprof-like": work / "store-src-sysprof", "100-file": work / "store-src-100"}
-    daemon_tree("org.fsx.bench.Sysprof", "v1")(trees["sysprof-like"])
-    policy = trees["sysprof-like"] / "usr/share/polkit-1/actions/org.fsx.bench.Sysprof.policy"
-    policy.parent.mkdir(parents=True)
-    policy.write_text("<policyconfig/>\n")
+    app = "org.fsx.bench.Sysprof"
+    env = FlatpakEnv(work / "verify-world", signed=True)
+
+    def build(root: Path) -> None:
+        daemon_tree(app, "v1")(root)
+        policy = root / "usr/share/polkit-1/actions" / f"{app}.policy"
+        policy.parent.mkdir(parents=True)
+        policy.write_text("<policyconfig/>\n")
+
+    try:
+        env.publish(app, build)
+        env.install(app)
+    finally:
+        env.close()
+    inst = os.path.realpath(env.system_dir)
+    repo = os.path.join(inst, "repo")
+    checksum = env.commit(app)
+    ring = keyring.remote_keyring(inst, "test") or b""
+
+    def verify(copy: str) -> None:
+        commit = ostree.read_commit(repo, checksum)
+        ostree.check_binding(commit, f"app/{app}/{ARCH}/stable", None)
+        ostree.verify_signature(repo, checksum, ring)
+        ostree.verify_tree(repo, commit, "files/lib/extensions", copy)
+
+    return env.deploy_files(app) / "lib/extensions", verify
+
+
+def bench_store(work: Path, rounds: int) -> dict[str, Any]:
+    """What a validated snapshot costs (store.py, pipeline.py): copying a tree into the
+    store, verifying the copy against its signed commit, validating it, for a
+    Sysprof-sized tree (installed by flatpak) and a 100-file one (no commit: not
+    verified); and the disk it takes."""
+    from flatpak_sysext import elf, release, store, validate
+
+    sysprof, verify = _signed_sysprof(work)
+    trees = {"sysprof-like": sysprof, "100-file": work / "store-src-100"}
     exe = compile_c("int main(void){return 0;}", work / "store-exe", "-static")
     generate.make_check_tree(trees["100-file"], "org.fsx.bench.Hundred", 100, exe)
     host, target = release.read_host(), elf.ElfTarget.host()
@@ -380,6 +414,7 @@ def bench_store(work: Path, rounds: int) -> dict[str, Any]:
     for label, src in trees.items():
         name = "org.fsx.bench.Sysprof" if label == "sysprof-like" else "org.fsx.bench.Hundred"
         copies: list[float] = []
+        verifies: list[float] = []
         checks: list[float] = []
         disk = 0.0
         for i in range(rounds):
@@ -387,24 +422,34 @@ def bench_store(work: Path, rounds: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             tmp = store.make(str(src), str(dest))
             t1 = time.perf_counter()
-            report = validate.validate_tree(tmp, name, host, target)
+            if label == "sysprof-like":
+                verify(tmp)
             t2 = time.perf_counter()
+            report = validate.validate_tree(tmp, name, host, target)
+            t3 = time.perf_counter()
             assert report.accepted, report.problems
             disk = _disk_mib(Path(tmp))
             store.discard(tmp)
             copies.append(t1 - t0)
-            checks.append(t2 - t1)
+            verifies.append(t2 - t1)
+            checks.append(t3 - t2)
         files = sum(len(n) for _, _, n in os.walk(src))
         results[label] = {"files": files, "copy_s": statistics.median(copies),
+                          "verify_s": (statistics.median(verifies)
+                                       if label == "sysprof-like" else None),
                           "validate_s": statistics.median(checks), "disk_mib": disk,
                           "source_mib": _disk_mib(src), "runs": rounds}
     return results
 
 
 def store_rows(s: dict[str, Any]) -> list[str]:
-    """The snapshot's costs: copy time against validation time, and its disk."""
+    """The snapshot's costs: copy, verification and validation time, and its disk. A
+    run that changes nothing verifies nothing (snapshots are verified when made)."""
     return [f"{'snapshot, ' + label + ' (' + str(r['files']) + ' files)':<48} "
-            f"{r['copy_s'] * 1000:>7.1f}ms copy, {r['validate_s'] * 1000:.1f}ms validate, "
+            f"{r['copy_s'] * 1000:>7.1f}ms copy, "
+            + (f"{r['verify_s'] * 1000:.1f}ms verify, " if r.get("verify_s") is not None
+               else "")
+            + f"{r['validate_s'] * 1000:.1f}ms validate, "
             f"{r['disk_mib']:.2f} MiB on disk (source {r['source_mib']:.2f} MiB)"
             for label, r in s.items()]
 
@@ -471,7 +516,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hooks-only", action="store_true",
                    help="with --booted-only: only what the package manager hooks add")
     p.add_argument("--store-only", action="store_true",
-                   help="only the costs of a validated snapshot (needs gcc and root)")
+                   help="only the costs of a validated snapshot (needs gcc, flatpak, gpg "
+                        "and root)")
     args = p.parse_args(argv)
     if args.booted_only:
         if booted_host.missing():

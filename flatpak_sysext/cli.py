@@ -133,13 +133,14 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """``approve APPID`` / ``revoke APPID``, then a reconcile that acts on it."""
-    from flatpak_sysext import consent, policy, statefiles
+    from flatpak_sysext import consent, keyring, policy, statefiles
     from flatpak_sysext.reconcile import LOCK_WAIT
 
     ctx = _context(args, environ)
     app = next((s for s in evaluate(ctx, ctx.installations, save_cache=False).apps
                 if s.app_id == args.app), None)
-    origin = None
+    origin = ring = None
+    signed = False
     if args.command == "approve":
         if app is None:
             die(f"{args.app}: not installed in a system installation, or declares no "
@@ -148,15 +149,21 @@ def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             die(f"{args.app} is {app.state}" + (f" ({app.consent})" if app.consent else "")
                 + "; nothing to consent to", 1)
         origin = consent.origin_of(app.installation.path, app.origin)
-        if origin is None:
+        ring = keyring.remote_keyring(app.installation.path, app.origin)
+        if origin is None or ring is None:
             die(f"{args.app}: its remote {app.origin!r} cannot be read; nothing vouches "
                 "for it", 1)
+        signed = policy.remote_verifies(app.installation.path, app.origin)
     try:
         with statefiles.Locked(ctx.state_dir, [], LOCK_WAIT):
             store = consent.Store(ctx.state_dir).load()
             if args.command == "approve":
-                assert app is not None and origin is not None  # checked above
-                store.approve(args.app, origin, app.manifest.grants())
+                assert app is not None and origin is not None and ring is not None
+                # Signed: the keyring is pinned; unsigned: nothing proves who made a
+                # commit, so this one commit is (docs/reference.md#consent).
+                store.approve(args.app, origin, app.manifest.grants(), by=f"uid {os.getuid()}",
+                              ring=store.offer(ring) if signed else "",
+                              commit=app.commit)
             elif not store.revoke(args.app):
                 die(f"{args.app}: no consent given with approve to take back", 1)
             store.save()
@@ -166,7 +173,11 @@ def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         die(f"{e.filename or ''} {e.strerror or e}".strip(), 1)
     if args.command == "approve":
         assert origin is not None
-        print(f"{args.app}: consented to, from {origin.describe()}")
+        assert app is not None
+        pinned = ("its keyring pinned" if signed else
+                  f"its remote does not verify signatures: commit {app.commit} pinned, "
+                  "every new commit waits")
+        print(f"{args.app}: consented to, from {origin.describe()}; {pinned}")
     else:
         print(f"{args.app}: consent taken back")
     pattern = app and policy.allowed_by(ctx.config, args.app, app.origin)

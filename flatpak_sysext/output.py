@@ -19,6 +19,7 @@ from flatpak_sysext import (
     selinux,
     told,
 )
+from flatpak_sysext.consent import FIRST_USE
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
@@ -52,7 +53,9 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
     for action in actions:
         s = by_app.get(action.name)
         if isinstance(action, Link) and s is not None:
-            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{suffix}")
+            # Trust on first use is said where it happens (docs/reference.md#consent).
+            pin = f", {s.consent}" if s.consent and s.consent.endswith(FIRST_USE) else ""
+            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{pin}{suffix}")
         elif isinstance(action, Relink) and s is not None:
             lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
         elif isinstance(action, Unlink):

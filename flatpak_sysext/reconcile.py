@@ -167,12 +167,12 @@ def _round(ctx: Context, scope: Sequence[Installation],
 
 
 def _keep_migrated_consent(ctx: Context, ev: Evaluation) -> list[Failure]:
-    """The first run that keeps consent records what was linked before consent existed,
-    once: upgrading must not take running extensions away (consent.py)."""
+    """Keep the consent records the run made (consent.py): what was linked before
+    consent existed (once: upgrading must not take running extensions away), the keyring
+    pinned at an allow pattern's first link, the commit linked last."""
     store = ctx.consents
-    if store.initialised:
+    if not store.migrate(ev.migrated):
         return []
-    store.migrate(ev.migrated)
     try:
         store.save()
     except OSError as e:

@@ -119,7 +119,7 @@ def test_changes_that_matter_reach_the_full_run(settled: HandMadeInstallation, c
 
 
 @pytest.mark.parametrize("change", ["config rewritten as it was", "installations.d added",
-                                   "another environment", "repo config added"])
+                                   "another environment", "repo config changed"])
 def test_changed_inputs_make_a_full_run_even_if_it_has_nothing_to_do(
         settled: HandMadeInstallation, change: str) -> None:
     environ = dict(settled.environ)
@@ -129,9 +129,9 @@ def test_changed_inputs_make_a_full_run_even_if_it_has_nothing_to_do(
         (settled.confdir / "installations.d").mkdir()
     elif change == "another environment":
         environ["FLATPAK_CONFIG_DIR"] = str(settled.confdir / "elsewhere")
-    else:
-        (settled.inst / "repo").mkdir()
-        (settled.inst / "repo" / "config").write_text("[core]\n")
+    else:  # the hand-made deployments' commits are in repo/ (testsupport.deployments)
+        config = settled.inst / "repo" / "config"
+        config.write_text(config.read_text() + '[remote "added"]\nurl=file:///x\n')
     assert not settled.quiet(environ)
 
 
