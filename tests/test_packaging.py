@@ -100,7 +100,7 @@ def test_make_deb_builds_a_lintian_clean_package(deb: Path) -> None:
     fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
                             text=True, check=True).stdout
     depends = {d.strip().split()[0] for d in fields.split(",")}
-    assert {"python3-pyelftools", "python3-jsonschema", "flatpak", "systemd"} <= depends
+    assert {"python3-pyelftools", "python3-jsonschema", "flatpak", "systemd", "gpgv"} <= depends
 
 
 def run_prerm(deb: Path, tmp_path: Path, remove_all: str, *args: str) -> tuple[int, list[str]]:
