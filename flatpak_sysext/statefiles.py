@@ -59,11 +59,13 @@ def installation_directory(state_dir: str, installation_path: str, *,
     return path
 
 
-def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
+def write_file(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Replace ``path`` atomically (temporary file, fsync, rename) with ``data``.
 
     The temporary is ``.#NAME.<16 hex digits>``: a run holding the lock removes those
-    that a killed run left behind (:func:`remove_leftovers`).
+    that a killed run left behind (:func:`remove_leftovers`). Not ``durable``: no fsync,
+    for a file whose loss or truncation by a crash costs only time (the quick check's
+    stamp).
     """
     dirname, name = os.path.split(path)
     tmp = os.path.join(dirname, f".#{name}.{os.urandom(8).hex()}")
@@ -71,8 +73,9 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         # Not contextlib.suppress: importing contextlib would cost the quick check 5 ms.

@@ -90,7 +90,7 @@ def test_after_an_unrelated_update_too(tmp_path: Path) -> None:
     assert "flatpak_sysext.keyfile" in loaded
     apps = quick.Stamp.decode(Path(quick.stamp_path(str(w.inst))).read_bytes())
     assert apps is not None and apps.read_apps()
-    active = os.stat(w.inst / "app" / PLAIN / "current" / "active")
+    active = os.lstat(w.inst / "app" / PLAIN / "current" / "active")
     assert apps.apps[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
 
 
