@@ -310,11 +310,14 @@ def print_transaction_end(ctx: Context, result: Result) -> None:
         print(f"flatpak-sysext: warning: {line}", file=sys.stderr)
 
 
-def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
-    """The ``check --json`` document (schemas/check.schema.json)."""
+def check_json(name: str, path: str, report: TreeReport,
+               os_release: str | None) -> dict[str, Any]:
+    """The ``check --json`` document (schemas/check.schema.json); ``os_release``: the
+    file compatibility was judged against (None: none was found)."""
     return {
         "name": name,
         "path": path,
+        "os_release": os_release,
         "accepted": report.accepted,
         "problems": _problems(report.problems),
         "warnings": _problems(report.warnings),
@@ -324,8 +327,9 @@ def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
     }
 
 
-def print_check(name: str, path: str, report: TreeReport) -> None:
-    """``check`` for people: every problem and warning, then the verdict."""
+def print_check(name: str, path: str, report: TreeReport, os_release: str | None) -> None:
+    """``check`` for people: every problem and warning, then the verdict and the
+    os-release it was judged against."""
     for p in report.problems:
         print(f"{p.code}: {p.path or '.'}: {p.message}")
     for w in report.warnings:
@@ -338,5 +342,6 @@ def print_check(name: str, path: str, report: TreeReport) -> None:
         print("merged, it gets from the host:")
         for line in grants:
             print(f"  {line}")
+    print(f"compatibility judged against {os_release or 'no os-release (none found)'}")
     verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
     print(f"{name} ({path}): {verdict}")
