@@ -114,11 +114,15 @@ class Stamp:
         lines.append("apps")  # What follows is only read when an app may have changed.
         lines += [f"R {name}" for name in sorted(self.relevant)]
         lines += [f"A {name}\0{s}" for name, s in self.apps.items()]
-        if any("\n" in line or line.count("\0") > 1 for line in lines):
-            return None
         lines.append("end\n")  # A stamp cut short is no stamp.
+        text = "\n".join(lines)
+        # A newline or a second NUL in a name, path or value would change what the lines
+        # say: counted over the whole text (there is a line per app), not line by line.
+        if (text.count("\n") != len(lines)
+                or text.count("\0") != len(self.env) + len(self.paths) + len(self.apps)):
+            return None
         try:
-            return "\n".join(lines).encode("utf-8", "strict")
+            return text.encode("utf-8", "strict")
         except UnicodeEncodeError:
             return None
 
@@ -126,7 +130,7 @@ class Stamp:
     def decode(cls, data: bytes) -> Stamp | None:
         """The stamp in ``data``, or None if it is malformed.
 
-        Its apps are left for :meth:`read_apps`: most runs never need them.
+        Its apps are left for :meth:`moved`: most runs never need them.
         """
         head, found, body = data.partition(b"\napps\n")
         if not found or not (body == b"end\n" or body.endswith(b"\nend\n")):
@@ -148,27 +152,38 @@ class Stamp:
         stamp._body = body[: -len(b"end\n")]
         return stamp
 
-    def read_apps(self) -> bool:
-        """Read the apps of a decoded stamp; False if that part is malformed."""
+    def moved(self, apps: dict[str, str]) -> set[str] | None:
+        """The apps of ``apps`` whose signature is not the decoded stamp's (new ones
+        included), and the apps that mattered and are gone; None if the stamp's apps
+        part is malformed. Reads which apps mattered.
+
+        The stamp's apps are compared as lines, never parsed: there is one per installed
+        app, and after an update this is, with looking at each, the quick answer's work.
+        """
         if self._body is None:
-            return True
+            return None
         try:
-            lines = self._body.decode("utf-8", "strict").split("\n")[:-1]
+            text = self._body.decode("utf-8", "strict")
         except UnicodeDecodeError:
-            return False
-        relevant = []
-        for line in lines:
-            kind, _, rest = line.partition(" ")
-            if kind == "R":
-                relevant.append(rest)
-                continue
-            name, sep, sig = rest.partition("\0")
-            if kind != "A" or not sep:
-                return False
-            self.apps[name] = sig
-        self.relevant = frozenset(relevant)
-        self._body = None
-        return True
+            return None
+        lines = text.split("\n")[:-1]
+        count = 0
+        while count < len(lines) and lines[count].startswith("R "):
+            count += 1
+        self.relevant = frozenset(line[2:] for line in lines[:count])
+        text = text[sum(len(line) + 1 for line in lines[:count]):]
+        # Every other line is "A NAME\0SIG": counted in C rather than checked one by one.
+        # One that is not matches no app, so that app is read as if it had moved.
+        n = len(lines) - count
+        if text.count("\0") != n or text.count("\nA ") + text.startswith("A ") != n:
+            return None
+        old = set(lines[count:])
+        moved = {name for name, sig in apps.items() if f"A {name}\0{sig}" not in old}
+        # Not just the relevant names missing now: some are target entries, never apps.
+        gone = tuple(f"A {name}\0" for name in self.relevant if name not in apps)
+        if gone:
+            moved.update(line[2:line.index("\0")] for line in old if line.startswith(gone))
+        return moved
 
     def save(self) -> None:
         """Write the stamp; best effort: without one the next run is a full one.
@@ -257,11 +272,9 @@ def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
         if changed_sig == stamp.paths.get(changed):
             return True
         # Flatpak changed the installation: did it change an app that matters?
-        if not stamp.read_apps():
-            return False
         apps = app_signatures(installation_path)
-        moved = {name for name, sig in apps.items() if stamp.apps.get(name) != sig}
-        if not (moved | (stamp.apps.keys() - apps.keys())).isdisjoint(stamp.relevant):
+        moved = stamp.moved(apps)
+        if moved is None or not stamp.relevant.isdisjoint(moved):
             return False
         if any(layout.may_matter(installation_path, name) for name in sorted(moved)):
             return False
