@@ -9,8 +9,7 @@ bytes. The trigger's quick check imports this, so it imports nothing beyond ``os
 ``stat``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: see quick.py.
 import os
 import stat
 
@@ -28,8 +27,8 @@ class TooLargeError(ValueError):
     """The file is larger than the reader's limit."""
 
 
-def read_regular(path: str | bytes | os.PathLike[str], limit: int, *, dir_fd: int | None = None,
-                 follow: bool = False) -> bytes:
+def read_regular(path: "str | bytes | os.PathLike[str]", limit: int, *,
+                 dir_fd: "int | None" = None, follow: bool = False) -> bytes:
     """The bytes of the regular file at ``path``, at most ``limit`` of them.
 
     A final symlink is refused unless ``follow`` (for files a person configures, such

@@ -36,14 +36,15 @@ the small ``fileio``, ``keyfile``, ``layout`` and ``statefiles`` modules
 (tests/test_quickpath.py holds it to that).
 """
 
-from __future__ import annotations
-
 import os
 import time
 
 from flatpak_sysext import fileio, layout, statefiles
 from flatpak_sysext.fileio import ABSENT, signature
 
+# No ``from __future__ import annotations`` on the quick path (here, trigger, fileio,
+# keyfile, layout, statefiles): it imports ``__future__`` when the module runs, a tenth
+# of a millisecond. The annotations Python 3.9 cannot evaluate are strings instead.
 TYPE_CHECKING = False  # Not typing's: importing typing or collections.abc costs milliseconds.
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -106,7 +107,7 @@ class Stamp:
         self.apps = apps
         self._body: bytes | None = None
 
-    def encode(self) -> bytes | None:
+    def encode(self) -> "bytes | None":
         """The file's bytes; None if a name or path cannot be written in the format."""
         lines = [FORMAT, f"B {self.installation_path}"]
         lines += [f"E {k}\0{v}" for k, v in self.env.items()]
@@ -127,7 +128,7 @@ class Stamp:
             return None
 
     @classmethod
-    def decode(cls, data: bytes) -> Stamp | None:
+    def decode(cls, data: bytes) -> "Stamp | None":
         """The stamp in ``data``, or None if it is malformed.
 
         Its apps are left for :meth:`moved`: most runs never need them.
@@ -152,7 +153,7 @@ class Stamp:
         stamp._body = body[: -len(b"end\n")]
         return stamp
 
-    def moved(self, apps: dict[str, str]) -> set[str] | None:
+    def moved(self, apps: dict[str, str]) -> "set[str] | None":
         """The apps of ``apps`` whose signature is not the decoded stamp's (new ones
         included), and the apps that mattered and are gone; None if the stamp's apps
         part is malformed. Reads which apps mattered.
@@ -209,7 +210,7 @@ def stamp_path(installation_path: str) -> str:
 class Snapshot:
     """What one full trigger run depends on, taken before it reads any of it."""
 
-    def __init__(self, installation_path: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, installation_path: str, environ: "Mapping[str, str]") -> None:
         self.started_ns = time.time_ns()
         self.stamp = Stamp(installation_path,
                            {name: environ.get(name, _UNSET) for name in ENVIRONMENT},
@@ -217,7 +218,7 @@ class Snapshot:
         self.stable = True
         self.add([layout.changed_path(installation_path)], volatile=True)
 
-    def add(self, paths: Iterable[str], *, volatile: bool = False) -> None:
+    def add(self, paths: "Iterable[str]", *, volatile: bool = False) -> None:
         """Record the signatures of ``paths`` now.
 
         A ``volatile`` path that changed too recently is recorded as UNKNOWN (it will
@@ -241,7 +242,7 @@ class Snapshot:
         except OSError:
             self.stable = False  # As above: reading the apps will say what is wrong.
 
-    def save(self, relevant: Iterable[str]) -> None:
+    def save(self, relevant: "Iterable[str]") -> None:
         """Record that the run had nothing to do and said nothing, if the snapshot is stable.
 
         ``relevant``: the apps whose change could change that (they declare an
@@ -252,7 +253,7 @@ class Snapshot:
             self.stamp.save()
 
 
-def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
+def quiet(installation_path: str, environ: "Mapping[str, str]") -> bool:
     """Whether a trigger run for the installation would do nothing and say nothing.
 
     False whenever that cannot be told for sure from the stamp; then the full run

@@ -35,8 +35,9 @@ QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.trigger", "flatpak_sysext.qui
                  "flatpak_sysext.fileio", "flatpak_sysext.layout", "flatpak_sysext.keyfile",
                  "flatpak_sysext.statefiles"}
 """The package's modules the quick path may load (see quick.py's docstring)."""
-QUICK_STDLIB = {"__future__", "time", "fcntl"}
-"""Beyond what ``python3 -I`` has loaded before it runs a line: all three are tiny."""
+QUICK_STDLIB = {"time"}
+"""Beyond what ``python3 -I`` has loaded before it runs a line (time, where site has not):
+not even ``__future__``, ``errno`` or ``fcntl`` (quick.py says why)."""
 
 
 def _stamped(tmp_path: Path) -> HandMadeInstallation:
