@@ -173,8 +173,8 @@ class Stamp:
             count += 1
         self.relevant = frozenset(line[2:] for line in lines[:count])
         text = text[sum(len(line) + 1 for line in lines[:count]):]
-        # Every other line is "A NAME\0SIG": counted in C rather than checked one by one.
-        # One that is not matches no app, so that app is read as if it had moved.
+        # The remaining lines are each "A NAME\0SIG": counted in C, not checked one by
+        # one. A line that is not matches no app, so that app is read as if it had moved.
         n = len(lines) - count
         if text.count("\0") != n or text.count("\nA ") + text.startswith("A ") != n:
             return None
