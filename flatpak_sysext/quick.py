@@ -31,9 +31,10 @@ each time (a new symlink renamed over the old one), which is what makes the link
 identity enough. It costs one path lookup less than the directory's, once per installed
 app: most of what the quick answer costs after an update.
 
-This module is the first thing the trigger imports; it needs only ``os``, ``time`` and
-the small ``fileio``, ``keyfile``, ``layout`` and ``statefiles`` modules
-(tests/test_quickpath.py holds it to that).
+This module is the first thing the trigger file imports (``trigger`` only follows when
+the check cannot answer); it needs only ``os``, ``time`` and the small ``fileio``,
+``keyfile``, ``layout`` and ``statefiles`` modules (tests/test_quickpath.py holds it
+to that).
 """
 
 import os
@@ -42,9 +43,9 @@ import time
 from flatpak_sysext import fileio, layout, statefiles
 from flatpak_sysext.fileio import ABSENT, signature
 
-# No ``from __future__ import annotations`` on the quick path (here, trigger, fileio,
-# keyfile, layout, statefiles): it imports ``__future__`` when the module runs, a tenth
-# of a millisecond. The annotations Python 3.9 cannot evaluate are strings instead.
+# No ``from __future__ import annotations`` on the quick path (here, fileio, keyfile,
+# layout, statefiles): it imports ``__future__`` when the module runs, a tenth of a
+# millisecond. The annotations Python 3.9 cannot evaluate are strings instead.
 TYPE_CHECKING = False  # Not typing's: importing typing or collections.abc costs milliseconds.
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -251,6 +252,13 @@ class Snapshot:
         if self.stable:
             self.stamp.relevant = frozenset(relevant)
             self.stamp.save()
+
+
+def answers(basedir: str) -> bool:
+    """Whether the quick check settles the trigger run Flatpak started for ``basedir``
+    (the trigger file asks before it imports ``trigger``): only root's runs act, and
+    this one would do nothing and say nothing."""
+    return os.geteuid() == 0 and quiet(basedir, os.environ)
 
 
 def quiet(installation_path: str, environ: "Mapping[str, str]") -> bool:

@@ -9,12 +9,13 @@ the target directory it reconciles (:func:`_reconcile_here`); in the sandbox it
 validates and asks ``flatpak-sysext.service`` to act (:func:`_ask_service`).
 
 Most transactions touch no app that declares a system extension, so the quick check
-(``quick``) comes first, and the rest of the package is imported only when it says a
-full run is needed. This module imports only what the quick check does
-(tests/test_quickpath.py holds it to that).
+(``quick``) comes first: the trigger file asks it before it imports this module, and
+:func:`run` (the command line's ``trigger``) asks it too. The rest of the package is
+imported only when a full run is needed.
 """
 
-# No ``from __future__ import annotations``: see quick.py.
+from __future__ import annotations
+
 import os
 
 from flatpak_sysext import quick
@@ -41,7 +42,7 @@ def _writable(path: str) -> bool:
     return os.access(path, os.W_OK)
 
 
-def inputs(config_file: str, environ: "Mapping[str, str]", basedir: str) -> "Iterable[str]":
+def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterable[str]:
     """The files and directories a run reads before it knows its installation."""
     from flatpak_sysext import installation, release
 
@@ -58,7 +59,7 @@ def inputs(config_file: str, environ: "Mapping[str, str]", basedir: str) -> "Ite
     yield os.path.dirname(os.path.abspath(__file__))  # This code: an upgrade changes it.
 
 
-def state_inputs(cfg: "Config", inst: "Installation", state_dir: str) -> "Iterable[str]":
+def state_inputs(cfg: Config, inst: Installation, state_dir: str) -> Iterable[str]:
     """What a run reads once it knows its configuration and installation."""
     from flatpak_sysext import consent, hoststate, hostsync, keyfile, provided, request
 
@@ -74,7 +75,7 @@ def state_inputs(cfg: "Config", inst: "Installation", state_dir: str) -> "Iterab
               if "/" not in r)]
 
 
-def run(basedir: str, config_arg: "str | None", environ: "Mapping[str, str]") -> int:
+def run(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
     """Run the trigger for ``basedir``: the quick check, then if needed the full run.
 
     Always returns 0. An explicit ``config_arg`` always gets the full run.
@@ -86,7 +87,7 @@ def run(basedir: str, config_arg: "str | None", environ: "Mapping[str, str]") ->
     return run_full(basedir, config_arg, environ)
 
 
-def run_full(basedir: str, config_arg: "str | None", environ: "Mapping[str, str]") -> int:
+def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -> int:
     """The trigger without the quick check; always returns 0.
 
     A run that found nothing to do and said nothing leaves the quick check's stamp.
@@ -143,8 +144,8 @@ LOCK_WAIT = 20.0
 """Seconds the trigger waits for the service's lock: a Flatpak transaction waits for it."""
 
 
-def _reconcile_here(ctx: "Context", inst: "Installation", before: "Told",
-                    ) -> "tuple[Lines, Evaluation, Told]":
+def _reconcile_here(ctx: Context, inst: Installation, before: Told,
+                    ) -> tuple[Lines, Evaluation, Told]:
     """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does; if
     another run holds the lock for too long, leave a request instead. Returns what to
     print, the evaluation and what is told once it is printed."""
@@ -162,8 +163,8 @@ def _reconcile_here(ctx: "Context", inst: "Installation", before: "Told",
     return output.result_lines(result, before, last_sync), result.evaluation, now
 
 
-def _ask_service(ctx: "Context", inst: "Installation", before: "Told",
-                 unavailable: "OSError | None" = None) -> "tuple[Lines, Evaluation, Told]":
+def _ask_service(ctx: Context, inst: Installation, before: Told,
+                 unavailable: OSError | None = None) -> tuple[Lines, Evaluation, Told]:
     """In the sandbox: validate, and leave a request for the service if links must
     change. Each request is announced once, not again by every later transaction.
 
@@ -209,9 +210,6 @@ def _ask_service(ctx: "Context", inst: "Installation", before: "Told",
 
 
 def main(basedir: str) -> int:
-    """The trigger file's entry point for Flatpak's one argument, BASEDIR.
-
-    Flatpak runs this after every transaction, so it skips the command line's parser
-    and output modules and asks the quick check first.
-    """
-    return run(basedir, None, os.environ)
+    """The trigger file's entry point for Flatpak's one argument, BASEDIR, once
+    :func:`quick.answers` could not answer: the full run. Always returns 0."""
+    return run_full(basedir, None, os.environ)

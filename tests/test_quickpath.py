@@ -2,9 +2,9 @@
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The quick path keeps its two promises (docs/ARCHITECTURE.md#the-quick-check):
 
-- what it imports: ``import flatpak_sysext.trigger`` and a quick answer load only the
-  few small modules the quick check is written against, nothing else of the package and
-  nothing heavy of the standard library;
+- what it imports: the trigger file's quick answer loads only the few small modules
+  the quick check is written against, nothing else of the package (not even
+  ``trigger``) and nothing of the standard library that ``python3 -I`` has not loaded;
 - what it watches: every file and directory a full trigger run opens is among the inputs
   its stamp records (or inside what a recorded signature stands for), so that no change
   to an input can leave a stale "nothing to do".
@@ -27,14 +27,14 @@ import pytest
 from flatpak_sysext import quick, statefiles
 from testsupport.deployments import DECL, PLAIN, HandMadeInstallation, stamp_apps
 from testsupport.prerequisites import require, require_tools
-from testsupport.source import PACKAGE_DIR
+from testsupport.source import PACKAGE_DIR, TRIGGER
 
 pytestmark = pytest.mark.privileged  # the trigger acts only as root
 
-QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.trigger", "flatpak_sysext.quick",
-                 "flatpak_sysext.fileio", "flatpak_sysext.layout", "flatpak_sysext.keyfile",
-                 "flatpak_sysext.statefiles"}
-"""The package's modules the quick path may load (see quick.py's docstring)."""
+QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.quick", "flatpak_sysext.fileio",
+                 "flatpak_sysext.layout", "flatpak_sysext.keyfile", "flatpak_sysext.statefiles"}
+"""The package's modules the quick path may load (see quick.py's docstring): not even
+``trigger``, which the trigger file imports only when the quick check cannot answer."""
 QUICK_STDLIB = {"time"}
 """Beyond what ``python3 -I`` has loaded before it runs a line (time, where site has not):
 not even ``__future__``, ``errno`` or ``fcntl`` (quick.py says why)."""
@@ -53,13 +53,19 @@ def _stamped(tmp_path: Path) -> HandMadeInstallation:
 
 
 def _run_quick(w: HandMadeInstallation) -> set[str]:
-    """Run the trigger file's code in a fresh interpreter; the modules it loaded."""
+    """Run the trigger file in a fresh interpreter, as Flatpak does; the modules it
+    loaded."""
     script = (
         "import sys\n"
         f"sys.path.insert(0, {str(PACKAGE_DIR.parent)!r})\n"
+        f"sys.argv = [{str(TRIGGER)!r}, {str(w.inst)!r}]\n"
+        "code = compile(open(sys.argv[0]).read(), sys.argv[0], 'exec')\n"
         "before = set(sys.modules)\n"
-        "from flatpak_sysext import trigger\n"
-        f"code = trigger.main({str(w.inst)!r})\n"
+        "try:\n"
+        "    exec(code, {'__name__': '__main__'})\n"
+        "    code = 0\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
         "sys.stdout.write(' '.join(sorted(set(sys.modules) - before)))\n"
         "sys.exit(code)\n")
     # -I, as the trigger file runs: what site loads is there before the trigger starts.
