@@ -58,10 +58,10 @@ BENCH_PY = PY
 
 
 class Measure:
-    """One run of a child: wall seconds and peak RSS in MiB."""
+    """One run of a child: wall seconds, CPU seconds (user and system) and peak RSS in MiB."""
 
-    def __init__(self, seconds: float, rss_mib: float) -> None:
-        self.seconds, self.rss_mib = seconds, rss_mib
+    def __init__(self, seconds: float, rss_mib: float, cpu_seconds: float = 0.0) -> None:
+        self.seconds, self.rss_mib, self.cpu_seconds = seconds, rss_mib, cpu_seconds
 
 
 class Spawner:
@@ -83,7 +83,7 @@ class Spawner:
         if answer["exit"] != 0:
             raise SystemExit(f"{' '.join(argv)} failed ({answer['exit']}): "
                              f"{self.stderr.read_text()}")
-        return Measure(answer["seconds"], answer["rss_kib"] / 1024)
+        return Measure(answer["seconds"], answer["rss_kib"] / 1024, answer["cpu_seconds"])
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -259,7 +259,10 @@ def bench_noop(worlds: list[World], updated: list[World], rounds: int) -> dict[s
             cases[f"bwrap-trigger-{w.apps}"] = w.sandboxed_trigger
     res = interleaved(cases, rounds)
     base = median_s(res["bare"])
+    base_cpu = statistics.median(m.cpu_seconds for m in res["bare"])
+    # CPU time beside wall time: on a machine others share, it is the steadier figure.
     rows = {name: {"median_s": median_s(ms), "x_bare": median_s(ms) / base,
+                   "x_bare_cpu": statistics.median(m.cpu_seconds for m in ms) / base_cpu,
                    "max_rss_mib": max_rss(ms), "runs": len(ms)} for name, ms in res.items()}
     return rows
 
@@ -427,13 +430,13 @@ NOOP_ROWS = {
 
 def noop_rows(noop: dict[str, Any]) -> list[str]:
     """The trigger's rows: each case beside the bare interpreter, with its target."""
-    lines = [f"{'case':<48} {'median':>9} {'x bare':>7} {'peak RSS':>9}  target"]
+    lines = [f"{'case':<48} {'median':>9} {'x bare':>7} {'(cpu)':>7} {'peak RSS':>9}  target"]
     for name, r in noop.items():
         kind, _, apps = name.rpartition("-")
         label, target = NOOP_ROWS[kind] if kind else NOOP_ROWS[name]
         label = f"{label}, {int(apps):,} apps" if kind else label
-        x = f"{r['x_bare']:.2f}x"
-        lines.append(f"{label:<48} {r['median_s'] * 1000:>7.1f}ms {x:>7} "
+        x, cpu = f"{r['x_bare']:.2f}x", f"{r['x_bare_cpu']:.2f}x"
+        lines.append(f"{label:<48} {r['median_s'] * 1000:>7.1f}ms {x:>7} {cpu:>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB  {target if apps in ('1000', '10000') else ''}")
     return lines
 
