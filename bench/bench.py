@@ -436,6 +436,8 @@ def noop_rows(noop: dict[str, Any]) -> list[str]:
         label, target = NOOP_ROWS[kind] if kind else NOOP_ROWS[name]
         label = f"{label}, {int(apps):,} apps" if kind else label
         x, cpu = f"{r['x_bare']:.2f}x", f"{r['x_bare_cpu']:.2f}x"
+        if kind.startswith("bwrap"):
+            cpu = ""  # wait4 does not count the sandboxed grandchild
         lines.append(f"{label:<48} {r['median_s'] * 1000:>7.1f}ms {x:>7} {cpu:>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB  {target if apps in ('1000', '10000') else ''}")
     return lines
