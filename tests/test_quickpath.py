@@ -52,9 +52,9 @@ def _stamped(tmp_path: Path) -> HandMadeInstallation:
     return w
 
 
-def _run_quick(w: HandMadeInstallation) -> set[str]:
-    """Run the trigger file in a fresh interpreter, as Flatpak does; the modules it
-    loaded."""
+def _run_quick(w: HandMadeInstallation, wrapper: tuple[str, ...] = ()) -> set[str]:
+    """Run the trigger file in a fresh interpreter, as Flatpak does (under ``wrapper``);
+    the modules it loaded."""
     script = (
         "import sys\n"
         f"sys.path.insert(0, {str(PACKAGE_DIR.parent)!r})\n"
@@ -69,7 +69,7 @@ def _run_quick(w: HandMadeInstallation) -> set[str]:
         "sys.stdout.write(' '.join(sorted(set(sys.modules) - before)))\n"
         "sys.exit(code)\n")
     # -I, as the trigger file runs: what site loads is there before the trigger starts.
-    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True,
+    result = subprocess.run([*wrapper, sys.executable, "-I", "-c", script], capture_output=True,
                             text=True, env={**w.environ, "PATH": os.environ["PATH"]})
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
@@ -97,6 +97,27 @@ def test_after_an_unrelated_update_too(tmp_path: Path) -> None:
     assert "flatpak_sysext.keyfile" in loaded
     active = os.lstat(w.inst / "app" / PLAIN / "current" / "active")
     assert stamp_apps(w.inst)[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
+
+
+def test_after_an_unrelated_update_each_app_costs_one_look(tmp_path: Path) -> None:
+    """What the quick answer costs after an update is mostly one look per installed app:
+    an ``lstat`` of its ``current/active`` link, never followed to the deployment (a
+    path lookup more each); and its stamp, a cache, is written without fsync."""
+    require_tools("strace")
+    w = _stamped(tmp_path)
+    w.deploy(PLAIN, "")
+    time.sleep(quick.MARGIN_NS / 1e9 + 0.2)
+    w.changed()
+    log = tmp_path / "strace.log"
+    _run_quick(w, ("strace", "-f", "-qq", "-o", str(log),
+                   "-e", "trace=newfstatat,fstatat64,statx,stat,lstat,fsync,fdatasync"))
+    trace = log.read_text().splitlines()
+    looks = [line for line in trace if '/current/active"' in line]
+    assert sorted(re.findall(r'"([^"/]+)/current/active"', "\n".join(looks))) == sorted(
+        os.listdir(w.inst / "app"))
+    assert all("AT_SYMLINK_NOFOLLOW" in line for line in looks), looks
+    assert not [line for line in trace if re.search(r" f(data)?sync\(", line)]
+    assert stamp_apps(w.inst)[PLAIN] == quick.app_signatures(str(w.inst))[PLAIN]
 
 
 _OPENAT = re.compile(r'^\d+ +open(?:at2?)?\((?:AT_FDCWD|\d+)(?:<(?P<dir>[^>]*)>)?, '
