@@ -484,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="only the figures on the booted Debian 12 of tests/test_booted.py: "
                         "flatpak install to the daemon answering over D-Bus, and what the "
                         "package manager hooks add to dpkg -i (root, systemd-nspawn, go)")
+    p.add_argument("--hooks-only", action="store_true",
+                   help="with --booted-only: only what the package manager hooks add")
     p.add_argument("--store-only", action="store_true",
                    help="only the costs of a validated snapshot (needs gcc and root)")
     p.add_argument("--rounds", type=int, metavar="N",
@@ -498,7 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
-            print("\n".join(booted_host.booted_rows(booted_host.run(Path(tmp), args.quick))))
+            print("\n".join(booted_host.booted_rows(booted_host.run(Path(tmp), args.quick,
+                                                                   args.hooks_only))))
         return 0
     if args.store_only:
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.", dir="/var/tmp") as tmp:

@@ -11,16 +11,19 @@ verdict is static: validate records the restricted classes a tree uses in the
 TreeReport, and evaluate turns them into problems against the config of the day.
 
 "Named for the app" (:class:`rules.Namer`): a unit or user name that, lower-cased and without
-a leading ``_`` or ``dbus-``, starts with the app ID or with its last element
-(``sysprof3.service``); a D-Bus name, polkit action, tmpfiles path or private directory
-that starts with the app ID (``org.gnome.Sysprof3``, ``org.gnome.sysprof3.profile`` for
-``org.gnome.Sysprof``). Host software does not refer to such names.
+a leading ``_`` or ``dbus-``, is the app ID or its last element, perhaps with a version
+number, alone or followed by a separator (``sysprof3.service``, ``sysprof-helper``); a D-Bus
+name, polkit action, tmpfiles path or private directory that is the app ID so followed
+(``org.gnome.Sysprof3``, ``org.gnome.sysprof3.profile`` for ``org.gnome.Sysprof``, never
+``org.gnome.SysprofHelper``). Host software does not refer to such names. Drop-ins are for
+units the tree ships, under their full names.
 """
 
 from __future__ import annotations
 
 import collections
 import fnmatch
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 from flatpak_sysext import codes, manifest, rules
@@ -38,7 +41,8 @@ RESTRICTED: dict[str, str] = {
     "unit-enablement": ".wants/, .requires/ or .upholds/ links that start units",
     "foreign-units": "units not named for the app",
     "polkit-rules": "polkit JavaScript rules, which decide every authorization",
-    "foreign-polkit-actions": "polkit actions not named for the app",
+    "foreign-polkit-actions": "polkit actions not named for the app, implying another's "
+                              "or letting pkexec run a program the extension does not ship",
     "modprobe": "modprobe.d configuration (install lines run commands as root)",
     "kernel-modules": "kernel modules or firmware",
     "sysctl": "sysctl.d settings (kernel.core_pattern runs a program as root)",
@@ -48,12 +52,23 @@ RESTRICTED: dict[str, str] = {
     "networkmanager": "NetworkManager dispatcher scripts, plugins or configuration",
     "python-path": "files on Python's import path (site-packages, dist-packages, .pth)",
     "perl-path": "files on Perl's module path",
-    "udev-programs": "udev rules that run programs or start units, and udev helpers",
-    "udev-device-access": "udev rules that change a device's owner, group or mode",
-    "tmpfiles-foreign-paths": "tmpfiles lines on paths not named for the app",
+    "udev-programs": "udev rules that run programs or builtins, import their output or "
+                     "files, start units or set what systemd does with a device, and udev "
+                     "helpers",
+    "udev-device-access": "udev rules that change a device's owner, group, mode, "
+                          "attributes, name or links in the host's directories",
+    "tmpfiles-foreign-paths": "tmpfiles lines on paths not named for the app, or reached "
+                              "through a link or copy of the tree's tmpfiles, links and "
+                              "copies from outside /usr and /opt",
     "sysusers-privileges": "sysusers lines with ID 0, foreign groups or names not named "
                            "for the app",
     "dbus-foreign-names": "D-Bus policy on names the extension's own services do not provide",
+    "tmpfiles-writes": "tmpfiles lines that write content, extended attributes or setuid "
+                       "and setgid modes as root",
+    "tmpfiles-recursive": "tmpfiles lines that change the owner, mode, ACLs or attributes "
+                          "of everything below a path",
+    "selinux-types": "files the host's SELinux policy gives a type other than a program's, "
+                     "library's, data's or unit's (the entry point of a confined domain)",
 }
 
 _UNIT_DIRS = ("usr/lib/systemd/system/", "usr/lib/systemd/user/")
@@ -118,8 +133,33 @@ def _unit_file(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-def path_class(path: str, namer: rules.Namer | None = None) -> str | None:
-    """The class of a file by its path alone; None when it is in none."""
+def _own_drop_in(unit: str, units: frozenset[str]) -> bool:
+    """Whether ``unit.d/`` changes only a unit the tree ships: a full unit name (not a
+    type-wide ``service.d`` nor a prefix ``foo-.service.d``, which reach host units of
+    those names), the unit itself or an instance of its template."""
+    base, _, kind = unit.rpartition(".")
+    if not base or base.endswith("-") or f".{kind}" not in _UNIT_SUFFIXES:
+        return False
+    template = base.split("@", 1)[0] + "@." + kind if "@" in base else None
+    return unit in units or template in units
+
+
+def _named(unit: str, namer: rules.Namer) -> bool:
+    """Whether a unit is named for the app. Mount, automount and swap units are named
+    after the path they mount (``var-lib.mount`` mounts /var/lib, whatever app is called
+    ``org.example.Var``): theirs must be a directory of the app's, as tmpfiles paths are."""
+    base, _, kind = unit.rpartition(".")
+    if kind in ("mount", "automount", "swap"):
+        path = "/" + "/".join(re.sub(r"\\x([0-9a-fA-F]{2})", lambda h: chr(int(h[1], 16)), part)
+                              for part in base.split("-"))
+        return rules.owned_path(path, namer)
+    return namer(unit)
+
+
+def path_class(path: str, namer: rules.Namer | None = None,
+               units: frozenset[str] = frozenset()) -> str | None:
+    """The class of a file by its path (and the ``units`` its tree ships); None when it
+    is in none."""
     for pattern, cls in _PATH_CLASSES:
         if fnmatch.fnmatchcase(path, pattern):
             return cls
@@ -132,7 +172,9 @@ def path_class(path: str, namer: rules.Namer | None = None) -> str | None:
             unit = _unit_file(path)
             if unit is None:
                 return None
-            if namer is not None and not namer(unit[0]):
+            if unit[1] is not None and namer is not None and not _own_drop_in(unit[0], units):
+                return "unit-drop-ins"
+            if namer is not None and not _named(unit[0], namer):
                 return "unit-drop-ins" if unit[1] else "foreign-units"
             return "units"
     if len(parts) == 3 and parts[:2] in (["usr", "bin"], ["usr", "sbin"]):
@@ -156,8 +198,10 @@ def contain(app_id: str, files: Iterable[str], contents: Mapping[str, bytes | No
     problems: list[Problem] = []
     restricted: dict[str, list[str]] = collections.defaultdict(list)
     m = rules.Collected()
-    for path in sorted(files):
-        cls = path_class(path, namer)
+    everything = frozenset(files)
+    units = frozenset(unit_names(everything))
+    for path in sorted(everything):
+        cls = path_class(path, namer, units)
         if cls is None and path != "usr/lib/os-release":  # that one has its own code
             problems.append(Problem(codes.UNCLASSIFIED_FILE, show(path), _unclassified(path)))
         if cls is None:
@@ -177,7 +221,8 @@ def contain(app_id: str, files: Iterable[str], contents: Mapping[str, bytes | No
                                         f"cannot be read as the host would read it: {e}"))
         if cls == "path-executables":
             m.executables.add("/" + path)
-    for path, cls in rules.dbus_foreign(m, namer):
+    for path, cls in [*rules.dbus_foreign(m, namer), *rules.through_links(m),
+                      *rules.pkexec_foreign(m, everything)]:
         restricted[cls].append(path)
     return problems, {k: sorted(set(v)) for k, v in sorted(restricted.items())}, m.manifest()
 

@@ -11,9 +11,12 @@ accept or report (contain and rules included), and with any change of the bounds
 
 from __future__ import annotations
 
-VERSION = 3
+VERSION = 4
 """1: the rules before there was a version; 2: the bounds below, root ownership, file
-capabilities; 3: containment, symlinks inside the tree, the manifest."""
+capabilities; 3: containment, symlinks inside the tree, the manifest; 4: names up to a
+separator, drop-ins for shipped units only, tmpfiles links, writes and recursion, D-Bus
+denials, udev builtins, attributes and sysctls; every privilege a unit takes is in the
+manifest (manifest.GRANT_MODEL 2)."""
 
 MAX_ENTRIES = 100_000
 """Files, directories and symlinks in one tree: validating costs per entry."""

@@ -1,20 +1,22 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""Host sync on a booted host (docs/reference.md#host-sync): Debian 12 under
-``systemd-nspawn --boot`` (testsupport/booted.py), the host's own systemd, dbus-daemon,
+"""Host sync on a booted host (docs/reference.md#host-sync): Debian 12, 13 and unstable
+under ``systemd-nspawn --boot`` (testsupport/booted.py), the host's own systemd, dbus-daemon,
 polkitd, systemd-sysusers and systemd-tmpfiles doing the work.
 
 One app, installed with the real Flatpak from a GPG-signed repository and consented to
 with ``approve``, ships every kind of content host sync reloads for: a unit (a
 D-Bus-activated daemon) and a second one that an update drops, a drop-in saying which
 build it is, a D-Bus system policy and system service file, a polkit action, a
-sysusers.d and a tmpfiles.d file, and a udev rule; an image that is not ours is merged
-beside it. The scenarios run in order on one machine: before anything is linked none of
+sysusers.d and a tmpfiles.d file, and a udev rule, and two units whose names the host
+already uses first (a transient unit, a file under /usr/local); an image that is not ours
+is merged beside it. The scenarios run in order on one machine: before anything is linked none of
 it is on the host; linked, each has its effect; ``status`` reports the sync step by step,
 and a run that changes nothing syncs nothing; an update that drops the polkit action and
 the second unit takes their effects away; uninstalling takes the rest away but for the
-user and the directory, which stay. What a real host cannot be made to do is
-tests/test_hostsync.py's fake host (its docstring says why, case by case).
+user and the directory, which stay, and the host's own units, never restarted or stopped.
+What a real host cannot be made to do is tests/test_hostsync.py's fake host (its
+docstring says why, case by case).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ USER = "hostsyncd"
 DATA_DIR = f"/var/lib/{APP}"
 UDEV_RULE = f"usr/lib/udev/rules.d/70-{APP}.rules"
 FOREIGN = "fsx-vendor"  # an image in the target directory that is not ours
+# Units the extension ships whose names the host already uses, where systemd looks first:
+# a transient unit, and the administrator's file under /usr/local. Never ours to touch.
+TRANSIENT = "hostsync-fsx-transient.service"
+LOCAL = "hostsync-fsx-local.service"
+SLEEPER = "[Unit]\nDescription={}\n\n[Service]\nExecStart=/usr/bin/sleep infinity\n"
 
 POLICY = f"""<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE policyconfig PUBLIC "-//freedesktop//DTD PolicyKit Policy Configuration 1.0//EN"
@@ -68,8 +75,9 @@ def hostsync_tree(binary: Path, build: int) -> TreeBuilder:
     def make(root: Path) -> None:
         daemon(root)
         files = {
-            # Asks systemd >= 255 to reload the manager itself; Debian 12's systemd is 252,
-            # so host sync must still run daemon-reload (it asks systemd-sysext --version).
+            # Asks systemd >= 255 to reload the manager itself: on Debian 12 (252) host
+            # sync runs daemon-reload, on 13 and unstable it leaves it to systemd-sysext
+            # (it asks systemd-sysext --version; daemon_reload() below).
             f"usr/lib/extension-release.d/extension-release.{APP}":
                 "ID=_any\nEXTENSION_RELOAD_MANAGER=1\n",
             # Which build systemd has loaded: changes only through a daemon-reload.
@@ -79,6 +87,8 @@ def hostsync_tree(binary: Path, build: int) -> TreeBuilder:
             # Owned by the user sysusers creates: the order of the two steps matters.
             "usr/lib/tmpfiles.d/hostsync-fsx.conf": f"d {DATA_DIR} 0750 {USER} {USER} -\n",
             UDEV_RULE: 'SUBSYSTEM=="fsx-none", ENV{FSX_HOSTSYNC}="1"\n',
+            f"usr/lib/systemd/system/{TRANSIENT}": SLEEPER.format("the extension's"),
+            f"usr/lib/systemd/system/{LOCAL}": SLEEPER.format("the extension's"),
         }
         if build == 1:
             files[f"usr/share/polkit-1/actions/{APP}.policy"] = POLICY
@@ -138,10 +148,25 @@ def outcomes(steps: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return [(name, step["outcome"]) for name, step in steps.items()]
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    """A booted Debian 12 with flatpak-sysext installed and the signed repository added,
-    the app published but not installed."""
+def daemon_reload(host: Host) -> str:
+    """What host sync's daemon-reload step is after merging the app, whose
+    extension-release says EXTENSION_RELOAD_MANAGER=1: systemd-sysext 255 and later
+    reload the manager themselves, so ours is skipped (Debian 13 and unstable)."""
+    return "skipped" if host.machine.systemd_version() >= 255 else "ok"
+
+
+def ok_line(host: Host, *steps: str) -> str:
+    """``host sync: STEPS: ok`` as status prints it, daemon-reload left out where it is
+    skipped (:func:`daemon_reload`): a skipped step has a line of its own."""
+    shown = [s for s in steps if s != "daemon-reload" or daemon_reload(host) == "ok"]
+    return f"host sync: {', '.join(shown)}: ok"
+
+
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def host(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A booted Debian release (each of testsupport.booted.RELEASES) with flatpak-sysext
+    installed and the signed repository added, the app published but not installed."""
     booted.require_booting("flatpak", "bwrap", "gpg")
     base = tmp_path_factory.mktemp("booted-hostsync")
     daemon = booted.build_daemon(base / "fsx-daemon", "v1")
@@ -149,7 +174,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, hostsync_tree(daemon, 1))
 
-    with booted.booted_host(base, "fsx-hostsync", publish) as (machine, publisher):
+    with booted.booted_host(base, "fsx-hostsync", publish, request.param) as (machine,
+                                                                            publisher):
         yield Host(machine, publisher, daemon)
 
 
@@ -161,6 +187,12 @@ def test_nothing_of_it_is_on_the_host_before_it_is_linked(host: Host) -> None:
     assert APP not in host.activatable()
     assert host.machine.run("getent", "passwd", USER).returncode == 2
     assert host.machine.run("test", "-e", DATA_DIR).returncode != 0
+    # The host's own units of names the extension ships, running before it comes.
+    host.run("systemd-run", f"--unit={TRANSIENT}", "/usr/bin/sleep", "infinity")
+    host.run("mkdir", "-p", "/usr/local/lib/systemd/system")
+    host.machine.run("sh", "-c", f"cat > /usr/local/lib/systemd/system/{LOCAL}",
+                     input=SLEEPER.format("the administrator's"), check=True)
+    host.run("systemctl", "start", LOCAL)
     host.run("mkdir", "-p", f"/var/lib/extensions/{FOREIGN}/usr/lib/extension-release.d")
     host.run("sh", "-c", "echo ID=_any > /var/lib/extensions/"
              f"{FOREIGN}/usr/lib/extension-release.d/extension-release.{FOREIGN}")
@@ -198,17 +230,20 @@ def test_status_reports_the_last_host_sync_step_by_step(host: Host) -> None:
     steps = host.last_sync()
     assert outcomes(steps) == [
         ("refresh", "ok"), ("verify", "ok"), ("sysusers", "ok"), ("tmpfiles", "ok"),
-        ("daemon-reload", "ok"), ("dbus-reload", "ok"), ("polkit-reload", "ok"),
-        ("udev-reload", "skipped")]
+        ("daemon-reload", daemon_reload(host)), ("dbus-reload", "ok"),
+        ("polkit-reload", "ok"), ("udev-reload", "skipped")]
     assert steps["udev-reload"]["message"] == "udev is not running"
+    if daemon_reload(host) == "skipped":
+        assert steps["daemon-reload"]["message"] == (
+            "systemd-sysext reloaded the manager itself (EXTENSION_RELOAD_MANAGER=1)")
     assert steps["tmpfiles"]["command"] == ["systemd-tmpfiles", "--create", "--",
                                             "hostsync-fsx.conf"]
     # Other images merged beside ours are not ours to judge.
     assert steps["verify"]["message"] == f"merged: {FOREIGN}, {APP}"
     text = host.run("flatpak-sysext", "status")
     assert re.search(r"^last host sync for /var/lib/flatpak: \S+, ok$", text, re.M), text
-    assert ("host sync: refresh, verify, sysusers, tmpfiles, daemon-reload, dbus-reload, "
-            "polkit-reload: ok") in text, text
+    assert ok_line(host, "refresh", "verify", "sysusers", "tmpfiles", "daemon-reload",
+                   "dbus-reload", "polkit-reload") in text, text
     # A run that changes no link syncs nothing, and the last sync stays the one shown.
     again = json.loads(host.run("flatpak-sysext", "reconcile", "--json"))
     assert again["actions"] == [] and again["host_sync"] is None, again
@@ -237,13 +272,18 @@ def test_an_update_that_drops_content_takes_its_effect_away(host: Host) -> None:
     # in case a call started one again meanwhile), those it kept restarted last.
     assert outcomes(steps) == [
         ("stop-units", "ok"), ("disable-units", "ok"), ("refresh", "ok"), ("verify", "ok"),
-        ("sysusers", "ok"), ("tmpfiles", "ok"), ("daemon-reload", "ok"),
+        ("sysusers", "ok"), ("tmpfiles", "ok"), ("daemon-reload", daemon_reload(host)),
         ("dbus-reload", "ok"), ("polkit-reload", "ok"), ("udev-reload", "skipped"),
         ("stop-reactivated", "ok"), ("restart-units", "ok")]
     assert steps["stop-units"]["message"] == WORKER
     assert steps["stop-reactivated"]["message"] == WORKER
-    assert steps["restart-units"]["message"] == UNIT
+    assert steps["restart-units"]["message"] == UNIT + LEFT_ALONE
     assert host.call_as_nobody().returncode == 0
+
+
+LEFT_ALONE = (f"; left alone, not the extension's unit: {LOCAL} (systemd loads "
+              f"/usr/local/lib/systemd/system/{LOCAL}), {TRANSIENT} (systemd loads "
+              f"/run/systemd/transient/{TRANSIENT})")
 
 
 def test_uninstall_takes_the_rest_away_but_the_user_and_its_directory(host: Host) -> None:
@@ -265,4 +305,8 @@ def test_uninstall_takes_the_rest_away_but_the_user_and_its_directory(host: Host
     assert ("host sync: stop-units, disable-units, refresh, verify, daemon-reload, "
             "dbus-reload, stop-reactivated: ok\n") in text, text
     assert "host sync: udev-reload skipped: udev is not running" in text, text
-    assert f"host sync: stopped {UNIT}" in text, text
+    assert f"host sync: stopped {UNIT}{LEFT_ALONE}" in text, text
+    # The host's units of the same names ran on, untouched, and stay enabled as they were.
+    for unit in (TRANSIENT, LOCAL):
+        assert host.show(unit, "ActiveState") == "active", unit
+    assert host.show(LOCAL, "FragmentPath") == f"/usr/local/lib/systemd/system/{LOCAL}"

@@ -308,3 +308,15 @@ class FlatpakEnv:
         """The ``files/`` of the app's active deployment, resolved."""
         active = self.system_dir / "app" / app_id / ARCH / branch / "active"
         return active.resolve() / "files"
+
+
+def consenting_to_nothing(root: Path) -> FlatpakEnv:
+    """A signed repository and a system installation, the trigger installed, whose
+    configuration consents to nothing (the default); the caller closes it."""
+    from testsupport.prerequisites import require_flatpak  # which imports this module
+
+    require_flatpak()
+    env = FlatpakEnv(root, signed=True)
+    env.install_trigger()
+    env.write_config({"allow": []})
+    return env
