@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--allow-host-glibc", action="store_true",
                    help="admit executables that need only this machine's glibc (hostglibc)")
+    c.add_argument("--os-release", metavar="FILE",
+                   help="judge compatibility against this os-release, as SYSTEMD_OS_RELEASE "
+                        "would (default: this machine's)")
     pt = sub.add_parser("package-transaction", parents=[common],
                         help="for package manager hooks: take the extensions out of /usr "
                              "(begin) and bring them back (end)")
@@ -216,6 +219,16 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             die(f"{path}: found {len(names)} extension-release files in "
                 "usr/lib/extension-release.d; name the extension with --name")
         name = names[0]
+    if args.os_release is not None:
+        # What SYSTEMD_OS_RELEASE means to systemd-sysext; a file that is not there is a
+        # mistake here, not a host without os-release.
+        try:
+            release.read_env_file(args.os_release)
+        except OSError as e:
+            die(f"--os-release {args.os_release}: {e.strerror or e}")
+        environ = {**environ, "SYSTEMD_OS_RELEASE": args.os_release}
+    judged = next((c for c in release.os_release_candidates(environ) if os.path.exists(c)),
+                  None)
     target = elf.ElfTarget.host()
     glibc = None
     if args.allow_host_glibc:  # judged against this machine's glibc
@@ -233,9 +246,9 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         (*report.restricted, *selinux.check_restricted(types)), frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
-        _print_json(output.check_json(name, path, report, types))
+        _print_json(output.check_json(name, path, report, judged, types))
     else:
-        output.print_check(name, path, report)
+        output.print_check(name, path, report, judged)
     return 0 if report.accepted else 1
 
 

@@ -339,12 +339,15 @@ def print_transaction_end(ctx: Context, result: Result) -> None:
 
 
 def check_json(name: str, path: str, report: TreeReport,
+               os_release: str | None,
                selinux_types: dict[str, str] | None = None) -> dict[str, Any]:
-    """The ``check --json`` document (schemas/check.schema.json); ``selinux_types``: what
-    the host's SELinux policy would label each file, None where there is none."""
+    """The ``check --json`` document (schemas/check.schema.json); ``os_release``: the
+    file compatibility was judged against (None: none was found); ``selinux_types``:
+    what the host's SELinux policy would label each file, None where there is none."""
     return {
         "name": name,
         "path": path,
+        "os_release": os_release,
         "accepted": report.accepted,
         "problems": _problems(report.problems),
         "warnings": _problems(report.warnings),
@@ -355,8 +358,9 @@ def check_json(name: str, path: str, report: TreeReport,
     }
 
 
-def print_check(name: str, path: str, report: TreeReport) -> None:
-    """``check`` for people: every problem and warning, then the verdict."""
+def print_check(name: str, path: str, report: TreeReport, os_release: str | None) -> None:
+    """``check`` for people: every problem and warning, then the verdict and the
+    os-release it was judged against."""
     for p in report.problems:
         print(f"{p.code}: {p.path or '.'}: {p.message}")
     for w in report.warnings:
@@ -369,5 +373,6 @@ def print_check(name: str, path: str, report: TreeReport) -> None:
         print("merged, it gets from the host:")
         for line in grants:
             print(f"  {line}")
+    print(f"compatibility judged against {os_release or 'no os-release (none found)'}")
     verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
     print(f"{name} ({path}): {verdict}")

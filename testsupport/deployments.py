@@ -23,6 +23,17 @@ DECLARE = "[X-SystemExtension]\npath=ext\n"
 """Metadata declaring ``files/ext`` as the app's system extension."""
 
 
+def stamp_apps(installation: str | os.PathLike[str]) -> dict[str, str]:
+    """What the quick check's stamp of ``installation`` records per app (name -> the
+    identity of its ``current/active`` link), read from its text; {} without a stamp
+    that decodes."""
+    data = Path(quick.stamp_path(os.fspath(installation))).read_bytes()
+    if quick.Stamp.decode(data) is None:
+        return {}
+    body = data.decode().partition("\napps\n")[2]
+    return dict(line[2:].split("\0") for line in body.split("\n") if line.startswith("A "))
+
+
 def gvariant_deploy(origin: str, commit: str, subpaths: list[str]) -> bytes:
     """Serialise ``(ssasta{sv})`` with an empty dict, as GLib would (1-byte offsets)."""
     body = origin.encode() + b"\0"
