@@ -2,7 +2,9 @@
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The command line: parse arguments, run a command, print, choose the exit code.
 
-See docs/reference.md#command-line.
+See docs/reference.md#command-line. Each command imports what it uses: a package
+manager's hook runs ``package-transaction`` on every transaction, and most of the
+package (the evaluation, the trigger, the output) it needs only when it re-merges.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from flatpak_sysext import __version__, config, installation, output, trigger
-from flatpak_sysext.context import Context
-from flatpak_sysext.evaluate import evaluate
-from flatpak_sysext.reconcile import reconcile, remove_all
+from flatpak_sysext import __version__
+
+if TYPE_CHECKING:
+    from flatpak_sysext.context import Context
 
 
 class Die(Exception):
@@ -85,10 +87,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _context(args: argparse.Namespace, environ: Mapping[str, str]) -> Context:
+def _context(args: argparse.Namespace, environ: Mapping[str, str], *,
+             memo: bool = False) -> Context:
+    """The run's Context. With ``memo``, a config whose digest the service's state
+    directory records as validated skips jsonschema (config.load), if that directory
+    exists: it is root's own, made by the first run that linked anything."""
+    from flatpak_sysext import config, installation, statefiles
+    from flatpak_sysext.context import Context
+
+    state_dir = statefiles.service_directory(environ)
     try:
         cfg = config.load(config.config_path(args.config, environ),
-                          must_exist=args.config is not None)
+                          must_exist=args.config is not None,
+                          memo_dir=state_dir if memo and os.path.isdir(state_dir) else None)
         insts = installation.system_installations(environ)
     except (config.ConfigError, installation.InstallationError) as e:
         die(str(e))
@@ -101,6 +112,9 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from flatpak_sysext import installation, output
+    from flatpak_sysext.reconcile import reconcile
+
     ctx = _context(args, environ)
     scope = list(ctx.installations)
     if args.installation:
@@ -122,6 +136,9 @@ def cmd_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from flatpak_sysext import installation, output
+    from flatpak_sysext.evaluate import evaluate
+
     ctx = _context(args, environ)
     try:
         ev = evaluate(ctx, ctx.installations, save_cache=False)
@@ -136,8 +153,9 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """``approve APPID`` / ``revoke APPID``, then a reconcile that acts on it."""
-    from flatpak_sysext import consent, keyring, policy, statefiles
-    from flatpak_sysext.reconcile import LOCK_WAIT
+    from flatpak_sysext import consent, keyring, output, policy, statefiles
+    from flatpak_sysext.evaluate import evaluate
+    from flatpak_sysext.reconcile import LOCK_WAIT, reconcile
 
     ctx = _context(args, environ)
     app = next((s for s in evaluate(ctx, ctx.installations, save_cache=False).apps
@@ -192,6 +210,9 @@ def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_remove_all(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from flatpak_sysext import output
+    from flatpak_sysext.reconcile import remove_all
+
     ctx = _context(args, environ)
     try:
         removal = remove_all(ctx)
@@ -202,7 +223,7 @@ def cmd_remove_all(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext import elf, release, validate
+    from flatpak_sysext import config, elf, output, release, validate
 
     path = args.path
     if not os.path.isdir(path):
@@ -255,11 +276,14 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     """After the last package transaction: a reconcile whose host sync re-merges and
     runs every reload; without a usable configuration or with host sync off, only that."""
-    from flatpak_sysext import hostcommands, pkgtransaction
+    from flatpak_sysext import hostcommands, installation, pkgtransaction
 
     try:
-        ctx = _context(args, environ)
+        ctx = _context(args, environ, memo=True)
         if ctx.config.host_sync:
+            from flatpak_sysext import output
+            from flatpak_sysext.reconcile import reconcile
+
             result = reconcile(ctx, ctx.installations, after_transaction=True)
             output.print_transaction_end(ctx, result)
             return
@@ -315,6 +339,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         args = _parser().parse_args(argv)
         if args.command == "trigger":
+            from flatpak_sysext import trigger
+
             return trigger.run(args.basedir, args.config, env)
         if args.command == "reconcile":
             return cmd_reconcile(args, env)

@@ -12,6 +12,7 @@ tests/test_booted.py, the real pacman, dnf 4 and zypper in tests/test_booted_pkg
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import stat
@@ -609,6 +610,52 @@ def test_zypper_plugin_ends_a_commit_libzypp_abandoned(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(plugin)], input=b"COMMITBEGIN\n\n{}\0",
                    capture_output=True, timeout=30, check=True)
     assert (tmp_path / "calls").read_text().split() == ["begin", "end"]
+
+
+_LAST_END = """
+import json, sys
+sys.path.insert(0, {package!r})
+from flatpak_sysext import pkgtransaction
+resynced = []
+# The last holder's end (its bookkeeping is tested above, on a stand-in root): the resync
+# runs; with host sync off it is the bare re-merge, recorded instead of run.
+pkgtransaction.end = lambda holder, *, resync, host_root="/": bool(resync()) or True
+pkgtransaction.bare_resync = lambda runner: resynced.append("bare")
+from flatpak_sysext import cli
+code = cli.main(["package-transaction", "end", "--holder", "1"], {env!r})
+print(json.dumps([code, resynced, sorted(sys.modules)]))
+"""
+
+
+@pytest.mark.parametrize("validated", [True, False])
+def test_the_end_skips_jsonschema_for_a_config_validated_before(
+        tmp_path: Path, validated: bool) -> None:
+    """A package transaction's end, in a fresh interpreter as the hook runs it, loads
+    jsonschema only for a config the service's state directory does not record as
+    validated (and records it then), and never the trigger, the evaluation or pyelftools
+    when it does not reconcile."""
+    from flatpak_sysext import config
+    from testsupport.source import PACKAGE_DIR
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cfg = tmp_path / "config.json"
+    cfg.write_text('{"host_sync": false}\n')
+    (tmp_path / "flatpak").mkdir()
+    if validated:
+        config.load(str(cfg), memo_dir=str(state))
+    env = {"FLATPAK_SYSEXT_CONFIG": str(cfg), "FLATPAK_SYSEXT_STATE_DIR": str(state),
+           "FLATPAK_SYSTEM_DIR": str(tmp_path / "flatpak"),
+           "FLATPAK_CONFIG_DIR": str(tmp_path / "etc")}
+    script = _LAST_END.format(package=str(PACKAGE_DIR.parent), env=env)
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)
+    code, resynced, modules = json.loads(out.stdout)
+    assert (code, resynced) == (0, ["bare"]), out.stderr
+    assert ("jsonschema" in modules) is not validated
+    assert (state / config.MEMO_NAME).is_file()
+    assert not {"elftools", "flatpak_sysext.trigger", "flatpak_sysext.evaluate",
+                "flatpak_sysext.output"} & set(modules)
 
 
 @pytest.mark.parametrize("holder", ["abc", "-1", "0", "1;rm"])
