@@ -133,6 +133,15 @@ def origin_of(installation_path: str, remote: str) -> Origin | None:
     return Origin(keys.get("url", ""), keys.get("collection-id", ""), fingerprints)
 
 
+def grants_digest(grants: Iterable[str], model: int, origin: Origin) -> str:
+    """sha256 over the sorted grant sentences, the grant model and the origin (URL,
+    collection, key fingerprints): names exactly what a consent covers, so that consent
+    given elsewhere can name it by digest."""
+    doc = json.dumps({"grants": sorted(grants), "grant_model": model,
+                      "origin": origin.to_json()}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     """Consent given to one app."""

@@ -36,7 +36,7 @@ SUITE = "bookworm"
 # rpm (rpmbuild makes its test package) and zypper.
 PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
             "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
-            "procps", "pacman-package-manager", "dnf", "rpm", "zypper")
+            "procps", "python3-jeepney", "pacman-package-manager", "dnf", "rpm", "zypper")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "go", "git")
 GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their sources
