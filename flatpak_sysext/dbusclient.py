@@ -16,8 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from jeepney import DBusAddress, HeaderFields, Message, MessageFlag, MessageType
-from jeepney import new_method_call
+from jeepney import DBusAddress, HeaderFields, Message, MessageFlag, MessageType, new_method_call
 from jeepney.io.blocking import open_dbus_connection
 
 from flatpak_sysext import dbusservice, hostcommands

@@ -138,9 +138,8 @@ class Backend(Protocol):
         """polkit's verdict on ``action`` for ``caller``."""
         ...
 
-    def consent(self, command: str, app_id: str, digest: str | None) -> tuple[str, str]:
-        """Approve or revoke; the outcome for people and the app's state after it.
-        Raises Refused."""
+    def consent(self, command: str, app_id: str, digest: str | None) -> str:
+        """Approve or revoke; the outcome for people. Raises Refused."""
         ...
 
 
@@ -183,7 +182,7 @@ def dispatch(msg: Message, caller: Caller, backend: Backend) -> Message:
                                                   "with interactive authorization allowed")
         return _error(msg, ERROR_DENIED, f"not authorized for {action}")
     try:
-        outcome, state = backend.consent(member.lower(), app_id,
+        outcome = backend.consent(member.lower(), app_id,
                                          msg.body[1] if member == "Approve" else None)
     except Refused as e:
         return _error(msg, e.error, str(e))
@@ -231,7 +230,7 @@ class HostBackend:
             return polkitauth.Verdict(False)
         return polkitauth.verdict(reply.body)
 
-    def consent(self, command: str, app_id: str, digest: str | None) -> tuple[str, str]:
+    def consent(self, command: str, app_id: str, digest: str | None) -> str:
         from flatpak_sysext import cli, output
 
         with self.consenting:
@@ -246,7 +245,7 @@ class HostBackend:
         state = next((s.state for s in result.evaluation.apps if s.app_id == app_id),
                      "gone")
         self.router.send(changed_signal(app_id, state))
-        return "\n".join([*lines, f"{app_id}: {state}"]), state
+        return "\n".join([*lines, f"{app_id}: {state}"])
 
 
 def identify(router: DBusRouter, sender: str, proc: str = "/proc") -> Caller:

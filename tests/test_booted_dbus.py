@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
+"""The service's D-Bus interface on a booted host (docs/reference.md#d-bus-interface):
+Debian 12 under ``systemd-nspawn --boot`` (testsupport/booted.py), its own dbus-daemon
+activating flatpak-sysext-dbus.service and its own polkitd deciding.
+
+Two apps wait for consent. A user a polkit rule allows approves one with the command
+line, which goes through the interface; a user no rule allows is refused, and told that
+root or an authorization is needed; a stale grants digest is refused, whoever sends it;
+a process inside the other app's sandbox, through Flatpak's D-Bus proxy, reads its own
+state, sees no other app and cannot approve one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from testsupport import booted, dbuscall
+from testsupport.booted import Machine
+from testsupport.flatpak import FlatpakEnv
+
+pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
+
+BY_USER = "org.fsx.ByUser"  # approved by an allowed user over D-Bus
+SANDBOXED = "org.fsx.Sandboxed"  # asks for itself from inside its sandbox
+BUS = "org.flatpak.SystemExtensions1"
+PATH = "/org/flatpak/SystemExtensions1"
+ALLOWED, REFUSED = "alice", "bob"
+RULE = f"""polkit.addRule(function(action, subject) {{
+    if (action.id == "org.flatpak.systemextensions.approve" && subject.user == "{ALLOWED}")
+        return polkit.Result.YES;
+}});
+"""
+
+
+@dataclass
+class Host:
+    machine: Machine
+
+    def busctl(self, *args: str, user: str = "root", interactive: bool = True,
+               ) -> tuple[int, str]:
+        allow = "yes" if interactive else "no"
+        cmd = ["busctl", "--system", f"--allow-interactive-authorization={allow}",
+               "call", BUS, PATH, BUS, *args]
+        if user != "root":
+            cmd = ["runuser", "-u", user, "--", *cmd]
+        result = self.machine.run(*cmd, timeout=120)
+        return result.returncode, result.stdout + result.stderr
+
+    def state(self, app_id: str) -> str:
+        code, out = self.busctl("GetApp", "s", app_id)
+        assert code == 0, out
+        # busctl prints a{sv} as: a{sv} N "key" s "value" ...; the state is first.
+        words = out.split()
+        return words[words.index('"state"') + 2].strip('"')
+
+    def digest(self, app_id: str) -> str:
+        code, out = self.busctl("GetApp", "s", app_id)
+        assert code == 0, out
+        words = out.split()
+        return words[words.index('"grants_digest"') + 2].strip('"')
+
+    def in_sandbox(self, *args: str) -> tuple[int, str]:
+        """fsx-dbuscall ARGS inside SANDBOXED's sandbox, as root."""
+        result = self.machine.run("env", "XDG_RUNTIME_DIR=/run/user/0", "flatpak", "run",
+                                  f"--command={dbuscall.CLIENT}", SANDBOXED, *args,
+                                  timeout=120)
+        return result.returncode, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    booted.require_booting("flatpak", "bwrap", "gpg")
+    base = tmp_path_factory.mktemp("booted-dbus")
+    daemon = booted.build_daemon(base / "fsx-daemon", "v1")
+    client = dbuscall.build_client(base / "fsx-dbuscall")
+
+    def publish(publisher: FlatpakEnv) -> None:
+        publisher.publish(BY_USER, booted.daemon_tree(BY_USER, daemon))
+        publisher.publish(SANDBOXED, dbuscall.calling_app_tree(SANDBOXED, daemon, client),
+                          extra_metadata=dbuscall.TALK)
+
+    with booted.booted_host(base, "fsx-dbus", publish) as (machine, _publisher):
+        for user in (ALLOWED, REFUSED):
+            machine.run("useradd", "-m", user, check=True)
+        machine.run("sh", "-c", "cat > /etc/polkit-1/rules.d/50-fsx-test.rules",
+                    input=RULE, check=True)
+        machine.run("mkdir", "-m", "0700", "-p", "/run/user/0", check=True)
+        for app_id in (BY_USER, SANDBOXED):
+            machine.flatpak("install", "--system", "fsx", app_id)
+        machine.settle()
+        yield Host(machine)
+
+
+def test_anyone_reads_the_apps_and_what_they_grant(host: Host) -> None:
+    code, out = host.busctl("ListApps", user=REFUSED)
+    assert code == 0, out
+    assert f'"{BY_USER}" "waiting"' in out and f'"{SANDBOXED}" "waiting"' in out, out
+    code, out = host.busctl("GetApp", "s", BY_USER, user=REFUSED)
+    assert code == 0, out
+    assert booted.daemon_unit(BY_USER) in out and "file:///srv/fsx/repo" in out, out
+
+
+def test_user_not_allowed_is_refused(host: Host) -> None:
+    digest = host.digest(BY_USER)
+    code, out = host.busctl("Approve", "ss", BY_USER, digest, user=REFUSED,
+                            interactive=False)
+    assert code != 0 and "InteractiveAuthorizationRequired" in out, out
+    result = host.machine.run("runuser", "-u", REFUSED, "--", "flatpak-sysext", "approve",
+                              BY_USER)
+    assert result.returncode != 0
+    assert "needs root, or an authorization" in result.stderr, result.stderr
+    assert "remove it" not in result.stderr
+    assert host.state(BY_USER) == "waiting"
+
+
+def test_stale_digest_is_refused(host: Host) -> None:
+    code, out = host.busctl("Approve", "ss", BY_USER, "0" * 64)
+    assert code != 0 and f"{BUS}.Error.Changed" in out, out
+    assert host.state(BY_USER) == "waiting"
+
+
+def test_allowed_user_approves_and_the_daemon_answers(host: Host) -> None:
+    result = host.machine.run("runuser", "-u", ALLOWED, "--", "flatpak-sysext", "approve",
+                              BY_USER, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{BY_USER}: consented to" in result.stdout, result.stdout
+    assert host.state(BY_USER) == "linked"
+    assert BY_USER in host.machine.merged()
+    daemon = booted.call_daemon(host.machine, BY_USER)
+    assert daemon.returncode == 0 and daemon.stdout.strip() == 's "v1"', daemon.stderr
+    status = host.machine.run("runuser", "-u", ALLOWED, "--", "flatpak-sysext", "status")
+    assert f"{BY_USER}: linked" in status.stdout, status.stdout + status.stderr
+
+
+def test_sandboxed_app_reads_its_own_state_only(host: Host) -> None:
+    code, out = host.in_sandbox("GetApp", SANDBOXED)
+    assert code == 0 and "waiting" in out, out
+    code, out = host.in_sandbox("ListApps")
+    assert code == 0 and SANDBOXED in out and BY_USER not in out, out
+    code, out = host.in_sandbox("GetApp", BY_USER)
+    assert code != 0 and "org.freedesktop.DBus.Error.AccessDenied" in out, out
+    code, out = host.in_sandbox("Revoke", BY_USER)
+    assert code != 0 and "org.freedesktop.DBus.Error.AccessDenied" in out, out
+    assert host.state(BY_USER) == "linked"
+
+
+def test_sandboxed_app_requests_consent_for_itself(host: Host) -> None:
+    code, out = host.in_sandbox("Approve", SANDBOXED, host.digest(SANDBOXED))
+    # Root runs the sandbox here: polkit authorizes root without asking.
+    assert code == 0 and f"{SANDBOXED}: consented to" in out, out
+    assert host.state(SANDBOXED) == "linked"
