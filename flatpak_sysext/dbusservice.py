@@ -279,31 +279,38 @@ def serve(environ: Mapping[str, str] | None = None, idle: float = IDLE) -> int:
     """Own BUS_NAME on the system bus and answer calls until ``idle`` seconds pass
     without one; returns the exit code."""
     env = os.environ if environ is None else environ
-    with open_dbus_router("SYSTEM") as router:
+    calls: queue.Queue[Message] = queue.Queue()
+    # The filter before the name: the call that activated us arrives as soon as we own it.
+    with open_dbus_router("SYSTEM") as router, \
+            router.filter(MatchRule(type="method_call"), queue=calls):
         got = router.send_and_get_reply(message_bus.RequestName(BUS_NAME, 4), timeout=10)
         if got.header.message_type is MessageType.error or got.body[0] != 1:
             print(f"flatpak-sysext: {BUS_NAME} cannot be owned: {got.body}", file=sys.stderr)
             return 1
-        backend = HostBackend(router, env)
-        calls: queue.Queue[Message] = queue.Queue()
-        workers: list[threading.Thread] = []
-        with router.filter(MatchRule(type="method_call"), queue=calls):
-            while True:
-                workers = [w for w in workers if w.is_alive()]
-                try:
-                    msg = calls.get(timeout=idle)
-                except queue.Empty:
-                    if workers:
-                        continue
-                    # Calls sent from here on start a new instance; those already
-                    # queued are answered before this one exits.
-                    router.send_and_get_reply(message_bus.ReleaseName(BUS_NAME), timeout=10)
-                    break
-                worker = threading.Thread(target=_handle, args=(router, backend, msg))
-                worker.start()
-                workers.append(worker)
-            while not calls.empty():
-                _handle(router, backend, calls.get())
-            for worker in workers:
-                worker.join()
+        _answer(router, HostBackend(router, env), calls, idle)
     return 0
+
+
+def _answer(router: DBusRouter, backend: Backend, calls: queue.Queue[Message],
+            idle: float) -> None:
+    """Each call in a thread of its own, until ``idle`` seconds pass without one and none
+    is being answered; then the name is let go."""
+    workers: list[threading.Thread] = []
+    while True:
+        workers = [w for w in workers if w.is_alive()]
+        try:
+            msg = calls.get(timeout=idle)
+        except queue.Empty:
+            if workers:
+                continue
+            # Calls sent from here on start a new instance; those already queued are
+            # answered before this one exits.
+            router.send_and_get_reply(message_bus.ReleaseName(BUS_NAME), timeout=10)
+            break
+        worker = threading.Thread(target=_handle, args=(router, backend, msg))
+        worker.start()
+        workers.append(worker)
+    while not calls.empty():
+        _handle(router, backend, calls.get())
+    for worker in workers:
+        worker.join()
