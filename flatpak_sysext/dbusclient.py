@@ -134,8 +134,6 @@ def status(as_json: bool) -> int:
             print(f"  grants: {grant}{mark}")
         if info["url"]:
             print(f"  from {info['url']}; keys {', '.join(info['keys']) or 'none'}")
-        if info["reason"]:
+        if info["reason"]:  # for a waiting app, with the command that consents
             print(f"  {info['reason']}")
-        if info["state"] == "waiting":
-            print(f"  To consent: flatpak-sysext approve {app_id}")
     return 0

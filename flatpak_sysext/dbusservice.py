@@ -242,8 +242,8 @@ class HostBackend:
             except cli.Die as e:
                 raise Refused(str(e)) from e
             output.print_reconcile(ctx, result, dry_run=False)  # to the journal
-        state = next((s.state for s in result.evaluation.apps if s.app_id == app_id),
-                     "gone")
+        # The reconcile's evaluation precedes what it applied: read the state again.
+        state = next((a.state for a in self.apps() if a.app_id == app_id), "gone")
         self.router.send(changed_signal(app_id, state))
         return "\n".join([*lines, f"{app_id}: {state}"])
 
