@@ -34,10 +34,11 @@ DNF4PLUGINDIR ?= $(PYTHONDIR)/dnf-plugins
 ALPMHOOKDIR ?= /usr/share/libalpm/hooks
 ZYPPCOMMITDIR ?= /usr/lib/zypp/plugins/commit
 # The D-Bus interface (flatpak-sysext-dbus.service): its bus policy, its activation file
-# and its polkit actions, where the system bus and polkit read them whatever PREFIX is.
-DBUSPOLICYDIR ?= /usr/share/dbus-1/system.d
-DBUSSERVICEDIR ?= /usr/share/dbus-1/system-services
-POLKITACTIONDIR ?= /usr/share/polkit-1/actions
+# and its polkit actions. The system bus and polkit read them only under /usr/share (and
+# /etc): with PREFIX=/usr/local, set DATADIR=/usr/share, as for the trigger.
+DBUSPOLICYDIR ?= $(DATADIR)/dbus-1/system.d
+DBUSSERVICEDIR ?= $(DATADIR)/dbus-1/system-services
+POLKITACTIONDIR ?= $(DATADIR)/polkit-1/actions
 # The example config (every key with its default) is documentation, not a config file.
 EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext
 # Where PYTHON looks for packages under PREFIX: the first of its own site directories
