@@ -150,3 +150,13 @@ def test_sandboxed_app_requests_consent_for_itself(host: Host) -> None:
     # Root runs the sandbox here: polkit authorizes root without asking.
     assert code == 0 and f"{SANDBOXED}: consented to" in out, out
     assert host.field(SANDBOXED, "state") == "linked"
+
+
+def test_the_service_exits_when_idle(host: Host) -> None:
+    unit = "flatpak-sysext-dbus.service"
+    assert host.call("ListApps")[0] == 0
+    assert host.machine.run("systemctl", "is-active", unit).stdout.strip() == "active"
+    host.machine.wait_for(lambda: host.machine.run("systemctl", "is-active", unit)
+                          .stdout.strip() == "inactive", f"{unit} to exit when idle", 90)
+    assert host.machine.run("systemctl", "show", "-p", "Result", "--value", unit
+                            ).stdout.strip() == "success"

@@ -7,6 +7,7 @@ tests/test_booted_dbus.py."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import pytest
 from jeepney import DBusAddress, HeaderFields, Message, MessageFlag, MessageType, new_method_call
 from jeepney.low_level import Parser
 
-from flatpak_sysext import consent, dbusservice, polkitauth
+from flatpak_sysext import consent, dbusservice, polkitauth, statefiles
 from flatpak_sysext.dbusservice import AppInfo, Caller, Refused
+from testsupport.prerequisites import require
 
 SERVICE = DBusAddress(dbusservice.PATH, bus_name=dbusservice.BUS_NAME,
                       interface=dbusservice.INTERFACE)
@@ -176,3 +178,22 @@ def test_grants_digest_covers_grants_model_and_origin() -> None:
                                                                     ("ABCD",))),
                 consent.grants_digest(["a", "b"], 2, consent.Origin("https://x.example", "",
                                                                     ("EF",)))}) == 6
+
+
+def test_app_changed_signal() -> None:
+    signal = dbusservice.changed_signal("org.x.One", "linked")
+    signal.serialise(serial=3)
+    assert signal.header.message_type is MessageType.signal
+    assert signal.header.fields[HeaderFields.member] == "AppChanged"
+    assert signal.body == ("org.x.One", "linked")
+
+
+@pytest.mark.privileged
+def test_a_state_directory_of_another_user_is_never_advised_away(tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "chown needs root")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 12345, 12345)
+    with pytest.raises(OSError) as raised:
+        statefiles.private_directory(str(state))
+    assert "remove" not in str(raised.value) and "uid 12345" in str(raised.value)
