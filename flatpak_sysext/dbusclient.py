@@ -52,15 +52,18 @@ def call(method: str, signature: str | None = None, body: tuple[Any, ...] = (),
 
 @contextlib.contextmanager
 def _agent() -> Iterator[None]:
-    """``pkttyagent`` for this process while the block runs, if stdin is a terminal and
-    no other agent is registered (``--fallback``); nothing otherwise."""
+    """``pkttyagent`` for this process while the block runs, if stdin is a terminal;
+    nothing otherwise."""
     exe = hostcommands.tool("pkttyagent")
     if exe is None or not sys.stdin.isatty():
         yield
         return
     ready, tell = os.pipe()
+    # --fallback lets a desktop's agent ask instead, but polkit uses a fallback agent only
+    # for a process in a login session (not under su, runuser, sudo without one).
+    fallback = ["--fallback"] if os.environ.get("XDG_SESSION_ID") else []
     agent = subprocess.Popen([exe, "--process", str(os.getpid()), "--notify-fd", str(tell),
-                              "--fallback"], pass_fds=(tell,))
+                              *fallback], pass_fds=(tell,))
     os.close(tell)
     try:
         os.read(ready, 1)  # closed once the agent is registered, or has exited

@@ -8,7 +8,8 @@ Two apps wait for consent. A user a polkit rule allows approves one with the com
 line, which goes through the interface; a user no rule allows is refused, and told that
 root or an authorization is needed; a stale grants digest is refused, whoever sends it;
 a process inside the other app's sandbox, through Flatpak's D-Bus proxy, reads its own
-state, sees no other app and cannot approve one.
+state, sees no other app and cannot approve one; in a terminal, the command line's
+pkttyagent asks for the administrator's password; idle, the service exits.
 """
 
 from __future__ import annotations
@@ -150,6 +151,20 @@ def test_sandboxed_app_requests_consent_for_itself(host: Host) -> None:
     # Root runs the sandbox here: polkit authorizes root without asking.
     assert code == 0 and f"{SANDBOXED}: consented to" in out, out
     assert host.field(SANDBOXED, "state") == "linked"
+
+
+def test_in_a_terminal_the_authentication_agent_asks(host: Host) -> None:
+    # No rule for revoke: the administrator's password, asked for by the pkttyagent the
+    # command line starts on the user's terminal (script(1) gives it one).
+    host.machine.run("chpasswd", input="root:fsx-admin\n", check=True)
+    result = host.machine.run(
+        "sh", "-c", f"(sleep 3; echo fsx-admin) | runuser -u {REFUSED} -- "
+        f"script -qec 'flatpak-sysext revoke {BY_USER}' /dev/null", timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "AUTHENTICATING FOR org.flatpak.systemextensions.revoke" in out, out
+    assert f"{BY_USER}: consent taken back" in out, out
+    assert host.field(BY_USER, "state") == "waiting"
 
 
 def test_the_service_exits_when_idle(host: Host) -> None:
