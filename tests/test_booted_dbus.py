@@ -163,6 +163,7 @@ def test_in_a_terminal_the_authentication_agent_asks(host: Host) -> None:
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert "AUTHENTICATING FOR org.flatpak.systemextensions.revoke" in out, out
+    assert f"to stop {BY_USER} running code as root" in out, out  # the message names it
     assert f"{BY_USER}: consent taken back" in out, out
     assert host.field(BY_USER, "state") == "waiting"
 
