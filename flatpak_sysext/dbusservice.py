@@ -147,6 +147,10 @@ def _error(msg: Message, name: str, text: str) -> Message:
     return new_error(msg, name, "s", (text,))
 
 
+def _not_installed(app_id: str) -> str:
+    return f"{app_id}: not installed in a system installation, or declares no system extension"
+
+
 def dispatch(msg: Message, caller: Caller, backend: Backend) -> Message:
     """The reply to the method call ``msg`` from ``caller``."""
     member = msg.header.fields.get(HeaderFields.member, "")
@@ -169,9 +173,10 @@ def dispatch(msg: Message, caller: Caller, backend: Backend) -> Message:
     info = next((a for a in apps if a.app_id == app_id), None)
     if member == "GetApp":
         if info is None:
-            return _error(msg, ERROR_ARGS, f"{app_id}: not installed in a system "
-                                           "installation, or declares no system extension")
+            return _error(msg, ERROR_ARGS, _not_installed(app_id))
         return _return(msg, "a{sv}", (info.to_dbus(),))
+    if info is None and member == "Approve":  # nothing to authorize (a record may be revoked)
+        return _error(msg, ERROR_REFUSED, _not_installed(app_id))
     action = polkitauth.ACTION_APPROVE if member == "Approve" else polkitauth.ACTION_REVOKE
     details = {"app": app_id, "grants": "; ".join(info.grants) if info else ""}
     asks = polkitauth.interactive(msg)

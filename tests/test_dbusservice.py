@@ -135,6 +135,15 @@ def test_refusals_keep_their_error_names() -> None:
     assert error_name(out) == dbusservice.ERROR_CHANGED and out.body == ("org.x.One changed",)
 
 
+def test_an_app_not_installed_is_refused_before_polkit_is_asked() -> None:
+    backend = FakeBackend()
+    assert error_name(reply(call("Approve", "ss", ("org.x.Gone", "d"), interactive=True),
+                            HOST, backend)) == dbusservice.ERROR_REFUSED
+    assert error_name(reply(call("GetApp", "s", ("org.x.Gone",)), HOST, backend)) == \
+        dbusservice.ERROR_ARGS
+    assert backend.asked == []
+
+
 def test_wrong_arguments_and_unknown_methods() -> None:
     backend = FakeBackend()
     assert error_name(reply(call("Approve", "s", ("org.x.One",)), HOST, backend)) == \
