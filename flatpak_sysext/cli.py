@@ -81,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     pt.add_argument("--holder", metavar="PID",
                     help="the package manager's process (default: the parent process); "
                          "guard: the holder as recorded")
+    pt.add_argument("--dnf5", choices=("repos-configured", "goal-resolved"),
+                    help="begin from dnf5's actions plugin: repos-configured only for the "
+                         "dnf5 command line about to change the system, goal-resolved only "
+                         "for a holder that has not begun (dnf5daemon-server)")
     return p
 
 
@@ -243,12 +247,14 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     report = validate.validate_tree(path, name, release.read_host(environ), target,
                                     host_glibc=glibc, installed=False)
     # No config here: every restricted class the tree uses is a problem (contain.py).
-    from flatpak_sysext import contain
+    from flatpak_sysext import contain, selinux
 
-    refused = contain.restricted_problems(report.restricted, frozenset())
+    types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
+    refused = contain.restricted_problems(
+        (*report.restricted, *selinux.check_restricted(types)), frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
-        _print_json(output.check_json(name, path, report))
+        _print_json(output.check_json(name, path, report, types))
     else:
         output.print_check(name, path, report)
     return 0 if report.accepted else 1
@@ -291,6 +297,10 @@ def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]
               or pkgtransaction.Holder(int(text), "0"))
     if args.action == "end":
         pkgtransaction.end(holder, resync=resync)
+        return 0
+    if args.dnf5 == "repos-configured" and not pkgtransaction.dnf5_changes_system(int(text)):
+        return 0
+    if args.dnf5 == "goal-resolved" and holder in pkgtransaction.holders():
         return 0
     command = [sys.executable, "-I", "-m", "flatpak_sysext"]
     try:

@@ -67,6 +67,8 @@ RESTRICTED: dict[str, str] = {
                        "and setgid modes as root",
     "tmpfiles-recursive": "tmpfiles lines that change the owner, mode, ACLs or attributes "
                           "of everything below a path",
+    "selinux-types": "files the host's SELinux policy gives a type other than a program's, "
+                     "library's, data's or unit's (the entry point of a confined domain)",
 }
 
 _UNIT_DIRS = ("usr/lib/systemd/system/", "usr/lib/systemd/user/")

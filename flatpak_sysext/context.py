@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, cache, consent, hostcommands, ruleset, statefiles
+from flatpak_sysext import __version__, cache, consent, hostcommands, ruleset, selinux, statefiles
 from flatpak_sysext.config import Config, glibc_root
 from flatpak_sysext.installation import Installation
 from flatpak_sysext.release import Host, read_host
@@ -82,7 +82,8 @@ class Context:
         discards the cache."""
         return cache.host_fingerprint(__version__, ruleset.VERSION,
                                       sorted(self.host.os_release.items()),
-                                      self.host.architecture, _executable_ident(),
+                                      self.host.architecture, self.host.systemd,
+                                      _executable_ident(), selinux.fingerprint(self.host_root),
                                       *self._glibc_fingerprint())
 
     # allow_host_glibc (hostglibc.py): verdicts depend on the host's glibc too.

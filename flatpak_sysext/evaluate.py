@@ -22,6 +22,7 @@ from flatpak_sysext import (
     placement,
     policy,
     provided,
+    selinux,
     store,
     targetdir,
     validate,
@@ -109,6 +110,8 @@ def _judge(ctx: Context, app: Declared, verdicts: cache.Cache,
         report = failed
     else:
         have = os.path.isdir(target)
+        if have and snapshots:  # a policy update or a relabel of /var: label it again
+            selinux.keep_labels(target, ctx.host_root)
         if report is not None and (not report.accepted or have or not snapshots):
             return report, False, target
         if have:  # made under other rules (the cache's fingerprint changed): judge it again
@@ -137,6 +140,7 @@ def _snapshot(ctx: Context, app: Declared, target: str) -> TreeReport:
             raise OSError(errno.EIO, "the tree could not be copied exactly") from None
         return report
     try:
+        selinux.label_snapshot(copy, ctx.host_root)
         report = _validate(ctx, app, copy)
     except BaseException:
         store.discard(copy)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from flatpak_sysext import fileio, release, store, targetdir
@@ -84,15 +83,6 @@ def udev_running(host_root: str = "/") -> bool:
     return os.path.exists(_host(host_root, UDEV_CONTROL))
 
 
-def selinux_enforcing(host_root: str = "/") -> bool:
-    """Whether SELinux is enforcing on the host."""
-    try:
-        with open(_host(host_root, "/sys/fs/selinux/enforce"), "rb") as f:
-            return f.read(16).strip() == b"1"
-    except OSError:
-        return False
-
-
 def read_merged(host_root: str = "/") -> frozenset[str]:
     """The extension names systemd-sysext has merged into ``/usr`` right now."""
     try:
@@ -133,25 +123,38 @@ def _verify(linked: Collection[str], removed: Collection[str], merged: frozenset
     return Step(VERIFY, OK, f"merged: {', '.join(sorted(merged)) or 'nothing'}")
 
 
-def _manager_reloaded(runner: Runner, host_root: str, merged: frozenset[str],
-                      tools: Tools) -> bool:
-    """Whether ``refresh`` reloaded the manager itself (systemd >= 255, any ``merged``
-    extension saying ``EXTENSION_RELOAD_MANAGER=1``), as systemd decides it."""
+RESTART_FIELDS = ("EXTENSION_RESTART_UNITS", "EXTENSION_RELOAD_OR_RESTART_UNITS")
+RESTART_UNITS_FROM = 262
+"""The first systemd-sysext seen to act on :data:`RESTART_FIELDS` (Debian unstable's;
+Debian 13's 257 ignores them): it restarts (or reloads) those units after a merge or
+refresh, and reloads the manager first."""
+
+
+def _sysext_actions(runner: Runner, host_root: str, merged: frozenset[str],
+                    tools: Tools) -> tuple[bool, frozenset[str]]:
+    """What ``refresh`` did by itself, as the host's systemd-sysext decides it from the
+    ``merged`` extensions' release files: whether it reloaded the manager (from 255 for
+    ``EXTENSION_RELOAD_MANAGER=1``, from :data:`RESTART_UNITS_FROM` for units listed to
+    restart), and which units it restarted. Asks ``--version`` only if a field is set."""
     flagged = False
+    units: set[str] = set()
     for name in merged:
         try:
             fields = release.read_env_file(_host(host_root, "/" + release.release_path(name)))
         except OSError:
             continue
         flagged = flagged or fields.get("EXTENSION_RELOAD_MANAGER", "").lower() in _TRUE
-    if not flagged:
-        return False
+        for field in RESTART_FIELDS:
+            units.update(fields.get(field, "").split())
     path = tool("systemd-sysext", tools.root, tools.provided)
-    if path is None:
-        return False
+    if not (flagged or units) or path is None:
+        return False, frozenset()
     code, output = runner((path, "--version"))
-    match = re.match(r"systemd (\d+)", output)
-    return code == 0 and match is not None and int(match.group(1)) >= 255
+    version = release.parse_systemd_version(output) if code == 0 else None
+    if version is None:
+        return False, frozenset()
+    restarts = frozenset(units) if version[0] >= RESTART_UNITS_FROM else frozenset()
+    return (flagged and version[0] >= 255) or bool(restarts), restarts
 
 
 SYSTEMCTL_NOT_LOADED = 5
@@ -240,12 +243,14 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
     if needs.tmpfiles:
         steps.append(run_step(runner, TMPFILES, ("systemd-tmpfiles", "--create", "--",
                                              *sorted(needs.tmpfiles)), tools))
+    reloaded, restarted = False, frozenset[str]()
+    if refresh.outcome == OK and (DAEMON_RELOAD in needs.reloads or needs.restart):
+        reloaded, restarted = _sysext_actions(runner, host_root, merged, tools)
     for reload in RELOADS:
         if reload not in needs.reloads:
             continue
         argv = RELOAD_COMMANDS[reload]
-        if reload == DAEMON_RELOAD and refresh.outcome == OK and _manager_reloaded(
-                runner, host_root, merged, tools):
+        if reload == DAEMON_RELOAD and reloaded:
             steps.append(Step(reload, SKIPPED, "systemd-sysext reloaded the manager itself "
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
             continue
@@ -261,9 +266,15 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         steps.append(_stop(runner, STOP_REACTIVATED, needs.stop, host_root, tools))
     if needs.restart:
         # After daemon-reload, so the new unit files are the ones restarted; only units
-        # that run (try-), and reloaded instead where the unit says how.
-        steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), needs.restart,
-                            host_root, tools))
+        # that run (try-), and reloaded instead where the unit says how. Those that
+        # systemd-sysext restarted already are not restarted twice.
+        mine = needs.restart - restarted
+        if mine:
+            steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), mine,
+                                host_root, tools))
+        else:
+            steps.append(Step(RESTART_UNITS, SKIPPED, "systemd-sysext restarted them itself "
+                              f"(EXTENSION_RESTART_UNITS=): {', '.join(sorted(restarted))}"))
     return steps
 
 
@@ -340,10 +351,6 @@ class HostSync:
             return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
         removed = {c.name for c in changes if c.new is None} - set(linked)
         warnings = list(self.warnings)
-        if selinux_enforcing(self.host_root):
-            warnings.append("SELinux is enforcing: merged files keep the labels they have "
-                            "under the Flatpak installation, which confined services may "
-                            "not be allowed to use")
         if systemd_running(self.host_root):
             steps = _steps(needs, linked, removed, self.runner, self.host_root,
                            Tools(self.tools_root, provided))

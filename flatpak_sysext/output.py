@@ -9,7 +9,16 @@ import sys
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from flatpak_sysext import apply, config, evaluate, hoststate, pkgtransaction, told
+from flatpak_sysext import (
+    apply,
+    config,
+    evaluate,
+    hoststate,
+    pkgtransaction,
+    release,
+    selinux,
+    told,
+)
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
@@ -195,6 +204,11 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
     """The ``status --json`` document: declared extensions, then foreign entries."""
     syncs = _syncs(ctx)
     items = [app_json(s, ev.merged, syncs.get(s.installation.path)) for s in ev.apps]
+    for s, item in zip(ev.apps, items):
+        labels = selinux.labels_state(s.target, ctx.host_root) \
+            if s.state == "linked" and s.target else None
+        if labels is not None:
+            item["selinux_labels"] = labels
     apps = {s.app_id for s in ev.apps}
     for entry in sorted(ev.entries.values(), key=lambda e: e.name):
         # A foreign entry named like an app is reported as that app's conflict.
@@ -208,6 +222,15 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
                 "consent": None, "new_grants": [],
             })
     return items
+
+
+def _selinux_lines(ctx: Context, ev: Evaluation) -> list[str]:
+    """SELinux's mode, the linked snapshots' labels, and the systemd < 257 limit."""
+    if not selinux.enabled(ctx.host_root):
+        return []
+    version = ctx.host.systemd or release.host_systemd_version()
+    linked = [(s.app_id, s.target) for s in ev.apps if s.state == "linked" and s.target]
+    return selinux.status_lines(linked, version[0] if version else None, ctx.host_root)
 
 
 def print_status(ctx: Context, ev: Evaluation) -> None:
@@ -233,6 +256,8 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"{entry.name}: foreign (not ours, left alone)")
     for line in [*ev.errors, *standing(ctx.config), *ev.warnings]:
         print(f"warning: {line}")
+    for line in _selinux_lines(ctx, ev):
+        print(line)
     for manager, missing in pkgtransaction.hook_status(ctx.host_root):
         if missing:
             print(f"warning: package manager hooks for {manager} missing: "
@@ -310,8 +335,10 @@ def print_transaction_end(ctx: Context, result: Result) -> None:
         print(f"flatpak-sysext: warning: {line}", file=sys.stderr)
 
 
-def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
-    """The ``check --json`` document (schemas/check.schema.json)."""
+def check_json(name: str, path: str, report: TreeReport,
+               selinux_types: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``check --json`` document (schemas/check.schema.json); ``selinux_types``: what
+    the host's SELinux policy would label each file, None where there is none."""
     return {
         "name": name,
         "path": path,
@@ -321,6 +348,7 @@ def check_json(name: str, path: str, report: TreeReport) -> dict[str, Any]:
         "host_glibc": {library: list(versions) for library, versions in report.host_glibc},
         "manifest": report.manifest.to_json(),
         "grants": sorted(report.manifest.grants()),
+        "selinux_types": selinux.NOT_JUDGED if selinux_types is None else selinux_types,
     }
 
 

@@ -5,7 +5,8 @@
 Everything here mirrors systemd (``src/basic/env-file.c``, ``src/shared/extension-util.c``,
 ``src/basic/os-util.c``, ``src/basic/architecture.c``), so that what we accept is exactly
 what ``systemd-sysext merge`` will merge, on v252 (Debian 12) as on current releases.
-Where versions differ, the choice is stated where it is made.
+Where versions differ, the choice is stated where it is made; where the verdict itself
+differs (``ID_LIKE=``), it follows the host's own ``systemd-sysext --version``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import os
 import re
 import sys
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from flatpak_sysext import codes, fileio
+from flatpak_sysext.hostcommands import run_command, tool
 from flatpak_sysext.report import Problem
 
 MAX_ENV_FILE = 64 * 1024
@@ -211,13 +213,16 @@ class Host:
     os_release: Mapping[str, str]
     architecture: str
     """systemd's spelling, e.g. ``x86-64``."""
+    systemd: tuple[int, int] | None = None
+    """The host's systemd-sysext as (major, point release), e.g. (257, 13), when it
+    matters (:func:`read_host` asks only a host with ``ID_LIKE=``); None: unknown."""
 
     def __post_init__(self) -> None:
         # A read-only copy, so a Host stays what it was when it was made.
         object.__setattr__(self, "os_release", types.MappingProxyType(dict(self.os_release)))
 
     def __hash__(self) -> int:
-        return hash((tuple(sorted(self.os_release.items())), self.architecture))
+        return hash((tuple(sorted(self.os_release.items())), self.architecture, self.systemd))
 
     def get(self, key: str) -> str:
         """The value of ``key`` in os-release, "" if unset (systemd treats both alike)."""
@@ -237,12 +242,47 @@ def os_release_candidates(environ: Mapping[str, str]) -> list[str]:
     return [override] if override is not None else ["/etc/os-release", "/usr/lib/os-release"]
 
 
-def read_host(environ: Mapping[str, str] = os.environ, root: str = "/") -> Host:
+ID_LIKE_FROM = (257, 13)
+"""The first systemd-sysext seen to accept an extension whose ID is in the host's
+``ID_LIKE=``: upstream from v258, and Debian 13's 257.13 already does (docs/platform.md);
+earlier 257 releases are counted as not."""
+
+
+def parse_systemd_version(output: str) -> tuple[int, int] | None:
+    """(major, point) from ``systemd-sysext --version``'s first line, ``systemd 257
+    (257.13-1)`` → (257, 13); a release without a point release gives (N, 0)."""
+    match = re.match(r"systemd (\d+)(?: \((\d+)(?:\.(\d+))?)?", output)
+    if match is None:
+        return None
+    major = int(match.group(1))
+    point = int(match.group(3)) if match.group(3) and int(match.group(2)) == major else 0
+    return major, point
+
+
+def id_like_counts(systemd: tuple[int, int] | None) -> bool:
+    """Whether a systemd-sysext of this version matches an extension's ID against the
+    host's ``ID_LIKE=`` too; unknown counts as not (the stricter verdict)."""
+    return systemd is not None and systemd >= ID_LIKE_FROM
+
+
+def host_systemd_version() -> tuple[int, int] | None:
+    """This host's systemd-sysext version (one ``--version`` run), None without one."""
+    path = tool("systemd-sysext")
+    if path is None:
+        return None
+    code, output = run_command((path, "--version"))
+    return parse_systemd_version(output) if code == 0 else None
+
+
+def read_host(environ: Mapping[str, str] = os.environ, root: str = "/",
+              systemd: Callable[[], tuple[int, int] | None] = host_systemd_version) -> Host:
     """Read the host as systemd-sysext sees it.
 
     os-release comes from ``$SYSTEMD_OS_RELEASE`` if set (with no fallback, as in
     systemd), else from the first of ``/etc/os-release`` and ``/usr/lib/os-release`` that
-    exists; unreadable means empty, which :func:`compatibility` reports.
+    exists; unreadable means empty, which :func:`compatibility` reports. ``systemd`` gives
+    the version of the host's systemd-sysext; it is asked only when os-release has
+    ``ID_LIKE=``, the one thing whose verdict depends on it.
     """
     os_release: dict[str, str] = {}
     for candidate in os_release_candidates(environ):
@@ -254,7 +294,8 @@ def read_host(environ: Mapping[str, str] = os.environ, root: str = "/") -> Host:
             continue
         except OSError:
             break  # systemd, too, only falls back when the file does not exist
-    return Host(os_release, architecture_from_uname(os.uname().machine))
+    version = systemd() if os_release.get("ID_LIKE") else None
+    return Host(os_release, architecture_from_uname(os.uname().machine), version)
 
 
 def release_path(name: str) -> str:
@@ -286,7 +327,8 @@ def compatibility(ext: Mapping[str, str], host: Host, name: str) -> list[Problem
     The same decision as extension_release_validate(), every failing part reported:
     ``incompatible-scope``, ``incompatible-architecture``, ``incompatible-os``. Empty
     values count as unset, except in ``SYSEXT_SCOPE`` where systemd reads an empty list.
-    ``ID_LIKE`` is not honoured: systemd ignores it before v258.
+    An ID in the host's ``ID_LIKE`` counts as the host's own where the host's
+    systemd-sysext does so (:func:`id_like_counts`); the versions are compared as usual.
     """
     path = release_path(name)
     here = f"this host is {host_description(host)}"
@@ -325,11 +367,15 @@ def _os_problems(ext: Mapping[str, str], host: Host, path: str, here: str) -> li
         return problem(f"no ID= line; {here}: {fix_id}")
     if ext_id == "_any":
         return []
-    if ext_id != host.get("ID"):
+    liked = ext_id in host.get("ID_LIKE").split()
+    if ext_id != host.get("ID") and not (liked and id_like_counts(host.systemd)):
         like = ""
-        if ext_id in host.get("ID_LIKE").split():
-            like = (f" (ID_LIKE={host.get('ID_LIKE')} lets only systemd 258 and later "
-                    "accept it)")
+        if liked:
+            seen = ("an unknown version" if host.systemd is None
+                    else f"version {host.systemd[0]}")
+            like = (f" (ID_LIKE={host.get('ID_LIKE')}, but its systemd-sysext, "
+                    f"{seen}, does not count ID_LIKE; {ID_LIKE_FROM[0]}.{ID_LIKE_FROM[1]} "
+                    "and later do)")
         return problem(f"ID={ext_id} but {here}{like}; {fix_id}")
     host_version, host_level = host.get("VERSION_ID"), host.get("SYSEXT_LEVEL")
     if not host_version and not host_level:

@@ -44,7 +44,7 @@ def _writable(path: str) -> bool:
 
 def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterable[str]:
     """The files and directories a run reads before it knows its installation."""
-    from flatpak_sysext import installation, release
+    from flatpak_sysext import installation, release, selinux
 
     yield config_file
     confdir = installation.installations_dir(environ)
@@ -57,6 +57,7 @@ def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterab
     yield from release.os_release_candidates(environ)
     yield os.path.join(basedir, "repo", "config")
     yield os.path.dirname(os.path.abspath(__file__))  # This code: an upgrade changes it.
+    yield from selinux.watched_paths()  # verdicts depend on the policy's file contexts
 
 
 def state_inputs(cfg: Config, inst: Installation, state_dir: str) -> Iterable[str]:

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""End to end on a booted host: Debian 12 under ``systemd-nspawn --boot`` (testsupport/booted.py).
+"""End to end on a booted host: Debian 12, 13 and unstable under ``systemd-nspawn --boot``
+(testsupport/booted.py), each release a machine of its own.
 
 One booted machine serves the whole module and the scenarios run in order, each starting
 from the state the previous one left: installed, refused, rebooted, package manager,
@@ -68,9 +69,11 @@ class Host:
         return ok
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    """A booted Debian 12 with flatpak-sysext installed and the signed repository added."""
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def host(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A booted Debian release with flatpak-sysext installed and the signed repository
+    added."""
     booted.require_booting("flatpak", "bwrap", "gcc", "gpg")
     base = tmp_path_factory.mktemp("booted")
     builds = base / "builds"
@@ -81,7 +84,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         publisher.publish(APP, booted.daemon_tree(APP, v1))
         publisher.publish(DYN, c_daemon_tree(DYN, "dynamic", static=False))
 
-    with booted.booted_host(base, "fsx-booted", publish) as (machine, publisher):
+    with booted.booted_host(base, "fsx-booted", publish, request.param) as (machine,
+                                                                          publisher):
         yield Host(machine, publisher, builds)
 
 
@@ -275,6 +279,52 @@ def test_uninstall_stops_daemon(host: Host) -> None:
     assert call_daemon(m, APP).returncode != 0
     status = m.run("flatpak-sysext", "status", check=True).stdout
     assert f"host sync: stopped {UNIT}" in status, status
+
+
+RESTARTED = "org.fsx.Restarted"  # its extension-release lists its unit to restart
+
+
+def starts(m: Machine, unit: str) -> int:
+    """How often systemd has started ``unit`` (its "Started" lines in the journal)."""
+    out = m.run("journalctl", "--no-pager", "-q", "-o", "cat", "-u", unit).stdout
+    return sum(line.startswith("Started ") for line in out.splitlines())
+
+
+def test_a_unit_listed_in_extension_restart_units_restarts_once_on_update(host: Host) -> None:
+    """systemd-sysext 262 restarts the units an extension lists in
+    EXTENSION_RESTART_UNITS= itself; earlier ones ignore the field and host sync
+    restarts them. Either way an update restarts the running daemon exactly once."""
+    m = host.machine
+    unit = daemon_unit(RESTARTED)
+    release = f"ID=_any\nEXTENSION_RESTART_UNITS={unit}\n"
+    for version in ("v1", "v2"):
+        binary = host.builds / f"fsx-daemon-{version}"
+        if not binary.exists():
+            booted.build_daemon(binary, version)
+    host.publisher.publish(RESTARTED, booted.daemon_tree(
+        RESTARTED, host.builds / "fsx-daemon-v1", release))
+    m.sync_repository(host.publisher.repo)
+    m.install_approved(RESTARTED)
+    m.settle()
+    assert call_daemon(m, RESTARTED).stdout.strip() == 's "v1"'
+    before = starts(m, unit)
+    host.publisher.publish(RESTARTED, booted.daemon_tree(
+        RESTARTED, host.builds / "fsx-daemon-v2", release))
+    m.sync_repository(host.publisher.repo)
+    m.flatpak("update", "--system", RESTARTED)
+    m.settle()
+    m.wait_for(lambda: host.links_snapshot_of_active(RESTARTED)
+               and RESTARTED in m.merged(), "the new commit to be merged")
+    assert call_daemon(m, RESTARTED).stdout.strip() == 's "v2"'
+    assert starts(m, unit) == before + 1
+    status = json.loads(m.run("flatpak-sysext", "status", "--json", check=True).stdout)
+    item = next(i for i in status if i["app"] == RESTARTED)
+    steps = {s["step"]: s for s in item["host_sync"]["steps"]}
+    if m.systemd_version() >= 262:
+        assert steps["restart-units"]["outcome"] == "skipped", steps
+        assert unit in steps["restart-units"]["message"]
+    else:
+        assert steps["restart-units"]["outcome"] == "ok", steps
 
 
 USER = "fsx-user"

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""Host sync on a booted host (docs/reference.md#host-sync): Debian 12 under
-``systemd-nspawn --boot`` (testsupport/booted.py), the host's own systemd, dbus-daemon,
+"""Host sync on a booted host (docs/reference.md#host-sync): Debian 12, 13 and unstable
+under ``systemd-nspawn --boot`` (testsupport/booted.py), the host's own systemd, dbus-daemon,
 polkitd, systemd-sysusers and systemd-tmpfiles doing the work.
 
 One app, installed with the real Flatpak from a GPG-signed repository and consented to
@@ -68,8 +68,9 @@ def hostsync_tree(binary: Path, build: int) -> TreeBuilder:
     def make(root: Path) -> None:
         daemon(root)
         files = {
-            # Asks systemd >= 255 to reload the manager itself; Debian 12's systemd is 252,
-            # so host sync must still run daemon-reload (it asks systemd-sysext --version).
+            # Asks systemd >= 255 to reload the manager itself: on Debian 12 (252) host
+            # sync runs daemon-reload, on 13 and unstable it leaves it to systemd-sysext
+            # (it asks systemd-sysext --version; daemon_reload() below).
             f"usr/lib/extension-release.d/extension-release.{APP}":
                 "ID=_any\nEXTENSION_RELOAD_MANAGER=1\n",
             # Which build systemd has loaded: changes only through a daemon-reload.
@@ -138,10 +139,25 @@ def outcomes(steps: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     return [(name, step["outcome"]) for name, step in steps.items()]
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    """A booted Debian 12 with flatpak-sysext installed and the signed repository added,
-    the app published but not installed."""
+def daemon_reload(host: Host) -> str:
+    """What host sync's daemon-reload step is after merging the app, whose
+    extension-release says EXTENSION_RELOAD_MANAGER=1: systemd-sysext 255 and later
+    reload the manager themselves, so ours is skipped (Debian 13 and unstable)."""
+    return "skipped" if host.machine.systemd_version() >= 255 else "ok"
+
+
+def ok_line(host: Host, *steps: str) -> str:
+    """``host sync: STEPS: ok`` as status prints it, daemon-reload left out where it is
+    skipped (:func:`daemon_reload`): a skipped step has a line of its own."""
+    shown = [s for s in steps if s != "daemon-reload" or daemon_reload(host) == "ok"]
+    return f"host sync: {', '.join(shown)}: ok"
+
+
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def host(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A booted Debian release (each of testsupport.booted.RELEASES) with flatpak-sysext
+    installed and the signed repository added, the app published but not installed."""
     booted.require_booting("flatpak", "bwrap", "gpg")
     base = tmp_path_factory.mktemp("booted-hostsync")
     daemon = booted.build_daemon(base / "fsx-daemon", "v1")
@@ -149,7 +165,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, hostsync_tree(daemon, 1))
 
-    with booted.booted_host(base, "fsx-hostsync", publish) as (machine, publisher):
+    with booted.booted_host(base, "fsx-hostsync", publish, request.param) as (machine,
+                                                                            publisher):
         yield Host(machine, publisher, daemon)
 
 
@@ -198,17 +215,20 @@ def test_status_reports_the_last_host_sync_step_by_step(host: Host) -> None:
     steps = host.last_sync()
     assert outcomes(steps) == [
         ("refresh", "ok"), ("verify", "ok"), ("sysusers", "ok"), ("tmpfiles", "ok"),
-        ("daemon-reload", "ok"), ("dbus-reload", "ok"), ("polkit-reload", "ok"),
-        ("udev-reload", "skipped")]
+        ("daemon-reload", daemon_reload(host)), ("dbus-reload", "ok"),
+        ("polkit-reload", "ok"), ("udev-reload", "skipped")]
     assert steps["udev-reload"]["message"] == "udev is not running"
+    if daemon_reload(host) == "skipped":
+        assert steps["daemon-reload"]["message"] == (
+            "systemd-sysext reloaded the manager itself (EXTENSION_RELOAD_MANAGER=1)")
     assert steps["tmpfiles"]["command"] == ["systemd-tmpfiles", "--create", "--",
                                             "hostsync-fsx.conf"]
     # Other images merged beside ours are not ours to judge.
     assert steps["verify"]["message"] == f"merged: {FOREIGN}, {APP}"
     text = host.run("flatpak-sysext", "status")
     assert re.search(r"^last host sync for /var/lib/flatpak: \S+, ok$", text, re.M), text
-    assert ("host sync: refresh, verify, sysusers, tmpfiles, daemon-reload, dbus-reload, "
-            "polkit-reload: ok") in text, text
+    assert ok_line(host, "refresh", "verify", "sysusers", "tmpfiles", "daemon-reload",
+                   "dbus-reload", "polkit-reload") in text, text
     # A run that changes no link syncs nothing, and the last sync stays the one shown.
     again = json.loads(host.run("flatpak-sysext", "reconcile", "--json"))
     assert again["actions"] == [] and again["host_sync"] is None, again
@@ -237,7 +257,7 @@ def test_an_update_that_drops_content_takes_its_effect_away(host: Host) -> None:
     # in case a call started one again meanwhile), those it kept restarted last.
     assert outcomes(steps) == [
         ("stop-units", "ok"), ("disable-units", "ok"), ("refresh", "ok"), ("verify", "ok"),
-        ("sysusers", "ok"), ("tmpfiles", "ok"), ("daemon-reload", "ok"),
+        ("sysusers", "ok"), ("tmpfiles", "ok"), ("daemon-reload", daemon_reload(host)),
         ("dbus-reload", "ok"), ("polkit-reload", "ok"), ("udev-reload", "skipped"),
         ("stop-reactivated", "ok"), ("restart-units", "ok")]
     assert steps["stop-units"]["message"] == WORKER

@@ -1,16 +1,19 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""The pacman, dnf 4 and zypper hooks run by the real package managers, on a booted host.
+"""The pacman, dnf 4, zypper and dnf5 hooks run by the real package managers, on a booted
+host.
 
-Debian 12 ships pacman 6.0, dnf 4.14 and zypper 1.14 (testsupport.booted.PACKAGES), and
-they run there on their own databases: one booted machine (testsupport/booted.py) with a
+Debian 12 ships pacman 6.0, dnf 4.14 and zypper 1.14, Debian unstable dnf5 5.4
+(testsupport.booted.RELEASES), and they run there on their own databases: one booted
+machine per release (testsupport/booted.py) with a
 statically linked daemon from a signed repository, consented to and merged, serves the
 whole module. Each package manager installs and removes a small package it never saw,
 made inside (a pacman package by hand, an RPM with rpmbuild), while the extension is
 merged; the test then checks that our hook ran with the package manager as the holder
 (its guard unit, named after the holder's PID, is in the journal), that the files
 landed in ``/usr`` and that the extension is merged again. dpkg's hook is tested in
-tests/test_booted.py; dnf5 is not in Debian 12.
+tests/test_booted.py. A test runs on every release unless it says otherwise
+(:data:`ON_BOOKWORM`, :data:`ON_SID`).
 """
 
 from __future__ import annotations
@@ -85,9 +88,16 @@ class Host:
         return self.machine.run("cat", PROBE).stdout
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
-    """A booted Debian 12 with flatpak-sysext installed and APP merged, with consent."""
+# The package managers each release has (testsupport.booted.RELEASES).
+ON_BOOKWORM = pytest.mark.parametrize("host", ["bookworm"], indirect=True)
+ON_SID = pytest.mark.parametrize("host", ["sid"], indirect=True)
+
+
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def host(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    """A booted Debian release with flatpak-sysext installed and APP merged, with
+    consent."""
     booted.require_booting("flatpak", "bwrap", "gpg")
     base = tmp_path_factory.mktemp("booted-pm")
     daemon = booted.build_daemon(base / "fsx-daemon", "v1")
@@ -95,7 +105,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, booted.daemon_tree(APP, daemon))
 
-    with booted.booted_host(base, "fsx-pm", publish) as (machine, _):
+    with booted.booted_host(base, "fsx-pm", publish, request.param) as (machine, _):
         machine.install_approved(APP)
         yield Host(machine)
 
@@ -127,6 +137,7 @@ def rpm_package(m: Machine, name: str, path: str) -> str:
     return f"/root/rpmbuild/RPMS/noarch/{name}-1-1.noarch.rpm"
 
 
+@ON_BOOKWORM
 def test_status_finds_every_hook(host: Host) -> None:
     status = host.machine.run("flatpak-sysext", "status", check=True).stdout
     for manager in ("dnf4", "pacman", "zypper"):
@@ -135,6 +146,7 @@ def test_status_finds_every_hook(host: Host) -> None:
 
 # pacman 6.0 runs PreTransaction hooks after its disk space check, which refuses the
 # read-only /usr: with CheckSpace (Arch's default) no hook can help.
+@ON_BOOKWORM
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="pacman's CheckSpace refuses a read-only /usr before any hook runs")
 def test_pacman_install_while_merged(host: Host) -> None:
@@ -150,6 +162,7 @@ def test_pacman_install_while_merged(host: Host) -> None:
     assert run.returncode == 0, run.out
 
 
+@ON_BOOKWORM
 def test_pacman_hooks_install_and_remove_while_merged(host: Host) -> None:
     m = host.machine
     package = pacman_package(m, "fsx-probe")
@@ -166,6 +179,7 @@ def test_pacman_hooks_install_and_remove_while_merged(host: Host) -> None:
     assert host.probe() == ""
 
 
+@ON_BOOKWORM
 def test_pacman_with_checkspace_after_unmerge(host: Host) -> None:
     """The documented way with CheckSpace on: unmerge first; the hooks merge after."""
     m = host.machine
@@ -180,6 +194,7 @@ def test_pacman_with_checkspace_after_unmerge(host: Host) -> None:
     host.transaction("pacman", "-R", "--noconfirm", "fsx-probe")
 
 
+@ON_BOOKWORM
 def test_rpm_transaction_test_refuses_the_merged_usr_without_our_plugin(host: Host) -> None:
     """Why the dnf 4 plugin begins in resolved(): rpm's transaction test counts a read-only
     /usr as full."""
@@ -193,6 +208,7 @@ def test_rpm_transaction_test_refuses_the_merged_usr_without_our_plugin(host: Ho
     assert host.probe() == "" and APP in m.merged()
 
 
+@ON_BOOKWORM
 def test_dnf4_plugin_install_and_remove_while_merged(host: Host) -> None:
     rpm = rpm_package(host.machine, "fsx-probe", PROBE)
     out = host.transaction("dnf", "install", "-y", "--disablerepo=*", rpm)
@@ -202,6 +218,7 @@ def test_dnf4_plugin_install_and_remove_while_merged(host: Host) -> None:
     assert host.probe() == ""
 
 
+@ON_BOOKWORM
 def test_dnf4_declined_transaction_guard_remerges(host: Host) -> None:
     """resolved() has unmerged; the user says no, so transaction() never runs: the guard
     merges again once dnf has exited."""
@@ -215,6 +232,7 @@ def test_dnf4_declined_transaction_guard_remerges(host: Host) -> None:
     assert host.holders() == "" and host.probe() == ""
 
 
+@ON_BOOKWORM
 def test_zypper_plugin_install_and_remove_while_merged(host: Host) -> None:
     m = host.machine
     probe = rpm_package(m, "fsx-probe", PROBE)
@@ -226,6 +244,74 @@ def test_zypper_plugin_install_and_remove_while_merged(host: Host) -> None:
     assert host.probe() == "probe\n"
     host.transaction(*zypper, "remove", "fsx-probe")
     assert host.probe() == ""
+
+
+
+# No repository is configured in the root: dnf5 works on local packages only. Debian's
+# dnf5 enables its "local" plugin, which needs createrepo_c (not installed) after every
+# transaction, hooks or not.
+DNF5 = ("dnf5", "-y", "--disable-plugin=local")
+
+
+@ON_SID
+def test_status_finds_the_dnf5_hook(host: Host) -> None:
+    status = host.machine.run("flatpak-sysext", "status", check=True).stdout
+    assert "package manager hooks for dnf5: in place" in status, status
+
+
+@ON_SID
+def test_dnf5_refuses_the_merged_usr_without_our_hook(host: Host) -> None:
+    """Why the dnf5 hook begins at repos_configured: dnf5 checks for a read-only /usr
+    itself before goal_resolved, and refuses."""
+    m = host.machine
+    precondition(APP in m.merged(), f"{APP} merged before dnf5 runs")
+    rpm = rpm_package(m, "fsx-probe", PROBE)
+    run = host.package_manager(*DNF5, "--disable-plugin=actions", "install", rpm)
+    assert run.returncode != 0, run.out
+    assert "/usr is configured to be read-only" in run.out, run.out
+    assert host.probe() == "" and APP in m.merged() and host.holders() == ""
+
+
+@ON_SID
+def test_dnf5_install_and_remove_while_merged(host: Host) -> None:
+    rpm = rpm_package(host.machine, "fsx-probe", PROBE)
+    host.transaction(*DNF5, "install", rpm)
+    assert host.probe() == "probe\n"
+    host.transaction(*DNF5, "remove", "fsx-probe")
+    assert host.probe() == ""
+
+
+@ON_SID
+def test_dnf5_with_nothing_to_do_the_guard_remerges(host: Host) -> None:
+    """repos_configured has unmerged for an install; the package is there already, so
+    no transaction runs and post_transaction never comes: the guard merges again once
+    dnf5 has exited."""
+    m = host.machine
+    rpm = rpm_package(m, "fsx-keep", "/usr/share/fsx-keep/keep")
+    host.transaction(*DNF5, "install", rpm)
+    run = host.package_manager(*DNF5, "install", rpm)
+    assert run.returncode == 0 and "Nothing to do" in run.out, run.out
+    host.wait_for_guard(run.pid)
+    m.wait_for(lambda: APP in m.merged(), f"{APP} merged again by the guard", 30)
+    assert host.holders() == ""
+    host.transaction(*DNF5, "remove", "fsx-keep")
+
+
+@ON_SID
+@pytest.mark.parametrize("argv", [("search", "fsx"), ("makecache",), ("repoquery", "--installed"),
+                                  ("--setopt=install_weak_deps=False", "list", "--installed")])
+def test_dnf5_commands_that_change_nothing_unmerge_nothing(host: Host,
+                                                           argv: tuple[str, ...]) -> None:
+    """The early hook runs for these too: it must leave the extensions merged, start no
+    guard and record no holder."""
+    m = host.machine
+    precondition(APP in m.merged(), f"{APP} merged before dnf5 runs")
+    before = m.run("journalctl", "--no-pager", "-q", "-o", "cat", "_PID=1").stdout
+    run = host.package_manager(*DNF5, *argv)
+    assert "Traceback" not in run.out and "flatpak-sysext" not in run.out, run.out
+    assert APP in m.merged() and host.holders() == ""
+    after = m.run("journalctl", "--no-pager", "-q", "-o", "cat", "_PID=1").stdout
+    assert f"flatpak-sysext-guard-{run.pid}-" not in after[len(before):]
 
 
 def test_no_failed_unit_no_traceback(host: Host) -> None:

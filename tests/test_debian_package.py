@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""The Debian package on a booted Debian 12: installed with dpkg, it links and merges a
-signed app's extension through its own units and trigger; upgraded, the links stay;
-purged, nothing of it is left on the host (README, "Removal, and what the tool owns")."""
+"""The Debian package on a booted Debian 12, 13 and unstable: installed with dpkg, it
+links and merges a signed app's extension through its own units and trigger; upgraded,
+the links stay; removed, the state and configuration stay; purged, nothing of it is left
+on the host (docs/packaging.md, "Removal")."""
 
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ APP = "org.fsx.Packaged"
 UNITS = ("flatpak-sysext.path", "flatpak-sysext.service")
 
 
-@pytest.fixture(scope="module")
-def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
-    """A booted Debian 12 without flatpak-sysext, and a signed repository added."""
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def machine(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """A booted Debian release without flatpak-sysext, and a signed repository added."""
     booted.require_booting("flatpak", "gpg")
     base = tmp_path_factory.mktemp("debian-package")
     publisher = FlatpakEnv(base / "publisher", signed=True)
-    session_root = booted.SessionRoot(booted.cached_root())
-    m = Machine(session_root.root, f"fsx-deb-{os.getpid()}")
+    session_root = booted.SessionRoot(booted.cached_root(request.param))
+    m = Machine(session_root.root, f"fsx-deb-{request.param}-{os.getpid()}", request.param)
     try:
         daemon = booted.build_daemon(base / "fsx-daemon", "packaged")
         publisher.publish(APP, booted.daemon_tree(APP, daemon))
@@ -96,3 +98,39 @@ def test_install_link_upgrade_and_purge(machine: Machine, debian_package: Path) 
     assert m.run("touch", "/usr/.fsx-probe").returncode == 0
     m.run("rm", "-f", "/usr/.fsx-probe")
     assert m.run("systemctl", "--failed", "--no-legend").stdout.strip() == ""
+
+
+def test_remove_keeps_consent_and_config_and_purge_removes_them(
+        machine: Machine, debian_package: Path) -> None:
+    """docs/packaging.md's table: a removal leaves the service's state and the
+    administrator's configuration, a reinstall links what was consented to, a purge
+    leaves nothing."""
+    m = machine
+    shutil.copy2(debian_package, m.root / "root" / debian_package.name)
+    m.run("dpkg", "-i", f"/root/{debian_package.name}", check=True)
+    m.run("systemctl", "enable", "systemd-sysext.service", check=True)
+    out = m.run("flatpak", "install", "--system", "--or-update", "-y", "--noninteractive",
+                "fsx", APP)
+    assert out.returncode == 0, out.stderr
+    m.run("mkdir", "-p", "/etc/flatpak-sysext", check=True)
+    m.run("sh", "-c", "echo '{}' > /etc/flatpak-sysext/config.json", check=True)
+    m.run("flatpak-sysext", "approve", APP, check=True)
+    m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged")
+
+    remove = m.run("dpkg", "--remove", "flatpak-sysext")
+    assert remove.returncode == 0, remove.stdout + remove.stderr
+    # dpkg keeps conffiles, and deb-systemd-helper the units' enablement, until purge.
+    assert sorted(_ours_left(m)) == [
+        "/etc/dpkg/dpkg.cfg.d/flatpak-sysext", "/etc/flatpak-sysext",
+        "/etc/systemd/system/paths.target.wants/flatpak-sysext.path",
+        "/etc/systemd/system/sysinit.target.wants/flatpak-sysext.service",
+        "/var/lib/flatpak-sysext", "dpkg: flatpak-sysext still known"]
+    assert m.run("test", "-s", "/var/lib/flatpak-sysext/consent.json").returncode == 0
+    # Reinstalled, the consent kept brings the extension back without a new approve.
+    m.run("dpkg", "-i", f"/root/{debian_package.name}", check=True)
+    m.settle()
+    m.wait_for(lambda: APP in m.merged(), f"{APP} to be merged again after a reinstall")
+
+    purge = m.run("dpkg", "--purge", "flatpak-sysext")
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    assert _ours_left(m) == []

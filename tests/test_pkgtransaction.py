@@ -309,3 +309,49 @@ def test_a_bad_holder_is_a_clear_error(holder: str, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "is not a process ID" in err and "Traceback" not in err
     assert cli.main(["package-transaction", "guard", "--holder", holder], {}) == 2
+
+
+@pytest.mark.parametrize(("exe", "argv", "changes"), [
+    ("/usr/bin/dnf5", ["dnf5", "install", "./local.rpm"], True),
+    ("/usr/bin/dnf5", ["dnf5", "-y", "--setopt", "x=1", "remove", "foo"], True),
+    ("/usr/bin/dnf5", ["dnf5", "rm", "foo"], True),
+    ("/usr/bin/dnf5", ["dnf5", "group", "install", "x"], True),
+    ("/usr/bin/dnf5", ["dnf5", "history", "undo", "3"], True),
+    ("/usr/bin/dnf5", ["dnf5", "search", "install"], False),  # the command comes first
+    ("/usr/bin/dnf5", ["dnf5", "makecache"], False),
+    ("/usr/bin/dnf5", ["dnf5", "group", "list"], False),
+    ("/usr/bin/dnf5", ["dnf5", "--help"], False),
+    ("/usr/bin/dnf5", ["dnf5"], False),
+    ("/usr/bin/dnf5daemon-server", ["dnf5daemon-server", "install"], False),
+    ("/usr/bin/sh", ["sh", "-c", "dnf5 install x"], False),
+])
+def test_dnf5_changes_system(tmp_path: Path, exe: str, argv: list[str], changes: bool) -> None:
+    proc = tmp_path / "proc/4242"
+    proc.mkdir(parents=True)
+    (proc / "exe").symlink_to(exe)
+    (proc / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+    assert pkgtransaction.dnf5_changes_system(4242, str(tmp_path)) is changes
+
+
+def test_dnf5_changes_system_of_a_gone_process(tmp_path: Path) -> None:
+    assert not pkgtransaction.dnf5_changes_system(4242, str(tmp_path))
+
+
+def test_dnf5_hooks_begin_only_when_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """repos_configured begins only for the dnf5 command line about to change the system
+    (this process is not dnf5); goal_resolved only for a holder not recorded yet."""
+    began: list[Holder] = []
+    monkeypatch.setattr(pkgtransaction, "begin",
+                        lambda holder, **_: began.append(holder))
+    me = str(os.getpid())
+    argv = ["package-transaction", "begin", "--holder", me, "--dnf5"]
+    assert cli.main([*argv, "repos-configured"], {}) == 0
+    assert began == []
+    holder = Holder.of(os.getpid())
+    assert holder is not None
+    monkeypatch.setattr(pkgtransaction, "holders", lambda host_root="/": [holder])
+    assert cli.main([*argv, "goal-resolved"], {}) == 0
+    assert began == []
+    monkeypatch.setattr(pkgtransaction, "holders", lambda host_root="/": [])
+    assert cli.main([*argv, "goal-resolved"], {}) == 0
+    assert began == [holder]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import glob
 import itertools
 import os
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 
 from flatpak_sysext import release
 from flatpak_sysext.release import Host, compatibility, env_file_error, parse_env_file
+from testsupport import booted, chrootsysext
 
 DEBIAN = Host({"ID": "debian", "VERSION_ID": "12"}, "x86-64")
 PATH = "usr/lib/extension-release.d/extension-release.org.example.App"
@@ -164,6 +166,10 @@ ROLLING = Host({"ID": "arch"}, "x86-64")
 LEVELLED = Host({"ID": "debian", "VERSION_ID": "12", "SYSEXT_LEVEL": "2"}, "x86-64")
 LEVEL_ONLY = Host({"ID": "debian", "SYSEXT_LEVEL": "2"}, "x86-64")
 LIKE = Host({"ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "24.04"}, "x86-64")
+LIKE_252 = dataclasses.replace(LIKE, systemd=(252, 39))
+LIKE_257_12 = dataclasses.replace(LIKE, systemd=(257, 12))
+LIKE_257 = dataclasses.replace(LIKE, systemd=(257, 13))
+LIKE_262 = dataclasses.replace(LIKE, systemd=(262, 1))
 NO_ID = Host({}, "x86-64")
 
 COMPAT_CASES: list[tuple[dict[str, str], Host, list[str]]] = [
@@ -185,7 +191,13 @@ COMPAT_CASES: list[tuple[dict[str, str], Host, list[str]]] = [
     ({"ID": "debian", "SYSEXT_LEVEL": "2"}, DEBIAN, ["incompatible-os"]),  # host: no level
     ({"ID": "debian"}, LEVEL_ONLY, []),  # host with only a level takes an ext without one
     ({"ID": "debian", "SYSEXT_LEVEL": "1"}, LEVEL_ONLY, ["incompatible-os"]),
-    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE, ["incompatible-os"]),  # ID_LIKE: v258+
+    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE, ["incompatible-os"]),  # systemd unknown
+    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE_252, ["incompatible-os"]),
+    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE_257_12, ["incompatible-os"]),
+    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE_257, []),  # Debian 13's counts ID_LIKE
+    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE_262, []),
+    ({"ID": "debian", "VERSION_ID": "12"}, LIKE_262, ["incompatible-os"]),  # versions still
+    ({"ID": "fedora", "VERSION_ID": "24.04"}, LIKE_262, ["incompatible-os"]),
     ({"ID": "_any"}, NO_ID, ["incompatible-os"]),  # systemd-sysext refuses such a host
     ({"ID": "_any", "ARCHITECTURE": "x86-64"}, DEBIAN, []),
     ({"ID": "_any", "ARCHITECTURE": "_any"}, DEBIAN, []),
@@ -221,10 +233,10 @@ def test_compatibility(ext: dict[str, str], host: Host, codes: list[str]) -> Non
     ({"ID": "_any", "ARCHITECTURE": "x86_64"}, DEBIAN,
      "ARCHITECTURE=x86_64 but this host is x86-64 (systemd spells it x86-64); use "
      "ARCHITECTURE=x86-64, ARCHITECTURE=_any, or no ARCHITECTURE line"),
-    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE,
-     "ID=debian but this host is ID=ubuntu VERSION_ID=24.04 (ID_LIKE=debian lets only "
-     "systemd 258 and later accept it); use ID=_any to match every OS or ID=ubuntu with "
-     "VERSION_ID=24.04"),
+    ({"ID": "debian", "VERSION_ID": "24.04"}, LIKE_252,
+     "ID=debian but this host is ID=ubuntu VERSION_ID=24.04 (ID_LIKE=debian, but its "
+     "systemd-sysext, version 252, does not count ID_LIKE; 257.13 and later do); use ID=_any "
+     "to match every OS or ID=ubuntu with VERSION_ID=24.04"),
 ])
 def test_compatibility_messages(ext: dict[str, str], host: Host, message: str) -> None:
     assert [p.message for p in compatibility(ext, host, "org.example.App")] == [message]
@@ -350,3 +362,60 @@ def test_valid_image_name_is_stricter_than_systemd(name: str) -> None:
     fn.argtypes, fn.restype = [ctypes.c_char_p], ctypes.c_bool
     if release.valid_image_name(name) is None:
         assert fn(name.encode())
+
+
+# --- the verdict of each release's own systemd-sysext ----------------------------------
+
+# Hosts derived from Debian and Ubuntu, and a plain one; every extension below is judged
+# on each by the real systemd-sysext of each release's root and by us.
+REAL_HOSTS = [
+    'ID=fsxos\nID_LIKE="debian ubuntu"\nVERSION_ID=12\n',
+    'ID=fsxos\nID_LIKE="debian ubuntu"\nVERSION_ID=12\nSYSEXT_LEVEL=2\n',
+    "ID=fsxos\nID_LIKE=debian\n",
+    "ID=debian\nVERSION_ID=12\n",
+]
+REAL_EXTENSIONS = [
+    "ID=debian\nVERSION_ID=12\n", "ID=ubuntu\nVERSION_ID=12\n", "ID=debian\nVERSION_ID=11\n",
+    "ID=debian\nSYSEXT_LEVEL=2\n", "ID=ubuntu\nSYSEXT_LEVEL=3\n", "ID=debian\n",
+    "ID=fsxos\nVERSION_ID=12\n", "ID=fsxos\nSYSEXT_LEVEL=2\n", "ID=fedora\nVERSION_ID=12\n",
+    "ID=_any\n", 'ID="debian ubuntu"\nVERSION_ID=12\n', "ID=deb\nVERSION_ID=12\n",
+]
+
+
+@pytest.mark.privileged
+@pytest.mark.merge
+@pytest.mark.slow
+@pytest.mark.parametrize("name", booted.RELEASE_IDS)
+def test_verdict_is_the_real_systemd_sysext_of_each_release(
+        name: str, tmp_path: pathlib.Path) -> None:
+    booted.require_booting("unshare", "chroot")
+    root = booted.cached_root(name)
+    version = release.parse_systemd_version(chrootsysext.sysext_version(root))
+    assert version is not None
+    names = {f"e{i}": text for i, text in enumerate(REAL_EXTENSIONS)}
+    disagree = []
+    for os_release in REAL_HOSTS:
+        merged = chrootsysext.merged_names(root, tmp_path, os_release, names)
+        (tmp_path / "os-release").write_text(os_release)
+        host = release.read_host({"SYSTEMD_OS_RELEASE": str(tmp_path / "os-release")},
+                                 systemd=lambda: version)
+        for ext_name, text in names.items():
+            ours = not compatibility(parse_env_file(text.encode()), host, ext_name)
+            if ours != (ext_name in merged):
+                disagree.append(f"host {os_release!r}, extension {text!r}: systemd "
+                                f"{'merges' if ext_name in merged else 'skips'}, we say "
+                                f"{'compatible' if ours else 'incompatible'}")
+    assert not disagree, f"{version}:\n" + "\n".join(disagree)
+
+
+def test_a_new_systemd_discards_cached_verdicts() -> None:
+    """The verdict on an ID_LIKE host follows its systemd-sysext: a cached one made
+    under another version must not be reused."""
+    from flatpak_sysext.config import Config
+    from flatpak_sysext.context import Context
+
+    def fingerprint(host: Host) -> str:
+        return Context(Config(), (), host).fingerprint()
+
+    assert fingerprint(LIKE_252) != fingerprint(LIKE_257)
+    assert fingerprint(LIKE) == fingerprint(dataclasses.replace(LIKE))

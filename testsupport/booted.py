@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""A real Debian 12 booted with systemd as PID 1, for the booted-host tests.
+"""A real Debian (12, 13 or unstable: :data:`RELEASES`) booted with systemd as PID 1, for
+the booted-host tests.
 
-The root is made once with ``debootstrap`` from Debian's archive and cached outside the
+Each release's root is made once with ``debootstrap`` from Debian's archive and cached outside the
 clone (``$FLATPAK_SYSEXT_TEST_CACHE``, default ``/var/cache/flatpak-sysext-tests``); a test
 session boots a throw-away copy of it with ``systemd-nspawn --boot`` and runs commands
 inside with ``nsenter``. The project is installed inside as a packager would (``make
@@ -23,20 +24,47 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from testsupport.flatpak import FlatpakEnv
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("FLATPAK_SYSEXT_TEST_CACHE", "/var/cache/flatpak-sysext-tests"))
-SUITE = "bookworm"
 # polkitd needs libpam-systemd for a logind; make and python3-* are what `make install`
-# and the installed package use; procps for the tests' own look at processes. The other
+# and the installed package use; procps for the tests' own look at processes.
+BASE_PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
+                 "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
+                 "procps", "python3-jeepney")
+
+
+@dataclass(frozen=True)
+class Release:
+    """A Debian release the booted-host tests run on: its suite, what its root holds
+    beyond :data:`BASE_PACKAGES`, and what ``systemd-nspawn`` needs to boot it."""
+
+    suite: str
+    extra: tuple[str, ...] = ()
+    # systemd 258 and later boot only on the unified cgroup hierarchy; nspawn gives a
+    # container the host's (hybrid on these machines) unless told otherwise.
+    unified_cgroup: bool = False
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Everything ``debootstrap --include`` installs."""
+        return BASE_PACKAGES + self.extra
+
+
+# Debian 12 (systemd 252), 13 (257) and unstable (262 at the time of writing). The other
 # package managers, for their hooks (tests/test_booted_pkgmanagers.py): pacman, dnf 4 with
-# rpm (rpmbuild makes its test package) and zypper.
-PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
-            "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
-            "procps", "python3-jeepney", "pacman-package-manager", "dnf", "rpm", "zypper")
+# rpm (rpmbuild makes its test package) and zypper on bookworm; dnf5 and its actions
+# plugin on sid, which has no dnf 4.
+RELEASES = {
+    "bookworm": Release("bookworm", ("pacman-package-manager", "dnf", "rpm", "zypper")),
+    "trixie": Release("trixie"),
+    "sid": Release("sid", ("dnf5", "rpm"), unified_cgroup=True),
+}
+RELEASE_IDS = tuple(RELEASES)
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 TOOLS = ("debootstrap", "systemd-nspawn", "nsenter", "go", "git")
 GOPATH = "/usr/share/gocode"  # where Debian's golang-*-dev packages put their sources
@@ -71,18 +99,35 @@ def mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def root_key() -> str:
+def root_key(release: Release) -> str:
     """What names a cached root: the suite and the package list (not the mirror)."""
-    return hashlib.sha256("\n".join((SUITE, *PACKAGES)).encode()).hexdigest()[:12]
+    return hashlib.sha256("\n".join((release.suite, *release.packages)).encode()
+                          ).hexdigest()[:12]
 
 
-def cached_root() -> Path:
-    """The cached Debian root, made with debootstrap if it is missing.
+def cached_root(release: str = "bookworm") -> Path:
+    """The cached root of ``release`` (a key of :data:`RELEASES`), made with debootstrap
+    if it is missing.
 
     It is built in a temporary directory next to it and renamed when complete, under a
-    lock, so an interrupted build leaves nothing that looks usable.
+    lock, so an interrupted build leaves nothing that looks usable; the lock also keeps
+    to one build at a time.
     """
-    final = CACHE_DIR / f"{SUITE}-{root_key()}"
+    rel = RELEASES[release]
+
+    def make(build: Path) -> Path:
+        subprocess.run(["debootstrap", "--variant=minbase",
+                        f"--include={','.join(rel.packages)}", rel.suite, str(build / "root"),
+                        mirror()], check=True, stdout=subprocess.DEVNULL)
+        return build / "root"
+
+    return cached(CACHE_DIR / f"{rel.suite}-{root_key(rel)}", make)
+
+
+def cached(final: Path, make: Callable[[Path], Path]) -> Path:
+    """``final`` in the cache, made if missing by ``make`` in a temporary directory (it
+    returns what to rename to ``final``), under the cache's lock: an interrupted build
+    leaves nothing that looks usable, and there is one build at a time."""
     if final.is_dir():
         return final
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -92,10 +137,7 @@ def cached_root() -> Path:
             return final
         build = Path(tempfile.mkdtemp(prefix=f".build-{final.name}.", dir=CACHE_DIR))
         try:
-            subprocess.run(["debootstrap", "--variant=minbase",
-                            f"--include={','.join(PACKAGES)}", SUITE, str(build / "root"),
-                            mirror()], check=True, stdout=subprocess.DEVNULL)
-            os.rename(build / "root", final)
+            os.rename(make(build), final)
         finally:
             shutil.rmtree(build, ignore_errors=True)
     return final
@@ -123,9 +165,10 @@ class SessionRoot:
 class Machine:
     """A root booted with ``systemd-nspawn --boot``; commands run inside with nsenter."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, release: str = "bookworm") -> None:
         self.root = root
         self.name = name
+        self.release = RELEASES[release]
         self.log = root.parent / f"{name}.console.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid1 = 0
@@ -140,6 +183,9 @@ class Machine:
     def boot(self, timeout: float = 120) -> float:
         """Boot and wait until the system is up (running or degraded); return the seconds."""
         start = time.monotonic()
+        env = dict(os.environ)
+        if self.release.unified_cgroup:
+            env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "1"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 ["systemd-nspawn", "-D", str(self.root), "--boot", "--register=no",
@@ -148,7 +194,7 @@ class Machine:
                  "--keep-unit",
                  f"--machine={self.name}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, env=env)
         self.pid1 = self._find_pid1(start + timeout)
         state = ""
         while time.monotonic() < start + timeout:
@@ -280,6 +326,10 @@ class Machine:
         self.run("flatpak-sysext", "approve", app_id, check=True)
         self.wait_for(lambda: app_id in self.merged(), f"{app_id} to be merged")
 
+    def systemd_version(self) -> int:
+        """The major version of the machine's systemd-sysext (``systemd 257 (...)``)."""
+        return int(self.run("systemd-sysext", "--version", check=True).stdout.split()[1])
+
     def merged(self) -> list[str]:
         """The names systemd-sysext says are merged into /usr now."""
         result = self.run("cat", "/usr/.systemd-sysext/extensions")
@@ -315,13 +365,13 @@ def precondition(condition: bool, what: str) -> None:
 
 @contextlib.contextmanager
 def booted_host(work: Path, name: str, publish: Callable[[FlatpakEnv], None],
-                ) -> Iterator[tuple[Machine, FlatpakEnv]]:
-    """A copy of the cached root booted as ``name``, with the project installed as a
-    packager does and a GPG-signed repository added as the system remote ``fsx``, its
-    apps published by ``publish`` first. Powered off and deleted on leaving."""
+                release: str = "bookworm") -> Iterator[tuple[Machine, FlatpakEnv]]:
+    """A copy of the cached root of ``release`` booted as ``name``, with the project
+    installed as a packager does and a GPG-signed repository added as the system remote
+    ``fsx``, its apps published by ``publish`` first. Powered off and deleted on leaving."""
     publisher = FlatpakEnv(work / "publisher", signed=True)
-    session = SessionRoot(cached_root())
-    machine = Machine(session.root, f"{name}-{os.getpid()}")
+    session = SessionRoot(cached_root(release))
+    machine = Machine(session.root, f"{name}-{release}-{os.getpid()}", release)
     try:
         publish(publisher)
         machine.boot()
@@ -349,19 +399,19 @@ def daemon_unit(app_id: str) -> str:
     return f"{app_id.rsplit('.', 1)[-1].lower()}-fsx.service"
 
 
-def daemon_tree(app_id: str, binary: Path) -> TreeBuilder:
+def daemon_tree(app_id: str, binary: Path, release: str = "ID=_any\n") -> TreeBuilder:
     """A sysext tree with a D-Bus-activated system service owning the bus name ``app_id``.
 
     The unit (Type=dbus), the D-Bus service file that activates it through systemd, a
-    policy letting root own the name and anyone call it, and an extension-release that
-    matches any host.
+    policy letting root own the name and anyone call it, and an extension-release
+    (``release``: by default one that matches any host).
     """
     unit = daemon_unit(app_id)
     exe = f"/usr/libexec/{app_id}/fsx-daemon"
 
     def build(root: Path) -> None:
         files = {
-            f"usr/lib/extension-release.d/extension-release.{app_id}": "ID=_any\n",
+            f"usr/lib/extension-release.d/extension-release.{app_id}": release,
             f"usr/lib/systemd/system/{unit}":
                 f"[Unit]\nDescription={app_id} test daemon\n\n[Service]\nType=dbus\n"
                 f"BusName={app_id}\nExecStart={exe} {app_id}\n",

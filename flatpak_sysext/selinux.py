@@ -1,0 +1,312 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
+"""SELinux: label every snapshot for the host's policy, keep the labels right, judge types
+(docs/platform.md#selinux).
+
+overlayfs shows each merged file with the label of its topmost layer's real file, and
+each merged directory with that of the topmost layer's directory. A snapshot copied under
+``/var/lib/flatpak-sysext`` is ``var_lib_t`` throughout: merged, it would relabel the
+host's own ``/usr/lib`` and ``/usr/share``, systemd could not start its units and
+dbus-daemon would skip its policy. So, when the kernel has SELinux on, the copy's
+``usr/`` and ``opt/`` are labeled as if they lived at ``/``, by the distribution's own
+``setfiles -r`` against the loaded policy's file contexts, before validation judges the
+copy: the labels are part of what was validated.
+
+The policy's identity (a digest of its file contexts) and the label ``usr/`` got are
+recorded on the snapshot's directory in the extended attribute :data:`MARK`. A policy
+update that changes file contexts, or a relabel of ``/var`` (``restorecon -R /var``,
+``/.autorelabel``: the store is ``var_lib_t`` again), is noticed by :func:`keep_labels`
+at every run (two ``getxattr``) and at boot before ``systemd-sysext.service`` merges,
+and the snapshot is labeled again.
+
+Types: a tree names its files, so it could name one to match a file-context rule that
+gives the entry type of a confined domain (``usr/sbin/sshd`` is ``sshd_exec_t``). Types
+outside :data:`GENERIC` are the restricted class :data:`CLASS`.
+
+Imported by the trigger's input list: only ``os`` and ``hashlib`` at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+TYPE_CHECKING = False  # Not typing's: see quick.py.
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+SELINUXFS = "sys/fs/selinux"
+CONFIG = "etc/selinux/config"
+XATTR = "security.selinux"
+MARK = "trusted.flatpak-sysext.selinux"
+"""On a labeled snapshot's directory: ``<policy identity> <label of usr/ or opt/>``."""
+SETFILES = ("usr/sbin/setfiles", "sbin/setfiles")
+NO_LABELS = "FLATPAK_SYSEXT_TEST_NO_SELINUX_LABELS"
+"""Tests only (the enforcing VM's negative control): ``1`` leaves snapshots unlabeled."""
+CLASS = "selinux-types"
+NOT_JUDGED = "not judged"
+TIMEOUT = 300
+
+GENERIC = frozenset({
+    # Programs, libraries, data (Debian's reference policy and Fedora's targeted alike).
+    "bin_t", "lib_t", "usr_t", "man_t", "locale_t", "fonts_t",
+    # Unit files: Debian's reference policy, and Fedora's.
+    "systemd_unit_t", "systemd_user_unit_t", "systemd_unit_file_t",
+    # D-Bus configuration, where a policy gives /usr/share/dbus-1 a type of its own.
+    "dbusd_etc_t",
+})
+"""The types an extension may give its files without the administrator's say: what the
+reference and Fedora policies give programs, libraries, data, man pages, locales, fonts,
+units and D-Bus configuration by path. Services started by systemd from ``bin_t`` get the
+domain any unlabeled third-party daemon gets (``initrc_t`` on the reference policy,
+``unconfined_service_t`` on Fedora's). Anything else is a type some confined domain is
+entered through or trusts: ``*_exec_t`` (``usr/sbin/sshd``), ``ld_so_t``,
+``textrel_shlib_t`` (text relocations allowed), ``power_unit_t`` or ``dbusd_unit_t`` (a
+unit named like ``*power*``, ``*dbus*``)."""
+
+
+def _host(root: str, rel: str) -> str:
+    return os.path.join(root, rel)
+
+
+def enabled(root: str = "/") -> bool:
+    """Whether the kernel has SELinux on (selinuxfs is mounted), enforcing or not."""
+    return os.path.exists(_host(root, f"{SELINUXFS}/enforce"))
+
+
+def enforcing(root: str = "/") -> bool:
+    """Whether SELinux is enforcing."""
+    try:
+        with open(_host(root, f"{SELINUXFS}/enforce"), "rb") as f:
+            return f.read(16).strip() == b"1"
+    except OSError:
+        return False
+
+
+def policy_name(root: str = "/") -> str | None:
+    """``SELINUXTYPE`` of /etc/selinux/config: the policy the system loads."""
+    try:
+        with open(_host(root, CONFIG), encoding="utf-8", errors="replace") as f:
+            lines = f.read(1 << 16).splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key.strip() == "SELINUXTYPE" and value.strip():
+            name = value.strip().strip("\"'")
+            return name if "/" not in name and name not in (".", "..") else None
+    return None
+
+
+def file_contexts(root: str = "/") -> str | None:
+    """The loaded policy's file contexts, if the configuration names one that exists."""
+    name = policy_name(root)
+    if name is None:
+        return None
+    path = _host(root, f"etc/selinux/{name}/contexts/files/file_contexts")
+    return path if os.path.isfile(path) else None
+
+
+def watched_paths(root: str = "/") -> list[str]:
+    """What a change of the policy's file contexts changes (the trigger's quick check)."""
+    path = file_contexts(root)
+    return [_host(root, CONFIG), *([path, path + ".local", path + ".subs",
+                                    path + ".subs_dist"] if path else [])]
+
+
+def identity(contexts: str) -> str:
+    """The policy's identity as labels see it: a digest of its file contexts and the
+    local and substitution files beside them (semanage writes those)."""
+    h = hashlib.sha256()
+    for suffix in ("", ".local", ".subs", ".subs_dist"):
+        try:
+            with open(contexts + suffix, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b"\0absent"
+        h.update(len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()[:32]
+
+
+def active(root: str = "/") -> str | None:
+    """The file contexts to label snapshots with: None when SELinux is off or has no
+    policy here (nothing is labeled, nothing new is required), or the test switch says so."""
+    if os.environ.get(NO_LABELS) == "1" or not enabled(root):
+        return None
+    return file_contexts(root)
+
+
+def fingerprint(root: str = "/") -> str:
+    """What verdicts depend on: the policy labeling snapshots, or "" when none does."""
+    contexts = active(root)
+    return identity(contexts) if contexts else ""
+
+
+def _setfiles(root: str) -> str:
+    for rel in SETFILES:
+        path = _host(root, rel)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise OSError("SELinux is enabled but setfiles is not in /usr/sbin or /sbin "
+                  "(install policycoreutils)")
+
+
+def _labeled_dirs(snapshot: str) -> list[str]:
+    return [os.path.join(snapshot, d) for d in ("usr", "opt")
+            if os.path.isdir(os.path.join(snapshot, d))
+            and not os.path.islink(os.path.join(snapshot, d))]
+
+
+def _get(path: str | int, name: str = XATTR) -> str | None:
+    try:
+        value = (os.getxattr(path, name) if isinstance(path, int)
+                 else os.getxattr(path, name, follow_symlinks=False))
+        return value.rstrip(b"\0").decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def label(snapshot: str, contexts: str, root: str = "/") -> None:
+    """Give ``snapshot``'s ``usr/`` and ``opt/`` the labels the same paths under ``/``
+    get from ``contexts`` (user ``system_u`` included: ``-F``), and record the policy's
+    identity on ``snapshot``. Raises OSError if setfiles fails."""
+    dirs = _labeled_dirs(snapshot)
+    if dirs:
+        # -r: paths are matched as if SNAPSHOT were /. Only usr/ and opt/: on SNAPSHOT
+        # itself -r would make it root_t; it keeps the label of its place in the store.
+        argv = [_setfiles(root), "-F", "-r", snapshot, contexts, *dirs]
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=TIMEOUT, check=False)
+        if proc.returncode != 0:
+            text = " ".join(proc.stderr.decode("utf-8", "replace").split())[-400:]
+            raise OSError(f"setfiles could not label the snapshot: {text}")
+    seen = _get(dirs[0]) if dirs else ""
+    os.setxattr(snapshot, MARK, f"{identity(contexts)} {seen}".encode())
+
+
+def label_snapshot(snapshot: str, root: str = "/") -> None:
+    """Label a new snapshot for the host's policy, when SELinux is on (store pipeline:
+    copy, label, validate, publish)."""
+    contexts = active(root)
+    if contexts is not None:
+        label(snapshot, contexts, root)
+
+
+def current(snapshot: str, contexts: str) -> bool:
+    """Whether ``snapshot`` was labeled for this policy and still has its labels: the
+    recorded identity matches, and ``usr/`` (or ``opt/``) still has the recorded label."""
+    mark = _get(snapshot, MARK)
+    if mark is None:
+        return False
+    ident, _, seen = mark.partition(" ")
+    dirs = _labeled_dirs(snapshot)
+    return ident == identity(contexts) and (_get(dirs[0]) if dirs else "") == seen
+
+
+def keep_labels(snapshot: str, root: str = "/") -> bool:
+    """Label ``snapshot`` again if the policy changed or its labels are gone; whether it
+    was. A no-op without SELinux."""
+    contexts = active(root)
+    if contexts is None or current(snapshot, contexts):
+        return False
+    label(snapshot, contexts, root)
+    return True
+
+
+def labels_state(snapshot: str, root: str = "/") -> str | None:
+    """For ``status``: ``current`` or ``stale`` (labeled again at the next run); None
+    without SELinux."""
+    contexts = active(root)
+    if contexts is None:
+        return None
+    return "current" if current(snapshot, contexts) else "stale"
+
+
+def types(root_fd: int, files: Iterable[str]) -> dict[str, str] | None:
+    """The SELinux type of each file of a labeled snapshot; None (not judged) for a tree
+    this module did not label: the types come from the host's policy, not the tree."""
+    if _get(root_fd, MARK) is None:
+        return None
+    out = {}
+    for rel in files:
+        # Through the directory's descriptor; the file itself is never followed.
+        ctx = _get(f"/proc/self/fd/{root_fd}/{rel}") or ""
+        parts = ctx.split(":")
+        out[rel] = parts[2] if len(parts) >= 3 else "unlabeled"
+    return out
+
+
+def restricted(root_fd: int, files: Iterable[str]) -> dict[str, list[str]]:
+    """The restricted class :data:`CLASS` with the files whose type is not generic."""
+    return _restricted(types(root_fd, files) or {})
+
+
+def _restricted(found: dict[str, str]) -> dict[str, list[str]]:
+    odd = sorted(p for p, t in found.items() if t not in GENERIC)
+    return {CLASS: odd} if odd else {}
+
+
+def policy_types(tree: str, files: Iterable[str], root: str = "/") -> dict[str, str] | None:
+    """For ``check``: the type each file would get from the policy installed here (SELinux
+    on or not), by ``setfiles -n`` (nothing is changed); None where there is no policy."""
+    contexts = file_contexts(root)
+    if contexts is None:
+        return None
+    dirs = _labeled_dirs(tree)
+    if not dirs:
+        return {}
+    argv = [_setfiles(root), "-n", "-v", "-F", "-r", tree, contexts, *dirs]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=TIMEOUT, check=False)
+    would = {}
+    prefix = os.path.join(tree, "")
+    for line in (proc.stdout + proc.stderr).decode("utf-8", "surrogateescape").splitlines():
+        # "Would relabel PATH from OLD to NEW"
+        head, sep, new = line.rpartition(" to ")
+        what, sep2, _ = head.rpartition(" from ")
+        if sep and sep2 and what.startswith("Would relabel " + prefix):
+            parts = new.split(":")
+            if len(parts) >= 3:
+                would[what[len("Would relabel " + prefix):]] = parts[2]
+    out = {}
+    for rel in files:
+        if rel in would:
+            out[rel] = would[rel]
+        else:  # not listed: it has the label already
+            parts = (_get(os.path.join(tree, rel)) or "").split(":")
+            out[rel] = parts[2] if len(parts) >= 3 else "unlabeled"
+    return out
+
+
+def check_restricted(found: dict[str, str] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """``check``'s restricted class from :func:`policy_types`' answer."""
+    return [(k, tuple(v)) for k, v in _restricted(found or {}).items()]
+
+
+FIXED_IN = 257
+"""systemd labels the merged /usr root right from this version on (issue 34387, PR 35132)."""
+
+
+def status_lines(linked: Iterable[tuple[str, str]], systemd: int | None,
+                 root: str = "/") -> list[str]:
+    """What ``status`` says of SELinux: its mode, each linked snapshot's labels
+    (``linked``: app ID and snapshot), and the limit of systemd before 257. Nothing
+    when the kernel has SELinux off."""
+    if not enabled(root):
+        return []
+    mode = "enforcing" if enforcing(root) else "permissive"
+    contexts = file_contexts(root)
+    lines = [f"SELinux: {mode}, policy {policy_name(root) or '(none)'}"
+             + ("" if contexts else ": no file contexts, snapshots are not labeled")]
+    for app_id, snapshot in linked:
+        state = labels_state(snapshot, root)
+        if state is not None:
+            lines.append(f"SELinux labels of {app_id}: {state}"
+                         + (" (labeled again at the next run)" if state == "stale" else ""))
+    if systemd is not None and systemd < FIXED_IN:
+        lines.append(f"warning: systemd {systemd} labels the merged /usr after its own "
+                     "directory while anything is merged: generators, udev and dbus-daemon "
+                     "are denied search on /usr (systemd issue 34387, fixed in 257; "
+                     "docs/platform.md#selinux)")
+    return lines

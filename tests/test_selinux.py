@@ -1,0 +1,223 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
+"""SELinux labels on snapshots (docs/platform.md#selinux): a real ``setfiles`` against the
+real file contexts of Debian's ``selinux-policy-default``, on this host whose kernel has
+SELinux off (ext4 stores ``security.selinux`` all the same, for root). The enforcing
+host itself is tests/test_selinux_vm.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from flatpak_sysext import cli, elf, output, selinux, validate
+from flatpak_sysext.release import Host
+from testsupport.deployments import DECL, HandMadeInstallation
+from testsupport.flatpak import schema
+from testsupport.prerequisites import require, require_available
+
+POLICY = Path("/etc/selinux/default/contexts/files/file_contexts")
+APP = "org.example.Daemon"
+DAEMON = f"usr/libexec/{APP}/daemon"
+UNIT = "usr/lib/systemd/system/daemon-example.service"
+DBUS = f"usr/share/dbus-1/system.d/{APP}.conf"
+HOST = Host({"ID": "debian", "VERSION_ID": "12"}, "x86-64")
+TARGET = elf.ElfTarget.host()
+
+pytestmark = pytest.mark.privileged
+
+
+def _prerequisites() -> None:
+    require(os.geteuid() == 0, "writing security.selinux needs root")
+    require_available(POLICY.is_file() and shutil.which("setfiles") is not None
+                      and shutil.which("matchpathcon") is not None,
+                      "selinux-policy-default, policycoreutils and selinux-utils are needed")
+
+
+def host_root(tmp_path: Path, *, enforcing: str | None = "1") -> Path:
+    """A host root whose selinuxfs says SELinux is on (``enforcing``: its enforce file;
+    None: off), with this machine's SELinux configuration, policy and setfiles."""
+    root = tmp_path / "host"
+    (root / "etc").mkdir(parents=True)
+    os.symlink("/etc/selinux", root / "etc/selinux")
+    (root / "usr/sbin").mkdir(parents=True)
+    os.symlink(shutil.which("setfiles") or "", root / "usr/sbin/setfiles")
+    if enforcing is not None:
+        (root / "sys/fs/selinux").mkdir(parents=True)
+        (root / "sys/fs/selinux/enforce").write_text(enforcing)
+    return root
+
+
+def snapshot(where: Path, extra: dict[str, str] | None = None) -> Path:
+    """A tree like a daemon's snapshot: program, unit, D-Bus policy (and ``extra``)."""
+    files = {DAEMON: "#!/bin/sh\n", UNIT: "[Service]\n", DBUS: "<busconfig/>\n",
+             f"usr/lib/extension-release.d/extension-release.{APP}": "ID=_any\n",
+             **(extra or {})}
+    for rel, text in files.items():
+        (where / rel).parent.mkdir(parents=True, exist_ok=True)
+        (where / rel).write_text(text)
+    return where
+
+
+def label_of(path: Path) -> str:
+    return os.getxattr(path, selinux.XATTR, follow_symlinks=False).rstrip(b"\0").decode()
+
+
+def matchpathcon(rel: str, path: Path) -> str:
+    mode = "dir" if path.is_dir() else "file"
+    return subprocess.run(["matchpathcon", "-n", "-m", mode, "/" + rel], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_a_snapshot_gets_the_labels_its_paths_have_under_root(tmp_path: Path) -> None:
+    _prerequisites()
+    root = host_root(tmp_path)
+    snap = snapshot(tmp_path / "store/org.example.Daemon.0123")
+    selinux.label_snapshot(str(snap), str(root))
+    entries = sorted(p for p in snap.rglob("*"))
+    assert entries
+    for path in entries:
+        rel = str(path.relative_to(snap))
+        assert label_of(path) == matchpathcon(rel, path), rel
+    assert label_of(snap / DAEMON).split(":")[2] == "bin_t"
+    assert label_of(snap / UNIT).split(":")[2] == "systemd_unit_t"
+    # The snapshot's own directory keeps what its place in the store gives it.
+    with pytest.raises(OSError):
+        os.getxattr(snap, selinux.XATTR)
+    assert selinux.labels_state(str(snap), str(root)) == "current"
+
+
+def test_without_selinux_nothing_is_labeled_and_nothing_is_needed(tmp_path: Path) -> None:
+    _prerequisites()
+    root = host_root(tmp_path, enforcing=None)
+    (root / "usr/sbin/setfiles").unlink()  # not needed: it is never run
+    snap = snapshot(tmp_path / "snap")
+    selinux.label_snapshot(str(snap), str(root))
+    assert not selinux.keep_labels(str(snap), str(root))
+    for path in [snap, *snap.rglob("*")]:
+        assert os.listxattr(path, follow_symlinks=False) == []
+    assert selinux.fingerprint(str(root)) == ""
+    assert selinux.status_lines([(APP, str(snap))], 252, str(root)) == []
+
+
+def test_permissive_labels_too_and_setfiles_is_then_required(tmp_path: Path) -> None:
+    _prerequisites()
+    root = host_root(tmp_path, enforcing="0")
+    (root / "usr/sbin/setfiles").unlink()
+    with pytest.raises(OSError, match="setfiles is not in /usr/sbin"):
+        selinux.label_snapshot(str(snapshot(tmp_path / "snap")), str(root))
+
+
+def test_a_relabel_of_var_is_noticed_and_undone(tmp_path: Path) -> None:
+    _prerequisites()
+    root = host_root(tmp_path)
+    snap = snapshot(tmp_path / "snap")
+    selinux.label_snapshot(str(snap), str(root))
+    want = label_of(snap / DAEMON)
+    # What `restorecon -R /var` does to the store.
+    for path in [*snap.rglob("*")]:
+        os.setxattr(path, selinux.XATTR, b"system_u:object_r:var_lib_t:s0\0",
+                    follow_symlinks=False)
+    assert selinux.labels_state(str(snap), str(root)) == "stale"
+    lines = selinux.status_lines([(APP, str(snap))], 257, str(root))
+    assert lines[0] == "SELinux: enforcing, policy default"
+    assert lines[1:] == [f"SELinux labels of {APP}: stale (labeled again at the next run)"]
+    # systemd before 257 labels the merged /usr after its meta directory: a limit, told.
+    old = selinux.status_lines([(APP, str(snap))], 252, str(root))
+    assert old[:2] == lines and "systemd 252" in old[2] and "issue 34387" in old[2]
+    assert selinux.keep_labels(str(snap), str(root))
+    assert label_of(snap / DAEMON) == want
+    assert not selinux.keep_labels(str(snap), str(root))  # current now: nothing to do
+
+
+def test_a_policy_whose_file_contexts_change_relabels(tmp_path: Path) -> None:
+    _prerequisites()
+    root = host_root(tmp_path)
+    snap = snapshot(tmp_path / "snap")
+    selinux.label_snapshot(str(snap), str(root))
+    before = selinux.fingerprint(str(root))
+    # A copy of the policy with a local rule, as `semanage fcontext -a` writes one.
+    policy = tmp_path / "selinux"
+    shutil.copytree("/etc/selinux", policy, symlinks=True)
+    (root / "etc/selinux").unlink()
+    os.symlink(policy, root / "etc/selinux")
+    local = policy / "default/contexts/files/file_contexts.local"
+    local.write_text(f"/usr/libexec/{APP}(/.*)?\tsystem_u:object_r:usr_t:s0\n")
+    assert selinux.fingerprint(str(root)) != before
+    assert selinux.labels_state(str(snap), str(root)) == "stale"
+    assert selinux.keep_labels(str(snap), str(root))
+    assert label_of(snap / DAEMON).split(":")[2] == "usr_t"
+    # The trigger's quick check watches it (trigger.inputs).
+    assert str(root / "etc/selinux/default/contexts/files/file_contexts.local") \
+        in selinux.watched_paths(str(root))
+
+
+def test_a_confined_entry_type_is_a_restricted_class(tmp_path: Path) -> None:
+    _prerequisites()
+    root = host_root(tmp_path)
+    snap = snapshot(tmp_path / "snap", {"usr/sbin/sshd": "#!/bin/sh\n"})
+    snap.chmod(0o755)
+    for d in snap.rglob("*"):
+        d.chmod(0o755)
+    unlabeled = validate.validate_tree(str(snap), APP, HOST, TARGET)
+    assert not [c for c, _ in unlabeled.restricted if c == selinux.CLASS]  # not judged
+    selinux.label_snapshot(str(snap), str(root))
+    report = validate.validate_tree(str(snap), APP, HOST, TARGET)
+    assert (selinux.CLASS, ("usr/sbin/sshd",)) in report.restricted
+    generic = snapshot(tmp_path / "generic")
+    selinux.label_snapshot(str(generic), str(root))
+    assert not [c for c, _ in validate.validate_tree(str(generic), APP, HOST, TARGET).restricted
+                if c == selinux.CLASS]
+
+
+def test_the_store_labels_each_new_snapshot_before_validating_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _prerequisites()
+    # This kernel has SELinux off: say it is on; the policy and setfiles are this host's.
+    monkeypatch.setattr(selinux, "enabled", lambda root="/": True)
+    world = HandMadeInstallation(tmp_path)
+    world.full()
+    link = world.target / DECL
+    target = Path(os.readlink(link))
+    assert label_of(target / "usr").split(":")[2] == "usr_t"
+    release = target / f"usr/lib/extension-release.d/extension-release.{DECL}"
+    assert label_of(release) == matchpathcon(str(release.relative_to(target)), release)
+    assert selinux.labels_state(str(target)) == "current"
+    # A relabel of /var between runs: status says so, the next run labels it again.
+    os.setxattr(target / "usr", selinux.XATTR, b"system_u:object_r:var_lib_t:s0\0")
+    assert cli.main(["status", "--json"], world.environ) == 0
+    status = json.loads(capsys.readouterr().out)
+    jsonschema.validate(status, schema("status"))
+    assert [i.get("selinux_labels") for i in status if i["app"] == DECL] == ["stale"]
+    world.full()
+    assert selinux.labels_state(str(target)) == "current"
+    assert label_of(target / "usr").split(":")[2] == "usr_t"
+
+
+def test_check_shows_the_types_the_policy_here_gives(tmp_path: Path) -> None:
+    _prerequisites()
+    tree = snapshot(tmp_path / "tree", {"usr/sbin/sshd": "#!/bin/sh\n"})
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755)
+    result = subprocess.run([sys.executable, "-m", "flatpak_sysext", "check", "--json",
+                             str(tree)], capture_output=True, text=True)
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert doc["selinux_types"][DAEMON] == "bin_t"
+    assert doc["selinux_types"][UNIT] == "systemd_unit_t"
+    assert doc["selinux_types"]["usr/sbin/sshd"] == "sshd_exec_t"
+    assert [(p["code"], p["path"]) for p in doc["problems"]] == [
+        ("restricted-content", "usr/sbin/sshd")]
+    assert os.listxattr(tree / DAEMON) == []  # setfiles -n: nothing written
+    # Without a policy on the machine: not judged.
+    assert selinux.policy_types(str(tree), [DAEMON], str(tmp_path / "nothing")) is None
+    assert output.check_json(APP, str(tree), validate.validate_tree(
+        str(tree), APP, HOST, TARGET), None)["selinux_types"] == "not judged"
