@@ -8,12 +8,23 @@ tests/test_booted_dbus.py."""
 from __future__ import annotations
 
 import os
+import queue
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jeepney import DBusAddress, HeaderFields, Message, MessageFlag, MessageType, new_method_call
+from jeepney import (
+    DBusAddress,
+    HeaderFields,
+    Message,
+    MessageFlag,
+    MessageType,
+    new_method_call,
+    new_method_return,
+)
 from jeepney.low_level import Parser
 
 from flatpak_sysext import consent, dbusservice, polkitauth, statefiles
@@ -206,3 +217,52 @@ def test_a_state_directory_of_another_user_is_never_advised_away(tmp_path: Path)
     with pytest.raises(OSError) as raised:
         statefiles.private_directory(str(state))
     assert "remove" not in str(raised.value) and "uid 12345" in str(raised.value)
+
+
+class FakeRouter:
+    """What _answer and identify use of jeepney's router: replies are kept; the bus says
+    every caller is this process (no /.flatpak-info: outside any sandbox)."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.bus_calls: list[str] = []
+
+    def send(self, msg: Message) -> None:
+        self.sent.append(msg)
+
+    def send_and_get_reply(self, msg: Message, timeout: float | None = None) -> Message:
+        member = str(msg.header.fields[HeaderFields.member])
+        self.bus_calls.append(member)
+        return new_method_return(msg, "u", (os.getpid(),))
+
+
+class BlockingBackend(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def authorize(self, caller: Caller, action: str, details: Mapping[str, str],
+                  interactive: bool) -> polkitauth.Verdict:
+        assert self.release.wait(30)  # a password dialog left open
+        return super().authorize(caller, action, details, interactive)
+
+
+def test_a_pending_polkit_check_blocks_no_other_caller() -> None:
+    router, backend = FakeRouter(), BlockingBackend()
+    calls: queue.Queue[Message] = queue.Queue()
+    calls.put(call("Approve", "ss", ("org.x.One", "d1"), interactive=True))
+    calls.put(call("ListApps"))
+    loop = threading.Thread(target=dbusservice._answer,
+                            args=(router, backend, calls, 0.2))
+    loop.start()
+    deadline = time.monotonic() + 10
+    while not router.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # ListApps answered while Approve still waits for polkit.
+    assert [m.body for m in router.sent] == [([("org.x.One", "waiting"),
+                                                ("org.x.Two", "linked")],)]
+    backend.release.set()
+    loop.join(10)
+    assert not loop.is_alive()  # idle: it let the name go and returned
+    assert router.sent[1].body == ("org.x.One: done",)
+    assert router.bus_calls[-1] == "ReleaseName"
