@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The service's D-Bus interface on a booted host (docs/reference.md#d-bus-interface):
-Debian 12 under ``systemd-nspawn --boot`` (testsupport/booted.py), its own dbus-daemon
+each Debian release under ``systemd-nspawn --boot`` (testsupport/booted.py), its own dbus-daemon
 activating flatpak-sysext-dbus.service and its own polkitd deciding.
 
 Two apps wait for consent. A user a polkit rule allows approves one with the command
@@ -67,8 +67,11 @@ class Host:
         return result.returncode, result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+@pytest.fixture(scope="module", params=booted.RELEASE_IDS)
+def host(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest,
+         ) -> Iterator[Host]:
+    """A booted Debian release (each of testsupport.booted.RELEASES): two apps waiting,
+    a user a polkit rule allows to approve and one it does not."""
     booted.require_booting("flatpak", "bwrap", "gpg")
     base = tmp_path_factory.mktemp("booted-dbus")
     daemon = booted.build_daemon(base / "fsx-daemon", "v1")
@@ -79,7 +82,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         publisher.publish(SANDBOXED, dbuscall.calling_app_tree(SANDBOXED, daemon, client),
                           extra_metadata=dbuscall.TALK)
 
-    with booted.booted_host(base, "fsx-dbus", publish) as (machine, _publisher):
+    with booted.booted_host(base, "fsx-dbus", publish, request.param) as (machine,
+                                                                         _publisher):
         for user in (ALLOWED, REFUSED):
             machine.run("useradd", "-m", user, check=True)
         machine.run("sh", "-c", "cat > /etc/polkit-1/rules.d/50-fsx-test.rules",
