@@ -61,9 +61,11 @@ class Host:
 
     def in_sandbox(self, *args: str) -> tuple[int, str]:
         """fsx-dbuscall ARGS inside SANDBOXED's sandbox, as root."""
+        # --devel: otherwise Flatpak >= 1.15 has bwrap --disable-userns, which writes
+        # /proc/sys/user/max_user_namespaces, read-only in systemd-nspawn's container.
         result = self.machine.run("env", "XDG_RUNTIME_DIR=/run/user/0", "flatpak", "run",
-                                  f"--command={dbuscall.CLIENT}", SANDBOXED, *args,
-                                  timeout=120)
+                                  "--devel", f"--command={dbuscall.CLIENT}", SANDBOXED,
+                                  *args, timeout=120)
         return result.returncode, result.stdout + result.stderr
 
 
