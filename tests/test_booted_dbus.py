@@ -61,11 +61,14 @@ class Host:
 
     def in_sandbox(self, *args: str) -> tuple[int, str]:
         """fsx-dbuscall ARGS inside SANDBOXED's sandbox, as root."""
-        # --devel: otherwise Flatpak >= 1.15 has bwrap --disable-userns, which writes
-        # /proc/sys/user/max_user_namespaces, read-only in systemd-nspawn's container.
-        result = self.machine.run("env", "XDG_RUNTIME_DIR=/run/user/0", "flatpak", "run",
-                                  "--devel", f"--command={dbuscall.CLIENT}", SANDBOXED,
-                                  *args, timeout=120)
+        # Flatpak >= 1.15 has bwrap --disable-userns, which writes (in bwrap's own user
+        # namespace) /proc/sys/user/max_user_namespaces, read-only in systemd-nspawn's
+        # container: writable here in a mount namespace of this command's only.
+        run = ["env", "XDG_RUNTIME_DIR=/run/user/0", "flatpak", "run",
+               f"--command={dbuscall.CLIENT}", SANDBOXED, *args]
+        result = self.machine.run(
+            "unshare", "-m", "--propagation", "private", "sh", "-c",
+            'mount -o remount,bind,rw /proc/sys && exec "$@"', "sh", *run, timeout=120)
         return result.returncode, result.stdout + result.stderr
 
 
