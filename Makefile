@@ -123,6 +123,7 @@ demo: deps venv
 # Its last rows boot the Debian 12 of the tests (skipped without its tools); BENCH_ARGS=
 # --booted-only runs only those: flatpak install to the daemon answering over D-Bus,
 # flatpak uninstall to it gone, and what the package manager hooks add to a dpkg -i.
+# BENCH_ARGS=--trigger-only runs only the trigger's rows (add --rounds N for more runs).
 BENCH_ARGS ?=
 bench: deps venv
 	$(VPY) bench/bench.py $(BENCH_ARGS)

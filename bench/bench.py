@@ -7,18 +7,20 @@ median of runs interleaved with their baseline in the same session, so a busy ma
 slows both alike. Needs root (the trigger does nothing otherwise), flatpak, bubblewrap
 and gcc.
 
-    .venv/bin/python bench/bench.py [--quick] [--out bench-results.json] [--keep]
+    .venv/bin/python bench/bench.py [--quick] [--rounds N] [--out bench-results.json] [--keep]
 
 Measured, at 100/1,000/10,000 apps (10% with an extension, warm cache, every
 link in place), against ``python -I -c pass`` on the same interpreter (see
 bench_python): the trigger when nothing changed; the trigger after Flatpak updated an
 app that declares nothing (what almost every real transaction is); the trigger's full
-evaluation (no quick-check stamp); and, as the floor of any exact check, a bare Python
-that stats every app's deployment once. Also a cold reconcile (no cache, no links); ELF
+evaluation (no quick-check stamp); and, as the floor of the quick check after an update, a
+bare Python that looks at every app's ``current/active`` link once (``--trigger-only``
+runs just these). Also a cold reconcile (no cache, no links); ELF
 verdicts per second against the obvious pyelftools code (and, for daemons that need only
 glibc, with and without allow_host_glibc; ``--elf-only`` runs just these); ``check`` on trees of
 25k/50k/100k files; what a validated snapshot costs (copy time beside validation
-time, and disk) for a Sysprof-sized tree and a 100-file one (``--store-only`` runs just
+time, verification against the signed commit, and disk) for a Sysprof-sized tree installed
+by flatpak from a signed repository and a 100-file one (``--store-only`` runs just
 these); and, on the booted Debian 12 of the tests (bench/booted_host.py; skipped without
 its tools; ``--booted-only`` runs just these), the time from ``flatpak install``
 returning to the extension's daemon answering a D-Bus call, from ``flatpak uninstall``
@@ -57,10 +59,10 @@ BENCH_PY = PY
 
 
 class Measure:
-    """One run of a child: wall seconds and peak RSS in MiB."""
+    """One run of a child: wall seconds, CPU seconds (user and system) and peak RSS in MiB."""
 
-    def __init__(self, seconds: float, rss_mib: float) -> None:
-        self.seconds, self.rss_mib = seconds, rss_mib
+    def __init__(self, seconds: float, rss_mib: float, cpu_seconds: float = 0.0) -> None:
+        self.seconds, self.rss_mib, self.cpu_seconds = seconds, rss_mib, cpu_seconds
 
 
 class Spawner:
@@ -82,7 +84,7 @@ class Spawner:
         if answer["exit"] != 0:
             raise SystemExit(f"{' '.join(argv)} failed ({answer['exit']}): "
                              f"{self.stderr.read_text()}")
-        return Measure(answer["seconds"], answer["rss_kib"] / 1024)
+        return Measure(answer["seconds"], answer["rss_kib"] / 1024, answer["cpu_seconds"])
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -225,16 +227,20 @@ STAT_EVERY_APP = ("import os, sys\n"
                   "d = sys.argv[1]\n"
                   "for n in os.listdir(d):\n"
                   "    try:\n"
-                  "        os.stat(f'{d}/{n}/current/active')\n"
+                  "        os.lstat(f'{d}/{n}/current/active')\n"
                   "    except OSError:\n"
                   "        pass\n")
-"""The floor of any exact check of which app changed: one look at each app's deployment."""
+"""The floor of the quick check's answer after an update: one look at each app's
+``current/active`` link (which deployment is active), as the check takes it."""
 
 
 def bench_noop(worlds: list[World], updated: list[World], rounds: int) -> dict[str, Any]:
     """``updated`` are copies of ``worlds`` for the update case, which changes them."""
     for w in worlds + updated:  # warm: links made, cache and config memo written
         w.reconcile()
+        # The trigger's first run tells what became of each app (told.py), once.
+        subprocess.run([BENCH_PY, "-I", str(TRIGGER), str(w.path)], env=w.env,
+                       capture_output=True, check=True)
     # The quick check trusts no timestamp younger than its margin: let it pass, as it
     # has between two Flatpak transactions, before the run that leaves the stamp.
     time.sleep(2.1)
@@ -254,7 +260,10 @@ def bench_noop(worlds: list[World], updated: list[World], rounds: int) -> dict[s
             cases[f"bwrap-trigger-{w.apps}"] = w.sandboxed_trigger
     res = interleaved(cases, rounds)
     base = median_s(res["bare"])
+    base_cpu = statistics.median(m.cpu_seconds for m in res["bare"])
+    # CPU time beside wall time: on a machine others share, it is the steadier figure.
     rows = {name: {"median_s": median_s(ms), "x_bare": median_s(ms) / base,
+                   "x_bare_cpu": statistics.median(m.cpu_seconds for m in ms) / base_cpu,
                    "max_rss_mib": max_rss(ms), "runs": len(ms)} for name, ms in res.items()}
     return rows
 
@@ -362,17 +371,50 @@ def _disk_mib(root: Path) -> float:
     return (blocks + os.lstat(root).st_blocks) * 512 / (1 << 20)
 
 
-def bench_store(work: Path, rounds: int) -> dict[str, Any]:
-    """What a validated snapshot costs (store.py): copying a tree into the store, beside
-    validating it, for a Sysprof-sized tree and a 100-file one; and the disk it takes."""
-    from flatpak_sysext import elf, release, store, validate
-    from testsupport.flatpak import daemon_tree
+def _signed_sysprof(work: Path) -> tuple[Any, Callable[[str], None]]:
+    """A Sysprof-sized tree installed by the real flatpak from a signed repository: its
+    deployed tree, and what verifying a copy of it costs the store (pipeline.verify's
+    steps: the commit, its binding, its signature against the keyring, every file)."""
+    from flatpak_sysext import keyring, ostree
+    from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree
 
-    trees = {"sysprof-like": work / "store-src-sysprof", "100-file": work / "store-src-100"}
-    daemon_tree("org.fsx.bench.Sysprof", "v1")(trees["sysprof-like"])
-    policy = trees["sysprof-like"] / "usr/share/polkit-1/actions/org.fsx.bench.Sysprof.policy"
-    policy.parent.mkdir(parents=True)
-    policy.write_text("<policyconfig/>\n")
+    app = "org.fsx.bench.Sysprof"
+    env = FlatpakEnv(work / "verify-world", signed=True)
+
+    def build(root: Path) -> None:
+        daemon_tree(app, "v1")(root)
+        policy = root / "usr/share/polkit-1/actions" / f"{app}.policy"
+        policy.parent.mkdir(parents=True)
+        policy.write_text("<policyconfig/>\n")
+
+    try:
+        env.publish(app, build)
+        env.install(app)
+    finally:
+        env.close()
+    inst = os.path.realpath(env.system_dir)
+    repo = os.path.join(inst, "repo")
+    checksum = env.commit(app)
+    ring = keyring.remote_keyring(inst, "test") or b""
+
+    def verify(copy: str) -> None:
+        commit = ostree.read_commit(repo, checksum)
+        ostree.check_binding(commit, f"app/{app}/{ARCH}/stable", None)
+        ostree.verify_signature(repo, checksum, ring)
+        ostree.verify_tree(repo, commit, "files/lib/extensions", copy)
+
+    return env.deploy_files(app) / "lib/extensions", verify
+
+
+def bench_store(work: Path, rounds: int) -> dict[str, Any]:
+    """What a validated snapshot costs (store.py, pipeline.py): copying a tree into the
+    store, verifying the copy against its signed commit, validating it, for a
+    Sysprof-sized tree (installed by flatpak) and a 100-file one (no commit: not
+    verified); and the disk it takes."""
+    from flatpak_sysext import elf, release, store, validate
+
+    sysprof, verify = _signed_sysprof(work)
+    trees = {"sysprof-like": sysprof, "100-file": work / "store-src-100"}
     exe = compile_c("int main(void){return 0;}", work / "store-exe", "-static")
     generate.make_check_tree(trees["100-file"], "org.fsx.bench.Hundred", 100, exe)
     host, target = release.read_host(), elf.ElfTarget.host()
@@ -380,6 +422,7 @@ def bench_store(work: Path, rounds: int) -> dict[str, Any]:
     for label, src in trees.items():
         name = "org.fsx.bench.Sysprof" if label == "sysprof-like" else "org.fsx.bench.Hundred"
         copies: list[float] = []
+        verifies: list[float] = []
         checks: list[float] = []
         disk = 0.0
         for i in range(rounds):
@@ -387,24 +430,34 @@ def bench_store(work: Path, rounds: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             tmp = store.make(str(src), str(dest))
             t1 = time.perf_counter()
-            report = validate.validate_tree(tmp, name, host, target)
+            if label == "sysprof-like":
+                verify(tmp)
             t2 = time.perf_counter()
+            report = validate.validate_tree(tmp, name, host, target)
+            t3 = time.perf_counter()
             assert report.accepted, report.problems
             disk = _disk_mib(Path(tmp))
             store.discard(tmp)
             copies.append(t1 - t0)
-            checks.append(t2 - t1)
+            verifies.append(t2 - t1)
+            checks.append(t3 - t2)
         files = sum(len(n) for _, _, n in os.walk(src))
         results[label] = {"files": files, "copy_s": statistics.median(copies),
+                          "verify_s": (statistics.median(verifies)
+                                       if label == "sysprof-like" else None),
                           "validate_s": statistics.median(checks), "disk_mib": disk,
                           "source_mib": _disk_mib(src), "runs": rounds}
     return results
 
 
 def store_rows(s: dict[str, Any]) -> list[str]:
-    """The snapshot's costs: copy time against validation time, and its disk."""
+    """The snapshot's costs: copy, verification and validation time, and its disk. A
+    run that changes nothing verifies nothing (snapshots are verified when made)."""
     return [f"{'snapshot, ' + label + ' (' + str(r['files']) + ' files)':<48} "
-            f"{r['copy_s'] * 1000:>7.1f}ms copy, {r['validate_s'] * 1000:.1f}ms validate, "
+            f"{r['copy_s'] * 1000:>7.1f}ms copy, "
+            + (f"{r['verify_s'] * 1000:.1f}ms verify, " if r.get("verify_s") is not None
+               else "")
+            + f"{r['validate_s'] * 1000:.1f}ms validate, "
             f"{r['disk_mib']:.2f} MiB on disk (source {r['source_mib']:.2f} MiB)"
             for label, r in s.items()]
 
@@ -412,24 +465,32 @@ def store_rows(s: dict[str, Any]) -> list[str]:
 NOOP_ROWS = {
     "bare": ("bare interpreter start", ""),
     "trigger": ("no-op trigger, nothing changed", "<= 2.5x at 1,000; < 5x at 10,000"),
-    "after-update": ("trigger, app w/o extension updated", ""),
+    "after-update": ("trigger, app w/o extension updated", "<= 2.0x at 1,000"),
     "full": ("trigger, full evaluation", ""),
-    "stat-apps": ("floor: stat every app once", ""),
+    "stat-apps": ("floor: lstat every app's active link", ""),
     "bwrap-bare": ("bare start in Flatpak's trigger sandbox", ""),
     "bwrap-trigger": ("no-op trigger in that sandbox", ""),
 }
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [f"interpreter: {results['machine']['bench_python']}",
-             f"{'case':<48} {'median':>9} {'x bare':>7} {'peak RSS':>9}  target"]
-    for name, r in results["noop"].items():
+def noop_rows(noop: dict[str, Any]) -> list[str]:
+    """The trigger's rows: each case beside the bare interpreter, with its target."""
+    lines = [f"{'case':<48} {'median':>9} {'x bare':>7} {'(cpu)':>7} {'peak RSS':>9}  target"]
+    for name, r in noop.items():
         kind, _, apps = name.rpartition("-")
         label, target = NOOP_ROWS[kind] if kind else NOOP_ROWS[name]
         label = f"{label}, {int(apps):,} apps" if kind else label
-        x = f"{r['x_bare']:.2f}x"
-        lines.append(f"{label:<48} {r['median_s'] * 1000:>7.1f}ms {x:>7} "
+        x, cpu = f"{r['x_bare']:.2f}x", f"{r['x_bare_cpu']:.2f}x"
+        if kind.startswith("bwrap"):
+            cpu = ""  # wait4 does not count the sandboxed grandchild
+        lines.append(f"{label:<48} {r['median_s'] * 1000:>7.1f}ms {x:>7} {cpu:>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB  {target if apps in ('1000', '10000') else ''}")
+    return lines
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"interpreter: {results['machine']['bench_python']}",
+             *noop_rows(results["noop"])]
     for name, r in results["cold"].items():
         lines.append(f"{name:<48} {r['median_s'] * 1000:>7.0f}ms {'':>7} "
                      f"{r['max_rss_mib']:>6.1f}MiB  <= 1 s (100 ext), <= 100 MiB")
@@ -468,8 +529,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="only the figures on the booted Debian 12 of tests/test_booted.py: "
                         "flatpak install to the daemon answering over D-Bus, and what the "
                         "package manager hooks add to dpkg -i (root, systemd-nspawn, go)")
+    p.add_argument("--hooks-only", action="store_true",
+                   help="with --booted-only: only what the package manager hooks add")
     p.add_argument("--store-only", action="store_true",
-                   help="only the costs of a validated snapshot (needs gcc and root)")
+                   help="only the costs of a validated snapshot (needs gcc, flatpak, gpg "
+                        "and root)")
+    p.add_argument("--rounds", type=int, metavar="N",
+                   help="rounds of the interleaved whole-process runs (default 11; --quick: 5)")
+    p.add_argument("--trigger-only", action="store_true",
+                   help="only the trigger's rows: nothing changed, after an update, full, "
+                        "the floor (root, flatpak, bubblewrap, gcc)")
     args = p.parse_args(argv)
     if args.booted_only:
         if booted_host.missing():
@@ -477,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.") as tmp:
-            print("\n".join(booted_host.booted_rows(booted_host.run(Path(tmp), args.quick))))
+            print("\n".join(booted_host.booted_rows(booted_host.run(Path(tmp), args.quick,
+                                                                   args.hooks_only))))
         return 0
     if args.store_only:
         with tempfile.TemporaryDirectory(prefix="flatpak-sysext-bench.", dir="/var/tmp") as tmp:
@@ -494,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     os.umask(0o022)  # generated trees must have the modes Flatpak gives them
-    rounds = 5 if args.quick else 11
+    rounds = args.rounds or (5 if args.quick else 11)
     work = Path(tempfile.mkdtemp(prefix="flatpak-sysext-bench.", dir="/var/tmp"))
     global _spawner, BENCH_PY
     _spawner = Spawner(work)
@@ -505,8 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = (100, 1000, 10000)
         worlds = [World(work, f"apps{n}", template, n, 4) for n in sizes]
         updated = [World(work, f"updated{n}", template, n, 4) for n in sizes]
-        cold = World(work, "cold100x20", template, 1000, 20)
-        counts = {w.path.name: w.flatpak_count() for w in [*worlds, *updated, cold]}
+        cold = [] if args.trigger_only else [World(work, "cold100x20", template, 1000, 20)]
+        counts = {w.path.name: w.flatpak_count() for w in [*worlds, *updated, *cold]}
         print(f"generated in {time.perf_counter() - t0:.1f}s; flatpak list sees: "
               + ", ".join(f"{n} apps in {k}" for k, n in counts.items()), flush=True)
         results: dict[str, Any] = {
@@ -515,7 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "flatpak_list_counts": counts,
         }
         results["noop"] = bench_noop(worlds, updated, rounds)
-        results["cold"] = bench_cold([cold, worlds[-1]], max(3, rounds // 3))
+        if args.trigger_only:
+            print("\n".join([f"interpreter: {BENCH_PY}", *noop_rows(results["noop"])]))
+            return 0
+        results["cold"] = bench_cold([*cold, worlds[-1]], max(3, rounds // 3))
         results["elf"] = bench_elf(work, 2000 if args.quick else 5000, max(3, rounds // 3))
         check_sizes = [5000, 10000, 20000] if args.quick else [25000, 50000, 100000]
         results["check"] = bench_check(work, check_sizes, template.static_exe, 3)

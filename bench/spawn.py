@@ -6,7 +6,8 @@ Linux counts a child's peak RSS from the memory of the process it was forked fro
 child spawned by the benchmark itself (tens of MiB of generated-installation state) would
 report the benchmark's size. This process stays as small as a bare interpreter and does
 the spawning: one JSON request per line on stdin (``argv``, ``env``, ``stderr`` path), one
-JSON answer per line on stdout (``seconds``, ``rss_kib``, ``exit``).
+JSON answer per line on stdout (``seconds``, ``cpu_seconds`` (user and system), ``rss_kib``,
+``exit``).
 """
 
 import json
@@ -27,7 +28,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         os.close(err)
         os.close(null)
-        print(json.dumps({"seconds": seconds, "rss_kib": usage.ru_maxrss,
+        print(json.dumps({"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                          "rss_kib": usage.ru_maxrss,
                           "exit": os.waitstatus_to_exitcode(status)}), flush=True)
 
 

@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--allow-host-glibc", action="store_true",
                    help="admit executables that need only this machine's glibc (hostglibc)")
+    c.add_argument("--os-release", metavar="FILE",
+                   help="judge compatibility against this os-release, as SYSTEMD_OS_RELEASE "
+                        "would (default: this machine's)")
     pt = sub.add_parser("package-transaction", parents=[common],
                         help="for package manager hooks: take the extensions out of /usr "
                              "(begin) and bring them back (end)")
@@ -157,17 +160,19 @@ def cmd_consent(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def consent_app(ctx: Context, command: str, app_id: str, digest: str | None = None,
-                ) -> tuple[list[str], Result]:
+                by: str = "") -> tuple[list[str], Result]:
     """Approve or revoke ``app_id`` under the service's lock, then reconcile; returns
     what to tell and the reconcile's result. Raises Die when it refuses. With
     ``digest``, approve only if what the app grants, from where, is still what it names
-    (consent.grants_digest): the D-Bus interface's Approve."""
-    from flatpak_sysext import consent, manifest, policy, statefiles
+    (consent.grants_digest): the D-Bus interface's Approve. ``by``: who consents, for
+    the record (default: this process's user)."""
+    from flatpak_sysext import consent, keyring, manifest, policy, statefiles
     from flatpak_sysext.reconcile import LOCK_WAIT
 
     app = next((s for s in evaluate(ctx, ctx.installations, save_cache=False).apps
                 if s.app_id == app_id), None)
-    origin = None
+    origin = ring = None
+    signed = False
     if command == "approve":
         if app is None:
             die(f"{app_id}: not installed in a system installation, or declares no "
@@ -176,20 +181,26 @@ def consent_app(ctx: Context, command: str, app_id: str, digest: str | None = No
             die(f"{app_id} is {app.state}" + (f" ({app.consent})" if app.consent else "")
                 + "; nothing to consent to", 1)
         origin = consent.origin_of(app.installation.path, app.origin)
-        if origin is None:
+        ring = keyring.remote_keyring(app.installation.path, app.origin)
+        if origin is None or ring is None:
             die(f"{app_id}: its remote {app.origin!r} cannot be read; nothing vouches "
                 "for it", 1)
+        signed = policy.remote_verifies(app.installation.path, app.origin)
         now = consent.grants_digest(app.manifest.grants(), manifest.GRANT_MODEL, origin)
         if digest is not None and digest != now:
             raise Changed(f"{app_id} changed: what it grants, or where it comes from, is not "
-                      f"what digest {digest} names (now {now}); look at it again", 1)
+                          f"what digest {digest} names (now {now}); look at it again", 1)
     try:
         with statefiles.Locked(ctx.state_dir, [], LOCK_WAIT):
             store = consent.Store(ctx.state_dir).load()
             if command == "approve":
-                assert app is not None and origin is not None  # checked above
+                assert app is not None and origin is not None and ring is not None
                 # Exactly what was evaluated above, and named by ``digest`` if given.
-                store.approve(app_id, origin, app.manifest.grants())
+                # Signed: the keyring is pinned; unsigned: nothing proves who made a
+                # commit, so this one commit is (docs/reference.md#consent).
+                store.approve(app_id, origin, app.manifest.grants(),
+                              by=by or f"uid {os.getuid()}",
+                              ring=store.offer(ring) if signed else "", commit=app.commit)
             elif not store.revoke(app_id):
                 die(f"{app_id}: no consent given with approve to take back", 1)
             store.save()
@@ -198,8 +209,11 @@ def consent_app(ctx: Context, command: str, app_id: str, digest: str | None = No
     except OSError as e:
         die(f"{e.filename or ''} {e.strerror or e}".strip(), 1)
     if command == "approve":
-        assert origin is not None
-        lines = [f"{app_id}: consented to, from {origin.describe()}"]
+        assert origin is not None and app is not None
+        pinned = ("its keyring pinned" if signed else
+                  f"its remote does not verify signatures: commit {app.commit} pinned, "
+                  "every new commit waits")
+        lines = [f"{app_id}: consented to, from {origin.describe()}; {pinned}"]
     else:
         lines = [f"{app_id}: consent taken back"]
     pattern = app and policy.allowed_by(ctx.config, app_id, app.origin)
@@ -237,6 +251,16 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             die(f"{path}: found {len(names)} extension-release files in "
                 "usr/lib/extension-release.d; name the extension with --name")
         name = names[0]
+    if args.os_release is not None:
+        # What SYSTEMD_OS_RELEASE means to systemd-sysext; a file that is not there is a
+        # mistake here, not a host without os-release.
+        try:
+            release.read_env_file(args.os_release)
+        except OSError as e:
+            die(f"--os-release {args.os_release}: {e.strerror or e}")
+        environ = {**environ, "SYSTEMD_OS_RELEASE": args.os_release}
+    judged = next((c for c in release.os_release_candidates(environ) if os.path.exists(c)),
+                  None)
     target = elf.ElfTarget.host()
     glibc = None
     if args.allow_host_glibc:  # judged against this machine's glibc
@@ -254,9 +278,9 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         (*report.restricted, *selinux.check_restricted(types)), frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
-        _print_json(output.check_json(name, path, report, types))
+        _print_json(output.check_json(name, path, report, judged, types))
     else:
-        output.print_check(name, path, report)
+        output.print_check(name, path, report, judged)
     return 0 if report.accepted else 1
 
 

@@ -37,6 +37,13 @@ ESCAPING_SYMLINK = "escaping-symlink"
 TOO_MANY_FILES = "too-many-files"
 TOO_DEEP = "too-deep"
 PATH_TOO_LONG = "path-too-long"
+TREE_TOO_LARGE = "tree-too-large"
+# Rejections: the deployment against its signed commit (ostree, decided at snapshot).
+COMMIT_UNAVAILABLE = "commit-unavailable"
+SIGNATURE_INVALID = "signature-invalid"
+REF_BINDING_MISMATCH = "ref-binding-mismatch"
+CONTENT_MISMATCH = "content-mismatch"
+UNSUPPORTED_REPO = "unsupported-repo"
 # Rejections: where the tree would land on this machine (placement).
 SHADOWS_HOST_FILE = "shadows-host-file"
 CONFLICTS_WITH_EXTENSION = "conflicts-with-extension"
@@ -73,6 +80,12 @@ REJECTIONS: dict[str, str] = {
     TOO_MANY_FILES: "more entries in the tree than flatpak-sysext validates",
     TOO_DEEP: "directories nested deeper than flatpak-sysext validates",
     PATH_TOO_LONG: "a path longer than the host can name",
+    TREE_TOO_LARGE: "more bytes in the tree than flatpak-sysext copies",
+    COMMIT_UNAVAILABLE: "the deployment's commit cannot be read from the repository",
+    SIGNATURE_INVALID: "the commit is not signed by a key of the pinned keyring",
+    REF_BINDING_MISMATCH: "the commit is bound to another ref or collection",
+    CONTENT_MISMATCH: "the deployed tree differs from what the commit holds",
+    UNSUPPORTED_REPO: "a repository mode flatpak-sysext cannot verify",
     SHADOWS_HOST_FILE: "a file that would replace one of the host's",
     CONFLICTS_WITH_EXTENSION: "a file another linked extension provides too",
     OUTRANKS_HOST_FILE: "a file a host search path would find before a host file",

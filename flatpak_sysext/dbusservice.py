@@ -88,6 +88,11 @@ class Caller:
     sender: str
     app: str | None
     """The Flatpak app it runs as, or None outside any sandbox."""
+    uid: int = -1
+
+    def describe(self) -> str:
+        """Who consents, for the consent record."""
+        return f"uid {self.uid} over D-Bus" + (f" from {self.app}" if self.app else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +143,8 @@ class Backend(Protocol):
         """polkit's verdict on ``action`` for ``caller``."""
         ...
 
-    def consent(self, command: str, app_id: str, digest: str | None) -> str:
-        """Approve or revoke; the outcome for people. Raises Refused."""
+    def consent(self, command: str, app_id: str, digest: str | None, by: str) -> str:
+        """Approve or revoke for ``by``; the outcome for people. Raises Refused."""
         ...
 
 
@@ -188,7 +193,8 @@ def dispatch(msg: Message, caller: Caller, backend: Backend) -> Message:
         return _error(msg, ERROR_DENIED, f"not authorized for {action}")
     try:
         outcome = backend.consent(member.lower(), app_id,
-                                         msg.body[1] if member == "Approve" else None)
+                                  msg.body[1] if member == "Approve" else None,
+                                  caller.describe())
     except Refused as e:
         return _error(msg, e.error, str(e))
     return _return(msg, "s", (outcome,))
@@ -235,13 +241,13 @@ class HostBackend:
             return polkitauth.Verdict(False)
         return polkitauth.verdict(reply.body)
 
-    def consent(self, command: str, app_id: str, digest: str | None) -> str:
+    def consent(self, command: str, app_id: str, digest: str | None, by: str) -> str:
         from flatpak_sysext import cli, output
 
         with self.consenting:
             try:
                 ctx = self._context()
-                lines, result = cli.consent_app(ctx, command, app_id, digest)
+                lines, result = cli.consent_app(ctx, command, app_id, digest, by)
             except cli.Changed as e:
                 raise Refused(str(e), ERROR_CHANGED) from e
             except cli.Die as e:
@@ -257,11 +263,12 @@ def identify(router: DBusRouter, sender: str, proc: str = "/proc") -> Caller:
     """The caller behind the bus name ``sender``: its process, and the Flatpak app that
     process runs as (through Flatpak's proxy: the proxy's, which shares the app's
     ``/.flatpak-info``). Raises ValueError if that cannot be told."""
-    reply = router.send_and_get_reply(message_bus.GetConnectionUnixProcessID(sender),
-                                      timeout=10)
-    if reply.header.message_type is MessageType.error:
+    pid = router.send_and_get_reply(message_bus.GetConnectionUnixProcessID(sender),
+                                    timeout=10)
+    uid = router.send_and_get_reply(message_bus.GetConnectionUnixUser(sender), timeout=10)
+    if MessageType.error in (pid.header.message_type, uid.header.message_type):
         raise ValueError(f"{sender}: its process cannot be told")
-    return Caller(sender, polkitauth.sandboxed_app(int(reply.body[0]), proc))
+    return Caller(sender, polkitauth.sandboxed_app(int(pid.body[0]), proc), int(uid.body[0]))
 
 
 def _handle(router: DBusRouter, backend: Backend, msg: Message) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
+import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from flatpak_sysext import (
     cache,
     codes,
     consent,
+    keyring,
+    pipeline,
     placement,
     policy,
     provided,
@@ -85,17 +87,18 @@ class Evaluation:
     released: frozenset[str] = frozenset()
     """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
     migrated: Mapping[str, consent.Record] = dataclasses.field(default_factory=dict)
-    """Consent a first run keeps for the apps linked before consent existed."""
+    """Consent records a run keeps for the apps it links (consent.Decision.keep)."""
 
 
-def _judge(ctx: Context, app: Declared, verdicts: cache.Cache,
-           snapshots: bool) -> tuple[TreeReport, bool, str]:
+def _judge(ctx: Context, app: Declared, verdicts: cache.Cache, snapshots: bool,
+           consented: Callable[[TreeReport], bool]) -> tuple[TreeReport, bool, str]:
     """The verdict on an app's tree, whether it was reached in this run, and the link
-    target: its snapshot (store.py), made here if ``snapshots`` and it is missing.
+    target: its snapshot (pipeline.py), made here if ``snapshots`` and it is missing and
+    kept if ``consented`` to.
 
-    A snapshot exists only if it was accepted when it was made, and nobody but root can
-    change it: a cached verdict stands for it. Without ``snapshots`` (a run that writes
-    nothing) a tree not judged yet is judged where it is.
+    A snapshot exists only if it was verified and accepted when it was made, and nobody
+    but root can change it: a cached verdict stands for it. Without ``snapshots`` (a
+    run that writes nothing) a tree not judged yet is judged where it is.
     """
     key = cache.Key(f"{app.arch}/{app.branch}/{app.active_id}", app.declared_path)
     target = os.path.join(store.directory(ctx.state_dir, app.installation.path),
@@ -115,41 +118,14 @@ def _judge(ctx: Context, app: Declared, verdicts: cache.Cache,
         if report is not None and (not report.accepted or have or not snapshots):
             return report, False, target
         if have:  # made under other rules (the cache's fingerprint changed): judge it again
-            report = _validate(ctx, app, target)
-        elif snapshots:
-            report = _snapshot(ctx, app, target)
+            report = pipeline.validate_at(ctx, app, target)
         else:
-            report = _validate(ctx, app, app.root)
-    verdicts.put(app.app_id, key, report)
+            report = pipeline.refused_before_copy(app) or (
+                pipeline.snapshot(ctx, app, target, consented) if snapshots
+                else pipeline.judge_in_place(ctx, app))
+    if not {p.code for p in report.problems} & pipeline.VERIFY_CODES:
+        verdicts.put(app.app_id, key, report)  # a verdict of the pins of the moment: not kept
     return report, True, target
-
-
-def _validate(ctx: Context, app: Declared, root: str) -> TreeReport:
-    return validate.validate_tree(root, app.app_id, ctx.host, ctx.elf_target,
-                                  host_glibc=ctx.glibc_for(app.app_id))
-
-
-def _snapshot(ctx: Context, app: Declared, target: str) -> TreeReport:
-    """Copy the tree to the store, judge the copy, keep it (as ``target``) if accepted."""
-    assert app.root is not None
-    try:
-        copy = store.make(app.root, target)
-    except store.Unfaithful:
-        report = _validate(ctx, app, app.root)  # what the copy could not hold rejects it
-        if report.accepted:
-            raise OSError(errno.EIO, "the tree could not be copied exactly") from None
-        return report
-    try:
-        selinux.label_snapshot(copy, ctx.host_root)
-        report = _validate(ctx, app, copy)
-    except BaseException:
-        store.discard(copy)
-        raise
-    if report.accepted:
-        store.publish(copy, target)
-    else:
-        store.discard(copy)
-    return report
 
 
 Judged = tuple[Declared, TreeReport, bool, str]
@@ -162,6 +138,7 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     warnings: list[str] = []
     held: set[str] = set()
     judged: list[Judged] = []
+    entries = targetdir.scan(ctx.config.target_dir, scope, ctx.installations, ctx.state_dir)
     for inst in scope:
         verdicts = cache.Cache(inst, ctx.fingerprint(),
                                None if ctx.sandboxed else ctx.state_dir)
@@ -180,9 +157,14 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 problem = Problem(codes.NOT_OWNED_BY_ROOT, "", f"the installation: {distrust}")
                 judged.append((app, TreeReport((problem,), (), frozenset()), False, ""))
                 continue
+            if policy.denial(ctx.config, inst.path, app.app_id, app.origin) is not None:
+                judged.append((app, TreeReport((), (), frozenset()), False, ""))
+                continue  # decided before anything is copied or judged (_decide says why)
+            _upgrade_consent(ctx, app, entries)
             try:
-                report, fresh, target = _judge(ctx, app, verdicts,
-                                               save_cache and not ctx.sandboxed)
+                report, fresh, target = _judge(
+                    ctx, app, verdicts, save_cache and not ctx.sandboxed,
+                    functools.partial(_consented, ctx, app, entries))
             except OSError as e:
                 # An I/O error or a tree changing under us says nothing about the
                 # extension: hold its link as it is, cache nothing, and report it.
@@ -198,7 +180,6 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
                 # (exit 1 when an operation failed), and the disk needs a look.
                 errors.append(f"{verdicts.path}: cannot save the cache: {e.strerror}")
 
-    entries = targetdir.scan(ctx.config.target_dir, scope, ctx.installations, ctx.state_dir)
     released = frozenset(name for name in held if name in entries
                          and entries[name].kind is Kind.MANAGED
                          and not _still_pinned(entries[name]))
@@ -321,11 +302,7 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(refused)))
             continue
-        entry = entries.get(app.app_id)
-        decision = consent.decide(
-            policy.allowed_by(cfg, app.app_id, app.origin), ctx.consents, app.app_id,
-            consent.origin_of(app.installation.path, app.origin), report.manifest.grants(),
-            entry is not None and entry.kind is Kind.MANAGED)
+        decision = _consent(ctx, app, report, entries)
         if decision.by is None:
             statuses.append(_status(ctx, app, report, "waiting", None, fresh,
                                     decision.waiting, decision=decision))
@@ -368,5 +345,39 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         statuses.append(_status(ctx, app, report, state, target, fresh,
                                 decision=decisions[app.app_id]))
     statuses.sort(key=lambda s: s.app_id)
-    migrated = {a: d.migrate for a, d in decisions.items() if d.migrate is not None}
-    return statuses, wanted, unplaced, migrated
+    kept = {a: d.keep for a, d in decisions.items() if d.keep is not None and a in wanted}
+    return statuses, wanted, unplaced, kept
+
+
+def _consent(ctx: Context, app: Declared, report: TreeReport,
+             entries: Mapping[str, Entry]) -> consent.Decision:
+    """Consent for ``app`` whose tree's verdict is ``report`` (consent.decide)."""
+    entry = entries.get(app.app_id)
+    return consent.decide(policy.allowed_by(ctx.config, app.app_id, app.origin),
+                          ctx.consents, app.app_id,
+                          pipeline.now(ctx, app, report.manifest.grants()),
+                          entry is not None and entry.kind is Kind.MANAGED)
+
+
+def _consented(ctx: Context, app: Declared, entries: Mapping[str, Entry],
+               report: TreeReport) -> bool:
+    return _consent(ctx, app, report, entries).by is not None
+
+
+def _upgrade_consent(ctx: Context, app: Declared, entries: Mapping[str, Entry]) -> None:
+    """Bring a format-1 consent record of ``app`` to the current format (consent.py):
+    with the remote's keyring now, the grants and commit of the snapshot linked now."""
+    record = ctx.consents.records.get(app.app_id)
+    if record is None or record.grant_model != 1:
+        return
+    entry = entries.get(app.app_id)
+    grants, commit = None, ""
+    if entry is not None and entry.kind is Kind.MANAGED and entry.target is not None:
+        with contextlib.suppress(OSError):
+            grants = pipeline.validate_at(ctx, app, entry.target).manifest.grants()
+        active = store.snapshot_name(app.app_id, f"{app.arch}/{app.branch}/{app.active_id}",
+                                     app.declared_path)
+        if os.path.basename(entry.target) == active:
+            commit = app.commit
+    ring = keyring.remote_keyring(app.installation.path, app.origin)
+    ctx.consents.upgrade(app.app_id, ring, grants, commit)

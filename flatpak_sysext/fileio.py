@@ -9,13 +9,14 @@ bytes. The trigger's quick check imports this, so it imports nothing beyond ``os
 ``stat``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: see quick.py.
 import os
 import stat
 
 ABSENT = "-"
 """The signature of a path that does not exist."""
+_CHUNK = 1 << 16
+"""What :func:`read_regular` asks for past the size the file had when opened."""
 
 
 class NotRegularError(ValueError):
@@ -26,8 +27,8 @@ class TooLargeError(ValueError):
     """The file is larger than the reader's limit."""
 
 
-def read_regular(path: str | bytes | os.PathLike[str], limit: int, *, dir_fd: int | None = None,
-                 follow: bool = False) -> bytes:
+def read_regular(path: "str | bytes | os.PathLike[str]", limit: int, *,
+                 dir_fd: "int | None" = None, follow: bool = False) -> bytes:
     """The bytes of the regular file at ``path``, at most ``limit`` of them.
 
     A final symlink is refused unless ``follow`` (for files a person configures, such
@@ -41,13 +42,16 @@ def read_regular(path: str | bytes | os.PathLike[str], limit: int, *, dir_fd: in
         flags |= os.O_NOFOLLOW
     fd = os.open(path, flags, dir_fd=dir_fd)  # a final symlink: ELOOP, an OSError
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularError("a directory" if stat.S_ISDIR(mode) else "not a regular file")
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularError("a directory" if stat.S_ISDIR(st.st_mode)
+                                  else "not a regular file")
         chunks = []
         size = 0
         while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
+            # Not ``limit`` bytes at once: Python allocates what is asked for before it
+            # reads (64 MiB for the quick check's stamp, a tenth of a millisecond).
+            chunk = os.read(fd, min(limit + 1 - size, max(st.st_size + 1 - size, _CHUNK)))
             if not chunk:
                 break
             chunks.append(chunk)

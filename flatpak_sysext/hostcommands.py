@@ -18,21 +18,40 @@ Runner = Callable[[Sequence[str]], tuple[int, str]]
 """Runs one command (argv) and returns its exit status and its output."""
 
 COMMAND_TIMEOUT = 300
+UNIT_STEP_TIMEOUT = 20
+"""How long host sync waits for ``systemctl stop`` or ``try-reload-or-restart`` of a
+unit: systemctl returns once the unit's job is done, and a unit slow to stop (an
+``ExecStop=`` that sleeps, a daemon ignoring SIGTERM; systemd's own TimeoutStopSec= is
+90 s) must not hold host sync, and so every package manager waiting for its lock, for
+minutes. systemd goes on with the job after systemctl is given up on; the step says so."""
+UNIT_STEP_VERBS = frozenset({"stop", "try-reload-or-restart"})
 MAX_MESSAGE = 400
 TOOL_DIRS = ("usr/bin", "bin")
 """Where Debian, Fedora and Arch install systemctl, busctl, udevadm and systemd's tools:
 every command runs by an absolute path found here, never through PATH."""
 
 
+def command_timeout(argv: Sequence[str]) -> float:
+    """How long :func:`run_command` waits for ``argv``: :data:`UNIT_STEP_TIMEOUT` for a
+    unit step, else :data:`COMMAND_TIMEOUT`."""
+    if os.path.basename(argv[0]) == "systemctl" and len(argv) > 1 and argv[1] in UNIT_STEP_VERBS:
+        return UNIT_STEP_TIMEOUT
+    return COMMAND_TIMEOUT
+
+
 def run_command(argv: Sequence[str]) -> tuple[int, str]:
     """The real :data:`Runner`: run ``argv`` without input; stdout and stderr together."""
+    timeout = command_timeout(argv)
     try:
         proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT, check=False)
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
     except FileNotFoundError:
         return 127, f"{argv[0]}: command not found"
     except subprocess.TimeoutExpired:
-        return 124, f"no answer after {COMMAND_TIMEOUT} s"
+        if timeout == UNIT_STEP_TIMEOUT:
+            return 124, (f"not done after {timeout:g} s; systemd goes on with the job "
+                         "(see 'systemctl list-jobs')")
+        return 124, f"no answer after {timeout:g} s"
     except OSError as e:
         return 126, f"{argv[0]}: {e.strerror}"
     return proc.returncode, proc.stdout.decode("utf-8", "replace")

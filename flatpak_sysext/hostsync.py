@@ -15,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from flatpak_sysext import fileio, release, store, targetdir
 from flatpak_sysext.hostcommands import Runner, Tools, run_command, run_step, tool
 from flatpak_sysext.hoststate import (
     DAEMON_RELOAD,
     DBUS_RELOAD,
-    DISABLE_UNITS,
     FAILED,
     OK,
     POLKIT_RELOAD,
@@ -45,6 +44,14 @@ from flatpak_sysext.hoststate import (
     save,
     unit_pattern,
 )
+from flatpak_sysext.hostunits import (
+    Ownership,
+    disable_step,
+    manager_kept,
+    ownership,
+    stop_step,
+    units_step,
+)
 from flatpak_sysext.installation import Installation
 
 MERGED_LIST = "/usr/.systemd-sysext/extensions"
@@ -63,7 +70,13 @@ RELOAD_COMMANDS: Mapping[str, tuple[str, ...]] = {
     UDEV_RELOAD: ("udevadm", "control", "--reload"),
 }
 AFTER_TRANSACTION = Needs(frozenset(RELOADS) - {POLKIT_RELOAD})
-"""What the end of a package transaction owes (:meth:`HostSync.owe_all`)."""
+"""What the end of a package transaction owes (:meth:`HostSync.owe_all`) at most."""
+RUN_DIR = "run/flatpak-sysext"
+"""Under the host root: root-only (0700), on a tmpfs, so nothing survives a reboot
+(pkgtransaction keeps its holders there)."""
+MANAGER_STAMP = f"{RUN_DIR}/manager-stamp"
+"""When systemd had last loaded its units, as the first unmerge of a package
+transaction found it (:func:`manager_stamp`)."""
 
 # systemd's parse_boolean(), the true half.
 _TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
@@ -157,82 +170,33 @@ def _sysext_actions(runner: Runner, host_root: str, merged: frozenset[str],
     return (flagged and version[0] >= 255) or bool(restarts), restarts
 
 
-SYSTEMCTL_NOT_LOADED = 5
-"""systemctl's exit status for a unit it does not know (LSB "not installed"): a unit
-that is not loaded does not run, so stopping it has nothing to do."""
-UNIT_DIRS_FIRST = ("/etc/systemd/system", "/run/systemd/system")
-"""Where a unit file comes before the extension's in /usr/lib/systemd/system."""
+@dataclasses.dataclass(frozen=True)
+class Transaction:
+    """What a package transaction that took the extensions out asks of the sync."""
 
-
-def _ours(units: Collection[str], host_root: str) -> tuple[list[str], list[str]]:
-    """The recorded unit file names whose units systemd loads from the extension, and
-    the others: an administrator's or the runtime's file of that name comes first, and
-    that unit is not ours to stop, disable or restart."""
-    ours: list[str] = []
-    theirs: list[str] = []
-    for u in sorted(units):
-        first = any(os.path.lexists(_host(host_root, f"{d}/{u}")) for d in UNIT_DIRS_FIRST)
-        (theirs if first else ours).append(u)
-    return ours, theirs
-
-
-def _template_name(unit: str) -> str | None:
-    """What ``disable`` is given: the unit file's own name (a template's disables its
-    instances; disable takes no glob), if it is one :func:`unit_pattern` accepts."""
-    return unit if unit_pattern(unit) is not None else None
-
-
-def _units(runner: Runner, step: str, verb: Sequence[str], units: Collection[str],
-           host_root: str, tools: Tools, *, name: Callable[[str], str | None] = unit_pattern,
-           one_by_one: bool = False, success: Collection[int] = (0,)) -> Step:
-    """``systemctl VERB -- NAMES`` for the units that are ours (``name`` of each: by
-    default a template as the pattern of its instances), the step naming them and those
-    left alone for people; ``one_by_one``, a call per unit."""
-    ours, theirs = _ours(units, host_root)
-    names = [n for n in (name(u) for u in ours) if n is not None]
-    left = f"left alone, a file in /etc or /run comes first: {', '.join(theirs)}" if theirs else ""
-    if not names:
-        return Step(step, SKIPPED, left)
-    calls = [(n,) for n in names] if one_by_one else [tuple(names)]
-    failed = [done for done in (run_step(runner, step, ("systemctl", *verb, "--", *c), tools,
-                                         success) for c in calls) if done.outcome != OK]
-    if failed:
-        return dataclasses.replace(failed[0], message="; ".join(f.message for f in failed))
-    return Step(step, OK, "; ".join(filter(None, (", ".join(names), left))),
-                ("systemctl", *verb, "--", *names))
-
-
-def _stop(runner: Runner, step: str, units: Collection[str], host_root: str,
-          tools: Tools) -> Step:
-    """``systemctl stop``, a unit a call: systemctl's exit status is its first error's,
-    and one unit it does not know (nothing to stop) must not hide another's failure."""
-    return _units(runner, step, ("stop",), units, host_root, tools, one_by_one=True,
-                  success=(0, SYSTEMCTL_NOT_LOADED))
-
-
-def _disable(runner: Runner, units: Collection[str], host_root: str, tools: Tools) -> Step:
-    """``systemctl disable --no-reload`` of the units whose file is merged."""
-    merged = [u for u in units
-              if os.path.lexists(_host(host_root, f"/usr/lib/systemd/system/{u}"))]
-    if not merged:
-        # A package transaction took the extension out of /usr: systemctl refuses to
-        # disable a unit it has no file for.
-        return Step(DISABLE_UNITS, SKIPPED, "no unit file of theirs is merged")
-    return _units(runner, DISABLE_UNITS, ("disable", "--no-reload"), merged, host_root, tools,
-                  name=_template_name)
+    reloads: frozenset[str] = frozenset()
+    """Reloads only the transaction owes (the linked extensions' content needs them)."""
+    units: frozenset[str] = frozenset()
+    """The linked extensions' units."""
+    stamp: str | None = None
+    """:func:`manager_stamp` when the first unmerge took them out, if known."""
 
 
 def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runner: Runner,
-           host_root: str, tools: Tools) -> list[Step]:
+           host_root: str, tools: Tools, transaction: Transaction = Transaction()) -> list[Step]:
     steps = []
+    stopping = Ownership()
     if needs.stop:
+        # Whose units they are is asked once, while their files are still merged: after
+        # the refresh systemd no longer knows where the extension's unit came from.
+        stopping = ownership(runner, needs.stop, host_root, tools)
         # While their files are still merged: the units of an extension that goes, or
         # that its update no longer ships, as dpkg and rpm stop a removed package's.
-        steps.append(_stop(runner, STOP_UNITS, needs.stop, host_root, tools))
+        steps.append(stop_step(runner, STOP_UNITS, stopping, tools))
         # --no-reload: the daemon-reload comes after the refresh. One now would read
         # the old overlay, whose lower layer Flatpak may already have deleted (every
         # unit under /usr then vanishes from systemd, and the timers of them fail).
-        steps.append(_disable(runner, needs.stop, host_root, tools))
+        steps.append(disable_step(runner, stopping, host_root, tools))
     refresh = run_step(runner, REFRESH, ("systemd-sysext", "refresh"), tools)
     merged = read_merged(host_root)
     steps += [refresh, _verify(linked, removed, merged)]
@@ -244,16 +208,24 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         steps.append(run_step(runner, TMPFILES, ("systemd-tmpfiles", "--create", "--",
                                              *sorted(needs.tmpfiles)), tools))
     reloaded, restarted = False, frozenset[str]()
-    if refresh.outcome == OK and (DAEMON_RELOAD in needs.reloads or needs.restart):
+    if refresh.outcome == OK and (DAEMON_RELOAD in needs.reloads | transaction.reloads
+                                  or needs.restart):
         reloaded, restarted = _sysext_actions(runner, host_root, merged, tools)
     for reload in RELOADS:
-        if reload not in needs.reloads:
+        if reload not in needs.reloads | transaction.reloads:
             continue
         argv = RELOAD_COMMANDS[reload]
         if reload == DAEMON_RELOAD and reloaded:
             steps.append(Step(reload, SKIPPED, "systemd-sysext reloaded the manager itself "
                                                "(EXTENSION_RELOAD_MANAGER=1)"))
             continue
+        if reload == DAEMON_RELOAD and reload not in needs.reloads and refresh.outcome == OK:
+            # Half a second of a package transaction's cost on Debian 12: skipped only
+            # when systemd provably still has what the re-merge brought back.
+            kept = manager_kept(runner, transaction.stamp, transaction.units, tools)
+            if kept is not None:
+                steps.append(Step(reload, SKIPPED, kept))
+                continue
         if reload == UDEV_RELOAD and not udev_running(host_root):
             # A container, or a host without udev: no rules are read, none to reload.
             steps.append(Step(reload, SKIPPED, "udev is not running"))
@@ -263,15 +235,16 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
         # Once more, now that their files and D-Bus activation are gone: a call (or a
         # socket, a timer) between the first stop and the reloads starts a unit again
         # from the still-merged files, and it would run on, unmerged, owning its bus name.
-        steps.append(_stop(runner, STOP_REACTIVATED, needs.stop, host_root, tools))
+        steps.append(stop_step(runner, STOP_REACTIVATED, stopping, tools))
     if needs.restart:
-        # After daemon-reload, so the new unit files are the ones restarted; only units
-        # that run (try-), and reloaded instead where the unit says how. Those that
-        # systemd-sysext restarted already are not restarted twice.
+        # After daemon-reload, so the new unit files are the ones restarted (and systemd
+        # says whose they are now); only units that run (try-), and reloaded instead
+        # where the unit says how. Those that systemd-sysext restarted already are not
+        # restarted twice.
         mine = needs.restart - restarted
         if mine:
-            steps.append(_units(runner, RESTART_UNITS, ("try-reload-or-restart",), mine,
-                                host_root, tools))
+            steps.append(units_step(runner, RESTART_UNITS, ("try-reload-or-restart",),
+                                    ownership(runner, mine, host_root, tools), tools))
         else:
             steps.append(Step(RESTART_UNITS, SKIPPED, "systemd-sysext restarted them itself "
                               f"(EXTENSION_RESTART_UNITS=): {', '.join(sorted(restarted))}"))
@@ -306,6 +279,7 @@ class HostSync:
                 self.warnings.append(warning)
         self.owed = [s.pending for s in self.states.values() if s.pending is not None]
         self.marked = False
+        self.after_transaction = False
 
     def owe(self) -> None:
         """Record that links are about to change and the host must follow.
@@ -322,11 +296,32 @@ class HostSync:
         self.warnings += save(self.states, pending, None, self.state_dir)
 
     def owe_all(self) -> None:
-        """Owe a sync with every reload, whatever the links do: a package transaction
-        took every extension out of ``/usr`` and its maintainer scripts may have
-        reloaded systemd or D-Bus meanwhile. Not polkit's, which restarts polkit (and
-        polkit reads its rules itself): a package transaction restarts no unit."""
-        self.owed.append(AFTER_TRANSACTION)
+        """Owe a sync whatever the links do: a package transaction took every extension
+        out of ``/usr`` and its maintainer scripts may have reloaded systemd or D-Bus
+        meanwhile. The refresh, and the reloads the linked extensions' contents need
+        (all of them for content never recorded), but polkit's, which restarts polkit
+        (and polkit reads its rules itself): a package transaction restarts no unit.
+        The daemon-reload is skipped if systemd provably reloaded nothing meanwhile."""
+        self.after_transaction = True
+
+    def _transaction(self, linked: Collection[str]) -> Transaction:
+        """What the end of a package transaction owes for ``linked``; consumes the
+        manager stamp the first unmerge kept (run under the transactions' lock)."""
+        if not self.after_transaction:
+            return Transaction()
+        path = _host(self.host_root, MANAGER_STAMP)
+        try:
+            stamp: str | None = fileio.read_regular(path, 64).decode("ascii", "replace").strip()
+            os.unlink(path)
+        except (OSError, ValueError):
+            stamp = None
+        contents: dict[str, Needs] = {}
+        for state in self.states.values():
+            contents.update(state.contents)
+        needs = Needs()
+        for name in linked:
+            needs |= contents.get(name, UNKNOWN_CONTENT)
+        return Transaction(needs.reloads & AFTER_TRANSACTION.reloads, needs.units, stamp)
 
     def run(self, changes: Sequence[Change], linked: Collection[str],
             provided: frozenset[str] = frozenset(), *,
@@ -338,7 +333,7 @@ class HostSync:
         interrupted run. ``deferred``: a package transaction is under way; the sync is
         recorded as owed and left to its end.
         """
-        if not changes and not self.owed:
+        if not changes and not self.owed and not self.after_transaction:
             if self.marked:
                 self.warnings += save(self.states, None, None, self.state_dir)
             return None
@@ -353,14 +348,14 @@ class HostSync:
         warnings = list(self.warnings)
         if systemd_running(self.host_root):
             steps = _steps(needs, linked, removed, self.runner, self.host_root,
-                           Tools(self.tools_root, provided))
+                           Tools(self.tools_root, provided), self._transaction(linked))
         else:
             steps = [Step(REFRESH, SKIPPED, "systemd is not running")]
         report = SyncReport(_now(), tuple(steps), tuple(warnings))
         problems = save(self.states, None, report, self.state_dir)
         return dataclasses.replace(report, warnings=report.warnings + tuple(problems))
 
-    def _snapshot_units(self, target: str, owner: Installation | None) -> Needs | None:
+    def _snapshotunits_step(self, target: str, owner: Installation | None) -> Needs | None:
         """Without a record of the old content: the units its snapshot ships, if the
         store still has it (an unlinked one is kept until the next boot); it was
         validated when it was linked. Never those of a tree outside the store."""
@@ -386,7 +381,7 @@ class HostSync:
             new = Needs.of(change.files) if change.new is not None else None
             if change.old is not None and old is None:
                 needs |= UNKNOWN_CONTENT
-                old = self._snapshot_units(change.old, old_owner)
+                old = self._snapshotunits_step(change.old, old_owner)
             if old is not None:
                 needs |= old.removal() if new is None else old.update(new)
             if new is not None:

@@ -9,8 +9,7 @@ GKeyFile: ``[group]`` headers, ``key=value`` lines, ``#`` comments, the escapes 
 ``g_key_file_parse_value_as_string`` and ``key[locale]`` entries (kept verbatim).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: see quick.py.
 import os
 
 from flatpak_sysext import fileio
@@ -72,7 +71,7 @@ def parse(data: bytes) -> KeyFile:
     return groups
 
 
-def read(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> KeyFile:
+def read(path: "str | os.PathLike[str]", *, dir_fd: "int | None" = None) -> KeyFile:
     """Read and parse a key file without following a final symlink, at most MAX_SIZE bytes.
 
     Raises OSError if it cannot be read and KeyFileError if it is malformed or too large.

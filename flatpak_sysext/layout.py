@@ -9,8 +9,7 @@ quick check uses it too, so it imports nothing beyond ``os`` and ``keyfile``. Se
 docs/platform.md#deployment-layout.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: see quick.py.
 import os
 
 from flatpak_sysext import keyfile
@@ -51,14 +50,14 @@ def valid_active(name: str) -> bool:
             and (not dash or (dash == "-" and bool(rest) and _BRANCH.issuperset(rest))))
 
 
-def _readlink(path: str, apps_fd: int) -> str | None:
+def _readlink(path: str, apps_fd: int) -> "str | None":
     try:
         return os.readlink(path, dir_fd=apps_fd)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
 
-def links(apps_fd: int, app_id: str) -> tuple[str, str] | None:
+def links(apps_fd: int, app_id: str) -> "tuple[str, str] | None":
     """The ``current`` and ``active`` link texts of an app; None if it is not installed.
 
     ``apps_fd`` is the installation's ``app/`` directory: paths relative to it cost the
@@ -78,7 +77,7 @@ def links(apps_fd: int, app_id: str) -> tuple[str, str] | None:
     return current, active
 
 
-def open_deployment(deploy_dir: str) -> int | None:
+def open_deployment(deploy_dir: str) -> "int | None":
     """A descriptor of the deployment directory (never through a symlink); None if it
     does not exist. Raises LayoutError if it cannot be opened."""
     try:
@@ -89,7 +88,7 @@ def open_deployment(deploy_dir: str) -> int | None:
         raise LayoutError(f"{deploy_dir}: {e.strerror}") from None
 
 
-def declared_path(deploy_fd: int) -> str | None:
+def declared_path(deploy_fd: int) -> "str | None":
     """The path an app's ``metadata`` declares in ``[X-SystemExtension]``, None if none.
 
     Only applications count (a runtime's metadata has no ``[Application]``). Raises

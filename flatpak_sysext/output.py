@@ -19,6 +19,7 @@ from flatpak_sysext import (
     selinux,
     told,
 )
+from flatpak_sysext.consent import FIRST_USE
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
@@ -52,7 +53,9 @@ def change_lines(ev: Evaluation, actions: Sequence[Action], *, requested: bool =
     for action in actions:
         s = by_app.get(action.name)
         if isinstance(action, Link) and s is not None:
-            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{suffix}")
+            # Trust on first use is said where it happens (docs/reference.md#consent).
+            pin = f", {s.consent}" if s.consent and s.consent.endswith(FIRST_USE) else ""
+            lines.append(f"{s.app_id}: linked, commit {s.commit[:12]}{pin}{suffix}")
         elif isinstance(action, Relink) and s is not None:
             lines.append(f"{s.app_id}: relinked to commit {s.commit[:12]}{suffix}")
         elif isinstance(action, Unlink):
@@ -336,12 +339,15 @@ def print_transaction_end(ctx: Context, result: Result) -> None:
 
 
 def check_json(name: str, path: str, report: TreeReport,
+               os_release: str | None,
                selinux_types: dict[str, str] | None = None) -> dict[str, Any]:
-    """The ``check --json`` document (schemas/check.schema.json); ``selinux_types``: what
-    the host's SELinux policy would label each file, None where there is none."""
+    """The ``check --json`` document (schemas/check.schema.json); ``os_release``: the
+    file compatibility was judged against (None: none was found); ``selinux_types``:
+    what the host's SELinux policy would label each file, None where there is none."""
     return {
         "name": name,
         "path": path,
+        "os_release": os_release,
         "accepted": report.accepted,
         "problems": _problems(report.problems),
         "warnings": _problems(report.warnings),
@@ -352,8 +358,9 @@ def check_json(name: str, path: str, report: TreeReport,
     }
 
 
-def print_check(name: str, path: str, report: TreeReport) -> None:
-    """``check`` for people: every problem and warning, then the verdict."""
+def print_check(name: str, path: str, report: TreeReport, os_release: str | None) -> None:
+    """``check`` for people: every problem and warning, then the verdict and the
+    os-release it was judged against."""
     for p in report.problems:
         print(f"{p.code}: {p.path or '.'}: {p.message}")
     for w in report.warnings:
@@ -366,5 +373,6 @@ def print_check(name: str, path: str, report: TreeReport) -> None:
         print("merged, it gets from the host:")
         for line in grants:
             print(f"  {line}")
+    print(f"compatibility judged against {os_release or 'no os-release (none found)'}")
     verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
     print(f"{name} ({path}): {verdict}")

@@ -15,14 +15,21 @@ caller's ``resync`` (a reconcile, so that every placement rule is checked agains
 A package manager that aborts or is killed skips its post step, so :func:`begin` also
 starts a guard (:func:`guard`) that waits for the holder to die and ends its transaction
 if nobody did.
+
+The cheap path (dpkg's hook, hooks/dpkg): a package manager's run that finds nothing
+merged only records its holder, under :func:`sync_lock`'s lock taken with flock(1); its
+end runs Python only when a re-merge is owed (:data:`OWED`: :func:`begin` unmerged, or a
+host sync was held back, :func:`hold_back`), else it just forgets the holder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,15 +38,33 @@ from flatpak_sysext.hostcommands import Runner, tool
 from flatpak_sysext.hoststate import RELOADS
 from flatpak_sysext.hostsync import (
     AFTER_TRANSACTION,
+    MANAGER_STAMP,
     RELOAD_COMMANDS,
+    RUN_DIR,
     read_merged,
     systemd_running,
 )
+from flatpak_sysext.hostunits import manager_stamp
 
-RUN_DIR = "run/flatpak-sysext"
-"""Under the host root: root-only (0700), on a tmpfs, so nothing survives a reboot."""
 HOLDERS_DIR = "transactions"
 LOCK_NAME = "transactions.lock"
+OWED = "owed"
+"""In :data:`RUN_DIR`: a re-merge is owed at the end of the package transaction (its
+:func:`begin` took extensions out, or a host sync was held back meanwhile). Without it,
+the end of a transaction that found nothing merged has nothing to do."""
+SETTLED = "settled"
+"""In :data:`RUN_DIR`: the last reconcile found every declared extension linked, or held
+back by nothing a package could change (consent, deny). Only then may the end of a
+transaction that owes no re-merge skip its reconcile: a package that took away a file an
+extension shadowed, or changed os-release or glibc, lets a held-back extension in."""
+BEGIN_WAIT = 5.0
+"""How long :func:`begin` (and the dpkg hook's flock) waits for a host sync in progress
+before the package manager fails, naming it: a sync's unit steps are bounded
+(hostcommands.UNIT_STEP_TIMEOUT), but a package manager must not hang behind them."""
+LOCK_POLL = 0.05
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""Not root, or ``/run`` read-only (a trigger in Flatpak's sandbox): nothing of a
+transaction can be recorded there, so there is nothing to order or mark either."""
 GUARD_POLL = 0.5
 GUARD_MAX_WAIT = 24 * 3600
 """How long a guard waits for its holder: a package transaction that runs longer is
@@ -133,13 +158,35 @@ def active(host_root: str = "/") -> bool:
     return any(h.alive(host_root) for h in holders(host_root))
 
 
+class LockBusy(TransactionError):
+    """The lock stayed taken for as long as :func:`begin` waits."""
+
+
+def _acquire(fd: int, wait: float | None) -> bool:
+    if wait is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL)
+
+
 @contextmanager
-def sync_lock(host_root: str = "/") -> Iterator[None]:
+def sync_lock(host_root: str = "/", *, wait: float | None = None,
+              what: str = "host sync") -> Iterator[None]:
     """Held by :func:`begin` while it records and unmerges, and by host sync while it
     checks :func:`active` and merges, so that no merge lands after an unmerge.
 
-    Where the directory cannot be made (not root), no transaction can be recorded
-    either: nothing to order.
+    ``wait``: at most that many seconds, then :class:`LockBusy` naming who holds it
+    (each holder writes ``what``, its PID and the time into the lock file). Where the
+    directory cannot be made (not root), no transaction can be recorded either:
+    nothing to order.
     """
     directory = run_dir(host_root)
     try:
@@ -147,15 +194,67 @@ def sync_lock(host_root: str = "/") -> Iterator[None]:
         fd = os.open(os.path.join(directory, LOCK_NAME),
                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if e.errno not in NOT_WRITABLE:
             raise
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _acquire(fd, wait):
+            held = " ".join(os.pread(fd, 300, 0).decode("utf-8", "replace").split())
+            raise LockBusy(f"{held or 'a host sync'} is in progress and held "
+                           f"{os.path.join(directory, LOCK_NAME)} for {wait:g} s; "
+                           "try again once it is done (see 'flatpak-sysext status')")
+        note = f"{what} (PID {os.getpid()}, since {time.strftime('%H:%M:%S %Z')})"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note.encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _mark_owed(host_root: str) -> None:
+    os.close(os.open(os.path.join(run_dir(host_root), OWED),
+                     os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+
+
+def _clear_owed(host_root: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(run_dir(host_root), OWED))
+
+
+def note_settled(host_root: str, settled: bool) -> None:
+    """Host sync's word on :data:`SETTLED`, under :func:`sync_lock`."""
+    path = os.path.join(run_dir(host_root), SETTLED)
+    try:
+        if settled:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600))
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        # The mark stays as it is; a missing one only costs a transaction's end its
+        # reconcile.
+        if e.errno not in NOT_WRITABLE:
+            raise
+
+
+def _record_stamp(runner: Runner, host_root: str) -> None:
+    """Keep when systemd last loaded its units, as the first unmerge since the last
+    re-merge found it: host sync then skips the daemon-reload the transaction would
+    owe if systemd reloaded nothing meanwhile (hostsync.HostSync.owe_all)."""
+    path = os.path.join(host_root, MANAGER_STAMP)
+    if os.path.lexists(path):
+        return
+    stamp = manager_stamp(runner)
+    if stamp is not None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.write(fd, stamp.encode())
+        finally:
+            os.close(fd)
 
 
 def _record(holder: Holder, host_root: str) -> None:
@@ -207,7 +306,7 @@ def begin(holder: Holder, *, runner: Runner, spawn: Spawn, command: Sequence[str
     :class:`TransactionError` when something is still merged afterwards.
     """
     warning = None
-    with sync_lock(host_root):
+    with sync_lock(host_root, wait=BEGIN_WAIT, what=f"package transaction of PID {holder.pid}"):
         first = not _live_others(holder, host_root)
         _record(holder, host_root)
         try:
@@ -215,6 +314,9 @@ def begin(holder: Holder, *, runner: Runner, spawn: Spawn, command: Sequence[str
         except OSError as e:
             warning = f"cannot start the guard: {e.strerror or e}"
         if first or read_merged(host_root):
+            _mark_owed(host_root)
+            if read_merged(host_root) and systemd_running(host_root):
+                _record_stamp(runner, host_root)
             code, out = runner(("systemd-sysext", "unmerge"))
             still = read_merged(host_root)
             if still:
@@ -235,6 +337,10 @@ def end(holder: Holder, *, resync: Resync, host_root: str = "/") -> bool:
     with sync_lock(host_root):
         _forget(holder, host_root)
         others = _live_others(holder, host_root)
+        if not others:
+            # A transaction that begins from here on finds nothing merged, or what this
+            # resync merged: it owes its own re-merge, or a held-back sync marks it again.
+            _clear_owed(host_root)
     if others:
         return False
     # Outside the lock: resync's host sync takes it.
@@ -249,9 +355,35 @@ def finish_dead(holder: Holder, *, resync: Resync, host_root: str = "/") -> bool
         if not _forget(holder, host_root):
             return False
         others = _live_others(holder, host_root)
+        if not others:
+            _clear_owed(host_root)
     if others:
         return False
     resync()
+    return True
+
+
+def hold_back(host_root: str = "/", spawn: Spawn | None = None,
+              command: Sequence[str] = ()) -> bool:
+    """Host sync's question, under :func:`sync_lock`: whether a package transaction is
+    under way, so that its end merges. If so, the re-merge is marked owed (its end may
+    not otherwise run Python) and each live holder gets a guard, in case it is killed:
+    the dpkg hook starts none when it found nothing to take out."""
+    live = [h for h in holders(host_root) if h.alive(host_root)]
+    if not live:
+        return False
+    try:
+        _mark_owed(host_root)
+    except OSError as e:
+        if e.errno not in NOT_WRITABLE:
+            raise
+    start = spawn_guard if spawn is None else spawn
+    for h in live:
+        # One guard a holder: systemd-run refuses a unit name that exists (the guard
+        # begin started); and without one, the holder's own end still merges.
+        with contextlib.suppress(OSError):
+            start(guard_command(h, command or (sys.executable, "-I", "-m", "flatpak_sysext"),
+                                host_root))
     return True
 
 

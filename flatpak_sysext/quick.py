@@ -11,9 +11,9 @@ do and said nothing leaves a stamp, ``<installation>/flatpak-sysext/quick``, wit
   ``installations.d``, os-release, the repo config, the target directory, the merged
   list, the state files, the installed code, and Flatpak's ``.changed``; with
   allow_host_glibc, also the host's loader, ``ld.so.cache`` and ``libc.so.6``;
-- per installed app, the identity of its active deployment directory (the ``stat`` of
-  ``app/<ID>/current/active``), and which apps mattered (declared an extension or had
-  an entry in the target directory).
+- per installed app, the identity of the link to its active deployment (the ``lstat``
+  of ``app/<ID>/current/active``), and which apps mattered (declared an extension or
+  had an entry in the target directory).
 
 The next run compares. If every signature is the same, nothing Flatpak or an
 administrator's configuration changed, and the run ends. If only ``.changed`` moved,
@@ -26,14 +26,16 @@ the full run happen.
 Signatures with a timestamp younger than MARGIN_NS are never recorded as stable: a change
 made in the same clock tick as the one recorded could not be told apart (git's "racily
 clean" problem). Deployments are never changed once Flatpak made them active (a new
-commit is a new directory), which is what makes a directory's identity enough.
+commit is a new directory), and Flatpak makes them active with a new ``active`` link
+each time (a new symlink renamed over the old one), which is what makes the link's
+identity enough. It costs one path lookup less than the directory's, once per installed
+app: most of what the quick answer costs after an update.
 
-This module is the first thing the trigger imports; it needs only ``os``, ``time`` and
-the small ``fileio``, ``keyfile``, ``layout`` and ``statefiles`` modules
-(tests/test_quickpath.py holds it to that).
+This module is the first thing the trigger file imports (``trigger`` only follows when
+the check cannot answer); it needs only ``os``, ``time`` and the small ``fileio``,
+``keyfile``, ``layout`` and ``statefiles`` modules (tests/test_quickpath.py holds it
+to that).
 """
-
-from __future__ import annotations
 
 import os
 import time
@@ -41,12 +43,16 @@ import time
 from flatpak_sysext import fileio, layout, statefiles
 from flatpak_sysext.fileio import ABSENT, signature
 
+# No ``from __future__ import annotations`` on the quick path (here, fileio, keyfile,
+# layout, statefiles): it imports ``__future__`` when the module runs, a tenth of a
+# millisecond. The annotations Python 3.9 cannot evaluate are strings instead.
 TYPE_CHECKING = False  # Not typing's: importing typing or collections.abc costs milliseconds.
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 STAMP_NAME = "quick"
-FORMAT = "flatpak-sysext quick 1"
+FORMAT = "flatpak-sysext quick 2"
+"""2: apps by their ``active`` link (1: by the directory it leads to)."""
 MARGIN_NS = 2_000_000_000
 """Older than this, a timestamp can be trusted to change with the next change; covers
 filesystems with one-second timestamps and clocks stepped by a little."""
@@ -67,7 +73,8 @@ def _recent(sig: str, since_ns: int) -> bool:
 
 
 def app_signatures(installation_path: str) -> dict[str, str]:
-    """Every entry of ``app/`` -> the identity of its active deployment (ABSENT: none)."""
+    """Every entry of ``app/`` -> the identity of its ``current/active`` link (ABSENT:
+    none): which deployment is active, without following the link to it."""
     try:
         fd = os.open(os.path.join(installation_path, "app"),
                      os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -78,9 +85,9 @@ def app_signatures(installation_path: str) -> dict[str, str]:
         stat = os.stat
         for name in os.listdir(fd):
             try:
-                # Device, inode and ctime: a directory that replaced a deleted one may
-                # get its inode number, not in the same clock tick.
-                st = stat(f"{name}/current/active", dir_fd=fd)
+                # Device, inode and ctime: a link that replaced a deleted one may get
+                # its inode number, not in the same clock tick.
+                st = stat(f"{name}/current/active", dir_fd=fd, follow_symlinks=False)
                 found[name] = f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
             except (FileNotFoundError, NotADirectoryError):
                 found[name] = ABSENT
@@ -101,7 +108,7 @@ class Stamp:
         self.apps = apps
         self._body: bytes | None = None
 
-    def encode(self) -> bytes | None:
+    def encode(self) -> "bytes | None":
         """The file's bytes; None if a name or path cannot be written in the format."""
         lines = [FORMAT, f"B {self.installation_path}"]
         lines += [f"E {k}\0{v}" for k, v in self.env.items()]
@@ -109,19 +116,23 @@ class Stamp:
         lines.append("apps")  # What follows is only read when an app may have changed.
         lines += [f"R {name}" for name in sorted(self.relevant)]
         lines += [f"A {name}\0{s}" for name, s in self.apps.items()]
-        if any("\n" in line or line.count("\0") > 1 for line in lines):
-            return None
         lines.append("end\n")  # A stamp cut short is no stamp.
+        text = "\n".join(lines)
+        # A newline or a second NUL in a name, path or value would change what the lines
+        # say: counted over the whole text (there is a line per app), not line by line.
+        if (text.count("\n") != len(lines)
+                or text.count("\0") != len(self.env) + len(self.paths) + len(self.apps)):
+            return None
         try:
-            return "\n".join(lines).encode("utf-8", "strict")
+            return text.encode("utf-8", "strict")
         except UnicodeEncodeError:
             return None
 
     @classmethod
-    def decode(cls, data: bytes) -> Stamp | None:
+    def decode(cls, data: bytes) -> "Stamp | None":
         """The stamp in ``data``, or None if it is malformed.
 
-        Its apps are left for :meth:`read_apps`: most runs never need them.
+        Its apps are left for :meth:`moved`: most runs never need them.
         """
         head, found, body = data.partition(b"\napps\n")
         if not found or not (body == b"end\n" or body.endswith(b"\nend\n")):
@@ -143,35 +154,51 @@ class Stamp:
         stamp._body = body[: -len(b"end\n")]
         return stamp
 
-    def read_apps(self) -> bool:
-        """Read the apps of a decoded stamp; False if that part is malformed."""
+    def moved(self, apps: dict[str, str]) -> "set[str] | None":
+        """The apps of ``apps`` whose signature is not the decoded stamp's (new ones
+        included), and the apps that mattered and are gone; None if the stamp's apps
+        part is malformed. Reads which apps mattered.
+
+        The stamp's apps are compared as lines, never parsed: there is one per installed
+        app, and after an update this is, with looking at each, the quick answer's work.
+        """
         if self._body is None:
-            return True
+            return None
         try:
-            lines = self._body.decode("utf-8", "strict").split("\n")[:-1]
+            text = self._body.decode("utf-8", "strict")
         except UnicodeDecodeError:
-            return False
-        relevant = []
-        for line in lines:
-            kind, _, rest = line.partition(" ")
-            if kind == "R":
-                relevant.append(rest)
-                continue
-            name, sep, sig = rest.partition("\0")
-            if kind != "A" or not sep:
-                return False
-            self.apps[name] = sig
-        self.relevant = frozenset(relevant)
-        self._body = None
-        return True
+            return None
+        lines = text.split("\n")[:-1]
+        count = 0
+        while count < len(lines) and lines[count].startswith("R "):
+            count += 1
+        self.relevant = frozenset(line[2:] for line in lines[:count])
+        text = text[sum(len(line) + 1 for line in lines[:count]):]
+        # The remaining lines are each "A NAME\0SIG": counted in C, not checked one by
+        # one. A line that is not matches no app, so that app is read as if it had moved.
+        n = len(lines) - count
+        if text.count("\0") != n or text.count("\nA ") + text.startswith("A ") != n:
+            return None
+        old = set(lines[count:])
+        moved = {name for name, sig in apps.items() if f"A {name}\0{sig}" not in old}
+        # Not just the relevant names missing now: some are target entries, never apps.
+        gone = tuple(f"A {name}\0" for name in self.relevant if name not in apps)
+        if gone:
+            moved.update(line[2:line.index("\0")] for line in old if line.startswith(gone))
+        return moved
 
     def save(self) -> None:
-        """Write the stamp; best effort: without one the next run is a full one."""
+        """Write the stamp; best effort: without one the next run is a full one.
+
+        Without fsync: a crash can only leave the stamp this one replaces (which was
+        true when written, and is compared with what is there now like any other) or
+        a torn one (which does not decode).
+        """
         data = self.encode()
         if data is None:
             return
         try:
-            statefiles.write_file(stamp_path(self.installation_path), data)
+            statefiles.write_file(stamp_path(self.installation_path), data, durable=False)
         except OSError:
             return
 
@@ -184,7 +211,7 @@ def stamp_path(installation_path: str) -> str:
 class Snapshot:
     """What one full trigger run depends on, taken before it reads any of it."""
 
-    def __init__(self, installation_path: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, installation_path: str, environ: "Mapping[str, str]") -> None:
         self.started_ns = time.time_ns()
         self.stamp = Stamp(installation_path,
                            {name: environ.get(name, _UNSET) for name in ENVIRONMENT},
@@ -192,7 +219,7 @@ class Snapshot:
         self.stable = True
         self.add([layout.changed_path(installation_path)], volatile=True)
 
-    def add(self, paths: Iterable[str], *, volatile: bool = False) -> None:
+    def add(self, paths: "Iterable[str]", *, volatile: bool = False) -> None:
         """Record the signatures of ``paths`` now.
 
         A ``volatile`` path that changed too recently is recorded as UNKNOWN (it will
@@ -216,7 +243,7 @@ class Snapshot:
         except OSError:
             self.stable = False  # As above: reading the apps will say what is wrong.
 
-    def save(self, relevant: Iterable[str]) -> None:
+    def save(self, relevant: "Iterable[str]") -> None:
         """Record that the run had nothing to do and said nothing, if the snapshot is stable.
 
         ``relevant``: the apps whose change could change that (they declare an
@@ -227,7 +254,14 @@ class Snapshot:
             self.stamp.save()
 
 
-def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
+def answers(basedir: str) -> bool:
+    """Whether the quick check settles the trigger run Flatpak started for ``basedir``
+    (the trigger file asks before it imports ``trigger``): only root's runs act, and
+    this one would do nothing and say nothing."""
+    return os.geteuid() == 0 and quiet(basedir, os.environ)
+
+
+def quiet(installation_path: str, environ: "Mapping[str, str]") -> bool:
     """Whether a trigger run for the installation would do nothing and say nothing.
 
     False whenever that cannot be told for sure from the stamp; then the full run
@@ -247,11 +281,9 @@ def quiet(installation_path: str, environ: Mapping[str, str]) -> bool:
         if changed_sig == stamp.paths.get(changed):
             return True
         # Flatpak changed the installation: did it change an app that matters?
-        if not stamp.read_apps():
-            return False
         apps = app_signatures(installation_path)
-        moved = {name for name, sig in apps.items() if stamp.apps.get(name) != sig}
-        if not (moved | (stamp.apps.keys() - apps.keys())).isdisjoint(stamp.relevant):
+        moved = stamp.moved(apps)
+        if moved is None or not stamp.relevant.isdisjoint(moved):
             return False
         if any(layout.may_matter(installation_path, name) for name in sorted(moved)):
             return False

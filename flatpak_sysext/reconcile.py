@@ -152,7 +152,10 @@ def _round(ctx: Context, scope: Sequence[Installation],
         linked = [e.name for e in entries.values() if e.kind is Kind.MANAGED]
         # Host sync never runs a program that a linked tree provides.
         provides = frozenset().union(*(s.files for s in ev.apps if s.app_id in linked))
-        report = _sync(ctx, sync, _changes(ev, applied), linked, provides)
+        # Whether a package transaction's end may skip its reconcile: every declared
+        # extension linked, or held back by no problem a package could change.
+        settled = all(a.state == "linked" or not a.problems for a in ev.apps)
+        report = _sync(ctx, sync, _changes(ev, applied), linked, provides, settled)
     targets = {e.target for e in entries.values() if e.target is not None}
     for inst in scope:
         try:
@@ -164,12 +167,12 @@ def _round(ctx: Context, scope: Sequence[Installation],
 
 
 def _keep_migrated_consent(ctx: Context, ev: Evaluation) -> list[Failure]:
-    """The first run that keeps consent records what was linked before consent existed,
-    once: upgrading must not take running extensions away (consent.py)."""
+    """Keep the consent records the run made (consent.py): what was linked before
+    consent existed (once: upgrading must not take running extensions away), the keyring
+    pinned at an allow pattern's first link, the commit linked last."""
     store = ctx.consents
-    if store.initialised:
+    if not store.migrate(ev.migrated):
         return []
-    store.migrate(ev.migrated)
     try:
         store.save()
     except OSError as e:
@@ -185,12 +188,14 @@ def _host_sync(ctx: Context, scope: Sequence[Installation]) -> hostsync.HostSync
 
 
 def _sync(ctx: Context, sync: hostsync.HostSync, changes: Sequence[hostsync.Change],
-          linked: Sequence[str], provides: frozenset[str]) -> SyncReport | None:
+          linked: Sequence[str], provides: frozenset[str],
+          settled: bool = False) -> SyncReport | None:
     """Run host sync, unless a package manager is writing /usr: merging would make it
     read-only under it, and its post step syncs what is owed
     (docs/reference.md#package-managers)."""
     with pkgtransaction.sync_lock(ctx.host_root):
-        busy = pkgtransaction.active(ctx.host_root)
+        busy = pkgtransaction.hold_back(ctx.host_root)
+        pkgtransaction.note_settled(ctx.host_root, settled and not busy)
         return sync.run(changes, linked, provides, deferred=busy)
 
 

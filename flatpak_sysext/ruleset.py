@@ -11,12 +11,13 @@ accept or report (contain and rules included), and with any change of the bounds
 
 from __future__ import annotations
 
-VERSION = 4
+VERSION = 5
 """1: the rules before there was a version; 2: the bounds below, root ownership, file
 capabilities; 3: containment, symlinks inside the tree, the manifest; 4: names up to a
 separator, drop-ins for shipped units only, tmpfiles links, writes and recursion, D-Bus
 denials, udev builtins, attributes and sysctls; every privilege a unit takes is in the
-manifest (manifest.GRANT_MODEL 2)."""
+manifest (manifest.GRANT_MODEL 2); 5: MAX_BYTES, the app ID
+and the signed commit's checksums decided before and after the copy."""
 
 MAX_ENTRIES = 100_000
 """Files, directories and symlinks in one tree: validating costs per entry."""
@@ -25,3 +26,7 @@ MAX_DEPTH = 32
 MAX_PATH = 1024
 """Bytes of a path relative to the tree's root: merged, it is that path under ``/``, and
 the host must be able to name it (PATH_MAX is 4,096, and other tools have less)."""
+MAX_BYTES = 1 << 30
+"""Bytes of one tree, summed over its regular files' apparent size before anything is
+copied (1 GiB; a Sysprof-sized tree is a few MiB): a sparse or huge file cannot fill the
+service's state directory."""

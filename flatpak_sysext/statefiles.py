@@ -5,15 +5,11 @@ trigger's directory in each installation, how both are written, and the lock tha
 orders the runs.
 
 The trigger's quick check imports this before anything else, so it imports nothing
-beyond ``os``, ``fcntl``, ``errno``, ``stat`` and ``time`` (not even ``contextlib`` or
-``re``: each costs it milliseconds). What lives where: see
-docs/reference.md#state-directory.
+beyond ``os``, ``stat`` and ``time`` (not even ``contextlib`` or ``re``: each costs it
+milliseconds; ``errno`` and ``fcntl`` only where the lock needs them, and no
+``__future__``: see quick.py). What lives where: see docs/reference.md#state-directory.
 """
 
-from __future__ import annotations
-
-import errno
-import fcntl
 import os
 import time
 from stat import S_ISDIR
@@ -36,7 +32,7 @@ def directory(installation_path: str) -> str:
     return os.path.join(installation_path, STATE_DIR)
 
 
-def service_directory(environ: Mapping[str, str]) -> str:
+def service_directory(environ: "Mapping[str, str]") -> str:
     """The service's own state directory (root only): the lock, verdicts, host sync
     records. ``$FLATPAK_SYSEXT_STATE_DIR`` moves it (tests)."""
     return environ.get(SERVICE_DIR_VARIABLE) or SERVICE_DIR
@@ -59,11 +55,13 @@ def installation_directory(state_dir: str, installation_path: str, *,
     return path
 
 
-def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
+def write_file(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Replace ``path`` atomically (temporary file, fsync, rename) with ``data``.
 
     The temporary is ``.#NAME.<16 hex digits>``: a run holding the lock removes those
-    that a killed run left behind (:func:`remove_leftovers`).
+    that a killed run left behind (:func:`remove_leftovers`). Not ``durable``: no fsync,
+    for a file whose loss or truncation by a crash costs only time (the quick check's
+    stamp).
     """
     dirname, name = os.path.split(path)
     tmp = os.path.join(dirname, f".#{name}.{os.urandom(8).hex()}")
@@ -71,8 +69,9 @@ def write_file(path: str, data: bytes, mode: int = 0o644) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         # Not contextlib.suppress: importing contextlib would cost the quick check 5 ms.
@@ -115,6 +114,7 @@ class LockUnavailable(OSError):
 
 def _wait(fd: int, timeout: float) -> bool:
     """Poll for ``flock(LOCK_EX)`` on ``fd`` for at most ``timeout`` seconds."""
+    import fcntl  # Not at the top: the quick check takes no lock.
     deadline = time.monotonic() + timeout
     pause = 0.01
     while True:
@@ -135,6 +135,7 @@ def private_directory(path: str) -> None:
     Raises OSError if it is anything else (a symlink, a directory of another user): what
     it holds decides what root links, so it is never taken over from someone else.
     """
+    import errno  # Not at the top: see _wait.
     try:  # noqa: SIM105 (no contextlib, see write_file)
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -158,6 +159,7 @@ def lock(state_dir: str, timeout: float, *, create: bool = True) -> int:
     opened read-only, which is enough for ``flock``; a missing one raises LockUnavailable.
     ``flock`` locks die with their process, so a crashed run never blocks the next.
     """
+    import errno  # Not at the top: see _wait.
     path = os.path.join(state_dir, LOCK_NAME)
     if create:
         private_directory(state_dir)
@@ -185,7 +187,7 @@ class Locked:
     take it, so runs never interleave, whatever installations they cover.
     """
 
-    def __init__(self, state_dir: str, dirs: Iterable[str], timeout: float, *,
+    def __init__(self, state_dir: str, dirs: "Iterable[str]", timeout: float, *,
                  create: bool = True) -> None:
         self.state_dir = state_dir
         self.dirs = sorted(set(dirs))
@@ -193,12 +195,12 @@ class Locked:
         self.create = create
         self.fd: int | None = None
 
-    def __enter__(self) -> Locked:
+    def __enter__(self) -> "Locked":
         self.acquire()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: "type[BaseException] | None", value: "BaseException | None",
+                 tb: "TracebackType | None") -> None:
         self.release()
 
     def acquire(self) -> None:

@@ -83,6 +83,25 @@ def make(source: str, dest: str) -> str:
     return tmp
 
 
+def apparent_size(source: str) -> int:
+    """The apparent size (``st_size`` from lstat) of the regular files under ``source``,
+    summed before anything is copied; never following a symlink. The walk stops once the
+    sum passes ruleset.MAX_BYTES or the entries pass ruleset.MAX_ENTRIES (the copy's own
+    bounds then reject the tree), so a hostile tree costs a bounded walk."""
+    total = entries = 0
+    for top, subdirs, names, dfd in os.fwalk(source, follow_symlinks=False):
+        entries += len(subdirs) + len(names)
+        if entries > ruleset.MAX_ENTRIES or total > ruleset.MAX_BYTES:
+            break
+        if os.path.relpath(top, source).count("/") + 1 >= ruleset.MAX_DEPTH:
+            subdirs.clear()
+        for name in names:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
 def publish(tmp: str, dest: str) -> None:
     """Give a validated copy its final name (a snapshot that exists was accepted)."""
     try:
@@ -163,15 +182,55 @@ def _copy_entry(name: str, dfd: int, out: str) -> None:
 
 
 def _content(src: int, dst: int, size: int) -> None:
-    """The bytes: copy_file_range shares extents where the filesystem can (reflinks)."""
-    left = size
-    while left > 0:
-        done = os.copy_file_range(src, dst, min(left, 1 << 30))
+    """The bytes, holes kept as holes: only the data segments (SEEK_DATA/SEEK_HOLE) are
+    copied, so a sparse file takes no more room in the store than in the deployment."""
+    at = 0
+    while at < size:
+        try:
+            start = os.lseek(src, at, os.SEEK_DATA)
+            end = min(os.lseek(src, start, os.SEEK_HOLE), size)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole is left
+                break
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            start, end = at, size  # a filesystem that cannot tell: all of it is data
+        if start >= size:
+            break
+        _range(src, dst, start, end - start)
+        at = end
+    os.ftruncate(dst, size)
+    if os.pread(src, 1, size):
+        raise OSError(errno.ESTALE, "grew while being copied")
+
+
+_NO_COPY_FILE_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+"""copy_file_range cannot cross these filesystems (the state directory and the
+installation on different disks, or a tmpfs): a plain read/write loop copies instead."""
+
+
+def _range(src: int, dst: int, offset: int, length: int) -> None:
+    """``length`` bytes at ``offset``: copy_file_range shares extents where the
+    filesystem can (reflinks), else read and write."""
+    end = offset + length
+    while offset < end:
+        try:
+            done = os.copy_file_range(src, dst, min(end - offset, 1 << 30), offset, offset)
+        except OSError as e:
+            if e.errno not in _NO_COPY_FILE_RANGE:
+                raise
+            done = _read_write(src, dst, offset, min(end - offset, 1 << 20))
         if done == 0:
             raise OSError(errno.ESTALE, "shrank while being copied")
-        left -= done
-    if os.read(src, 1):
-        raise OSError(errno.ESTALE, "grew while being copied")
+        offset += done
+
+
+def _read_write(src: int, dst: int, offset: int, length: int) -> int:
+    data = os.pread(src, length, offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.pwrite(dst, view, offset + len(data) - len(view)):]
+    return len(data)
 
 
 def _xattrs_of_dir(src: int, dst: str) -> None:

@@ -9,9 +9,9 @@ the target directory it reconciles (:func:`_reconcile_here`); in the sandbox it
 validates and asks ``flatpak-sysext.service`` to act (:func:`_ask_service`).
 
 Most transactions touch no app that declares a system extension, so the quick check
-(``quick``) comes first, and the rest of the package is imported only when it says a
-full run is needed. This module imports only what the quick check does
-(tests/test_quickpath.py holds it to that).
+(``quick``) comes first: the trigger file asks it before it imports this module, and
+:func:`run` (the command line's ``trigger``) asks it too. The rest of the package is
+imported only when a full run is needed.
 """
 
 from __future__ import annotations
@@ -211,9 +211,6 @@ def _ask_service(ctx: Context, inst: Installation, before: Told,
 
 
 def main(basedir: str) -> int:
-    """The trigger file's entry point for Flatpak's one argument, BASEDIR.
-
-    Flatpak runs this after every transaction, so it skips the command line's parser
-    and output modules and asks the quick check first.
-    """
-    return run(basedir, None, os.environ)
+    """The trigger file's entry point for Flatpak's one argument, BASEDIR, once
+    :func:`quick.answers` could not answer: the full run. Always returns 0."""
+    return run_full(basedir, None, os.environ)

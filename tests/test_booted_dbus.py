@@ -14,6 +14,7 @@ pkttyagent asks for the administrator's password; idle, the service exits.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -137,6 +138,10 @@ def test_allowed_user_approves_and_the_daemon_answers(host: Host) -> None:
     assert f"{BY_USER}: linked" in result.stdout, result.stdout
     assert host.field(BY_USER, "state") == "linked"
     assert BY_USER in host.machine.merged()
+    uid = host.machine.run("id", "-u", ALLOWED, check=True).stdout.strip()
+    record = json.loads(host.machine.run("cat", "/var/lib/flatpak-sysext/consent.json",
+                                         check=True).stdout)["apps"][BY_USER]
+    assert record["by"] == f"uid {uid} over D-Bus"
     daemon = booted.call_daemon(host.machine, BY_USER)
     assert daemon.returncode == 0 and daemon.stdout.strip() == 's "v1"', daemon.stderr
     status = host.machine.run("runuser", "-u", ALLOWED, "--", "flatpak-sysext", "status")

@@ -8,13 +8,15 @@ One app, installed with the real Flatpak from a GPG-signed repository and consen
 with ``approve``, ships every kind of content host sync reloads for: a unit (a
 D-Bus-activated daemon) and a second one that an update drops, a drop-in saying which
 build it is, a D-Bus system policy and system service file, a polkit action, a
-sysusers.d and a tmpfiles.d file, and a udev rule; an image that is not ours is merged
-beside it. The scenarios run in order on one machine: before anything is linked none of
+sysusers.d and a tmpfiles.d file, and a udev rule, and two units whose names the host
+already uses first (a transient unit, a file under /usr/local); an image that is not ours
+is merged beside it. The scenarios run in order on one machine: before anything is linked none of
 it is on the host; linked, each has its effect; ``status`` reports the sync step by step,
 and a run that changes nothing syncs nothing; an update that drops the polkit action and
 the second unit takes their effects away; uninstalling takes the rest away but for the
-user and the directory, which stay. What a real host cannot be made to do is
-tests/test_hostsync.py's fake host (its docstring says why, case by case).
+user and the directory, which stay, and the host's own units, never restarted or stopped.
+What a real host cannot be made to do is tests/test_hostsync.py's fake host (its
+docstring says why, case by case).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ USER = "hostsyncd"
 DATA_DIR = f"/var/lib/{APP}"
 UDEV_RULE = f"usr/lib/udev/rules.d/70-{APP}.rules"
 FOREIGN = "fsx-vendor"  # an image in the target directory that is not ours
+# Units the extension ships whose names the host already uses, where systemd looks first:
+# a transient unit, and the administrator's file under /usr/local. Never ours to touch.
+TRANSIENT = "hostsync-fsx-transient.service"
+LOCAL = "hostsync-fsx-local.service"
+SLEEPER = "[Unit]\nDescription={}\n\n[Service]\nExecStart=/usr/bin/sleep infinity\n"
 
 POLICY = f"""<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE policyconfig PUBLIC "-//freedesktop//DTD PolicyKit Policy Configuration 1.0//EN"
@@ -80,6 +87,8 @@ def hostsync_tree(binary: Path, build: int) -> TreeBuilder:
             # Owned by the user sysusers creates: the order of the two steps matters.
             "usr/lib/tmpfiles.d/hostsync-fsx.conf": f"d {DATA_DIR} 0750 {USER} {USER} -\n",
             UDEV_RULE: 'SUBSYSTEM=="fsx-none", ENV{FSX_HOSTSYNC}="1"\n',
+            f"usr/lib/systemd/system/{TRANSIENT}": SLEEPER.format("the extension's"),
+            f"usr/lib/systemd/system/{LOCAL}": SLEEPER.format("the extension's"),
         }
         if build == 1:
             files[f"usr/share/polkit-1/actions/{APP}.policy"] = POLICY
@@ -178,6 +187,12 @@ def test_nothing_of_it_is_on_the_host_before_it_is_linked(host: Host) -> None:
     assert APP not in host.activatable()
     assert host.machine.run("getent", "passwd", USER).returncode == 2
     assert host.machine.run("test", "-e", DATA_DIR).returncode != 0
+    # The host's own units of names the extension ships, running before it comes.
+    host.run("systemd-run", f"--unit={TRANSIENT}", "/usr/bin/sleep", "infinity")
+    host.run("mkdir", "-p", "/usr/local/lib/systemd/system")
+    host.machine.run("sh", "-c", f"cat > /usr/local/lib/systemd/system/{LOCAL}",
+                     input=SLEEPER.format("the administrator's"), check=True)
+    host.run("systemctl", "start", LOCAL)
     host.run("mkdir", "-p", f"/var/lib/extensions/{FOREIGN}/usr/lib/extension-release.d")
     host.run("sh", "-c", "echo ID=_any > /var/lib/extensions/"
              f"{FOREIGN}/usr/lib/extension-release.d/extension-release.{FOREIGN}")
@@ -262,8 +277,13 @@ def test_an_update_that_drops_content_takes_its_effect_away(host: Host) -> None:
         ("stop-reactivated", "ok"), ("restart-units", "ok")]
     assert steps["stop-units"]["message"] == WORKER
     assert steps["stop-reactivated"]["message"] == WORKER
-    assert steps["restart-units"]["message"] == UNIT
+    assert steps["restart-units"]["message"] == UNIT + LEFT_ALONE
     assert host.call_as_nobody().returncode == 0
+
+
+LEFT_ALONE = (f"; left alone, not the extension's unit: {LOCAL} (systemd loads "
+              f"/usr/local/lib/systemd/system/{LOCAL}), {TRANSIENT} (systemd loads "
+              f"/run/systemd/transient/{TRANSIENT})")
 
 
 def test_uninstall_takes_the_rest_away_but_the_user_and_its_directory(host: Host) -> None:
@@ -285,4 +305,8 @@ def test_uninstall_takes_the_rest_away_but_the_user_and_its_directory(host: Host
     assert ("host sync: stop-units, disable-units, refresh, verify, daemon-reload, "
             "dbus-reload, stop-reactivated: ok\n") in text, text
     assert "host sync: udev-reload skipped: udev is not running" in text, text
-    assert f"host sync: stopped {UNIT}" in text, text
+    assert f"host sync: stopped {UNIT}{LEFT_ALONE}" in text, text
+    # The host's units of the same names ran on, untouched, and stay enabled as they were.
+    for unit in (TRANSIENT, LOCAL):
+        assert host.show(unit, "ActiveState") == "active", unit
+    assert host.show(LOCAL, "FragmentPath") == f"/usr/local/lib/systemd/system/{LOCAL}"

@@ -12,25 +12,30 @@ made inside (a pacman package by hand, an RPM with rpmbuild), while the extensio
 merged; the test then checks that our hook ran with the package manager as the holder
 (its guard unit, named after the holder's PID, is in the journal), that the files
 landed in ``/usr`` and that the extension is merged again. dpkg's hook is tested in
-tests/test_booted.py. A test runs on every release unless it says otherwise
+tests/test_booted.py, but for a host sync in progress (a unit slow to stop), which dpkg
+must not wait for long. A test runs on every release unless it says otherwise
 (:data:`ON_BOOKWORM`, :data:`ON_SID`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from testsupport import booted
-from testsupport.booted import Machine, precondition
+from testsupport.booted import Machine, TreeBuilder, daemon_unit, precondition
 from testsupport.flatpak import FlatpakEnv
 
 pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
 
 APP = "org.fsx.Booted"
+SLOW = "org.fsx.Slowstop"
+"""A daemon whose unit takes a minute to stop (an ExecStop= that sleeps)."""
 PROBE = "/usr/share/fsx-probe/probe"
 PIDFILE = "/run/fsx-pm.pid"
 # What pacman 6.0 prints when CheckSpace meets the read-only /usr of a merge
@@ -104,10 +109,24 @@ def host(request: pytest.FixtureRequest,
 
     def publish(publisher: FlatpakEnv) -> None:
         publisher.publish(APP, booted.daemon_tree(APP, daemon))
+        publisher.publish(SLOW, slow_tree(daemon))
 
     with booted.booted_host(base, "fsx-pm", publish, request.param) as (machine, _):
         machine.install_approved(APP)
         yield Host(machine)
+
+
+def slow_tree(daemon: Path) -> TreeBuilder:
+    """SLOW's daemon, with a drop-in making its unit slow to stop."""
+    tree = booted.daemon_tree(SLOW, daemon)
+
+    def build(root: Path) -> None:
+        tree(root)
+        dropin = root / f"usr/lib/systemd/system/{daemon_unit(SLOW)}.d/slow.conf"
+        dropin.parent.mkdir(parents=True)
+        dropin.write_text("[Service]\nExecStop=/usr/bin/sleep 60\nTimeoutStopSec=90\n")
+
+    return build
 
 
 def pacman_package(m: Machine, name: str) -> str:
@@ -245,6 +264,43 @@ def test_zypper_plugin_install_and_remove_while_merged(host: Host) -> None:
     host.transaction(*zypper, "remove", "fsx-probe")
     assert host.probe() == ""
 
+
+@ON_BOOKWORM
+def test_dpkg_fails_fast_naming_a_host_sync_that_stops_a_slow_unit(host: Host) -> None:
+    """Uninstalling SLOW stops its unit, which takes a minute: host sync waits 20 s a
+    stop for it, holding the transactions' lock. dpkg meanwhile fails within seconds,
+    naming the sync in progress, instead of waiting for it; afterwards it works."""
+    m = host.machine
+    m.install_approved(SLOW)
+    m.run("systemctl", "start", daemon_unit(SLOW), check=True)
+    m.run("sh", "-c", "mkdir -p /root/slowprobe/DEBIAN && printf 'Package: fsx-slowprobe\\n"
+          "Version: 1\\nArchitecture: all\\nMaintainer: t <t@fsx.invalid>\\n"
+          "Description: probe\\n' > /root/slowprobe/DEBIAN/control", check=True)
+    m.run("dpkg-deb", "--build", "--root-owner-group", "/root/slowprobe", "/root/slowprobe.deb",
+          check=True)
+    m.run("sh", "-c", f"flatpak uninstall --system -y --noninteractive {SLOW} "
+          ">/root/slow-uninstall.log 2>&1 &", check=True)
+    m.wait_for(lambda: m.run("systemctl", "is-active", daemon_unit(SLOW)).stdout.strip()
+               == "deactivating", f"{daemon_unit(SLOW)} stopping", 60)
+    lock = "/run/flatpak-sysext/transactions.lock"
+    precondition(m.run("flock", "-n", lock, "true").returncode != 0,
+                 "host sync holding the transactions' lock")
+    started = time.monotonic()
+    run = host.package_manager("dpkg", "-i", "/root/slowprobe.deb")
+    took = time.monotonic() - started
+    assert run.returncode != 0 and took < 15, (took, run.out)
+    assert "flatpak-sysext: host sync (PID " in run.out, run.out
+    assert f"is in progress and held {lock} for 5 s" in run.out, run.out
+    # The sync gives up on the unit after 20 s a stop, says so, and lets go.
+    m.settle(180)
+    status = m.run("flatpak-sysext", "status", check=True).stdout
+    assert ("stop-units failed: exit status 124: not done after 20 s; systemd goes on with "
+            "the job") in status, status
+    assert SLOW not in m.merged() and APP in m.merged()
+    host.transaction("dpkg", "-i", "/root/slowprobe.deb")
+    host.transaction("dpkg", "-r", "fsx-slowprobe")
+    m.wait_for(lambda: m.run("systemctl", "is-active", daemon_unit(SLOW)).stdout.strip()
+               == "inactive", f"{daemon_unit(SLOW)} stopped by systemd", 120)
 
 
 # No repository is configured in the root: dnf5 works on local packages only. Debian's

@@ -109,3 +109,39 @@ def test_trigger_is_silent_for_non_root_and_unknown_installations(tmp_path: Path
                FLATPAK_SYSEXT_STATE_DIR=str(tmp_path / "state"))
     result = run("trigger", str(tmp_path / "not-an-installation"), env=env)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_check_judges_against_the_os_release_it_is_given(tmp_path: Path) -> None:
+    """``--os-release FILE`` means what SYSTEMD_OS_RELEASE means; the output names the
+    file the verdict was reached against, given or not."""
+    tree = tmp_path / "tree"
+    write_release(tree, "org.fsx.Target", "ID=fsxtest\n")
+    for d in [tree, *tree.rglob("*")]:
+        if d.is_dir():
+            d.chmod(0o755)
+    target = tmp_path / "os-release"
+    target.write_text("ID=fsxtest\n")
+    env = {k: v for k, v in os.environ.items() if k != "SYSTEMD_OS_RELEASE"}
+
+    given = run("check", str(tree), "--os-release", str(target), "--json", env=env)
+    assert given.returncode == 0, given.stdout + given.stderr
+    doc = json.loads(given.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert doc["accepted"] is True and doc["os_release"] == str(target)
+    text = run("check", str(tree), "--os-release", str(target), env=env)
+    assert text.returncode == 0
+    assert f"compatibility judged against {target}\n" in text.stdout
+
+    # Without it: this host, whose os-release does not say ID=fsxtest.
+    host = next(p for p in ("/etc/os-release", "/usr/lib/os-release") if os.path.exists(p))
+    mine = run("check", str(tree), "--json", env=env)
+    assert mine.returncode == 1
+    doc = json.loads(mine.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert doc["os_release"] == host
+    assert [p["code"] for p in doc["problems"]] == ["incompatible-os"]
+    assert f"compatibility judged against {host}\n" in run("check", str(tree), env=env).stdout
+
+    missing = run("check", str(tree), "--os-release", str(tmp_path / "none"), env=env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"--os-release {tmp_path / 'none'}" in missing.stderr

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flatpak_sysext import config
-from testsupport.deployments import deploy
+from testsupport.deployments import commit_deployment, deploy
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require
 from testsupport.source import PACKAGE_DIR, SOURCE_ROOT, installed_trigger
@@ -228,6 +228,7 @@ class HandMadeInstallation:
         release = files / "ext/usr/lib/extension-release.d"
         release.mkdir(parents=True)
         (release / f"extension-release.{app}").write_text("ID=_any\n")
+        commit_deployment(self.inst, files.parent, app)
 
     def sysext(self, *args: str, env: dict[str, str] | None = None,
                ) -> subprocess.CompletedProcess[str]:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import consent
+from flatpak_sysext import consent, keyring
 from flatpak_sysext.consent import Origin, Record, Store
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require_flatpak, require_tools
@@ -49,45 +49,84 @@ GPG_PACKET = bytes([0x99, 0x00, 0x0D]) + bytes([4]) + b"\x00" * 12  # an old-for
 
 
 def test_keyring_parsing_is_strict() -> None:
-    assert len(consent.keyring_fingerprints(GPG_PACKET)) == 1
+    assert len(keyring.keyring_fingerprints(GPG_PACKET)) == 1
     for broken in (b"\x00", GPG_PACKET[:-1], bytes([0x99, 0x00, 0x02, 3, 0])):
         with pytest.raises(ValueError):
-            consent.keyring_fingerprints(broken)
+            keyring.keyring_fingerprints(broken)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_keyring_bytes_give_fingerprints_or_value_error(data: bytes) -> None:
     with contextlib.suppress(ValueError):
-        consent.keyring_fingerprints(data)
+        keyring.keyring_fingerprints(data)
 
 
 ORIGIN = Origin("https://example.org/repo", "", ("AB" * 20,))
 
 
+def now(origin: Origin | None, grants: set[str], *, signed: bool = True,
+        ring: str | None = "k1", commit: str = "c1", stamp: int | None = 100) -> consent.Now:
+    return consent.Now(origin, frozenset(grants), signed, ring, commit, lambda: stamp)
+
+
 def test_the_verdict_follows_origin_and_grants() -> None:
-    record = Record(ORIGIN, frozenset({"a", "b"}), "approve")
-    assert consent.judge(None, ORIGIN, frozenset({"a"})).consented is False
-    assert consent.judge(record, ORIGIN, frozenset({"a"})).consented
-    more = consent.judge(record, ORIGIN, frozenset({"a", "c"}))
+    record = Record(ORIGIN, frozenset({"a", "b"}), "approve", keyring="k1")
+    assert consent.judge(None, now(ORIGIN, {"a"})).consented is False
+    assert consent.judge(record, now(ORIGIN, {"a"})).consented
+    more = consent.judge(record, now(ORIGIN, {"a", "c"}))
     assert (more.consented, more.new_grants) == (False, frozenset({"c"}))
-    moved = consent.judge(record, Origin("https://evil.example/repo", "", ORIGIN.keys),
-                          frozenset({"a"}))
+    moved = consent.judge(record, now(Origin("https://evil.example/repo", "", ORIGIN.keys),
+                                      {"a"}))
     assert not moved.consented and "now comes from https://evil.example/repo" in moved.why
-    rekeyed = consent.judge(record, Origin(ORIGIN.url, "", ("CD" * 20,)), frozenset({"a"}))
+    rekeyed = consent.judge(record, now(Origin(ORIGIN.url, "", ("CD" * 20,)), {"a"}))
     assert not rekeyed.consented
-    assert not consent.judge(record, None, frozenset()).consented
+    assert not consent.judge(record, now(None, set())).consented
+
+
+def test_the_verdict_follows_the_pins() -> None:
+    record = Record(ORIGIN, frozenset({"a"}), "approve", keyring="k1", linked_commit="c1",
+                    linked_timestamp=100)
+    # The same fingerprints in other keyring bytes: not the keyring pinned.
+    swapped = consent.judge(record, now(ORIGIN, {"a"}, ring="k2"))
+    assert not swapped.consented and "keyring" in swapped.why
+    older = consent.judge(record, now(ORIGIN, {"a"}, commit="c0", stamp=99))
+    assert not older.consented and "rollback" in older.why
+    assert consent.judge(record, now(ORIGIN, {"a"}, commit="c2", stamp=101)).consented
+    # Unsigned: the one commit approved, and no other.
+    plain = Record(ORIGIN, frozenset({"a"}), "approve", commit="c1")
+    assert consent.judge(plain, now(ORIGIN, {"a"}, signed=False)).consented
+    new = consent.judge(plain, now(ORIGIN, {"a"}, signed=False, commit="c2", stamp=200))
+    assert not new.consented and "does not verify signatures" in new.why
+
+
+def test_an_allow_pattern_pins_the_keyring_at_the_first_link(tmp_path: Path) -> None:
+    store = Store(str(tmp_path)).load()
+    first = consent.decide("org.*", store, "org.a.B", now(ORIGIN, {"a"}), True)
+    assert first.by is not None and "trust on first use" in first.by
+    assert first.keep is not None and (first.keep.keyring, first.keep.how) == ("k1", "allow")
+    store.migrate({"org.a.B": first.keep})
+    assert consent.decide("org.*", store, "org.a.B", now(ORIGIN, {"a", "z"}), True).by
+    assert consent.decide("org.*", store, "org.a.B", now(ORIGIN, {"a"}, ring="k2"),
+                          True).by is None
+    # Without the pattern, what it pinned is no consent.
+    assert consent.decide(None, store, "org.a.B", now(ORIGIN, {"a"}), True).by is None
 
 
 def test_the_store_round_trips_and_migrates_once(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "state")).load()
     assert not store.initialised
-    store.migrate({"org.a.B": Record(ORIGIN, frozenset({"x"}), "migrated")})
-    store.migrate({"org.c.D": Record(ORIGIN, frozenset({"y"}), "migrated")})  # once only
+    linked = now(ORIGIN, {"x"})
+    first = consent.decide(None, store, "org.a.B", linked, True)
+    assert first.by == "migrated" and first.keep is not None
+    assert store.migrate({"org.a.B": first.keep})
+    # Once: a store initialised consents to nothing new by migration.
+    assert consent.decide(None, store, "org.c.D", linked, True).by is None
+    assert not store.migrate({"org.a.B": first.keep})  # nothing new to save
+    store.offer(b"ring")
     store.save()
     again = Store(str(tmp_path / "state")).load()
-    assert again.initialised and again.records == {
-        "org.a.B": Record(ORIGIN, frozenset({"x"}), "migrated")}
+    assert again.initialised and again.records == {"org.a.B": first.keep}
     assert os.stat(again.path).st_mode & 0o777 == 0o600
 
 

@@ -44,7 +44,7 @@ class FakeBackend:
         self.verdict = verdict or polkitauth.Verdict(True)
         self.refuse = refuse
         self.asked: list[tuple[str, dict[str, str], bool]] = []
-        self.consented: list[tuple[str, str, str | None]] = []
+        self.consented: list[tuple[str, str, str | None, str]] = []
 
     def apps(self) -> list[AppInfo]:
         return [WAITING, OTHER]
@@ -54,10 +54,10 @@ class FakeBackend:
         self.asked.append((action, dict(details), interactive))
         return self.verdict
 
-    def consent(self, command: str, app_id: str, digest: str | None) -> str:
+    def consent(self, command: str, app_id: str, digest: str | None, by: str) -> str:
         if self.refuse is not None:
             raise self.refuse
-        self.consented.append((command, app_id, digest))
+        self.consented.append((command, app_id, digest, by))
         return f"{app_id}: done"
 
 
@@ -86,7 +86,7 @@ def error_name(msg: Message) -> str:
 
 
 HOST = Caller(":1.5", None)
-IN_ONE = Caller(":1.6", "org.x.One")
+IN_ONE = Caller(":1.6", "org.x.One", 1000)
 
 
 def test_list_apps_everyone_sees_all_a_sandbox_only_itself() -> None:
@@ -120,7 +120,8 @@ def test_approve_asks_polkit_with_the_app_and_its_grants() -> None:
     assert out.body == ("org.x.One: done",)
     assert backend.asked == [(polkitauth.ACTION_APPROVE,
                               {"app": "org.x.One", "grants": "grant a; grant b"}, True)]
-    assert backend.consented == [("approve", "org.x.One", "d1")]
+    assert backend.consented == [("approve", "org.x.One", "d1",
+                                  "uid 1000 over D-Bus from org.x.One")]
 
 
 def test_challenge_without_interaction_flag_is_interactive_authorization_required() -> None:

@@ -29,7 +29,12 @@ The real merge is tests/test_merge.py. The cases left here need the fake because
   hosts;
 - a run killed between its links and its sync, and lost content records: what is then
   reloaded is everything, seen only as commands;
-- the state file (saved, corrupt, unwritable): the host plays no part.
+- the state file (saved, corrupt, unwritable): the host plays no part;
+- whose unit it is for every place systemd may load it from (generators, control,
+  attached, masked): the booted host shows a transient and a /usr/local unit, the rest
+  is systemd's answer played (``FakeHost.fragments``) or its search order on files;
+- a unit slow to stop: the bound on the real runner, with a command that sleeps
+  (tests/test_booted_pkgmanagers.py has dpkg meet such a sync on the booted host).
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import hoststate, store
+from flatpak_sysext import hostcommands, hoststate, store
 from flatpak_sysext.hostcommands import run_command
 from flatpak_sysext.hostsync import Change, HostSync
 from flatpak_sysext.installation import Installation
@@ -70,6 +76,10 @@ class FakeHost:
             (tools / "usr/bin" / name).chmod(0o755)
         self.target = target
         self.commands: list[tuple[str, ...]] = []
+        self.queries: list[tuple[str, ...]] = []
+        """``systemctl show`` calls, kept apart: they change nothing."""
+        self.fragments: dict[str, str] = {}
+        """What ``systemctl show`` says a unit's FragmentPath is; not found otherwise."""
         self.results: dict[tuple[str, ...], tuple[int, str]] = {}
         self.merges = True
         (root / "run/systemd/system").mkdir(parents=True)
@@ -81,10 +91,18 @@ class FakeHost:
         # Every command by its absolute path under the tools' root, recorded by name.
         assert os.path.dirname(argv[0]) == str(self.tools / "usr/bin"), argv
         argv = (os.path.basename(argv[0]), *argv[1:])
+        if argv[:2] == ("systemctl", "show"):
+            self.queries.append(argv)
+            return 0, "\n".join(self._show(u) for u in argv[argv.index("--") + 1:])
         self.commands.append(argv)
         if argv == REFRESH and self.merges:
             self._merge()
         return self.results.get(argv, (0, ""))
+
+    def _show(self, unit: str) -> str:
+        fragment = self.fragments.get(unit, "")
+        state = "masked" if fragment == "/dev/null" else "loaded" if fragment else "not-found"
+        return f"LoadState={state}\nFragmentPath={'' if state == 'masked' else fragment}\n"
 
     def _merge(self) -> None:
         # The merged /usr is the union of the linked trees' usr/ (a copy; the host has
@@ -259,12 +277,63 @@ def test_a_unit_whose_file_in_etc_or_run_comes_first_is_not_ours(sync_rig: SyncR
     assert ("systemctl", "stop", "--", "b.service") in sync_rig.host.commands
     assert report is not None
     assert [s.message for s in report.steps if s.step == "stop-units"] == [
-        "b.service; left alone, a file in /etc or /run comes first: a.service"]
+        "b.service; left alone, not the extension's unit: "
+        "a.service (/etc/systemd/system/a.service comes first)"]
     old = sync_rig.install(["usr/lib/systemd/system/a.service"])
     new = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
     report = sync_rig.sync([Change(APP, old, new, frozenset(["usr/lib/systemd/system/a.service"]))])
     assert sync_rig.host.commands == [REFRESH, DAEMON_RELOAD]
     assert outcomes(report)["restart-units"] == "skipped"
+
+
+def test_systemd_says_whose_unit_it_is(sync_rig: SyncRig) -> None:
+    """Where systemd has loaded a unit, its FragmentPath decides: a transient unit, one a
+    generator wrote, one under /usr/local or a masked one of the extension's name is not
+    stopped, disabled or restarted; systemd's own answer outranks the files (a
+    generator.late file comes after the extension's and loses)."""
+    units = ["a.service", "b.service", "c.service", "d.service", "e.service"]
+    tree = sync_rig.install([f"usr/lib/systemd/system/{u}" for u in units])
+    sync_rig.host.fragments.update({
+        "a.service": "/run/systemd/transient/a.service",
+        "b.service": "/usr/local/lib/systemd/system/b.service",
+        "c.service": "/run/systemd/generator/c.service",
+        "d.service": "/dev/null",
+        "e.service": "/usr/lib/systemd/system/e.service"})
+    (sync_rig.host.root / "run/systemd/generator.late").mkdir(parents=True)
+    (sync_rig.host.root / "run/systemd/generator.late/e.service").write_text("[Unit]\n")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    acted = [c for c in sync_rig.host.commands if c[0] == "systemctl" and c[1] != "daemon-reload"]
+    assert acted == [("systemctl", "stop", "--", "e.service"),
+                     ("systemctl", "disable", "--no-reload", "--", "e.service"),
+                     ("systemctl", "stop", "--", "e.service")]
+    assert sync_rig.host.queries == [
+        ("systemctl", "show", "-p", "LoadState,FragmentPath", "--", *units)]
+    assert report is not None
+    assert [s.message for s in report.steps if s.step == "stop-units"] == [
+        "e.service; left alone, not the extension's unit: "
+        "a.service (systemd loads /run/systemd/transient/a.service), "
+        "b.service (systemd loads /usr/local/lib/systemd/system/b.service), "
+        "c.service (systemd loads /run/systemd/generator/c.service), d.service (masked)"]
+    # An update: only the units systemd loads from the extension are restarted.
+    old = sync_rig.install(["usr/lib/systemd/system/a.service",
+                            "usr/lib/systemd/system/e.service"])
+    new = sync_rig.deploy(["usr/lib/systemd/system/a.service", "usr/lib/systemd/system/e.service"])
+    sync_rig.sync([Change(APP, old, new, frozenset(["usr/lib/systemd/system/a.service",
+                                                    "usr/lib/systemd/system/e.service"]))])
+    assert sync_rig.host.commands[-1] == ("systemctl", "try-reload-or-restart", "--", "e.service")
+
+
+@pytest.mark.parametrize("first", ["run/systemd/transient", "usr/local/lib/systemd/system",
+                                   "run/systemd/generator.early", "etc/systemd/system.control",
+                                   "run/systemd/system.attached"])
+def test_systemds_search_order_decides_for_a_unit_it_has_not_loaded(
+        sync_rig: SyncRig, first: str) -> None:
+    tree = sync_rig.install(["usr/lib/systemd/system/a.service"])
+    (sync_rig.host.root / first).mkdir(parents=True, exist_ok=True)
+    (sync_rig.host.root / first / "a.service").write_text("[Service]\n")
+    report = sync_rig.sync([Change(APP, tree, None)])
+    assert [c for c in sync_rig.host.commands if "a.service" in c] == []
+    assert outcomes(report)["stop-units"] == "skipped"
 
 
 @pytest.mark.parametrize("name", ["../x.service", "--now.service", "a b.service", "x.conf",
@@ -453,6 +522,23 @@ def test_the_real_runner_reports_instead_of_raising(tmp_path: Path) -> None:
     assert run_command([str(tmp_path / "no-such-command")])[0] == 127
     code, output = run_command(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (code, output) == (3, "out\nerr\n")
+
+
+def test_a_unit_slow_to_stop_holds_host_sync_a_bounded_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemctl stop waits for the unit's job (an ExecStop= that sleeps: what
+    tests/test_booted_pkgmanagers.py runs for real); host sync gives up on it after
+    UNIT_STEP_TIMEOUT, far below the bound of other commands, and says systemd goes on."""
+    monkeypatch.setattr(hostcommands, "UNIT_STEP_TIMEOUT", 0.5)
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text("#!/bin/sh\nexec sleep 2\n")
+    systemctl.chmod(0o755)
+    started = time.monotonic()
+    code, output = run_command([str(systemctl), "stop", "--", "slow.service"])
+    assert time.monotonic() - started < 1.5
+    assert (code, output) == (124, "not done after 0.5 s; systemd goes on with the job "
+                                    "(see 'systemctl list-jobs')")
+    assert run_command([str(systemctl), "daemon-reload"]) == (0, "")  # not a unit step
 
 
 def test_commands_run_by_absolute_path_never_one_a_linked_tree_provides(

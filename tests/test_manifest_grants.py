@@ -123,10 +123,11 @@ def test_an_update_that_takes_a_privilege_waits_and_names_it(
         files: dict[str, str], new: str) -> None:
     approved = Record(ORIGIN, grants({UNIT: V1}), "approve")
     after = grants(files)
-    verdict = consent.judge(approved, ORIGIN, after)
+    now = consent.Now(ORIGIN, after, True, None, "c1")
+    verdict = consent.judge(approved, now)
     assert not verdict.consented
     assert new in verdict.new_grants, sorted(verdict.new_grants)
-    decision = consent.decide(None, _store(approved), APP, ORIGIN, after, True)
+    decision = consent.decide(None, _store(approved), APP, now, True)
     assert decision.by is None and new in decision.waiting
 
 

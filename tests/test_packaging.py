@@ -106,7 +106,7 @@ def test_make_deb_builds_a_lintian_clean_package(deb: Path) -> None:
                             text=True, check=True).stdout
     depends = {d.strip().split()[0] for d in fields.split(",")}
     assert {"python3-pyelftools", "python3-jsonschema", "python3-jeepney", "flatpak",
-            "systemd"} <= depends
+            "systemd", "gpgv"} <= depends
 
 
 def run_prerm(deb: Path, tmp_path: Path, remove_all: str, *args: str) -> tuple[int, list[str]]:

@@ -27,6 +27,7 @@ from testsupport.deployments import (
     OTHER,
     PLAIN,
     HandMadeInstallation,
+    stamp_apps,
 )
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require
@@ -97,6 +98,23 @@ def test_changes_to_apps_that_declare_nothing_end_the_run(settled: HandMadeInsta
     assert settled.full() == "" and settled.links() == before
 
 
+def test_a_foreign_entry_in_the_target_directory_is_no_gone_app(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 ) -> None:
+    """What matters includes the target directory's entries, which need not be apps: one
+    that is no installed app has not vanished from the installation."""
+    require(os.geteuid() == 0, "the trigger only acts as root")
+    monkeypatch.setattr(quick, "MARGIN_NS", MARGIN_NS)
+    w = HandMadeInstallation(tmp_path)
+    w.target.mkdir(parents=True, exist_ok=True)
+    (w.target / "vendor.raw").write_bytes(b"")
+    assert f"{DECL}: linked" in w.full()
+    w.settle()
+    _update(PLAIN, "")(w)
+    assert w.quiet()
+    assert w.full() == ""
+
+
 # Changes a full run acts on: the quick check must let it run, and the full run says so.
 RELEVANT: dict[str, tuple[Callable[[HandMadeInstallation], None], str]] = {
     "declaring app updated": (_update(DECL, DECLARE), f"{DECL}: relinked"),
@@ -119,7 +137,7 @@ def test_changes_that_matter_reach_the_full_run(settled: HandMadeInstallation, c
 
 
 @pytest.mark.parametrize("change", ["config rewritten as it was", "installations.d added",
-                                   "another environment", "repo config added"])
+                                   "another environment", "repo config changed"])
 def test_changed_inputs_make_a_full_run_even_if_it_has_nothing_to_do(
         settled: HandMadeInstallation, change: str) -> None:
     environ = dict(settled.environ)
@@ -129,9 +147,9 @@ def test_changed_inputs_make_a_full_run_even_if_it_has_nothing_to_do(
         (settled.confdir / "installations.d").mkdir()
     elif change == "another environment":
         environ["FLATPAK_CONFIG_DIR"] = str(settled.confdir / "elsewhere")
-    else:
-        (settled.inst / "repo").mkdir()
-        (settled.inst / "repo" / "config").write_text("[core]\n")
+    else:  # the hand-made deployments' commits are in repo/ (testsupport.deployments)
+        config = settled.inst / "repo" / "config"
+        config.write_text(config.read_text() + '[remote "added"]\nurl=file:///x\n')
     assert not settled.quiet(environ)
 
 
@@ -236,10 +254,9 @@ def test_real_flatpak_updates_through_the_sandboxed_trigger(fenv: FlatpakEnv) ->
     assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == (cached.st_ino,
                                                                cached.st_mtime_ns)
     assert "flatpak-sysext" not in out.stdout + out.stderr
-    active = os.stat(fenv.system_dir / "app" / PLAIN / "current" / "active")
-    decoded = quick.Stamp.decode(stamp.read_bytes())
-    assert decoded is not None and decoded.read_apps()
-    assert decoded.apps[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
+    active = os.lstat(fenv.system_dir / "app" / PLAIN / "current" / "active")
+    assert stamp_apps(fenv.system_dir)[PLAIN] == (f"{active.st_dev}:{active.st_ino}:"
+                                                  f"{active.st_ctime_ns}")
     assert fenv.links() == linked
 
     fenv.publish(app, daemon_tree(app, "v2"))

@@ -2,9 +2,9 @@
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
 """The quick path keeps its two promises (docs/ARCHITECTURE.md#the-quick-check):
 
-- what it imports: ``import flatpak_sysext.trigger`` and a quick answer load only the
-  few small modules the quick check is written against, nothing else of the package and
-  nothing heavy of the standard library;
+- what it imports: the trigger file's quick answer loads only the few small modules
+  the quick check is written against, nothing else of the package (not even
+  ``trigger``) and nothing of the standard library that ``python3 -I`` has not loaded;
 - what it watches: every file and directory a full trigger run opens is among the inputs
   its stamp records (or inside what a recorded signature stands for), so that no change
   to an input can leave a stale "nothing to do".
@@ -25,18 +25,19 @@ from pathlib import Path
 import pytest
 
 from flatpak_sysext import quick, statefiles
-from testsupport.deployments import DECL, PLAIN, HandMadeInstallation
+from testsupport.deployments import DECL, PLAIN, HandMadeInstallation, stamp_apps
 from testsupport.prerequisites import require, require_tools
-from testsupport.source import PACKAGE_DIR
+from testsupport.source import PACKAGE_DIR, TRIGGER
 
 pytestmark = pytest.mark.privileged  # the trigger acts only as root
 
-QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.trigger", "flatpak_sysext.quick",
-                 "flatpak_sysext.fileio", "flatpak_sysext.layout", "flatpak_sysext.keyfile",
-                 "flatpak_sysext.statefiles"}
-"""The package's modules the quick path may load (see quick.py's docstring)."""
-QUICK_STDLIB = {"__future__", "time", "fcntl"}
-"""Beyond what ``python3 -I`` has loaded before it runs a line: all three are tiny."""
+QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.quick", "flatpak_sysext.fileio",
+                 "flatpak_sysext.layout", "flatpak_sysext.keyfile", "flatpak_sysext.statefiles"}
+"""The package's modules the quick path may load (see quick.py's docstring): not even
+``trigger``, which the trigger file imports only when the quick check cannot answer."""
+QUICK_STDLIB = {"time"}
+"""Beyond what ``python3 -I`` has loaded before it runs a line (time, where site has not):
+not even ``__future__``, ``errno`` or ``fcntl`` (quick.py says why)."""
 
 
 def _stamped(tmp_path: Path) -> HandMadeInstallation:
@@ -51,18 +52,24 @@ def _stamped(tmp_path: Path) -> HandMadeInstallation:
     return w
 
 
-def _run_quick(w: HandMadeInstallation) -> set[str]:
-    """Run the trigger file's code in a fresh interpreter; the modules it loaded."""
+def _run_quick(w: HandMadeInstallation, wrapper: tuple[str, ...] = ()) -> set[str]:
+    """Run the trigger file in a fresh interpreter, as Flatpak does (under ``wrapper``);
+    the modules it loaded."""
     script = (
         "import sys\n"
         f"sys.path.insert(0, {str(PACKAGE_DIR.parent)!r})\n"
+        f"sys.argv = [{str(TRIGGER)!r}, {str(w.inst)!r}]\n"
+        "code = compile(open(sys.argv[0]).read(), sys.argv[0], 'exec')\n"
         "before = set(sys.modules)\n"
-        "from flatpak_sysext import trigger\n"
-        f"code = trigger.main({str(w.inst)!r})\n"
+        "try:\n"
+        "    exec(code, {'__name__': '__main__'})\n"
+        "    code = 0\n"
+        "except SystemExit as e:\n"
+        "    code = e.code\n"
         "sys.stdout.write(' '.join(sorted(set(sys.modules) - before)))\n"
         "sys.exit(code)\n")
     # -I, as the trigger file runs: what site loads is there before the trigger starts.
-    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True,
+    result = subprocess.run([*wrapper, sys.executable, "-I", "-c", script], capture_output=True,
                             text=True, env={**w.environ, "PATH": os.environ["PATH"]})
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
@@ -88,10 +95,29 @@ def test_after_an_unrelated_update_too(tmp_path: Path) -> None:
     loaded = _run_quick(w)
     assert loaded <= QUICK_MODULES | QUICK_STDLIB, sorted(loaded - QUICK_MODULES - QUICK_STDLIB)
     assert "flatpak_sysext.keyfile" in loaded
-    apps = quick.Stamp.decode(Path(quick.stamp_path(str(w.inst))).read_bytes())
-    assert apps is not None and apps.read_apps()
-    active = os.stat(w.inst / "app" / PLAIN / "current" / "active")
-    assert apps.apps[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
+    active = os.lstat(w.inst / "app" / PLAIN / "current" / "active")
+    assert stamp_apps(w.inst)[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
+
+
+def test_after_an_unrelated_update_each_app_costs_one_look(tmp_path: Path) -> None:
+    """What the quick answer costs after an update is mostly one look per installed app:
+    an ``lstat`` of its ``current/active`` link, never followed to the deployment (a
+    path lookup more each); and its stamp, a cache, is written without fsync."""
+    require_tools("strace")
+    w = _stamped(tmp_path)
+    w.deploy(PLAIN, "")
+    time.sleep(quick.MARGIN_NS / 1e9 + 0.2)
+    w.changed()
+    log = tmp_path / "strace.log"
+    _run_quick(w, ("strace", "-f", "-qq", "-o", str(log),
+                   "-e", "trace=newfstatat,fstatat64,statx,stat,lstat,fsync,fdatasync"))
+    trace = log.read_text().splitlines()
+    looks = [line for line in trace if '/current/active"' in line]
+    assert sorted(re.findall(r'"([^"/]+)/current/active"', "\n".join(looks))) == sorted(
+        os.listdir(w.inst / "app"))
+    assert all("AT_SYMLINK_NOFOLLOW" in line for line in looks), looks
+    assert not [line for line in trace if re.search(r" f(data)?sync\(", line)]
+    assert stamp_apps(w.inst)[PLAIN] == quick.app_signatures(str(w.inst))[PLAIN]
 
 
 _OPENAT = re.compile(r'^\d+ +open(?:at2?)?\((?:AT_FDCWD|\d+)(?:<(?P<dir>[^>]*)>)?, '
@@ -140,7 +166,8 @@ def test_every_input_of_a_full_run_is_in_its_stamp(tmp_path: Path) -> None:
         capture_output=True, text=True, env={**w.environ, "PATH": os.environ["PATH"]})
     assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
     stamp = quick.Stamp.decode(stamp_file.read_bytes())
-    assert stamp is not None and stamp.read_apps(), "the run was quiet and left a stamp"
+    apps = stamp_apps(w.inst)
+    assert stamp is not None and apps, "the run was quiet and left a stamp"
     recorded = {os.path.normpath(p) for p in stamp.paths}
     state_dir = statefiles.directory(str(w.inst))
     unrecorded = []
@@ -150,7 +177,7 @@ def test_every_input_of_a_full_run_is_in_its_stamp(tmp_path: Path) -> None:
         if path == f"{w.inst}/app":
             continue  # its listing is recorded: the stamp has every app's name
         app = re.match(rf"{re.escape(str(w.inst))}/app/([^/]+)(/|$)", path)
-        if app is not None and app[1] in stamp.apps:
+        if app is not None and app[1] in apps:
             continue  # inside a deployment: its identity is recorded per app
         if _under(path, state_dir, w.environ["FLATPAK_SYSEXT_STATE_DIR"]):
             continue  # the runs' own files, written by them alone

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from flatpak_sysext import ruleset, store
-from testsupport.prerequisites import require
+from testsupport.prerequisites import require, require_available
 
 
 def tree(root: Path) -> Path:
@@ -98,3 +99,46 @@ def test_an_unlinked_snapshot_stays_until_a_later_boot(
     store.collect(state, "/inst", {str(new)})
     assert not old.exists() and new.is_dir()
     assert sorted(os.listdir(where)) == [new.name]
+
+
+def test_holes_stay_holes(tmp_path: Path) -> None:
+    src = tree(tmp_path / "src")
+    sparse = src / "usr/share/sparse"
+    with open(sparse, "wb") as f:
+        f.write(b"head")
+        f.seek(64 << 20)
+        f.write(b"tail")
+    require_available(sparse.stat().st_blocks * 512 < 1 << 20, "the filesystem keeps holes")
+    copy = Path(store.make(str(src), str(tmp_path / "state/i/x/store/a")))
+    st = (copy / "usr/share/sparse").stat()
+    assert (copy / "usr/share/sparse").read_bytes() == sparse.read_bytes()
+    assert st.st_size == (64 << 20) + 4 and st.st_blocks * 512 < 1 << 20
+
+
+def test_a_copy_crosses_filesystems(tmp_path: Path) -> None:
+    # The state directory on a tmpfs, the installation on another filesystem:
+    # copy_file_range says EXDEV, and a plain read/write copy takes over.
+    shm = Path("/dev/shm")
+    require_available(shm.is_dir() and os.stat(shm).st_dev != os.stat(tmp_path).st_dev,
+            "/dev/shm on a filesystem of its own")
+    src = tree(tmp_path / "src")
+    with open(src / "usr/share/sparse", "wb") as f:
+        f.write(b"x" * 70000)
+        f.seek(8 << 20)
+        f.write(b"y")
+    state = Path(tempfile.mkdtemp(dir=shm, prefix="fsx-exdev-"))
+    try:
+        copy = store.make(str(src), str(state / "i/x/store/a"))
+        assert listing(Path(copy)) == listing(src)
+    finally:
+        store.discard(str(state))
+
+
+def test_the_byte_bound_counts_apparent_size_and_stops_early(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tree(tmp_path / "src")
+    with open(src / "usr/share/huge", "wb") as f:
+        f.truncate(1 << 40)  # 1 TiB of holes: no room taken, every byte counted
+    assert store.apparent_size(str(src)) > 1 << 40
+    monkeypatch.setattr(ruleset, "MAX_BYTES", 10)
+    assert store.apparent_size(str(src)) > 10

@@ -5,17 +5,33 @@ that need an installation but not the real ``flatpak``."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import hashlib
 import io
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 from flatpak_sysext import quick, trigger
+from testsupport.ostreerepo import Key, write_signatures
 
 DECLARE = "[X-SystemExtension]\npath=ext\n"
 """Metadata declaring ``files/ext`` as the app's system extension."""
+
+
+def stamp_apps(installation: str | os.PathLike[str]) -> dict[str, str]:
+    """What the quick check's stamp of ``installation`` records per app (name -> the
+    identity of its ``current/active`` link), read from its text; {} without a stamp
+    that decodes."""
+    data = Path(quick.stamp_path(os.fspath(installation))).read_bytes()
+    if quick.Stamp.decode(data) is None:
+        return {}
+    body = data.decode().partition("\napps\n")[2]
+    return dict(line[2:].split("\0") for line in body.split("\n") if line.startswith("A "))
 
 
 def gvariant_deploy(origin: str, commit: str, subpaths: list[str]) -> bytes:
@@ -70,6 +86,7 @@ class HandMadeInstallation:
         """With ``verified``, the config requires a GPG-verified remote and ``repo/config``
         has one, so policy reads it as it would on a real installation."""
         self.inst = root / "inst"
+        self.verified = verified
         self.target = root / "extensions"
         self.config = root / "config.json"
         self.confdir = root / "etc-flatpak"
@@ -98,6 +115,7 @@ class HandMadeInstallation:
         rel = dep / "files/ext/usr/lib/extension-release.d"
         rel.mkdir(parents=True)
         (rel / f"extension-release.{app}").write_text("ID=_any\n")
+        commit_deployment(self.inst, dep, app, signed=self.verified)
         return dep
 
     def changed(self) -> None:
@@ -123,3 +141,77 @@ class HandMadeInstallation:
 
     def links(self) -> dict[str, str]:
         return {p.name: os.readlink(p) for p in self.target.iterdir()}
+
+
+@functools.cache
+def _signing_key() -> Key:
+    """One throw-away key for every hand-made installation that verifies (its agent is
+    stopped when the tests end)."""
+    key = Key()
+    atexit.register(key.close)
+    return key
+
+
+def commit_deployment(installation: Path, dep: Path, app: str, branch: str = "stable", *,
+                      signed: bool = False) -> str:
+    """Commit what the hand-made deployment ``dep`` holds into the installation's
+    ``repo`` (``bare-user-only``, bound to ``app/APP/x86_64/BRANCH``) as ``flatpak
+    build-export`` would, and make its ``deploy`` file name that commit, so that the
+    snapshot verifies like a real one (flatpak_sysext.ostree). ``signed``: signed by a
+    throw-away key that ``repo/origin.trustedkeys.gpg`` holds. Returns the commit."""
+    from flatpak_sysext import gvariant
+    from flatpak_sysext.ostreeobjects import framed_header, symlink_checksum
+
+    repo = installation / "repo"
+    for sub in ("objects", "refs/heads", "tmp"):
+        (repo / sub).mkdir(parents=True, exist_ok=True)
+    config = repo / "config"
+    if not config.exists():
+        config.write_text("[core]\nrepo_version=1\nmode=bare-user-only\n")
+    elif "[core]" not in config.read_text():
+        config.write_text("[core]\nrepo_version=1\nmode=bare-user-only\n\n" + config.read_text())
+
+    def store(data: bytes, kind: str) -> bytes:
+        digest = hashlib.sha256(data).digest()
+        where = repo / "objects" / digest.hex()[:2]
+        where.mkdir(exist_ok=True)
+        (where / f"{digest.hex()[2:]}.{kind}").write_bytes(data)
+        return digest
+
+    def tree(d: Path) -> tuple[bytes, bytes]:
+        files, dirs = [], []
+        for p in sorted(d.iterdir(), key=lambda p: p.name):
+            st = p.lstat()
+            if p.is_symlink():
+                target = os.readlink(p)
+                csum = symlink_checksum(target)
+                obj = repo / "objects" / csum[:2] / f"{csum[2:]}.file"
+                obj.parent.mkdir(exist_ok=True)
+                if not obj.is_symlink():
+                    os.symlink(target, obj)
+                files.append((p.name, bytes.fromhex(csum)))
+            elif stat.S_ISDIR(st.st_mode):
+                dirs.append((p.name, *tree(p)))
+            else:
+                header = framed_header(stat.S_IFREG | stat.S_IMODE(st.st_mode), "")
+                files.append((p.name, hashlib.sha256(header + p.read_bytes()).digest()))
+        meta = store(gvariant.encode("(uuua(ayay))", (0, 0, stat.S_IFDIR | 0o755, []), "big"),
+                     "dirmeta")
+        return store(gvariant.encode("(a(say)a(sayay))", (files, dirs), "big"), "dirtree"), meta
+
+    root_tree, root_meta = tree(dep / "files")
+    top_meta = root_meta
+    top = gvariant.encode("(a(say)a(sayay))", ([], [("files", root_tree, root_meta)]), "big")
+    binding = gvariant.Variant("as", gvariant.encode("as", [f"app/{app}/x86_64/{branch}"]))
+    commit = gvariant.encode("(a{sv}aya(say)sstayay)", (
+        [("ostree.ref-binding", binding)], b"", [], "hand-made", "", int(time.time()),
+        store(top, "dirtree"), top_meta), "big")
+    checksum = store(commit, "commit").hex()
+    if signed:
+        write_signatures(repo, checksum, [_signing_key().sign(commit)])
+        ring = repo / "origin.trustedkeys.gpg"
+        if not ring.exists():  # as Flatpak does: once, at remote-add
+            ring.write_bytes(_signing_key().keyring)
+    deploy_file = dep / "deploy"
+    deploy_file.write_bytes(gvariant_deploy("origin", checksum, []))
+    return checksum

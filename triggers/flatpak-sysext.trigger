@@ -7,7 +7,12 @@
 import sys
 
 if len(sys.argv) == 2 and not sys.argv[1].startswith("-"):
-    # What Flatpak passes: the quick path, which spares the command line's imports.
+    # What Flatpak passes: the quick check answers most runs on its own; the rest of the
+    # trigger is imported only when it cannot (the command line's modules never are).
+    from flatpak_sysext import quick
+
+    if quick.answers(sys.argv[1]):
+        sys.exit(0)
     from flatpak_sysext.trigger import main
 
     sys.exit(main(sys.argv[1]))
