@@ -36,7 +36,7 @@ CACHE_DIR = Path(os.environ.get("FLATPAK_SYSEXT_TEST_CACHE", "/var/cache/flatpak
 # on apt no longer pulls it in); procps for the tests' own look at processes.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
                  "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
-                 "gpgv", "procps")
+                 "gpgv", "procps", "python3-jeepney")
 
 
 @dataclass(frozen=True)
