@@ -33,6 +33,12 @@ DNF4CONFDIR ?= $(SYSCONFDIR)/dnf/plugins
 DNF4PLUGINDIR ?= $(PYTHONDIR)/dnf-plugins
 ALPMHOOKDIR ?= /usr/share/libalpm/hooks
 ZYPPCOMMITDIR ?= /usr/lib/zypp/plugins/commit
+# The D-Bus interface (flatpak-sysext-dbus.service): its bus policy, its activation file
+# and its polkit actions. The system bus and polkit read them only under /usr/share (and
+# /etc): with PREFIX=/usr/local, set DATADIR=/usr/share, as for the trigger.
+DBUSPOLICYDIR ?= $(DATADIR)/dbus-1/system.d
+DBUSSERVICEDIR ?= $(DATADIR)/dbus-1/system-services
+POLKITACTIONDIR ?= $(DATADIR)/polkit-1/actions
 # The example config (every key with its default) is documentation, not a config file.
 EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext
 # Where PYTHON looks for packages under PREFIX: the first of its own site directories
@@ -52,7 +58,7 @@ PYTHON_MIN ?= $(firstword $(foreach p,python3.9 $(wildcard $(HOME)/.pyenv/versio
 VPY := $(VENV)/bin/python
 # Debian 12's versions: the oldest a current LTS distribution ships
 # (docs/reference.md#supported-versions); setuptools and wheel too, for tests/test_sdist.py.
-MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 setuptools==66.1.1 wheel==0.38.4
+MIN_DEPS := pyelftools==0.29 jsonschema==4.10.3 jeepney==0.8.0 setuptools==66.1.1 wheel==0.38.4
 
 PYTEST_ARGS ?=
 # Where `make deb` leaves the Debian package.
@@ -147,6 +153,15 @@ install-data:
 	  > $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
 	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service
 	install -m 0644 systemd/flatpak-sysext.path $(DESTDIR)$(SYSTEMDUNITDIR)/
+	sed 's|/usr/bin/flatpak-sysext|$(BINDIR)/flatpak-sysext|' \
+	  systemd/flatpak-sysext-dbus.service \
+	  > $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext-dbus.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext-dbus.service
+	install -d $(DESTDIR)$(DBUSPOLICYDIR) $(DESTDIR)$(DBUSSERVICEDIR) \
+	  $(DESTDIR)$(POLKITACTIONDIR)
+	install -m 0644 dbus/org.flatpak.SystemExtensions1.conf $(DESTDIR)$(DBUSPOLICYDIR)/
+	install -m 0644 dbus/org.flatpak.SystemExtensions1.service $(DESTDIR)$(DBUSSERVICEDIR)/
+	install -m 0644 polkit/org.flatpak.systemextensions.policy $(DESTDIR)$(POLKITACTIONDIR)/
 	install -m 0644 examples/config.json $(DESTDIR)$(EXAMPLEDIR)/config.json.example
 	install -m 0644 docs/flatpak-sysext.8 $(DESTDIR)$(MANDIR)/man8/
 	$(MAKE) --no-print-directory install-hooks
@@ -172,6 +187,10 @@ uninstall:
 	  $(DESTDIR)$(TRIGGERSDIR)/flatpak-sysext.trigger \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.service \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext.path \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)/flatpak-sysext-dbus.service \
+	  $(DESTDIR)$(DBUSPOLICYDIR)/org.flatpak.SystemExtensions1.conf \
+	  $(DESTDIR)$(DBUSSERVICEDIR)/org.flatpak.SystemExtensions1.service \
+	  $(DESTDIR)$(POLKITACTIONDIR)/org.flatpak.systemextensions.policy \
 	  $(DESTDIR)$(EXAMPLEDIR)/config.json.example \
 	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
 	rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null || true

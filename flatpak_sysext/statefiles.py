@@ -142,7 +142,10 @@ def private_directory(path: str) -> None:
         pass
     st = os.lstat(path)
     if not S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
-        raise OSError(errno.EPERM, "not a directory of this user; remove it", path)
+        # Never advice to delete it: it holds the consent records.
+        raise OSError(errno.EPERM, "only root may change it: run this as root" if os.geteuid()
+                      else f"not a directory of root's (owner uid {st.st_uid}): not trusted",
+                      path)
     if st.st_mode & 0o7077:
         os.chmod(path, 0o700)
 

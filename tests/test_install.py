@@ -65,6 +65,10 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
         "usr/share/flatpak/triggers/flatpak-sysext.trigger": 0o755,
         f"{units}/flatpak-sysext.service": 0o644,
         f"{units}/flatpak-sysext.path": 0o644,
+        f"{units}/flatpak-sysext-dbus.service": 0o644,
+        "usr/share/dbus-1/system.d/org.flatpak.SystemExtensions1.conf": 0o644,
+        "usr/share/dbus-1/system-services/org.flatpak.SystemExtensions1.service": 0o644,
+        "usr/share/polkit-1/actions/org.flatpak.systemextensions.policy": 0o644,
         "usr/share/doc/flatpak-sysext/config.json.example": 0o644,
         "usr/share/man/man8/flatpak-sysext.8": 0o644,
         "etc/dpkg/dpkg.cfg.d/flatpak-sysext": 0o644,
@@ -92,6 +96,8 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
     assert script.splitlines()[0] == f"#!{sys.executable}"
     service = (dest / units / "flatpak-sysext.service").read_text()
     assert "ExecStart=/usr/bin/flatpak-sysext reconcile\n" in service
+    dbus_unit = (dest / units / "flatpak-sysext-dbus.service").read_text()
+    assert "ExecStart=/usr/bin/flatpak-sysext dbus-service\n" in dbus_unit
 
     # The installed copy is what that interpreter imports and runs.
     env = dict(os.environ, PYTHONPATH=str(site))
@@ -141,7 +147,8 @@ def test_the_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None
     service = (units / "flatpak-sysext.service").read_text()
     assert f"ExecStart={prefix}/bin/flatpak-sysext reconcile\n" in service
     result = subprocess.run(["systemd-analyze", "verify", str(units / "flatpak-sysext.service"),
-                             str(units / "flatpak-sysext.path")],
+                             str(units / "flatpak-sysext.path"),
+                             str(units / "flatpak-sysext-dbus.service")],
                             env=dict(os.environ, MANPATH=str(prefix / "share/man")),
                             capture_output=True, text=True)
     # Unknown keys and bad values are only printed: any output is a failure.

@@ -84,6 +84,11 @@ def test_make_deb_builds_a_lintian_clean_package(deb: Path) -> None:
     for unit in ("flatpak-sysext.service", "flatpak-sysext.path"):
         assert f"deb-systemd-helper enable '{unit}'" in postinst
 
+    # The D-Bus interface: activated, never enabled (no [Install]).
+    assert {f"{units}/flatpak-sysext-dbus.service",
+            "usr/share/dbus-1/system.d/org.flatpak.SystemExtensions1.conf",
+            "usr/share/dbus-1/system-services/org.flatpak.SystemExtensions1.service",
+            "usr/share/polkit-1/actions/org.flatpak.systemextensions.policy"} <= files.keys()
     assert "usr/share/man/man8/flatpak-sysext.8.gz" in files
     # dpkg's hook only, a conffile (it outlives a removal: docs/reference.md#package-managers).
     hooks = {p for p in files if "libalpm" in p or "zypp" in p or "dnf" in p}
@@ -100,7 +105,8 @@ def test_make_deb_builds_a_lintian_clean_package(deb: Path) -> None:
     fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True,
                             text=True, check=True).stdout
     depends = {d.strip().split()[0] for d in fields.split(",")}
-    assert {"python3-pyelftools", "python3-jsonschema", "flatpak", "systemd", "gpgv"} <= depends
+    assert {"python3-pyelftools", "python3-jsonschema", "python3-jeepney", "flatpak",
+            "systemd", "gpgv"} <= depends
 
 
 def run_prerm(deb: Path, tmp_path: Path, remove_all: str, *args: str) -> tuple[int, list[str]]:

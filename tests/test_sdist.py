@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NOT_SOURCE = shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__",
                                     ".*_cache", ".hypothesis", "bench-results.json")
 # Directories shipped whole beside the package.
-SHIPPED_DIRS = ["bench", "demo", "docs", "examples", "hooks", "packaging", "systemd", "tests",
+SHIPPED_DIRS = ["bench", "dbus", "demo", "docs", "examples", "hooks", "packaging", "polkit",
+                "systemd", "tests",
                 "testsupport", "triggers"]
 
 

@@ -32,10 +32,11 @@ from testsupport.flatpak import FlatpakEnv
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = Path(os.environ.get("FLATPAK_SYSEXT_TEST_CACHE", "/var/cache/flatpak-sysext-tests"))
 # polkitd needs libpam-systemd for a logind; make and python3-* are what `make install`
-# and the installed package use; procps for the tests' own look at processes.
+# and the installed package use (gpgv checks each snapshot's commit signature: from trixie
+# on apt no longer pulls it in); procps for the tests' own look at processes.
 BASE_PACKAGES = ("systemd", "systemd-sysv", "libpam-systemd", "dbus", "polkitd", "flatpak",
                  "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema", "make",
-                 "procps")
+                 "gpgv", "procps", "python3-jeepney")
 
 
 @dataclass(frozen=True)

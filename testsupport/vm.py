@@ -29,10 +29,11 @@ from testsupport.booted import CACHE_DIR, cached, mirror
 
 SUITE = "trixie"
 # The SELinux userland and policy, auditd for the AVC log, the kernel and initramfs to
-# boot directly; the rest is what `make install` and a Flatpak system installation need.
+# boot directly; the rest is what `make install` and a Flatpak system installation need
+# (gpgv for the commit signatures: trixie's apt no longer pulls it in).
 PACKAGES = ("systemd", "systemd-sysv", "udev", "libpam-systemd", "dbus", "polkitd",
             "flatpak", "bubblewrap", "python3", "python3-pyelftools", "python3-jsonschema",
-            "make", "procps", "linux-image-amd64", "initramfs-tools", "selinux-basics",
+            "make", "gpgv", "procps", "linux-image-amd64", "initramfs-tools", "selinux-basics",
             "selinux-policy-default", "selinux-utils", "policycoreutils", "auditd")
 TOOLS = ("debootstrap", "qemu-system-x86_64", "qemu-img", "setfiles", "mkfs.ext4")
 IMAGE_SIZE = "6G"
