@@ -23,14 +23,13 @@ module's callers use from here.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import os
 import stat
 import subprocess
 import tempfile
 
-from flatpak_sysext import fileio, hostcommands, ruleset
+from flatpak_sysext import fileio, hostcommands, ruleset, store
 from flatpak_sysext.gvariant import GVariantError, decode
 from flatpak_sysext.ostreeobjects import (
     COMMIT_UNAVAILABLE,
@@ -69,11 +68,6 @@ DIRECTORY_BITS = 0o755
 """A directory's permission bits may hold no more than these: Flatpak checks every
 directory of a system installation out as 0755 (0755 less the umask), whatever the
 commit's dirmeta records, so the recorded mode is not what is deployed."""
-
-MEANINGFUL_XATTRS = ("security.capability",)
-MEANINGFUL_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
-"""Extended attributes that change what a merged file does (the store copies them);
-Flatpak never deploys any, so a snapshot that has one differs from the commit."""
 
 _CHUNK = 1 << 20
 
@@ -272,16 +266,10 @@ def _owner_and_xattrs(walk: _Walk, st: os.stat_result, fd: int | None, rel: str)
                         "owned by root")
     if fd is None:
         return
-    try:
-        names = os.listxattr(fd)
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return
-        raise
-    for attr in names:
-        if attr in MEANINGFUL_XATTRS or attr.startswith(MEANINGFUL_XATTR_PREFIXES):
-            raise walk.fail(rel, f"carries the extended attribute {attr}, which the signed "
-                            "commit does not (Flatpak deploys none)")
+    kept = store.kept_xattrs(fd)  # the store keeps only those that change what a file does
+    if kept:
+        raise walk.fail(rel, f"carries the extended attribute {kept[0]}, which the signed "
+                        "commit does not (Flatpak deploys none)")
 
 
 def _kind(mode: int) -> str:

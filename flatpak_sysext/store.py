@@ -33,6 +33,8 @@ from flatpak_sysext import ruleset, statefiles
 STORE = "store"
 _KEPT_XATTRS = ("security.capability",)
 _KEPT_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
+"""Extended attributes that change what a merged file does: the copy keeps them, so that
+validation (file capabilities) and verification (Flatpak deploys none) see them."""
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _RELEASED = ".released"
 
@@ -241,16 +243,21 @@ def _xattrs_of_dir(src: int, dst: str) -> None:
         os.close(fd)
 
 
-def _xattrs(src: int, dst: int) -> None:
+def kept_xattrs(fd: int) -> list[str]:
+    """The extended attributes of ``fd`` that a copy keeps (none where the filesystem has
+    no extended attributes)."""
     try:
-        names = os.listxattr(src)
+        names = os.listxattr(fd)
     except OSError as e:
         if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return
+            return []
         raise
-    for attr in names:
-        if attr in _KEPT_XATTRS or attr.startswith(_KEPT_XATTR_PREFIXES):
-            os.setxattr(dst, attr, os.getxattr(src, attr))
+    return [a for a in names if a in _KEPT_XATTRS or a.startswith(_KEPT_XATTR_PREFIXES)]
+
+
+def _xattrs(src: int, dst: int) -> None:
+    for attr in kept_xattrs(src):
+        os.setxattr(dst, attr, os.getxattr(src, attr))
 
 
 def _finish(target: int | str, st: os.stat_result) -> None:
