@@ -34,7 +34,10 @@ DAEMON = f"/usr/libexec/{APP}/profilerd"
 FAKES = ("systemctl", "busctl", "udevadm", "systemd-sysusers", "systemd-tmpfiles")
 DAEMON_RELOAD = "systemctl daemon-reload"
 UNIT = "profilerd.service"  # what testsupport.flatpak.daemon_tree ships
-STOP = [f"systemctl stop -- {UNIT}", f"systemctl disable --no-reload -- {UNIT}"]
+# Host sync asks systemd whose file a unit is before it acts on it (hostunits.py); the
+# stand-in answers nothing, so it goes by systemd's search order, where the merged file wins.
+SHOW = f"systemctl show -p LoadState,FragmentPath -- {UNIT}"
+STOP = [SHOW, f"systemctl stop -- {UNIT}", f"systemctl disable --no-reload -- {UNIT}"]
 DBUS_RELOAD = ("busctl --system call org.freedesktop.DBus /org/freedesktop/DBus "
                "org.freedesktop.DBus ReloadConfig")
 # The second stop, after the reloads: whatever started the unit again meanwhile.
@@ -156,7 +159,7 @@ def test_link_update_uninstall_merge_for_real(host: Host) -> None:
     assert f"{APP}: relinked" in out.stdout
     assert host.ns.run(DAEMON).stdout == "version two\n"
     # Its unit, if running, runs the new binary after daemon-reload.
-    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD,
+    assert host.commands() == [DAEMON_RELOAD, DBUS_RELOAD, SHOW,
                                f"systemctl try-reload-or-restart -- {UNIT}"]
     assert f"host sync: restarted if running: {UNIT}" in out.stdout
 
