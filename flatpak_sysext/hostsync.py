@@ -252,8 +252,11 @@ def _steps(needs: Needs, linked: Collection[str], removed: Collection[str], runn
 
 
 def _now() -> str:
+    # A sync's time is also its identity: the trigger tells the last sync when its time
+    # differs from the one it told last (output.py), and an update's sync and the
+    # uninstall's that follows can fall in the same second.
     now = datetime.datetime.now(datetime.timezone.utc)
-    return now.isoformat(timespec="seconds")
+    return now.isoformat(timespec="microseconds")
 
 
 class HostSync:

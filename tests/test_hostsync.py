@@ -493,6 +493,18 @@ def test_the_last_sync_is_recorded_for_status(sync_rig: SyncRig) -> None:
     assert data["pending"] is None
 
 
+def test_two_syncs_in_one_second_are_told_apart(sync_rig: SyncRig) -> None:
+    # The trigger tells a sync whose time differs from the one it told last: an update's
+    # sync and the uninstall's right after it must not share one.
+    tree = sync_rig.deploy(["usr/lib/systemd/system/a.service"])
+    first = sync_rig.sync([Change(APP, None, tree,
+                                  frozenset(["usr/lib/systemd/system/a.service"]))])
+    second = sync_rig.sync([Change(APP, tree, None, frozenset())])
+    assert first is not None and second is not None
+    assert first.time != second.time
+    assert hoststate.last_sync(sync_rig.inst, sync_rig.state) == second
+
+
 @pytest.mark.parametrize("garbage", [b"{", b"[]", b'{"version": 1, "contents": {"a": 1}}',
                                      b'{"version": 1, "last": {"time": 1}}', b"\xff"])
 def test_a_corrupt_state_is_discarded_with_a_warning(sync_rig: SyncRig, garbage: bytes) -> None:
