@@ -270,7 +270,10 @@ def _encode(sig: str, value: object, order: ByteOrder) -> bytes:
         return _frame([(sig[1:], item) for item in value], order, array=True)
     if c in "({":
         assert isinstance(value, tuple)
-        body = _frame(list(zip(members(sig), value, strict=True)), order, array=False)
+        types = members(sig)
+        if len(types) != len(value):  # zip(strict=True) is Python 3.10's
+            raise GVariantError(f"{len(value)} values for type {sig!r}")
+        body = _frame(list(zip(types, value)), order, array=False)
         fixed = _fixed_size(sig)
         return body + b"\0" * (fixed - len(body)) if fixed is not None else body
     raise GVariantError(f"cannot encode type {sig!r}")
