@@ -242,15 +242,15 @@ class HostBackend:
         return polkitauth.verdict(reply.body)
 
     def consent(self, command: str, app_id: str, digest: str | None, by: str) -> str:
-        from flatpak_sysext import cli, output
+        from flatpak_sysext import approval, output
 
         with self.consenting:
             try:
                 ctx = self._context()
-                lines, result = cli.consent_app(ctx, command, app_id, digest, by)
-            except cli.Changed as e:
+                lines, result = approval.consent_app(ctx, command, app_id, digest, by)
+            except approval.Changed as e:
                 raise Refused(str(e), ERROR_CHANGED) from e
-            except cli.Die as e:
+            except approval.Refused as e:
                 raise Refused(str(e)) from e
             output.print_reconcile(ctx, result, dry_run=False)  # to the journal
         # The reconcile's evaluation precedes what it applied: read the state again.
