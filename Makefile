@@ -134,10 +134,17 @@ bench: deps venv
 # use install-data alone.
 install: install-package install-data
 
+# The package's folders, one per pipeline stage (docs/ARCHITECTURE.md).
+PYTHON_SUBPACKAGES = flatpak rules state host
+
 install-package:
 	@test -n "$(PYTHONDIR)" || { echo "PYTHONDIR: $(PYTHON) did not tell its site directory"; exit 1; }
 	install -d $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/schemas $(DESTDIR)$(BINDIR)
 	install -m 0644 flatpak_sysext/*.py $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/
+	for d in $(PYTHON_SUBPACKAGES); do \
+	  install -d $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/$$d && \
+	  install -m 0644 flatpak_sysext/$$d/*.py $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/$$d/ || exit 1; \
+	done
 	install -m 0644 flatpak_sysext/schemas/*.json $(DESTDIR)$(PYTHONDIR)/flatpak_sysext/schemas/
 	printf '#!%s\nimport sys\n\nfrom flatpak_sysext.cli import main\n\nsys.exit(main())\n' \
 	  '$(PYTHON_EXE)' > $(DESTDIR)$(BINDIR)/flatpak-sysext

@@ -279,7 +279,7 @@ def elf_worker(kind: str, listing: str) -> None:
     """Judge every file of ``listing`` in this process; print the loop's seconds."""
     paths = Path(listing).read_text().split("\n")
     if kind in ("judge", "judge-dynamic", "host-glibc"):
-        from flatpak_sysext import elf, hostglibc
+        from flatpak_sysext.rules import elf, hostglibc
 
         target = elf.ElfTarget.host()
         # One judge per run, as validate makes one per tree: the host's glibc is read once.
@@ -375,7 +375,8 @@ def _signed_sysprof(work: Path) -> tuple[Any, Callable[[str], None]]:
     """A Sysprof-sized tree installed by the real flatpak from a signed repository: its
     deployed tree, and what verifying a copy of it costs the store (pipeline.verify's
     steps: the commit, its binding, its signature against the keyring, every file)."""
-    from flatpak_sysext import keyring, ostree
+    from flatpak_sysext.flatpak import ostree
+    from flatpak_sysext.state import keyring
     from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree
 
     app = "org.fsx.bench.Sysprof"
@@ -411,7 +412,8 @@ def bench_store(work: Path, rounds: int) -> dict[str, Any]:
     store, verifying the copy against its signed commit, validating it, for a
     Sysprof-sized tree (installed by flatpak) and a 100-file one (no commit: not
     verified); and the disk it takes."""
-    from flatpak_sysext import elf, release, store, validate
+    from flatpak_sysext.rules import elf, release, validate
+    from flatpak_sysext.state import store
 
     sysprof, verify = _signed_sysprof(work)
     trees = {"sysprof-like": sysprof, "100-file": work / "store-src-100"}

@@ -35,9 +35,11 @@ def consent_app(ctx: Context, command: str, app_id: str, digest: str | None = No
     ``digest``, approve only if what the app grants, from where, is still what it names
     (consent.grants_digest): the D-Bus interface's Approve. ``by``: who consents, for
     the record (default: this process's user)."""
-    from flatpak_sysext import consent, keyring, manifest, policy, statefiles
+    from flatpak_sysext import policy
     from flatpak_sysext.evaluate import evaluate
     from flatpak_sysext.reconcile import LOCK_WAIT, reconcile
+    from flatpak_sysext.rules import manifest
+    from flatpak_sysext.state import consent, keyring, statefiles
 
     app = next((s for s in evaluate(ctx, ctx.installations, save_cache=False).apps
                 if s.app_id == app_id), None)

@@ -94,8 +94,10 @@ def _context(args: argparse.Namespace, environ: Mapping[str, str], *,
     """The run's Context. With ``memo``, a config whose digest the service's state
     directory records as validated skips jsonschema (config.load), if that directory
     exists: it is root's own, made by the first run that linked anything."""
-    from flatpak_sysext import config, installation, statefiles
+    from flatpak_sysext import config
     from flatpak_sysext.context import Context
+    from flatpak_sysext.flatpak import installation
+    from flatpak_sysext.state import statefiles
 
     state_dir = statefiles.service_directory(environ)
     try:
@@ -114,7 +116,8 @@ def _print_json(data: Any) -> None:
 
 
 def cmd_reconcile(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext import installation, output
+    from flatpak_sysext import output
+    from flatpak_sysext.flatpak import installation
     from flatpak_sysext.reconcile import reconcile
 
     ctx = _context(args, environ)
@@ -143,8 +146,9 @@ def cmd_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         from flatpak_sysext import dbusclient
 
         return dbusclient.status(args.json)
-    from flatpak_sysext import installation, output
+    from flatpak_sysext import output
     from flatpak_sysext.evaluate import evaluate
+    from flatpak_sysext.flatpak import installation
 
     ctx = _context(args, environ)
     try:
@@ -193,7 +197,8 @@ def cmd_remove_all(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext import config, elf, output, release, validate
+    from flatpak_sysext import config, output
+    from flatpak_sysext.rules import elf, release, validate
 
     path = args.path
     if not os.path.isdir(path):
@@ -223,14 +228,14 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     target = elf.ElfTarget.host()
     glibc = None
     if args.allow_host_glibc:  # judged against this machine's glibc
-        from flatpak_sysext import hostglibc
+        from flatpak_sysext.rules import hostglibc
 
         glibc = hostglibc.HostGlibc(config.glibc_root(environ), target)
     # A developer's build tree is theirs: ownership is only a warning here.
     report = validate.validate_tree(path, name, release.read_host(environ), target,
                                     host_glibc=glibc, installed=False)
     # No config here: every restricted class the tree uses is a problem (contain.py).
-    from flatpak_sysext import contain, selinux
+    from flatpak_sysext.rules import contain, selinux
 
     types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
     refused = contain.restricted_problems(
@@ -246,7 +251,8 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     """After the last package transaction: a reconcile whose host sync re-merges and
     runs every reload; without a usable configuration or with host sync off, only that."""
-    from flatpak_sysext import hostcommands, installation, pkgtransaction
+    from flatpak_sysext.flatpak import installation
+    from flatpak_sysext.host import hostcommands, pkgtransaction
 
     try:
         ctx = _context(args, environ, memo=True)
@@ -264,7 +270,7 @@ def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext import hostcommands, pkgtransaction
+    from flatpak_sysext.host import hostcommands, pkgtransaction
 
     def resync() -> None:
         _resync(args, environ)

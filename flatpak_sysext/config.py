@@ -21,7 +21,7 @@ import stat
 from collections.abc import Mapping
 from typing import Any
 
-from flatpak_sysext import fileio, statefiles
+from flatpak_sysext.state import fileio, statefiles
 
 DEFAULT_PATH = "/etc/flatpak-sysext/config.json"
 MAX_SIZE = 1 << 20

@@ -16,14 +16,17 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from flatpak_sysext import __version__, cache, consent, hostcommands, ruleset, selinux, statefiles
+from flatpak_sysext import __version__
 from flatpak_sysext.config import Config, glibc_root
-from flatpak_sysext.installation import Installation
-from flatpak_sysext.release import Host, read_host
+from flatpak_sysext.flatpak.installation import Installation
+from flatpak_sysext.host import hostcommands
+from flatpak_sysext.rules import ruleset, selinux
+from flatpak_sysext.rules.release import Host, read_host
+from flatpak_sysext.state import cache, consent, statefiles
 
 if TYPE_CHECKING:
-    from flatpak_sysext.elf import ElfTarget
-    from flatpak_sysext.hostglibc import HostGlibc
+    from flatpak_sysext.rules.elf import ElfTarget
+    from flatpak_sysext.rules.hostglibc import HostGlibc
 
 
 @functools.cache
@@ -73,7 +76,7 @@ class Context:
     @property
     def elf_target(self) -> ElfTarget:
         """What ELF files must be built for; pyelftools is loaded only when asked."""
-        from flatpak_sysext import elf
+        from flatpak_sysext.rules import elf
 
         return elf.ElfTarget.host()
 
@@ -98,7 +101,7 @@ class Context:
     @functools.cached_property
     def host_glibc(self) -> HostGlibc:
         """The host's glibc, read once per run and only if allow_host_glibc is used."""
-        from flatpak_sysext import hostglibc
+        from flatpak_sysext.rules import hostglibc
 
         return hostglibc.HostGlibc(self.glibc_root, self.elf_target)
 

@@ -19,7 +19,8 @@ from typing import Any
 from jeepney import DBusAddress, HeaderFields, Message, MessageFlag, MessageType, new_method_call
 from jeepney.io.blocking import open_dbus_connection
 
-from flatpak_sysext import dbusservice, hostcommands
+from flatpak_sysext import dbusservice
+from flatpak_sysext.host import hostcommands
 
 SERVICE = DBusAddress(dbusservice.PATH, bus_name=dbusservice.BUS_NAME,
                       interface=dbusservice.INTERFACE)

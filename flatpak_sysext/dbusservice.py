@@ -30,9 +30,10 @@ from jeepney.bus_messages import message_bus
 from jeepney.io.threading import DBusRouter, open_dbus_router
 from jeepney.wrappers import DBusAddress
 
-from flatpak_sysext import consent, polkitauth
+from flatpak_sysext import polkitauth
 from flatpak_sysext.evaluate import AppStatus
-from flatpak_sysext.manifest import GRANT_MODEL
+from flatpak_sysext.rules.manifest import GRANT_MODEL
+from flatpak_sysext.state import consent
 
 BUS_NAME = "org.flatpak.SystemExtensions1"
 PATH = "/org/flatpak/SystemExtensions1"
@@ -216,8 +217,9 @@ class HostBackend:
         """One consent call at a time: each evaluates, then takes the service's lock."""
 
     def _context(self) -> Any:
-        from flatpak_sysext import config, installation
+        from flatpak_sysext import config
         from flatpak_sysext.context import Context
+        from flatpak_sysext.flatpak import installation
 
         try:
             cfg = config.load(config.config_path(None, self.environ), must_exist=False)

@@ -15,23 +15,9 @@ import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 
-from flatpak_sysext import (
-    cache,
-    codes,
-    consent,
-    keyring,
-    pipeline,
-    placement,
-    policy,
-    provided,
-    selinux,
-    store,
-    targetdir,
-    validate,
-)
+from flatpak_sysext import pipeline, policy
 from flatpak_sysext.context import Context
-from flatpak_sysext.hostsync import read_merged
-from flatpak_sysext.installation import (
+from flatpak_sysext.flatpak.installation import (
     Declared,
     Installation,
     Unreadable,
@@ -39,9 +25,13 @@ from flatpak_sysext.installation import (
     still_resolved,
     untrusted,
 )
-from flatpak_sysext.manifest import Manifest
+from flatpak_sysext.host import targetdir
+from flatpak_sysext.host.hostsync import read_merged
 from flatpak_sysext.plan import Entry, Kind, Plan, blocks, make_plan
 from flatpak_sysext.report import Problem, TreeReport
+from flatpak_sysext.rules import codes, placement, selinux, validate
+from flatpak_sysext.rules.manifest import Manifest
+from flatpak_sysext.state import cache, consent, keyring, provided, store
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +285,7 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
             statuses.append(_status(ctx, app, report, "denied", None, fresh, why))
             continue
         # Restricted content (contain.py) is refused unless host_classes allows its class.
-        from flatpak_sysext import contain
+        from flatpak_sysext.rules import contain
 
         refused = contain.restricted_problems(report.restricted, cfg.classes_allowed(app.app_id))
         if refused:

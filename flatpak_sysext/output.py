@@ -9,22 +9,16 @@ import sys
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from flatpak_sysext import (
-    apply,
-    config,
-    evaluate,
-    hoststate,
-    pkgtransaction,
-    release,
-    selinux,
-    told,
-)
-from flatpak_sysext.consent import FIRST_USE
+from flatpak_sysext import config, evaluate
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
+from flatpak_sysext.host import apply, pkgtransaction
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 from flatpak_sysext.reconcile import Removal, Result
 from flatpak_sysext.report import Problem, TreeReport
+from flatpak_sysext.rules import release, selinux
+from flatpak_sysext.state import hoststate, told
+from flatpak_sysext.state.consent import FIRST_USE
 
 
 def _verdict(s: AppStatus) -> str:

@@ -18,11 +18,12 @@ import errno
 import os
 from collections.abc import Callable
 
-from flatpak_sysext import codes, consent, keyring, release, ruleset, selinux, store, validate
 from flatpak_sysext.context import Context
-from flatpak_sysext.installation import Declared
+from flatpak_sysext.flatpak.installation import Declared
 from flatpak_sysext.policy import remote_verifies
 from flatpak_sysext.report import Problem, TreeReport
+from flatpak_sysext.rules import codes, release, ruleset, selinux, validate
+from flatpak_sysext.state import consent, keyring, store
 
 VERIFY_CODES = frozenset({codes.COMMIT_UNAVAILABLE, codes.SIGNATURE_INVALID,
                           codes.REF_BINDING_MISMATCH, codes.CONTENT_MISMATCH,
@@ -110,7 +111,7 @@ def verify(ctx: Context, app: Declared, copy: str) -> Problem | None:
     """Why the copy is not what the deployment's commit holds, signed by the pinned
     keyring (or the remote's keyring now, for an app not consented to yet: it waits
     anyway, and approve pins that keyring), if it is not."""
-    from flatpak_sysext import ostree
+    from flatpak_sysext.flatpak import ostree
 
     inst = app.installation.path
     repo = os.path.join(inst, "repo")
@@ -139,7 +140,7 @@ def verify(ctx: Context, app: Declared, copy: str) -> Problem | None:
 
 def commit_timestamp(app: Declared) -> int | None:
     """The timestamp of the deployment's commit, None if it cannot be read."""
-    from flatpak_sysext import ostree
+    from flatpak_sysext.flatpak import ostree
 
     try:
         commit = ostree.read_commit(os.path.join(app.installation.path, "repo"), app.commit)

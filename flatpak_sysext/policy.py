@@ -14,8 +14,8 @@ import fnmatch
 import functools
 import os
 
-from flatpak_sysext import keyfile
 from flatpak_sysext.config import Config
+from flatpak_sysext.flatpak import keyfile
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,7 +16,7 @@ from typing import Any
 
 from jeepney import DBusAddress, Message, MessageFlag, new_method_call
 
-from flatpak_sysext import keyfile
+from flatpak_sysext.flatpak import keyfile
 
 ACTION_APPROVE = "org.flatpak.systemextensions.approve"
 ACTION_REVOKE = "org.flatpak.systemextensions.revoke"

@@ -40,8 +40,9 @@ to that).
 import os
 import time
 
-from flatpak_sysext import fileio, layout, statefiles
-from flatpak_sysext.fileio import ABSENT, signature
+from flatpak_sysext.flatpak import layout
+from flatpak_sysext.state import fileio, statefiles
+from flatpak_sysext.state.fileio import ABSENT, signature
 
 # No ``from __future__ import annotations`` on the quick path (here, fileio, keyfile,
 # layout, statefiles): it imports ``__future__`` when the module runs, a tenth of a

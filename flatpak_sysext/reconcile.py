@@ -15,24 +15,15 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 
-from flatpak_sysext import (
-    apply,
-    fileio,
-    hostsync,
-    layout,
-    pkgtransaction,
-    provided,
-    request,
-    statefiles,
-    store,
-    targetdir,
-)
-from flatpak_sysext.apply import Failure
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import Evaluation, evaluate
-from flatpak_sysext.hoststate import SyncReport
-from flatpak_sysext.installation import Installation
+from flatpak_sysext.flatpak import layout
+from flatpak_sysext.flatpak.installation import Installation
+from flatpak_sysext.host import apply, hostsync, pkgtransaction, targetdir
+from flatpak_sysext.host.apply import Failure
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink, make_plan
+from flatpak_sysext.state import fileio, provided, request, statefiles, store
+from flatpak_sysext.state.hoststate import SyncReport
 
 MAX_PASSES = 5
 """How often a run reads an installation that keeps changing under it."""

@@ -9,8 +9,8 @@ import os
 import stat
 from typing import Any
 
-from flatpak_sysext import codes
-from flatpak_sysext.manifest import Manifest
+from flatpak_sysext.rules import codes
+from flatpak_sysext.rules.manifest import Manifest
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     from flatpak_sysext.config import Config
     from flatpak_sysext.context import Context
     from flatpak_sysext.evaluate import Evaluation
-    from flatpak_sysext.installation import Installation
+    from flatpak_sysext.flatpak.installation import Installation
     from flatpak_sysext.output import Lines
-    from flatpak_sysext.told import Told
+    from flatpak_sysext.state.told import Told
 
 
 def _writable(path: str) -> bool:
@@ -44,7 +44,8 @@ def _writable(path: str) -> bool:
 
 def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterable[str]:
     """The files and directories a run reads before it knows its installation."""
-    from flatpak_sysext import installation, release, selinux
+    from flatpak_sysext.flatpak import installation
+    from flatpak_sysext.rules import release, selinux
 
     yield config_file
     confdir = installation.installations_dir(environ)
@@ -62,7 +63,9 @@ def inputs(config_file: str, environ: Mapping[str, str], basedir: str) -> Iterab
 
 def state_inputs(cfg: Config, inst: Installation, state_dir: str) -> Iterable[str]:
     """What a run reads once it knows its configuration and installation."""
-    from flatpak_sysext import consent, hoststate, hostsync, keyfile, provided, request
+    from flatpak_sysext.flatpak import keyfile
+    from flatpak_sysext.host import hostsync
+    from flatpak_sysext.state import consent, hoststate, provided, request
 
     try:  # each remote's keyring: consent is pinned to its keys
         remotes = [g[len('remote "'):-1] for g in keyfile.read(
@@ -97,8 +100,10 @@ def run_full(basedir: str, config_arg: str | None, environ: Mapping[str, str]) -
         return 0
     import dataclasses
 
-    from flatpak_sysext import config, installation, output, statefiles, told
+    from flatpak_sysext import config, output
     from flatpak_sysext.context import Context
+    from flatpak_sysext.flatpak import installation
+    from flatpak_sysext.state import statefiles, told
 
     snap = quick.Snapshot(basedir, environ)  # Before anything it records is read.
     cfg: Config | None = None
@@ -150,8 +155,9 @@ def _reconcile_here(ctx: Context, inst: Installation, before: Told,
     """Outside the sandbox: link, unlink and sync the host as ``reconcile`` does; if
     another run holds the lock for too long, leave a request instead. Returns what to
     print, the evaluation and what is told once it is printed."""
-    from flatpak_sysext import hoststate, output, statefiles, told
+    from flatpak_sysext import output
     from flatpak_sysext.reconcile import reconcile
+    from flatpak_sysext.state import hoststate, statefiles, told
 
     try:
         result = reconcile(ctx, [inst], wait=LOCK_WAIT)
@@ -178,8 +184,10 @@ def _ask_service(ctx: Context, inst: Installation, before: Told,
     """
     import errno
 
-    from flatpak_sysext import apply, hoststate, output, request, statefiles, told
+    from flatpak_sysext import output
     from flatpak_sysext.evaluate import evaluate
+    from flatpak_sysext.host import apply
+    from flatpak_sysext.state import hoststate, request, statefiles, told
 
     lock = statefiles.Locked(ctx.state_dir, [statefiles.directory(inst.path)], LOCK_WAIT,
                              create=False)

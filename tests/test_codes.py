@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from flatpak_sysext import codes
 from flatpak_sysext.report import Problem
+from flatpak_sysext.rules import codes
 from testsupport.flatpak import schema
 from testsupport.source import SOURCE_ROOT
 

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import consent, keyring
-from flatpak_sysext.consent import Origin, Record, Store
+from flatpak_sysext.state import consent, keyring
+from flatpak_sysext.state.consent import Origin, Record, Store
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require_flatpak, require_tools
 
@@ -197,7 +197,7 @@ def test_nothing_is_linked_without_consent_and_approve_links(world: FlatpakEnv) 
 
 def consent_grants(st: dict[str, Any]) -> set[str]:
     """The grants of a status item's manifest, as the manifest module states them."""
-    from flatpak_sysext.manifest import Manifest
+    from flatpak_sysext.rules.manifest import Manifest
 
     return set(Manifest.from_json(st["manifest"]).grants())
 

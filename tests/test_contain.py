@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flatpak_sysext import cli
-from flatpak_sysext.manifest import Manifest
+from flatpak_sysext.rules.manifest import Manifest
 from testsupport.containment import SYSPROF_FILES, SYSPROF_UNIT, judge, refused, tree
 from testsupport.flatpak import FlatpakEnv, TreeBuilder, daemon_tree
 
@@ -253,7 +253,7 @@ def test_check_refuses_restricted_content_without_a_config(
 ])
 def test_a_file_found_before_a_host_file_is_refused(tmp_path: pathlib.Path, mine: str,
                                                     hosts: str) -> None:
-    from flatpak_sysext import placement
+    from flatpak_sysext.rules import placement
 
     host = tmp_path / "host"
     (host / hosts).parent.mkdir(parents=True)

@@ -27,8 +27,9 @@ from jeepney import (
 )
 from jeepney.low_level import Parser
 
-from flatpak_sysext import consent, dbusservice, polkitauth, statefiles
+from flatpak_sysext import dbusservice, polkitauth
 from flatpak_sysext.dbusservice import AppInfo, Caller, Refused
+from flatpak_sysext.state import consent, statefiles
 from testsupport.prerequisites import require
 
 SERVICE = DBusAddress(dbusservice.PATH, bus_name=dbusservice.BUS_NAME,

@@ -20,7 +20,7 @@ from elftools.elf.segments import InterpSegment
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext.elf import ELF_MAGIC, MAX_BYTES_READ, ElfTarget, judge
+from flatpak_sysext.rules.elf import ELF_MAGIC, MAX_BYTES_READ, ElfTarget, judge
 from testsupport.elfcorpus import (
     EXPECTED,
     CountingFile,

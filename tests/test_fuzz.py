@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import deployfile, elf, installation, keyfile, release
-from flatpak_sysext.installation import Declared, Installation, Unreadable
+from flatpak_sysext.flatpak import deployfile, installation, keyfile
+from flatpak_sysext.flatpak.installation import Declared, Installation, Unreadable
+from flatpak_sysext.rules import elf, release
 from testsupport.deployments import gvariant_deploy
 from testsupport.elfcorpus import CountingFile, build_corpus
 from testsupport.prerequisites import require_tools

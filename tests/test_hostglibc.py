@@ -27,8 +27,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import config, elf, hostglibc, quick, release, trigger, validate
+from flatpak_sysext import config, quick, trigger
 from flatpak_sysext.report import TreeReport
+from flatpak_sysext.rules import elf, hostglibc, release, validate
 from testsupport.elfcorpus import CountingFile
 from testsupport.flatpak import FlatpakEnv, compile_c, daemon_tree, schema, write_release
 from testsupport.prerequisites import require_available, require_tools

@@ -48,10 +48,11 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import hostcommands, hoststate, store
-from flatpak_sysext.hostcommands import run_command
-from flatpak_sysext.hostsync import Change, HostSync
-from flatpak_sysext.installation import Installation
+from flatpak_sysext.flatpak.installation import Installation
+from flatpak_sysext.host import hostcommands
+from flatpak_sysext.host.hostcommands import run_command
+from flatpak_sysext.host.hostsync import Change, HostSync
+from flatpak_sysext.state import hoststate, store
 
 APP = "org.fsx.Profiler"
 REFRESH = ("systemd-sysext", "refresh")
@@ -575,7 +576,7 @@ def test_commands_run_by_absolute_path_never_one_a_linked_tree_provides(
 
 
 def test_host_tools_are_found_where_the_distribution_installs_them(tmp_path: Path) -> None:
-    from flatpak_sysext.hostcommands import tool
+    from flatpak_sysext.host.hostcommands import tool
 
     (tmp_path / "bin").mkdir()
     assert tool("udevadm", str(tmp_path)) is None  # never PATH

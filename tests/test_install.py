@@ -54,8 +54,9 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
     units = systemd_unit_dir()
 
     site = site_dir(dest)
-    package = sorted(f"{site.relative_to(dest)}/flatpak_sysext/{p.name}"
-                     for p in (SOURCE_ROOT / "flatpak_sysext").glob("*.py"))
+    source = SOURCE_ROOT / "flatpak_sysext"
+    package = sorted(f"{site.relative_to(dest)}/flatpak_sysext/{p.relative_to(source)}"
+                     for p in source.rglob("*.py") if "__pycache__" not in p.parts)
     schemas = sorted(f"{site.relative_to(dest)}/flatpak_sysext/schemas/{p.name}"
                      for p in (SOURCE_ROOT / "flatpak_sysext/schemas").glob("*.json"))
     assert str(site).startswith(f"{dest}/usr/lib/python3")

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import deployfile, installation, keyfile, layout
-from flatpak_sysext.installation import Declared, Installation, Unreadable
+from flatpak_sysext.flatpak import deployfile, installation, keyfile, layout
+from flatpak_sysext.flatpak.installation import Declared, Installation, Unreadable
 from testsupport.deployments import gvariant_deploy
 
 

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import consent, contain, unitgrants
-from flatpak_sysext.consent import Origin, Record
-from flatpak_sysext.manifest import Manifest
+from flatpak_sysext.rules import contain, unitgrants
+from flatpak_sysext.rules.manifest import Manifest
+from flatpak_sysext.state import consent
+from flatpak_sysext.state.consent import Origin, Record
 from testsupport.flatpak import FlatpakEnv, TreeBuilder, consenting_to_nothing, daemon_tree
 
 APP = "org.fsx.Grants"

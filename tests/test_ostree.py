@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import deployfile, gvariant, ostree, ostreeobjects, store
+from flatpak_sysext.flatpak import deployfile, gvariant, ostree, ostreeobjects
+from flatpak_sysext.state import store
 from testsupport import prerequisites
 from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree, have_flatpak
 from testsupport.ostreerepo import (

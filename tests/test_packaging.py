@@ -65,7 +65,8 @@ def test_make_deb_builds_a_lintian_clean_package(deb: Path) -> None:
 
     files = deb_files(deb)
     site = "usr/lib/python3/dist-packages/flatpak_sysext"
-    sources = [f"{site}/{p.name}" for p in (REPO_ROOT / "flatpak_sysext").glob("*.py")]
+    package = REPO_ROOT / "flatpak_sysext"
+    sources = [f"{site}/{p.relative_to(package)}" for p in package.rglob("*.py")]
     sources += [f"{site}/schemas/{p.name}"
                 for p in (REPO_ROOT / "flatpak_sysext/schemas").glob("*.json")]
     assert [p for p in sources if p not in files] == []

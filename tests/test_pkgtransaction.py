@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import cli, hoststate, pkgtransaction
-from flatpak_sysext.hostsync import Change, HostSync
-from flatpak_sysext.installation import Installation
-from flatpak_sysext.pkgtransaction import Holder, TransactionError
+from flatpak_sysext import cli
+from flatpak_sysext.flatpak.installation import Installation
+from flatpak_sysext.host import pkgtransaction
+from flatpak_sysext.host.hostsync import Change, HostSync
+from flatpak_sysext.host.pkgtransaction import Holder, TransactionError
+from flatpak_sysext.state import hoststate
 from testsupport.source import SOURCE_ROOT
 
 UNMERGE = ("systemd-sysext", "unmerge")
@@ -615,7 +617,7 @@ def test_zypper_plugin_ends_a_commit_libzypp_abandoned(tmp_path: Path) -> None:
 _LAST_END = """
 import json, sys
 sys.path.insert(0, {package!r})
-from flatpak_sysext import pkgtransaction
+from flatpak_sysext.host import pkgtransaction
 resynced = []
 # The last holder's end (its bookkeeping is tested above, on a stand-in root): the resync
 # runs; with host sync off it is the bare re-merge, recorded instead of run.

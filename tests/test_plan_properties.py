@@ -24,8 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import apply, targetdir
-from flatpak_sysext.installation import Installation
+from flatpak_sysext.flatpak.installation import Installation
+from flatpak_sysext.host import apply, targetdir
 from flatpak_sysext.plan import Entry, Kind, Link, Relink, RemoveTemporary, Unlink, make_plan
 
 NAMES = [f"org.fsx.N{i}" for i in range(6)]

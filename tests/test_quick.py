@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import quick, statefiles
+from flatpak_sysext import quick
+from flatpak_sysext.state import statefiles
 from testsupport.deployments import (
     DECL,
     DECLARE,

@@ -24,15 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import quick, statefiles
+from flatpak_sysext import quick
+from flatpak_sysext.state import statefiles
 from testsupport.deployments import DECL, PLAIN, HandMadeInstallation, stamp_apps
 from testsupport.prerequisites import require, require_tools
 from testsupport.source import PACKAGE_DIR, TRIGGER
 
 pytestmark = pytest.mark.privileged  # the trigger acts only as root
 
-QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.quick", "flatpak_sysext.fileio",
-                 "flatpak_sysext.layout", "flatpak_sysext.keyfile", "flatpak_sysext.statefiles"}
+QUICK_MODULES = {"flatpak_sysext", "flatpak_sysext.quick",
+                 "flatpak_sysext.flatpak", "flatpak_sysext.flatpak.layout",
+                 "flatpak_sysext.flatpak.keyfile", "flatpak_sysext.state",
+                 "flatpak_sysext.state.fileio", "flatpak_sysext.state.statefiles"}
 """The package's modules the quick path may load (see quick.py's docstring): not even
 ``trigger``, which the trigger file imports only when the quick check cannot answer."""
 QUICK_STDLIB = {"time"}
@@ -94,7 +97,7 @@ def test_after_an_unrelated_update_too(tmp_path: Path) -> None:
     w.changed()
     loaded = _run_quick(w)
     assert loaded <= QUICK_MODULES | QUICK_STDLIB, sorted(loaded - QUICK_MODULES - QUICK_STDLIB)
-    assert "flatpak_sysext.keyfile" in loaded
+    assert "flatpak_sysext.flatpak.keyfile" in loaded
     active = os.lstat(w.inst / "app" / PLAIN / "current" / "active")
     assert stamp_apps(w.inst)[PLAIN] == f"{active.st_dev}:{active.st_ino}:{active.st_ctime_ns}"
 

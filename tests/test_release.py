@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flatpak_sysext import release
-from flatpak_sysext.release import Host, compatibility, env_file_error, parse_env_file
+from flatpak_sysext.rules import release
+from flatpak_sysext.rules.release import Host, compatibility, env_file_error, parse_env_file
 from testsupport import booted, chrootsysext
 
 DEBIAN = Host({"ID": "debian", "VERSION_ID": "12"}, "x86-64")

@@ -9,8 +9,9 @@ import json
 import os
 from pathlib import Path
 
-from flatpak_sysext import cache, installation
-from flatpak_sysext.installation import Declared, Installation, Remembered
+from flatpak_sysext.flatpak import installation
+from flatpak_sysext.flatpak.installation import Declared, Installation, Remembered
+from flatpak_sysext.state import cache
 from testsupport.deployments import deploy, gvariant_deploy
 
 APP = "org.a.B"

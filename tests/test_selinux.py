@@ -17,8 +17,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from flatpak_sysext import cli, elf, output, selinux, validate
-from flatpak_sysext.release import Host
+from flatpak_sysext import cli, output
+from flatpak_sysext.rules import elf, selinux, validate
+from flatpak_sysext.rules.release import Host
 from testsupport.deployments import DECL, HandMadeInstallation
 from testsupport.flatpak import schema
 from testsupport.prerequisites import require, require_available

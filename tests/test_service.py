@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from flatpak_sysext import config, context, evaluate, installation, reconcile, request
+from flatpak_sysext import config, context, evaluate, reconcile
+from flatpak_sysext.flatpak import installation
+from flatpak_sysext.state import request
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 
 pytestmark = pytest.mark.privileged

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from flatpak_sysext import consent, store
+from flatpak_sysext.state import consent, store
 from testsupport.flatpak import ARCH, FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require_available, require_flatpak
 

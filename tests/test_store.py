@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import ruleset, store
+from flatpak_sysext.rules import ruleset
+from flatpak_sysext.state import store
 from testsupport.prerequisites import require, require_available
 
 

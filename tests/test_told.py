@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import quick, told
+from flatpak_sysext import quick
+from flatpak_sysext.state import told
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 
 APP = "org.fsx.Profiler"

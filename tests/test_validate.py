@@ -18,11 +18,11 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from flatpak_sysext import elf, findings, validate
-from flatpak_sysext.placement import check as check_placement
-from flatpak_sysext.release import Host
 from flatpak_sysext.report import Problem, TreeReport
-from flatpak_sysext.validate import validate_tree
+from flatpak_sysext.rules import elf, findings, validate
+from flatpak_sysext.rules.placement import check as check_placement
+from flatpak_sysext.rules.release import Host
+from flatpak_sysext.rules.validate import validate_tree
 from testsupport.prerequisites import require, require_tools
 
 APP = "org.example.App"
@@ -319,7 +319,7 @@ def test_deep_tree(fast_tmp: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> N
         os.close(fd)
         fds = [_open_fds()]
         # The walk's own cost, beyond the bounds every tree is held to (rules).
-        from flatpak_sysext import ruleset
+        from flatpak_sysext.rules import ruleset
 
         monkeypatch.setattr(ruleset, "MAX_DEPTH", depth + 1)
         monkeypatch.setattr(ruleset, "MAX_PATH", 3 * depth)
@@ -449,7 +449,7 @@ def test_placement_of_a_real_tree(tmp_path: pathlib.Path) -> None:
 
 
 def test_bounds_on_a_tree(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flatpak_sysext import ruleset
+    from flatpak_sysext.rules import ruleset
 
     deep = "usr/" + "/".join(f"d{i}" for i in range(ruleset.MAX_DEPTH)) + "/f"
     tree = make_tree(tmp_path / "deep", files={deep: b""})

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import pathlib
 
-from flatpak_sysext import contain, elf
-from flatpak_sysext.release import Host
 from flatpak_sysext.report import TreeReport
-from flatpak_sysext.validate import validate_tree
+from flatpak_sysext.rules import contain, elf
+from flatpak_sysext.rules.release import Host
+from flatpak_sysext.rules.validate import validate_tree
 
 SYSPROF = "org.gnome.Sysprof"
 HOST = Host({"ID": "debian", "VERSION_ID": "12"}, "x86-64")

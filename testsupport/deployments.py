@@ -159,8 +159,8 @@ def commit_deployment(installation: Path, dep: Path, app: str, branch: str = "st
     build-export`` would, and make its ``deploy`` file name that commit, so that the
     snapshot verifies like a real one (flatpak_sysext.ostree). ``signed``: signed by a
     throw-away key that ``repo/origin.trustedkeys.gpg`` holds. Returns the commit."""
-    from flatpak_sysext import gvariant
-    from flatpak_sysext.ostreeobjects import framed_header, symlink_checksum
+    from flatpak_sysext.flatpak import gvariant
+    from flatpak_sysext.flatpak.ostreeobjects import framed_header, symlink_checksum
 
     repo = installation / "repo"
     for sub in ("objects", "refs/heads", "tmp"):

@@ -288,7 +288,7 @@ class FlatpakEnv:
     def service_file(self, name: str) -> Path:
         """One of the service's files about this installation (``cache.json``,
         ``hostsync.json``, ``links.json``), in its own state directory."""
-        from flatpak_sysext import statefiles
+        from flatpak_sysext.state import statefiles
 
         real = os.path.realpath(self.system_dir)
         return Path(statefiles.installation_directory(str(self.state_dir), real)) / name
@@ -297,7 +297,7 @@ class FlatpakEnv:
                  declared: str = "lib/extensions") -> str:
         """Where the link of the app's active deployment points: its snapshot in the
         service's store, named as docs/reference.md#links-and-ownership says."""
-        from flatpak_sysext import store
+        from flatpak_sysext.state import store
 
         active = (self.system_dir / "app" / app_id / ARCH / branch / "active").readlink()
         real = os.path.realpath(self.system_dir)

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from flatpak_sysext import gvariant
+from flatpak_sysext.flatpak import gvariant
 
 COMMIT = "(a{sv}aya(say)sstayay)"
 
