@@ -203,6 +203,11 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     path = args.path
     if not os.path.isdir(path):
         die(f"{path}: not a directory")
+    declared = _declared_below(path)
+    if declared is not None:
+        die(f"{path}: has no usr/ or opt/ of its own but {declared} has: this looks like the "
+            f"app's files, not its extension; check {declared} (the path the app declares "
+            "with --metadata=X-SystemExtension=path=...)")
     name = args.name
     if name is None:
         reldir = os.path.join(path, "usr", "lib", "extension-release.d")
@@ -235,17 +240,31 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     report = validate.validate_tree(path, name, release.read_host(environ), target,
                                     host_glibc=glibc, installed=False)
     # No config here: every restricted class the tree uses is a problem (contain.py).
-    from flatpak_sysext.rules import contain, selinux
+    from flatpak_sysext.rules import contain, findings, selinux
 
     types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
     refused = contain.restricted_problems(
-        (*report.restricted, *selinux.check_restricted(types)), frozenset())
-    report = dataclasses.replace(report, problems=report.problems + tuple(refused))
+        (*report.restricted, *selinux.check_restricted(types)), frozenset(), name)
+    report = dataclasses.replace(report, problems=report.problems + tuple(refused),
+                                 warnings=report.warnings + tuple(
+                                     findings.missing_programs(report, os.path.lexists)))
     if args.json:
         _print_json(output.check_json(name, path, report, judged, types))
     else:
         output.print_check(name, path, report, judged)
     return 0 if report.accepted else 1
+
+
+def _declared_below(path: str) -> str | None:
+    """For ``check`` on an app's root (``/app`` or a build directory holding ``files/``):
+    the extension directory below it that the app most likely declares, if there is one."""
+    if any(os.path.isdir(os.path.join(path, top)) for top in ("usr", "opt")):
+        return None
+    for below in ("lib/extensions", "files/lib/extensions"):
+        candidate = os.path.join(path, below)
+        if os.path.isdir(os.path.join(candidate, "usr")):
+            return candidate
+    return None
 
 
 def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:

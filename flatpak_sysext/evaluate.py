@@ -287,7 +287,8 @@ def _decide(ctx: Context, judged: Sequence[Judged], entries: Mapping[str, Entry]
         # Restricted content (contain.py) is refused unless host_classes allows its class.
         from flatpak_sysext.rules import contain
 
-        refused = contain.restricted_problems(report.restricted, cfg.classes_allowed(app.app_id))
+        refused = contain.restricted_problems(report.restricted, cfg.classes_allowed(app.app_id),
+                                              app.app_id)
         if refused:
             statuses.append(_status(ctx, app, report, "rejected", None, fresh,
                                     problems=report.problems + tuple(refused)))

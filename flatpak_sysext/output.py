@@ -368,5 +368,6 @@ def print_check(name: str, path: str, report: TreeReport, os_release: str | None
         for line in grants:
             print(f"  {line}")
     print(f"compatibility judged against {os_release or 'no os-release (none found)'}")
-    verdict = "accepted" if report.accepted else f"rejected ({len(report.problems)} problems)"
+    n = len(report.problems)
+    verdict = "accepted" if report.accepted else f"rejected ({n} problem{'s' * (n != 1)})"
     print(f"{name} ({path}): {verdict}")

@@ -46,7 +46,7 @@ _TMPFILES_WRITES = frozenset("wtT")
 # hard links the app's user may make to any file it can read and write.
 _TMPFILES_RECURSIVE = frozenset("ZAH")
 # /etc is not among them: what lies there configures the host.
-_OWNED_ROOTS = ("/var/lib/", "/var/cache/", "/var/log/", "/var/spool/", "/var/tmp/",
+OWNED_ROOTS = ("/var/lib/", "/var/cache/", "/var/log/", "/var/spool/", "/var/tmp/",
                 "/run/", "/tmp/", "/srv/")
 _SEPARATORS = ".-"
 # Units and users also use @ (templates) and _ (user names) between words.
@@ -78,6 +78,7 @@ class Namer:
     """
 
     def __init__(self, app_id: str) -> None:
+        self.given = app_id
         self.app_id = app_id.lower()
         self.devel = self.app_id.endswith(_DEVEL)
         stem = self.app_id.rsplit(".", 1)[-1]
@@ -93,6 +94,17 @@ class Namer:
     def full(self, name: str) -> bool:
         """Whether ``name`` is the app ID or lies under it (case-insensitively)."""
         return self._owns(name.lower(), self.prefixes[:1], _SEPARATORS)
+
+    def samples(self, suffix: str = "") -> list[str]:
+        """Unit or user names (``*``: anything) that :meth:`__call__` accepts, for a refusal
+        to suggest: ``ID.service``, ``ID-*.service``, ``stem.service``, ``stem-*.service``,
+        ``stemd.service``."""
+        out = []
+        for prefix in [self.given, *self.prefixes[1:]]:
+            out += [prefix + suffix, f"{prefix}-*{suffix}"]
+        if len(self.prefixes) > 1:
+            out.append(f"{self.prefixes[1]}d{suffix}")
+        return out
 
     def _owns(self, low: str, prefixes: list[str], separators: str, suffix: str = "") -> bool:
         if not any(_under(low, p, separators, suffix) for p in prefixes):
@@ -406,7 +418,7 @@ def owned_path(path: str, namer: Namer) -> bool:
 def _owned(path: str, namer: Namer) -> bool:
     """Whether a resolved tmpfiles path lies in a directory named with the app ID below a
     data root (a name like the app's last element could be the host's: /var/lib/dpkg)."""
-    for root in _OWNED_ROOTS:
+    for root in OWNED_ROOTS:
         if path.startswith(root):
             first = path[len(root):].split("/", 1)[0]
             return bool(first) and namer.full(first)

@@ -52,6 +52,7 @@ OUTRANKS_HOST_FILE = "outranks-host-file"
 # Warnings.
 AMBIGUOUS_EXTENSION_RELEASE = "ambiguous-extension-release"
 IGNORED_TOP_LEVEL_ENTRY = "ignored-top-level-entry"
+MISSING_PROGRAM = "missing-program"
 
 REJECTIONS: dict[str, str] = {
     INVALID_NAME: "the app ID cannot name a system extension",
@@ -93,5 +94,6 @@ REJECTIONS: dict[str, str] = {
 WARNINGS: dict[str, str] = {
     AMBIGUOUS_EXTENSION_RELEASE: "systemd versions read the extension-release differently",
     IGNORED_TOP_LEVEL_ENTRY: "a top-level entry other than usr and opt is never merged",
+    MISSING_PROGRAM: "a program a unit or D-Bus service runs is in neither the tree nor the host",
 }
 ALL: frozenset[str] = frozenset(REJECTIONS) | frozenset(WARNINGS)

@@ -235,22 +235,61 @@ def _unclassified(path: str) -> str:
 
 
 def restricted_problems(restricted: Iterable[tuple[str, tuple[str, ...]]],
-                        allowed: frozenset[str]) -> list[Problem]:
-    """``restricted-content`` problems for the classes not in ``allowed``."""
+                        allowed: frozenset[str], app_id: str | None = None) -> list[Problem]:
+    """``restricted-content`` problems for the classes not in ``allowed``; with ``app_id``,
+    a refusal for a name not the app's says which names would pass."""
+    namer = classes.Namer(app_id) if app_id else None
     out = []
     for cls, paths in restricted:
         if cls in allowed:
             continue
         for path in paths[:classes.MAX_LISTED]:
-            out.append(Problem(codes.RESTRICTED_CONTENT, show(path),
-                               f"{RESTRICTED[cls]} (class {cls}): refused unless the "
-                               f"administrator allows the class {cls!r} for this app in "
-                               "host_classes"))
+            out.append(Problem(codes.RESTRICTED_CONTENT, show(path), _refusal(cls, path, namer)))
         if len(paths) > classes.MAX_LISTED:
             more = len(paths) - classes.MAX_LISTED
             out.append(Problem(codes.RESTRICTED_CONTENT, "",
                                f"and {more} more files of class {cls}"))
     return out
+
+
+def _refusal(cls: str, path: str, namer: classes.Namer | None) -> str:
+    """Why ``path`` of class ``cls`` is refused; what would pass first, when a name decides."""
+    what = RESTRICTED[cls]
+    if cls == "dbus-foreign-names" and fnmatch.fnmatchcase(path, "usr/*/dbus-1/system-services/*"):
+        # A service file grants no access: it tells dbus-daemon what to start for a name.
+        what = ("a D-Bus activation file (what starts when a name is called) for a name "
+                "not the app's")
+    elif cls == "dbus-foreign-names" and _unit_file(path) is not None:
+        what = "a unit whose BusName= is not a D-Bus name of the app's"
+    allow = (f"refused unless the administrator allows the class {cls!r} for this app in "
+             "host_classes")
+    passing = _passing(cls, path, namer) if namer is not None else None
+    if passing is None:
+        return f"{what} (class {cls}): {allow}"
+    return f"{what} (class {cls}); {passing}. Rename it, or it is {allow}"
+
+
+def _passing(cls: str, path: str, namer: classes.Namer) -> str | None:
+    """The names of the app's that a file of ``cls`` may use (None: no name decides)."""
+    full = f"{namer.given}, {namer.given}.*"
+    if cls == "foreign-units":
+        kind = path.rpartition(".")[2]
+        if kind in ("mount", "automount", "swap"):  # named after what they mount
+            return (f"it must mount a directory of the app's, such as "
+                    f"/var/lib/{namer.given} (var-lib-{namer.given}.{kind})")
+        return f"names that pass: {', '.join(namer.samples('.' + kind))}"
+    if cls == "sysusers-privileges":
+        return (f"user and group names that pass: {', '.join(namer.samples())}, without "
+                "ID 0, a path as ID or a group the file does not create")
+    if cls == "dbus-foreign-names":
+        return f"D-Bus names that pass: {full}"
+    if cls == "foreign-polkit-actions":
+        return (f"action IDs that pass: {namer.given}.*; implied actions must be the app's "
+                "too, and a pkexec program one the tree ships")
+    if cls == "tmpfiles-foreign-paths":
+        roots = ", ".join(f"{r}{namer.given}" for r in classes.OWNED_ROOTS)
+        return f"paths that pass: {roots}, and below them"
+    return None
 
 
 def unit_names(files: Iterable[str]) -> set[str]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import collections
 import os
 import stat
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flatpak_sysext.report import Problem, TreeReport, show
-from flatpak_sysext.rules import codes, contain, manifest, selinux
+from flatpak_sysext.rules import codes, contain, manifest, release, selinux, unitgrants
 
 if TYPE_CHECKING:
     from flatpak_sysext.rules.hostglibc import GlibcJudge
@@ -61,6 +62,7 @@ class Findings:
         found = manifest.Manifest()
         if name is not None:
             problems, restricted, found = contain.contain(name, files, self.contents)
+            problems, restricted = self._one_cause(name, files, problems, restricted)
             if root_fd is not None:  # the types a labeled snapshot's files got
                 restricted = dict(sorted({**restricted,
                                           **selinux.restricted(root_fd, files)}.items()))
@@ -82,6 +84,33 @@ class Findings:
                           glibc.requirements() if glibc is not None else (), found,
                           tuple((k, tuple(v)) for k, v in restricted.items()))
 
+    def _one_cause(self, name: str, files: frozenset[str], problems: list[Problem],
+                   restricted: dict[str, list[str]],
+                   ) -> tuple[list[Problem], dict[str, list[str]]]:
+        """A tree built for another app ID (its one extension-release names it) is already
+        rejected as ``missing-extension-release``: what is refused only because its names
+        are not ``name``'s is said once, in that problem, not file by file."""
+        prefix = release.release_path("")
+        others = [f[len(prefix):] for f in files if f.startswith(prefix) and f != prefix + name]
+        mine = [i for i, p in enumerate(self.problems)
+                if p.code == codes.MISSING_EXTENSION_RELEASE]
+        if len(others) != 1 or not mine or prefix + name in files:
+            return problems, restricted
+        theirs, their_restricted, _ = contain.contain(others[0], files, self.contents)
+        # What the tree's own name also refuses has another cause: it stays listed.
+        kept = [p for p in problems if (p.code, p.path) in {(t.code, t.path) for t in theirs}]
+        kept_restricted = {c: [p for p in paths if p in their_restricted.get(c, ())]
+                           for c, paths in restricted.items()}
+        dropped = len(problems) - len(kept) + sum(
+            len(v) - len(kept_restricted[c]) for c, v in restricted.items())
+        if dropped:
+            first = self.problems[mine[0]]
+            self.problems[mine[0]] = Problem(first.code, first.path, (
+                f"{first.message}\nThe tree is named for {show(others[0])}: {dropped} more "
+                f"of its files (units, D-Bus, polkit or other names of {show(others[0])}) are "
+                f"refused under the name {show(name)} for that one cause, and not listed"))
+        return kept, {c: v for c, v in kept_restricted.items() if v}
+
     def _symlinks(self, root_fd: int) -> None:
         """``escaping-symlink``: every link must resolve to something of the same tree."""
         def kind(rel: str) -> str | None:
@@ -101,6 +130,29 @@ class Findings:
                          "extension: merged, it would lead to whatever the host has there "
                          "(/dev/null masks a unit; /tmp is anyone's). Make it a regular file "
                          "or point it inside the tree")
+
+
+def missing_programs(report: TreeReport, exists: Callable[[str], bool]) -> list[Problem]:
+    """``missing-program`` warnings: an absolute ``Exec*=`` (or D-Bus ``Exec=``) program that
+    is neither in the tree nor, by ``exists``, on the host (``/app/...`` is the app's path
+    inside its sandbox, not the host's). Host-dependent, so ``check`` says it, not the verdict."""
+    units = {f.rsplit("/", 1)[-1]: f for f in report.files if f.startswith("usr/lib/systemd/")}
+    commands = [(units.get(u.name, u.name), key, program) for u in report.manifest.units
+                for key, program in unitgrants.programs(u.exec)]
+    commands += [(f"D-Bus name {name}", "Exec", command.split(" ", 1)[0])
+                 for name, command, _ in report.manifest.dbus_activated]
+    out = []
+    for where, key, program in commands:
+        if (not program.startswith("/") or any(c in program for c in "%$")
+                or program[1:] in report.files or exists(program)):
+            continue  # a specifier or variable is resolved only when it runs
+        hint = (" /app is the app's own directory in its sandbox; merged, the tree's "
+                "usr/libexec/X is /usr/libexec/X on the host" if program.startswith("/app/")
+                else "")
+        out.append(Problem(codes.MISSING_PROGRAM, where,
+                           f"{key}={program}: no such file in this tree or on this host, so "
+                           f"it would fail to run.{hint}"))
+    return out
 
 
 def lstat(name: bytes, dir_fd: int) -> os.stat_result | None:

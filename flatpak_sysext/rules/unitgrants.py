@@ -162,6 +162,16 @@ def _prefix(line: str) -> tuple[str, str]:
     return line[:at], line[at:]
 
 
+def programs(exec_lines: Sequence[str]) -> list[tuple[str, str]]:
+    """(key, program) of every command line of ``Key=value`` ``Exec*=`` assignments: the
+    first word after systemd's prefixes (``-/usr/bin/foo arg`` runs ``/usr/bin/foo``)."""
+    out = []
+    for entry in exec_lines:
+        key, _, value = entry.partition("=")
+        out += [(key, _prefix(line)[1].split(" ", 1)[0]) for line in _commands(value)]
+    return out
+
+
 def exec_sentences(name: str, user: str, exec_lines: Sequence[str],
                    permissions_start_only: bool) -> set[str]:
     """One sentence per command line: what it runs, as whom, and what its prefixes do."""

@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
+"""What ``check`` tells an app developer who gets something wrong the first time: the
+names that would pass, one problem for one cause, programs that are nowhere, what a
+D-Bus activation file is, and where the extension is when ``check`` is given the app."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from flatpak_sysext import cli
+from flatpak_sysext.rules import classes, codes, contain, findings
+from testsupport.containment import SYSPROF, SYSPROF_FILES, judge, refused, tree
+
+
+@pytest.fixture(autouse=True)
+def _umask() -> object:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _renamed(files: dict[str, bytes], old: str, new: str) -> dict[str, bytes]:
+    return {(new if path == old else path): data for path, data in files.items()}
+
+
+UNIT = "usr/lib/systemd/system/sysprof3.service"
+
+
+def test_a_unit_refusal_lists_names_that_pass_and_each_of_them_passes(
+        tmp_path: pathlib.Path) -> None:
+    report = judge(tree(tmp_path, _renamed(SYSPROF_FILES, UNIT,
+                                           "usr/lib/systemd/system/profiler.service")))
+    [problem] = contain.restricted_problems(report.restricted, frozenset(), SYSPROF)
+    samples = classes.Namer(SYSPROF).samples(".service")
+    assert f"names that pass: {', '.join(samples)}." in problem.message
+    assert len(samples) == 5
+    for i, sample in enumerate(samples):
+        name = sample.replace("*", "helper")
+        fixed = judge(tree(tmp_path / str(i), _renamed(
+            SYSPROF_FILES, UNIT, f"usr/lib/systemd/system/{name}")))
+        assert refused(fixed) == set(), name
+    # Without the app ID (as before), only the administrator's way out is named.
+    [bare] = contain.restricted_problems(report.restricted, frozenset())
+    assert "names that pass" not in bare.message
+
+
+def test_each_naming_class_says_what_passes() -> None:
+    namer = classes.Namer("org.example.App")
+    for cls, path in [("dbus-foreign-names", "usr/share/dbus-1/system.d/x.conf"),
+                      ("foreign-polkit-actions", "usr/share/polkit-1/actions/x.policy"),
+                      ("tmpfiles-foreign-paths", "usr/lib/tmpfiles.d/x.conf"),
+                      ("sysusers-privileges", "usr/lib/sysusers.d/x.conf")]:
+        [p] = contain.restricted_problems([(cls, (path,))], frozenset(), namer.given)
+        assert "pass: " in p.message and "org.example.App" in p.message, cls
+
+
+def test_a_dbus_activation_file_is_not_called_a_policy(tmp_path: pathlib.Path) -> None:
+    service = "usr/share/dbus-1/system-services/org.gnome.Sysprof3.service"
+    files = {**SYSPROF_FILES, service: SYSPROF_FILES[service].replace(
+        b"Name=org.gnome.Sysprof3", b"Name=org.freedesktop.login1")}
+    report = judge(tree(tmp_path, files))
+    problems = {p.path: p.message
+                for p in contain.restricted_problems(report.restricted, frozenset(), SYSPROF)}
+    assert "D-Bus activation file" in problems[service]
+    assert "policy" not in problems[service].split("(class")[0]
+
+
+def test_a_wrong_name_is_one_problem(tmp_path: pathlib.Path) -> None:
+    root = tree(tmp_path, {**SYSPROF_FILES, "usr/lib/org.gnome.Sysprof/data": b"x"})
+    report = judge(root, "org.example.Other")
+    everything = report.problems + tuple(
+        contain.restricted_problems(report.restricted, frozenset(), "org.example.Other"))
+    assert [p.code for p in everything] == [codes.MISSING_EXTENSION_RELEASE]
+    # The units, D-Bus files, polkit actions and private directory named for Sysprof.
+    assert "5 more of its files" in everything[0].message
+    assert SYSPROF in everything[0].message
+    # A cause of its own is still listed.
+    bad = tree(tmp_path / "bad", {**SYSPROF_FILES, "usr/lib/sysctl.d/x.conf": b"a=1\n"})
+    assert ("restricted-content", "usr/lib/sysctl.d/x.conf") in refused(
+        judge(bad, "org.example.Other"))
+
+
+def test_a_program_in_neither_the_tree_nor_the_host_is_a_warning(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unit = SYSPROF_FILES[UNIT].replace(b"ExecStart=/usr/libexec/sysprofd",
+                                       b"ExecStart=/usr/libexec/sysprofd\n"
+                                       b"ExecStartPre=-/bin/true\n"
+                                       b"ExecStartPost=/app/libexec/sysprofd --now\n"
+                                       b"ExecReload=%S/x")
+    root = tree(tmp_path, {**SYSPROF_FILES, UNIT: unit})
+    warnings = findings.missing_programs(judge(root), os.path.lexists)
+    assert [(w.code, w.path) for w in warnings] == [(codes.MISSING_PROGRAM, UNIT)]
+    assert "ExecStartPost=/app/libexec/sysprofd" in warnings[0].message
+    assert cli.main(["check", "--json", str(root)], {}) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [w["code"] for w in out["warnings"]] == [codes.MISSING_PROGRAM]
+    # The same program, shipped where the merged tree puts it, is found.
+    assert findings.missing_programs(judge(tree(tmp_path / "ok", SYSPROF_FILES)),
+                                     lambda _: False) == []
+
+
+@pytest.mark.parametrize("below", ["lib/extensions", "files/lib/extensions"])
+def test_check_on_the_apps_root_names_the_extension_below(
+        tmp_path: pathlib.Path, below: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tree(tmp_path / below, SYSPROF_FILES)
+    assert cli.main(["check", str(tmp_path)], {}) == 2
+    assert f"check {tmp_path / below} " in capsys.readouterr().err
+
+
+def test_one_problem_is_one_problem(tmp_path: pathlib.Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    root = tree(tmp_path, {**SYSPROF_FILES, "usr/lib/sysctl.d/x.conf": b"a=1\n"})
+    assert cli.main(["check", str(root)], {}) == 1
+    assert "rejected (1 problem)" in capsys.readouterr().out
