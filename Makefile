@@ -40,7 +40,7 @@ DBUSPOLICYDIR ?= $(DATADIR)/dbus-1/system.d
 DBUSSERVICEDIR ?= $(DATADIR)/dbus-1/system-services
 POLKITACTIONDIR ?= $(DATADIR)/polkit-1/actions
 # The example config (every key with its default) is documentation, not a config file.
-EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext
+EXAMPLEDIR ?= $(DATADIR)/doc/flatpak-sysext/examples
 # Where PYTHON looks for packages under PREFIX: the first of its own site directories
 # under PREFIX/lib (Debian: /usr/lib/python3/dist-packages, or for /usr/local
 # /usr/local/lib/python3.X/dist-packages), else posix_prefix's purelib
@@ -200,7 +200,7 @@ uninstall:
 	  $(DESTDIR)$(POLKITACTIONDIR)/org.flatpak.systemextensions.policy \
 	  $(DESTDIR)$(EXAMPLEDIR)/config.json.example \
 	  $(DESTDIR)$(MANDIR)/man8/flatpak-sysext.8
-	rmdir $(DESTDIR)$(EXAMPLEDIR) 2>/dev/null || true
+	rmdir $(DESTDIR)$(EXAMPLEDIR) $(DESTDIR)$(DATADIR)/doc/flatpak-sysext 2>/dev/null || true
 	@for f in '$(DPKGCONFDIR)/flatpak-sysext' '$(DNF5ACTIONSDIR)/flatpak-sysext.actions' \
 	    '$(DNF4CONFDIR)/flatpak_sysext.conf' '$(DNF4PLUGINDIR)/flatpak_sysext.py' \
 	    '$(ALPMHOOKDIR)/00-flatpak-sysext-pre.hook' '$(ALPMHOOKDIR)/zz-flatpak-sysext-post.hook' \

@@ -40,45 +40,100 @@ class _Parser(argparse.ArgumentParser):
         die(f"{self.prog}: {message}")
 
 
+_CONFIG_HELP = ("the configuration file (default: $FLATPAK_SYSEXT_CONFIG, else "
+                "/etc/flatpak-sysext/config.json); one named here must exist")
+
+# Each command: (name, the one line of the command list, its --help description).
+_COMMANDS = {
+    "reconcile": ("bring the links in line",
+                  "Validate every declared extension of the system installations, link the "
+                  "accepted ones into the target directory, unlink the rest, then sync the "
+                  "host (systemd-sysext refresh and the reloads they need)."),
+    "status": ("show every declared extension",
+               "Show every declared extension with its state (linked, pending, waiting, "
+               "rejected, denied, conflict), why, and whether the host has it merged; "
+               "changes nothing."),
+    "check": ("validate one extension tree",
+              "Validate one extension tree as an app developer or CI would: every tree "
+              "rule, every restricted class refused, then what it would get from the "
+              "host. No configuration, no placement."),
+    "trigger": ("run as Flatpak's trigger",
+                "What Flatpak runs after each transaction: reconcile the installation at "
+                "BASEDIR, or inside Flatpak's sandbox ask the service to. Always exits 0."),
+    "approve": ("consent to an app's system extension: what it grants now, from where it "
+                "comes now",
+                "Consent to an app's system extension as it is now (what it grants, the "
+                "remote and keyring it comes from), then reconcile. As a user other than "
+                "root, through the D-Bus service, where polkit asks."),
+    "revoke": ("take the consent to an app's system extension back",
+               "Take the consent given with approve back, then reconcile (the extension "
+               "is unlinked unless the configuration's allow covers it)."),
+    "dbus-service": ("answer on the system bus (D-Bus activation starts it: "
+                     "flatpak-sysext-dbus.service)",
+                     "The D-Bus interface org.flatpak.SystemExtensions1 for status, approve "
+                     "and revoke by users other than root; D-Bus activation starts it and it "
+                     "exits when idle."),
+    "remove-all": ("unlink every extension, sync the host and remove each installation's "
+                   "flatpak-sysext directory (for a package's removal)",
+                   "For a package's removal: remove every link of ours from the target "
+                   "directory, sync the host, and remove each installation's "
+                   "<installation>/flatpak-sysext directory. /var/lib/flatpak-sysext (consent "
+                   "records, snapshots) stays for a purge, so a reinstall keeps the consent."),
+    "package-transaction": ("for package manager hooks: take the extensions out of /usr "
+                            "(begin) and bring them back (end)",
+                            "For package manager hooks, not to be typed: begin unmerges the "
+                            "extensions so that /usr is writable, end reconciles and merges "
+                            "them again; guard re-merges after a package manager that died."),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="PATH",
-                        help="configuration file (check does not read it: a tree's verdict "
-                             "does not depend on this machine's policy)")
     p = _Parser(prog="flatpak-sysext",
                 description="Link the system extensions of Flatpak apps into systemd-sysext.")
     p.add_argument("--version", action="version", version=f"flatpak-sysext {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    t = sub.add_parser("trigger", parents=[common], help="run as Flatpak's trigger")
-    t.add_argument("basedir", metavar="BASEDIR")
-    r = sub.add_parser("reconcile", parents=[common], help="bring the links in line")
-    r.add_argument("--installation", action="append", metavar="PATH", default=[])
-    r.add_argument("--dry-run", action="store_true")
-    r.add_argument("--json", action="store_true")
-    s = sub.add_parser("status", parents=[common], help="show every declared extension")
-    s.add_argument("--json", action="store_true")
-    for verb, text in (("approve", "consent to an app's system extension: what it grants "
-                                   "now, from where it comes now"),
-                       ("revoke", "take the consent to an app's system extension back")):
-        sub.add_parser(verb, parents=[common], help=text).add_argument("app", metavar="APPID")
-    sub.add_parser("dbus-service", help="answer on the system bus (D-Bus activation "
-                                        "starts it: flatpak-sysext-dbus.service)")
-    sub.add_parser("remove-all", parents=[common],
-                   help="unlink every extension of ours, sync the host and remove our state "
-                        "(for a package's removal)")
-    c = sub.add_parser("check", parents=[common], help="validate one extension tree")
-    c.add_argument("path", metavar="PATH")
-    c.add_argument("--name", metavar="NAME")
-    c.add_argument("--json", action="store_true")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=_COMMANDS[name][0], description=_COMMANDS[name][1])
+
+    def config(parser: argparse.ArgumentParser, text: str = _CONFIG_HELP) -> None:
+        parser.add_argument("--config", metavar="PATH", help=text)
+
+    r = command("reconcile")
+    r.add_argument("--installation", action="append", metavar="PATH", default=[],
+                   help="only this system installation (repeatable; default: every one)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="say what would be done; change nothing")
+    r.add_argument("--json", action="store_true", help="print one JSON document")
+    config(r)
+    s = command("status")
+    s.add_argument("--json", action="store_true", help="print a JSON list")
+    config(s, _CONFIG_HELP + "; as a user other than root, read directly instead of asking "
+                             "the service")
+    c = command("check")
+    c.add_argument("path", metavar="PATH", help="the extension tree (it holds usr/)")
+    c.add_argument("--name", metavar="NAME",
+                   help="the app ID (default: the suffix of its only extension-release file)")
+    c.add_argument("--json", action="store_true", help="print one JSON document")
     c.add_argument("--allow-host-glibc", action="store_true",
                    help="admit executables that need only this machine's glibc (hostglibc)")
     c.add_argument("--os-release", metavar="FILE",
                    help="judge compatibility against this os-release, as SYSTEMD_OS_RELEASE "
                         "would (default: this machine's)")
-    pt = sub.add_parser("package-transaction", parents=[common],
-                        help="for package manager hooks: take the extensions out of /usr "
-                             "(begin) and bring them back (end)")
-    pt.add_argument("action", choices=("begin", "end", "guard"))
+    config(c, "accepted and ignored: a tree's verdict does not depend on this machine's "
+              "policy")
+    t = command("trigger")
+    t.add_argument("basedir", metavar="BASEDIR", help="the installation Flatpak changed")
+    config(t)
+    for verb in ("approve", "revoke"):
+        v = command(verb)
+        v.add_argument("app", metavar="APPID", help="the app's ID")
+        config(v)
+    command("dbus-service")
+    config(command("remove-all"))
+    pt = command("package-transaction")
+    pt.add_argument("action", choices=("begin", "end", "guard"),
+                    help="begin before the transaction, end after it; guard is what begin starts")
     pt.add_argument("--holder", metavar="PID",
                     help="the package manager's process (default: the parent process); "
                          "guard: the holder as recorded")
@@ -86,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="begin from dnf5's actions plugin: repos-configured only for the "
                          "dnf5 command line about to change the system, goal-resolved only "
                          "for a holder that has not begun (dnf5daemon-server)")
+    config(pt)
     return p
 
 

@@ -70,7 +70,7 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
         "usr/share/dbus-1/system.d/org.flatpak.SystemExtensions1.conf": 0o644,
         "usr/share/dbus-1/system-services/org.flatpak.SystemExtensions1.service": 0o644,
         "usr/share/polkit-1/actions/org.flatpak.systemextensions.policy": 0o644,
-        "usr/share/doc/flatpak-sysext/config.json.example": 0o644,
+        "usr/share/doc/flatpak-sysext/examples/config.json.example": 0o644,
         "usr/share/man/man8/flatpak-sysext.8": 0o644,
         "etc/dpkg/dpkg.cfg.d/flatpak-sysext": 0o644,
         "etc/dnf/libdnf5-plugins/actions.d/flatpak-sysext.actions": 0o644,
@@ -113,7 +113,7 @@ def test_make_install_into_a_destdir_then_uninstall(tmp_path: Path) -> None:
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys; from flatpak_sysext import config; "
          "print(config.load(sys.argv[1]) == config.Config())",
-         str(dest / "usr/share/doc/flatpak-sysext/config.json.example")],
+         str(dest / "usr/share/doc/flatpak-sysext/examples/config.json.example")],
         env=env, cwd=tmp_path, capture_output=True, text=True)
     assert loaded.stdout == "True\n", loaded.stderr
 
