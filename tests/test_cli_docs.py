@@ -13,8 +13,6 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 from flatpak_sysext import cli, config, quick
 from flatpak_sysext.host import pkgtransaction
 from flatpak_sysext.state import (
@@ -190,11 +188,11 @@ def _schema(name: str) -> Any:
 def test_every_state_is_in_the_man_page_and_reference() -> None:
     item = _schema("status")["definitions"]["item"]
     states = item["properties"]["state"]["enum"]
-    man = _man_section("COMMANDS")
+    [man] = re.findall(r"^status .*$", _man_section("COMMANDS"), re.M)
     table = _reference_section("## Extension states")
     for state in states:
         if state != "foreign":  # an entry of the target directory, not an extension
-            assert re.search(rf"\b{state}\b", man), f"man page: state {state}"
+            assert re.search(rf"\b{state}\b", man), f"man page, status: state {state}"
         assert f"| `{state}` |" in table, f"reference.md: state {state}"
 
 
@@ -211,15 +209,15 @@ def test_every_config_key_is_in_the_man_page() -> None:
         assert re.search(rf"\b{key}\b", files), f"man page FILES: {key}"
 
 
-@pytest.mark.parametrize("name", [
-    cache.NAME, consent.FILE_NAME, hoststate.STATE_FILE, keyring.KEYRINGS, provided.NAME,
-    request.NAME, statefiles.LOCK_NAME, store.STORE, told.FILE_NAME, quick.STAMP_NAME,
-    config.MEMO_NAME, pkgtransaction.HOLDERS_DIR, pkgtransaction.LOCK_NAME,
-    statefiles.SERVICE_DIR, "/run/flatpak-sysext",
-])
-def test_every_file_written_is_in_the_man_page_and_reference(name: str) -> None:
-    assert name in _man_section("FILES"), f"man page FILES: {name}"
-    assert name in _reference_section("## File locations"), f"reference.md: {name}"
+def test_every_file_written_is_in_the_man_page_and_reference() -> None:
+    files, locations = _man_section("FILES"), _reference_section("## File locations")
+    for name in [cache.NAME, consent.FILE_NAME, hoststate.STATE_FILE, keyring.KEYRINGS,
+                 provided.NAME, request.NAME, statefiles.LOCK_NAME, store.STORE,
+                 told.FILE_NAME, quick.STAMP_NAME, config.MEMO_NAME,
+                 pkgtransaction.HOLDERS_DIR, pkgtransaction.LOCK_NAME,
+                 statefiles.SERVICE_DIR, "/run/flatpak-sysext"]:
+        assert name in files, f"man page FILES: {name}"
+        assert name in locations, f"reference.md: {name}"
 
 
 def _installed_example() -> str:
