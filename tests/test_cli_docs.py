@@ -203,10 +203,14 @@ def test_status_json_fields_are_documented() -> None:
         assert f"`{field}`" in text, f"reference.md, status --json: {field}"
 
 
-def test_every_config_key_is_in_the_man_page() -> None:
+def test_every_config_key_is_in_the_man_page_and_configuration_md() -> None:
     files = _man_section("FILES")
+    configuration = (SOURCE_ROOT / "docs" / "configuration.md").read_text()
+    keys = configuration.split("\n## Keys\n", 1)[1].split("\n## ", 1)[0]
     for key in _schema("config")["properties"]:
         assert re.search(rf"\b{key}\b", files), f"man page FILES: {key}"
+        assert f"[`{key}`](#{key})" in keys, f"configuration.md, Keys: {key}"
+        assert f"\n## {key}\n" in configuration, f"configuration.md: no section {key}"
 
 
 def test_every_file_written_is_in_the_man_page_and_reference() -> None:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # SPDX-FileCopyrightText: 2026 The flatpak-sysext developers
-"""``make install`` / ``make uninstall`` as a packager runs them (README, "For packagers"), and the
-systemd units checked by ``systemd-analyze verify``."""
+"""``make install`` / ``make uninstall`` as a packager runs them (docs/packaging.md,
+"Installing with make"), and the systemd units checked by ``systemd-analyze verify``."""
 
 from __future__ import annotations
 
