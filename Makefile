@@ -119,7 +119,7 @@ lint: venv
 demo: deps venv
 	$(VPY) demo/demo.py
 
-# The figures of README's "Performance" section: a few minutes, as root (bench/bench.py).
+# The figures of docs/performance.md: a few minutes, as root (bench/bench.py).
 # Its last rows boot the Debian 12 of the tests (skipped without its tools); BENCH_ARGS=
 # --booted-only runs only those: flatpak install to the daemon answering over D-Bus,
 # flatpak uninstall to it gone, and what the package manager hooks add to a dpkg -i.

@@ -71,7 +71,8 @@ def config_path(explicit: str | None, environ: Mapping[str, str]) -> str:
 
 
 GLIBC_ROOT_VARIABLE = "FLATPAK_SYSEXT_GLIBC_ROOT"
-"""Where allow_host_glibc looks for the host's glibc instead of ``/`` (tests; README)."""
+"""Where allow_host_glibc looks for the host's glibc instead of ``/`` (tests;
+docs/configuration.md)."""
 
 
 def glibc_root(environ: Mapping[str, str]) -> str:

@@ -482,7 +482,7 @@ def spawn_guard(argv: Sequence[str]) -> None:
                      stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
-# Where each package manager's hook is installed by default (README, "For packagers"),
+# Where each package manager's hook is installed by default (docs/packaging.md),
 # and the program that says the package manager is there.
 HOOKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("dpkg", "/usr/bin/dpkg", ("/etc/dpkg/dpkg.cfg.d/flatpak-sysext",)),

@@ -20,7 +20,8 @@ is still the host's own glibc, since only the libraries glibc itself ships are l
 for.
 
 Every host path is taken under a root (``/`` on a real host) so that tests can present
-another glibc; ``FLATPAK_SYSEXT_GLIBC_ROOT`` sets it for the whole command (see README).
+another glibc; ``FLATPAK_SYSEXT_GLIBC_ROOT`` sets it for the whole command
+(docs/configuration.md).
 """
 
 from __future__ import annotations
