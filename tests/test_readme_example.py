@@ -9,6 +9,7 @@ runs it, the D-Bus policy, service file and polkit action that name the app).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -76,3 +77,13 @@ def test_readme_example_layout_passes_check(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert app_id in result.stdout
+
+
+def test_readme_finish_args_are_the_built_examples() -> None:
+    # The fragment README gives for flatpak-builder is what the example built in CI uses.
+    section = (ROOT / "README.md").read_text().split("\n## For app developers\n", 1)[1]
+    block = re.search(r"```json\n(.*?)```", section, re.S)
+    assert block is not None, "README's 'For app developers' has no flatpak-builder fragment"
+    fragment = json.loads("{" + block.group(1).strip() + "}")
+    manifest = json.loads((ROOT / "examples/flatpak-builder/org.example.App.json").read_text())
+    assert fragment["finish-args"] == manifest["finish-args"]
