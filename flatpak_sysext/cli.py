@@ -270,7 +270,7 @@ def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext.host import hostcommands, pkgtransaction
+    from flatpak_sysext.host import hostcommands, pkgmanagers, pkgtransaction
 
     def resync() -> None:
         _resync(args, environ)
@@ -290,7 +290,7 @@ def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]
     if args.action == "end":
         pkgtransaction.end(holder, resync=resync)
         return 0
-    if args.dnf5 == "repos-configured" and not pkgtransaction.dnf5_changes_system(int(text)):
+    if args.dnf5 == "repos-configured" and not pkgmanagers.dnf5_changes_system(int(text)):
         return 0
     if args.dnf5 == "goal-resolved" and holder in pkgtransaction.holders():
         return 0

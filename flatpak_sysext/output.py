@@ -12,7 +12,7 @@ from typing import Any
 from flatpak_sysext import config, evaluate
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
-from flatpak_sysext.host import apply, pkgtransaction
+from flatpak_sysext.host import apply, pkgmanagers
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 from flatpak_sysext.reconcile import Removal, Result
 from flatpak_sysext.report import Problem, TreeReport
@@ -255,7 +255,7 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
         print(f"warning: {line}")
     for line in _selinux_lines(ctx, ev):
         print(line)
-    for manager, missing in pkgtransaction.hook_status(ctx.host_root):
+    for manager, missing in pkgmanagers.hook_status(ctx.host_root):
         if missing:
             print(f"warning: package manager hooks for {manager} missing: "
                   f"{', '.join(missing)} ({manager} fails while an extension is merged)")
