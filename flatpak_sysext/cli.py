@@ -238,8 +238,8 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from flatpak_sysext.rules import contain, selinux
 
     types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
-    refused = contain.restricted_problems(
-        (*report.restricted, *selinux.check_restricted(types)), frozenset())
+    report = selinux.judged(report, types)
+    refused = contain.restricted_problems(report.restricted, frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
         _print_json(output.check_json(name, path, report, judged, types))

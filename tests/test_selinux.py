@@ -19,6 +19,7 @@ import pytest
 
 from flatpak_sysext import cli, output
 from flatpak_sysext.rules import elf, selinux, validate
+from flatpak_sysext.report import TreeReport
 from flatpak_sysext.rules.release import Host
 from testsupport.deployments import DECL, HandMadeInstallation
 from testsupport.flatpak import schema
@@ -105,7 +106,8 @@ def test_without_selinux_nothing_is_labeled_and_nothing_is_needed(tmp_path: Path
     for path in [snap, *snap.rglob("*")]:
         assert os.listxattr(path, follow_symlinks=False) == []
     assert selinux.fingerprint(str(root)) == ""
-    assert selinux.status_lines([(APP, str(snap))], 252, str(root)) == []
+    assert selinux.status_lines(252, str(root)) == []
+    assert selinux.app_line(str(snap), None, str(root)) is None
 
 
 def test_permissive_labels_too_and_setfiles_is_then_required(tmp_path: Path) -> None:
@@ -127,12 +129,13 @@ def test_a_relabel_of_var_is_noticed_and_undone(tmp_path: Path) -> None:
         os.setxattr(path, selinux.XATTR, b"system_u:object_r:var_lib_t:s0\0",
                     follow_symlinks=False)
     assert selinux.labels_state(str(snap), str(root)) == "stale"
-    lines = selinux.status_lines([(APP, str(snap))], 257, str(root))
-    assert lines[0] == "SELinux: enforcing, policy default"
-    assert lines[1:] == [f"SELinux labels of {APP}: stale (labeled again at the next run)"]
+    assert selinux.status_lines(257, str(root)) == ["SELinux: enforcing, policy default"]
+    assert selinux.app_line(str(snap), (("bin_t", (DAEMON,)),), str(root)) == \
+        "SELinux enforcing: labels stale (labeled again at the next run), types generic"
     # systemd before 257 labels the merged /usr after its meta directory: a limit, told.
-    old = selinux.status_lines([(APP, str(snap))], 252, str(root))
-    assert old[:2] == lines and "systemd 252" in old[2] and "issue 34387" in old[2]
+    old = selinux.status_lines(252, str(root))
+    assert old[:1] == ["SELinux: enforcing, policy default"]
+    assert "systemd 252" in old[1] and "issue 34387" in old[1]
     assert selinux.keep_labels(str(snap), str(root))
     assert label_of(snap / DAEMON) == want
     assert not selinux.keep_labels(str(snap), str(root))  # current now: nothing to do
@@ -160,21 +163,47 @@ def test_a_policy_whose_file_contexts_change_relabels(tmp_path: Path) -> None:
         in selinux.watched_paths(str(root))
 
 
+def _judge(tree: Path, contexts: str | None, root: Path) -> TreeReport:
+    report = validate.validate_tree(str(tree), APP, HOST, TARGET)
+    return selinux.judged(report, selinux.tree_types(str(tree), report.files, contexts,
+                                                     str(root)))
+
+
 def test_a_confined_entry_type_is_a_restricted_class(tmp_path: Path) -> None:
     _prerequisites()
     root = host_root(tmp_path)
+    contexts = selinux.active(str(root))
     snap = snapshot(tmp_path / "snap", {"usr/sbin/sshd": "#!/bin/sh\n"})
-    snap.chmod(0o755)
-    for d in snap.rglob("*"):
+    for d in [snap, *snap.rglob("*")]:
         d.chmod(0o755)
-    unlabeled = validate.validate_tree(str(snap), APP, HOST, TARGET)
-    assert not [c for c, _ in unlabeled.restricted if c == selinux.CLASS]  # not judged
+    # Without a policy labeling snapshots: not judged, in the manifest too.
+    unjudged = _judge(snap, None, root)
+    assert unjudged.manifest.selinux_types is None
+    assert unjudged.manifest.to_json()["selinux_types"] == "not judged"
+    assert not [c for c, _ in unjudged.restricted if c == selinux.CLASS]
+    # Not labeled yet (judged where it is): what labeling would give, nothing written.
+    before = _judge(snap, contexts, root)
+    assert (selinux.CLASS, ("usr/sbin/sshd",)) in before.restricted
+    assert dict(before.manifest.selinux_types or ())["sshd_exec_t"] == ("usr/sbin/sshd",)
+    assert os.listxattr(snap / "usr/sbin/sshd") == []
     selinux.label_snapshot(str(snap), str(root))
-    report = validate.validate_tree(str(snap), APP, HOST, TARGET)
+    report = _judge(snap, contexts, root)
+    assert report.manifest.selinux_types == before.manifest.selinux_types
     assert (selinux.CLASS, ("usr/sbin/sshd",)) in report.restricted
+    types = dict(report.manifest.selinux_types or ())
+    assert DAEMON in types["bin_t"] and UNIT in types["systemd_unit_t"]
+    # A labeled snapshot says it with its own labels (read back, not asked again).
+    os.setxattr(snap / DAEMON, selinux.XATTR, b"system_u:object_r:sshd_exec_t:s0\0")
+    assert (selinux.CLASS, tuple(sorted([DAEMON, "usr/sbin/sshd"]))) in \
+        _judge(snap, contexts, root).restricted
+    # Not a grant: what consent compares is the same with or without the types.
+    assert report.manifest.grants() == unjudged.manifest.grants()
+    line = selinux.app_line(str(snap), report.manifest.selinux_types, str(root))
+    assert line == ("SELinux enforcing: labels current, types not all generic: "
+                    "sshd_exec_t (1 file)")
     generic = snapshot(tmp_path / "generic")
     selinux.label_snapshot(str(generic), str(root))
-    assert not [c for c, _ in validate.validate_tree(str(generic), APP, HOST, TARGET).restricted
+    assert not [c for c, _ in _judge(generic, contexts, root).restricted
                 if c == selinux.CLASS]
 
 
