@@ -7,17 +7,20 @@ host itself is tests/test_selinux_vm.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from flatpak_sysext import cli, output
+from flatpak_sysext import cli, config, context, output, reconcile
+from flatpak_sysext.flatpak import installation
 from flatpak_sysext.rules import elf, selinux, validate
 from flatpak_sysext.report import TreeReport
 from flatpak_sysext.rules.release import Host
@@ -251,3 +254,63 @@ def test_check_shows_the_types_the_policy_here_gives(tmp_path: Path) -> None:
     assert selinux.policy_types(str(tree), [DAEMON], str(tmp_path / "nothing")) is None
     assert output.check_json(APP, str(tree), validate.validate_tree(
         str(tree), APP, HOST, TARGET), None)["selinux_types"] == "not judged"
+
+
+def test_a_run_that_writes_nothing_judges_the_types_where_the_tree_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _prerequisites()
+    monkeypatch.setattr(selinux, "enabled", lambda root="/": True)
+    world = HandMadeInstallation(tmp_path)  # no run yet: no snapshot
+    assert cli.main(["status", "--json"], world.environ) == 0
+    status = json.loads(capsys.readouterr().out)
+    jsonschema.validate(status, schema("status"))
+    [item] = [i for i in status if i["app"] == DECL]
+    assert not item["target"] or not os.path.exists(item["target"])
+    rel = f"usr/lib/extension-release.d/extension-release.{DECL}"
+    [release, *_] = (Path(str(item["installation"])) / "app" / DECL).glob(f"*/*/*/files/ext/{rel}")
+    want = matchpathcon(rel, release).split(":")[2]
+    assert item["manifest"]["selinux_types"] == {want: [rel]}
+    assert os.listxattr(release) == []  # setfiles -n: nothing written
+    # Its one status line: no snapshot has labels yet, the types are judged.
+    assert cli.main(["status"], world.environ) == 0
+    assert "  SELinux permissive: labels not judged, types generic" in \
+        capsys.readouterr().out.splitlines()
+
+
+def test_a_relabel_while_merged_refreshes_the_merged_view(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _prerequisites()
+    monkeypatch.setattr(selinux, "enabled", lambda root="/": True)
+    world = HandMadeInstallation(tmp_path)
+    world.config.write_text(json.dumps({**json.loads(world.config.read_text()),
+                                        "host_sync": True}))
+    host = host_root(tmp_path)
+    (host / "run/systemd/system").mkdir(parents=True)
+    (host / "usr/.systemd-sysext").mkdir(parents=True)
+    (host / "usr/.systemd-sysext/extensions").write_text(DECL + "\n")  # merged, as linked
+    commands: list[str] = []
+
+    def runner(argv: Sequence[str]) -> tuple[int, str]:
+        commands.append(" ".join([os.path.basename(argv[0]), *argv[1:]]))
+        return 0, ""
+
+    insts = installation.system_installations(world.environ)
+    ctx = dataclasses.replace(
+        context.Context.create(config.load(str(world.config)), insts, world.environ),
+        host_root=str(host), runner=runner)
+    reconcile.reconcile(ctx, insts)
+    target = Path(os.readlink(world.target / DECL))
+    assert selinux.labels_state(str(target), str(host)) == "current"
+    commands.clear()
+    reconcile.reconcile(ctx, insts)
+    assert commands == []  # labels current: nothing to do
+    # `restorecon -R /var` while merged: the store is var_lib_t again.
+    os.setxattr(target / "usr", selinux.XATTR, b"system_u:object_r:var_lib_t:s0\0")
+    result = reconcile.reconcile(ctx, insts)
+    assert selinux.labels_state(str(target), str(host)) == "current"
+    assert result.applied == ()  # no link changed...
+    assert commands[:1] == ["systemd-sysext refresh"]  # ...but the overlay is mounted again
+    commands.clear()
+    reconcile.reconcile(ctx, insts)
+    assert commands == []
