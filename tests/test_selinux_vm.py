@@ -254,13 +254,13 @@ def test_a_relabel_of_the_store_is_undone_by_the_next_run(guest: Results) -> Non
     assert any(":var_lib_t:" in line.split()[1]
                for line in guest.text("restorecon.labels").splitlines()), \
         guest.text("restorecon.labels")
-    assert f"SELinux labels of {APP}: stale" in guest.text("status-stale.txt")
+    assert "SELinux enforcing: labels stale" in guest.text("status-stale.txt")
     assert ":usr_t:" in guest.text("relabel.snapusr")
     assert guest.mislabeled("relabel") == []
     assert guest.text("relabel.call").strip() == 's "v2"', guest.text("relabel.call")
     status = guest.text("status.txt")
     assert "SELinux: enforcing, policy default" in status, status
-    assert f"SELinux labels of {APP}: current" in status, status
+    assert "  SELinux enforcing: labels current, types generic" in status, status
 
 
 def test_no_denial_names_the_extension_and_dbus_loads_its_policy(guest: Results) -> None:
