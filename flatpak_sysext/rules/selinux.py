@@ -51,21 +51,23 @@ NOT_JUDGED = "not judged"
 TIMEOUT = 300
 
 GENERIC = frozenset({
-    # Programs, libraries, data (Debian's reference policy and Fedora's targeted alike).
+    # Programs, libraries, data, man pages, locales, fonts: both policies, by path.
     "bin_t", "lib_t", "usr_t", "man_t", "locale_t", "fonts_t",
-    # Unit files: Debian's reference policy, and Fedora's.
+    # Unit files: Debian's reference policy (system, user), and Fedora's (both).
     "systemd_unit_t", "systemd_user_unit_t", "systemd_unit_file_t",
-    # D-Bus configuration, where a policy gives /usr/share/dbus-1 a type of its own.
-    "dbusd_etc_t",
+    # udev rules: the reference policy's type for usr/lib/udev/rules.d (Fedora: lib_t).
+    "udev_rules_t",
 })
-"""The types an extension may give its files without the administrator's say: what the
-reference and Fedora policies give programs, libraries, data, man pages, locales, fonts,
-units and D-Bus configuration by path. Services started by systemd from ``bin_t`` get the
-domain any unlabeled third-party daemon gets (``initrc_t`` on the reference policy,
-``unconfined_service_t`` on Fedora's). Anything else is a type some confined domain is
-entered through or trusts: ``*_exec_t`` (``usr/sbin/sshd``), ``ld_so_t``,
-``textrel_shlib_t`` (text relocations allowed), ``power_unit_t`` or ``dbusd_unit_t`` (a
-unit named like ``*power*``, ``*dbus*``)."""
+"""The types an extension may give its files without the administrator's say: what
+Debian's reference policy and Fedora's targeted policy give programs, libraries, data, man
+pages, locales, fonts, units and udev rules by path (D-Bus and polkit configuration under
+``/usr/share`` is plain ``usr_t`` in both). What these let a domain do is read or execute
+them: a service systemd starts from ``bin_t`` gets the domain any unlabeled third-party
+daemon gets (``initrc_t`` on the reference policy, ``unconfined_service_t`` on Fedora's),
+and a rules file is judged as a grant of its own. Anything else is a type some confined
+domain is entered through or trusts: ``*_exec_t`` (``usr/sbin/sshd``), ``ld_so_t``,
+``textrel_shlib_t`` (text relocations allowed), the unit types of named services
+(``power_unit_t``, ``httpd_unit_file_t``: a unit named ``*power*``, ``httpd*``)."""
 
 
 def _host(root: str, rel: str) -> str:
