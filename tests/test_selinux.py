@@ -21,8 +21,8 @@ import pytest
 
 from flatpak_sysext import cli, config, context, output, reconcile
 from flatpak_sysext.flatpak import installation
-from flatpak_sysext.rules import elf, selinux, validate
 from flatpak_sysext.report import TreeReport
+from flatpak_sysext.rules import elf, selinux, validate
 from flatpak_sysext.rules.release import Host
 from testsupport.deployments import DECL, HandMadeInstallation
 from testsupport.flatpak import schema
