@@ -5,7 +5,7 @@ tests/test_selinux.py (the generic type set judged against Fedora's policy too).
 
 Fedora's packages are not reachable from here, its source is
 (github.com/fedora-selinux/selinux-policy). ``make conf`` and ``make file_contexts`` of its
-monolithic build need only make, m4 and Python (no checkpolicy): about 3 minutes, then 1 s.
+monolithic build need only make, m4 and Python (no checkpolicy): about a minute here.
 Two things differ from Fedora's own modular build, which compiles each module apart: a
 ``.fc`` file without a final newline (``hostapd.fc``) would run into the next, and the
 monolithic build enables modules Fedora ships as alternatives (``amavis`` and

@@ -17,11 +17,14 @@ recorded on the snapshot's directory in the extended attribute :data:`MARK`. A p
 update that changes file contexts, or a relabel of ``/var`` (``restorecon -R /var``,
 ``/.autorelabel``: the store is ``var_lib_t`` again), is noticed by :func:`keep_labels`
 at every run (two ``getxattr``) and at boot before ``systemd-sysext.service`` merges,
-and the snapshot is labeled again.
+and the snapshot is labeled again; merged, the run refreshes it (reconcile.py): the
+overlay keeps the labels it read.
 
 Types: a tree names its files, so it could name one to match a file-context rule that
-gives the entry type of a confined domain (``usr/sbin/sshd`` is ``sshd_exec_t``). Types
-outside :data:`GENERIC` are the restricted class :data:`CLASS`.
+gives the entry type of a confined domain (``usr/sbin/sshd`` is ``sshd_exec_t``). The
+types a tree's files get (:func:`tree_types`: a labeled snapshot's own, else what
+``setfiles -n`` says labeling would give) go into its manifest, and those outside
+:data:`GENERIC` are the restricted class :data:`CLASS` (:func:`judged`).
 
 Imported by the trigger's input list: only ``os`` and ``hashlib`` at import time.
 """
