@@ -237,9 +237,12 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     # No config here: every restricted class the tree uses is a problem (contain.py).
     from flatpak_sysext.rules import contain, selinux
 
-    types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
-    refused = contain.restricted_problems(
-        (*report.restricted, *selinux.check_restricted(types)), frozenset())
+    try:
+        types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
+    except OSError as e:  # setfiles missing or failing: a clear message, no traceback
+        die(f"{path}: {e}")
+    report = selinux.judged(report, types)
+    refused = contain.restricted_problems(report.restricted, frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
         _print_json(output.check_json(name, path, report, judged, types))
