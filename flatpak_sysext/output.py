@@ -12,7 +12,7 @@ from typing import Any
 from flatpak_sysext import config, evaluate
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
-from flatpak_sysext.host import apply, pkgtransaction
+from flatpak_sysext.host import apply, pkgmanagers
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 from flatpak_sysext.reconcile import Removal, Result
 from flatpak_sysext.report import Problem, TreeReport
@@ -221,13 +221,18 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
     return items
 
 
-def _selinux_lines(ctx: Context, ev: Evaluation) -> list[str]:
-    """SELinux's mode, the linked snapshots' labels, and the systemd < 257 limit."""
+def _selinux_lines(ctx: Context) -> list[str]:
+    """SELinux's mode and policy, and the systemd < 257 limit."""
     if not selinux.enabled(ctx.host_root):
         return []
     version = ctx.host.systemd or release.host_systemd_version()
-    linked = [(s.app_id, s.target) for s in ev.apps if s.state == "linked" and s.target]
-    return selinux.status_lines(linked, version[0] if version else None, ctx.host_root)
+    return selinux.status_lines(version[0] if version else None, ctx.host_root)
+
+
+def _selinux_app_line(ctx: Context, s: AppStatus) -> str | None:
+    """An app's SELinux labels and types (selinux.app_line); None with SELinux off."""
+    linked = s.target if s.state == "linked" else None
+    return selinux.app_line(linked, s.manifest.selinux_types, ctx.host_root)
 
 
 def print_status(ctx: Context, ev: Evaluation) -> None:
@@ -242,6 +247,8 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"  {s.link} -> {s.target}")
         if s.reason:
             print(f"  {s.reason}")
+        if (line := _selinux_app_line(ctx, s)) is not None:
+            print(f"  {line}")
         for p in s.problems:
             print(f"  {p.code}: {p.path}: {p.message}")
         for w in s.warnings:
@@ -253,9 +260,9 @@ def print_status(ctx: Context, ev: Evaluation) -> None:
             print(f"{entry.name}: foreign (not ours, left alone)")
     for line in [*ev.errors, *standing(ctx.config), *ev.warnings]:
         print(f"warning: {line}")
-    for line in _selinux_lines(ctx, ev):
+    for line in _selinux_lines(ctx):
         print(line)
-    for manager, missing in pkgtransaction.hook_status(ctx.host_root):
+    for manager, missing in pkgmanagers.hook_status(ctx.host_root):
         if missing:
             print(f"warning: package manager hooks for {manager} missing: "
                   f"{', '.join(missing)} ({manager} fails while an extension is merged)")

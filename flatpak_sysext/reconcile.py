@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import Evaluation, evaluate
@@ -81,6 +81,20 @@ def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]
     return changes
 
 
+def _relabeled(ev: Evaluation, names: Collection[str], linked: Collection[str],
+               changes: Sequence[hostsync.Change]) -> list[hostsync.Change]:
+    """A merged snapshot labeled again for SELinux, as an update to itself: the overlay
+    keeps the labels it read until it is mounted again (a relabel of /var may have
+    shown it the store's ``var_lib_t``), and systemd and dbus-daemon keep theirs until
+    they reload; so the refresh, the reloads its content needs and a restart of its
+    running units, as after an update (docs/platform.md#selinux)."""
+    changed = {c.name for c in changes}
+    by_app = {s.app_id: s for s in ev.apps}
+    return [hostsync.Change(name, s.target, s.target, s.files) for name in sorted(names)
+            if name in linked and name not in changed
+            and (s := by_app.get(name)) is not None and s.target is not None]
+
+
 def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False,
               wait: float = LOCK_WAIT, after_transaction: bool = False) -> Result:
     """Bring the target directory in line with ``scope``, then the host.
@@ -120,6 +134,7 @@ def _round(ctx: Context, scope: Sequence[Installation],
     and the request files as they were when the last pass began."""
     applied: list[Action] = []
     failures: list[Failure] = []
+    relabeled: set[str] = set()
     sync = _host_sync(ctx, scope)
     if sync is not None and after_transaction:
         sync.owe_all()
@@ -127,7 +142,8 @@ def _round(ctx: Context, scope: Sequence[Installation],
         stamp = _changed_stamp(scope), _requests(scope)
         ev = evaluate(ctx, scope, save_cache=True)
         failures += _keep_migrated_consent(ctx, ev)
-        if sync is not None and ev.plan.changes_links:
+        relabeled |= ev.relabeled & ev.merged
+        if sync is not None and (ev.plan.changes_links or relabeled):
             sync.owe()
         pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
         failed = {f.action for f in pass_failures}
@@ -146,7 +162,9 @@ def _round(ctx: Context, scope: Sequence[Installation],
         # Whether a package transaction's end may skip its reconcile: every declared
         # extension linked, or held back by no problem a package could change.
         settled = all(a.state == "linked" or not a.problems for a in ev.apps)
-        report = _sync(ctx, sync, _changes(ev, applied), linked, provides, settled)
+        changes = _changes(ev, applied)
+        changes += _relabeled(ev, relabeled, linked, changes)
+        report = _sync(ctx, sync, changes, linked, provides, settled)
     targets = {e.target for e in entries.values() if e.target is not None}
     for inst in scope:
         try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from flatpak_sysext.report import Problem, TreeReport, show
-from flatpak_sysext.rules import codes, contain, manifest, release, selinux, unitgrants
+from flatpak_sysext.rules import codes, contain, manifest, release, unitgrants
 
 if TYPE_CHECKING:
     from flatpak_sysext.rules.hostglibc import GlibcJudge
@@ -63,9 +63,6 @@ class Findings:
         if name is not None:
             problems, restricted, found = contain.contain(name, files, self.contents)
             problems, restricted = self._one_cause(name, files, problems, restricted)
-            if root_fd is not None:  # the types a labeled snapshot's files got
-                restricted = dict(sorted({**restricted,
-                                          **selinux.restricted(root_fd, files)}.items()))
             for p in problems:
                 self.add(p.code, p.path, p.message)
             if root_fd is not None:

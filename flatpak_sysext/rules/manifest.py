@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flatpak_sysext.rules import unitgrants
+from flatpak_sysext.rules.selinux import NOT_JUDGED
 from flatpak_sysext.rules.unitgrants import Entry
 
 if TYPE_CHECKING:
@@ -107,6 +108,11 @@ class Manifest:
     dbus_activated: tuple[tuple[str, str, str], ...] = ()
     """(name, command, user) of its D-Bus system service files without ``SystemdService=``:
     what dbus-daemon's activation helper runs, as that user, when the name is asked for."""
+    selinux_types: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    """Each SELinux type the host's policy gives its files, with those files (selinux.py);
+    None where no policy judged them. Not a grant: a type outside the generic set is the
+    restricted class ``selinux-types``, and a generic one gives nothing its path does not
+    (docs/platform.md#selinux)."""
 
     def grants(self) -> frozenset[str]:
         """One stable sentence per thing the host gives the extension."""
@@ -139,6 +145,8 @@ class Manifest:
             "tmpfiles": list(self.tmpfiles),
             "executables": list(self.executables),
             "dbus_activated": [list(t) for t in self.dbus_activated],
+            "selinux_types": NOT_JUDGED if self.selinux_types is None
+            else {kind: list(paths) for kind, paths in self.selinux_types},
         }
 
     @classmethod
@@ -152,7 +160,8 @@ class Manifest:
                    _strings(data["polkit_actions"]), _strings(data["udev_rules"]),
                    _strings(data["users"]), _strings(data["groups"]),
                    _pairs(data["memberships"]), _strings(data["tmpfiles"]),
-                   _strings(data["executables"]), _triples(data["dbus_activated"]))
+                   _strings(data["executables"]), _triples(data["dbus_activated"]),
+                   _types(data["selinux_types"]))
 
 
 def _list(value: Any) -> list[Any]:
@@ -178,6 +187,14 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"manifest: {p!r} is not a pair")
         out.append((_str(p[0]), _str(p[1])))
     return tuple(out)
+
+
+def _types(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    if value == NOT_JUDGED:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"manifest: SELinux types {value!r} are not an object")
+    return tuple((_str(k), _strings(v)) for k, v in sorted(value.items()))
 
 
 def _triples(value: Any) -> tuple[tuple[str, str, str], ...]:
