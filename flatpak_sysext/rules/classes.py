@@ -175,7 +175,8 @@ def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[
     if cls == "polkit-actions":
         actions = manifest.polkit_actions(data)
         m.actions.update(actions)
-        foreign = any(not namer.full(a.id) for a in actions) or _polkit_annotations(path, data, namer, m)
+        foreign = (any(not namer.full(a.id) for a in actions)
+                   or _polkit_annotations(path, data, namer, m))
         return ["foreign-polkit-actions"] if foreign else []
     if cls == "udev-rules":
         return _udev(path, data, m)
