@@ -19,7 +19,7 @@ from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import Evaluation, evaluate
 from flatpak_sysext.flatpak import layout
 from flatpak_sysext.flatpak.installation import Installation
-from flatpak_sysext.host import apply, hostsync, pkgtransaction, targetdir
+from flatpak_sysext.host import apply, busnotify, hostsync, pkgtransaction, targetdir
 from flatpak_sysext.host.apply import Failure
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink, make_plan
 from flatpak_sysext.state import fileio, provided, request, statefiles, store
@@ -111,6 +111,11 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
             for inst, sig in zip(scope, seen):
                 if _signature(request.path(inst.path)) == sig:
                     request.clear(inst.path)
+    ev = result.evaluation
+    if result.applied or ev.released or any(s.newly_judged for s in ev.apps):
+        # A state may have changed: the D-Bus interface signals it (after the lock, which
+        # it takes to read the states again).
+        busnotify.reread()
     return result
 
 

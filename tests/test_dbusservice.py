@@ -7,6 +7,7 @@ tests/test_booted_dbus.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -46,9 +47,19 @@ class FakeBackend:
         self.refuse = refuse
         self.asked: list[tuple[str, dict[str, str], bool]] = []
         self.consented: list[tuple[str, str, str | None, str]] = []
+        self.reread_calls = 0
 
     def apps(self) -> list[AppInfo]:
         return [WAITING, OTHER]
+
+    def reread(self) -> dict[str, str]:
+        self.reread_calls += 1
+        return {}
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"app": "org.x.One", "state": "waiting"}, {"app": "org.x.Two", "state": "linked"},
+                {"app": None, "name": "x.raw", "state": "foreign"},
+                {"app": None, "name": None, "state": "warning", "reason": "odd"}]
 
     def authorize(self, caller: Caller, action: str, details: Mapping[str, str],
                   interactive: bool) -> polkitauth.Verdict:
@@ -95,6 +106,33 @@ def test_list_apps_everyone_sees_all_a_sandbox_only_itself() -> None:
     assert reply(call("ListApps"), HOST, backend).body == (
         [("org.x.One", "waiting"), ("org.x.Two", "linked")],)
     assert reply(call("ListApps"), IN_ONE, backend).body == ([("org.x.One", "waiting")],)
+
+
+def test_status_is_roots_document_and_a_sandbox_reads_its_own_app_only() -> None:
+    backend = FakeBackend()
+    assert json.loads(reply(call("Status"), HOST, backend).body[0]) == backend.status()
+    assert json.loads(reply(call("Status"), IN_ONE, backend).body[0]) == \
+        [{"app": "org.x.One", "state": "waiting"}]
+    assert "<method name=\"Status\">" in reply(call("Introspect"), HOST, backend).body[0]
+
+
+def test_reread_is_for_root_outside_any_sandbox_only() -> None:
+    backend = FakeBackend()
+    for caller in (Caller(":1.7", None, 1000), Caller(":1.8", "org.x.One", 0), IN_ONE):
+        assert error_name(reply(call("Reread"), caller, backend)) == dbusservice.ERROR_DENIED
+    assert backend.reread_calls == 0
+    out = reply(call("Reread"), Caller(":1.9", None, 0), backend)
+    assert out.header.message_type is MessageType.method_return
+    assert backend.reread_calls == 1
+
+
+def test_app_changed_tells_what_changed_since_it_last_told() -> None:
+    before = {"org.x.One": "waiting", "org.x.Two": "linked", "org.x.Old": "linked"}
+    now = {"org.x.One": "linked", "org.x.Two": "linked", "org.x.New": "waiting"}
+    assert dbusservice.changes(before, now) == [
+        ("org.x.New", "waiting"), ("org.x.Old", dbusservice.GONE), ("org.x.One", "linked")]
+    assert dbusservice.changes(now, now) == []
+    assert dbusservice.changes(None, now) == sorted(now.items())  # after a boot: all
 
 
 def test_get_app_tells_grants_origin_new_and_digest() -> None:
@@ -268,3 +306,14 @@ def test_a_pending_polkit_check_blocks_no_other_caller() -> None:
     assert not loop.is_alive()  # idle: it let the name go and returned
     assert router.sent[1].body == ("org.x.One: done",)
     assert router.bus_calls[-1] == "ReleaseName"
+
+
+def test_a_call_that_expects_no_reply_gets_none() -> None:
+    # A reconcile's Reread expects none: dbus-daemon would refuse one, and log it.
+    router, backend = FakeRouter(), FakeBackend()
+    quiet = new_method_call(SERVICE, "Reread")
+    quiet.header.flags |= MessageFlag.no_reply_expected
+    dbusservice._handle(router, backend, quiet)
+    assert router.sent == []
+    dbusservice._handle(router, backend, call("ListApps"))
+    assert [m.header.message_type for m in router.sent] == [MessageType.method_return]
