@@ -230,7 +230,10 @@ def signals_around(host: Host, app_id: str, *change: str) -> list[str]:
               f"flatpak {' '.join(change)} -y --noninteractive >/dev/null 2>&1 || exit 3\n"
               "wait $pid; code=$?; cat /tmp/fsx-heard; exit $code")
     result = host.machine.run("sh", "-c", script, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    journal = host.machine.run("journalctl", "--no-pager", "-n", "80", "-u",
+                               "flatpak-sysext.service", "-u", "flatpak-sysext-dbus.service",
+                               "-u", "dbus.service").stdout
+    assert result.returncode == 0, result.stdout + result.stderr + journal
     return result.stdout.splitlines()[1:]
 
 

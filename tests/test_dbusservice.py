@@ -23,6 +23,7 @@ from jeepney import (
     Message,
     MessageFlag,
     MessageType,
+    new_error,
     new_method_call,
     new_method_return,
 )
@@ -116,14 +117,17 @@ def test_status_is_roots_document_and_a_sandbox_reads_its_own_app_only() -> None
     assert "<method name=\"Status\">" in reply(call("Introspect"), HOST, backend).body[0]
 
 
-def test_reread_is_for_root_outside_any_sandbox_only() -> None:
+def test_reread_is_anyones_and_needs_no_sender_still_there() -> None:
     backend = FakeBackend()
-    for caller in (Caller(":1.7", None, 1000), Caller(":1.8", "org.x.One", 0), IN_ONE):
-        assert error_name(reply(call("Reread"), caller, backend)) == dbusservice.ERROR_DENIED
-    assert backend.reread_calls == 0
-    out = reply(call("Reread"), Caller(":1.9", None, 0), backend)
-    assert out.header.message_type is MessageType.method_return
-    assert backend.reread_calls == 1
+    for caller in (HOST, IN_ONE):
+        out = reply(call("Reread"), caller, backend)
+        assert out.header.message_type is MessageType.method_return
+    assert backend.reread_calls == 2
+    router = GoneRouter()  # the reconcile that sent it has exited
+    dbusservice._handle(router, backend, call("Reread"))
+    assert backend.reread_calls == 3 and router.bus_calls == []
+    dbusservice._handle(router, backend, call("ListApps"))
+    assert error_name(router.sent[-1]) == dbusservice.ERROR_DENIED
 
 
 def test_app_changed_tells_what_changed_since_it_last_told() -> None:
@@ -317,3 +321,11 @@ def test_a_call_that_expects_no_reply_gets_none() -> None:
     assert router.sent == []
     dbusservice._handle(router, backend, call("ListApps"))
     assert [m.header.message_type for m in router.sent] == [MessageType.method_return]
+
+
+class GoneRouter(FakeRouter):
+    """The bus of a caller that has disconnected: it cannot say who that was."""
+
+    def send_and_get_reply(self, msg: Message, timeout: float | None = None) -> Message:
+        self.bus_calls.append(str(msg.header.fields[HeaderFields.member]))
+        return new_error(msg, "org.freedesktop.DBus.Error.NameHasNoOwner")
