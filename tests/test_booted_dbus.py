@@ -207,10 +207,12 @@ from jeepney.io.blocking import open_dbus_connection
 
 bus, app = sys.argv[1:3]
 rule = MatchRule(type="signal", sender=bus, interface=bus, member="AppChanged")
+# The bus matches the name's owner; what arrives names the owner's unique name.
+here = MatchRule(type="signal", interface=bus, member="AppChanged")
 with open_dbus_connection("SYSTEM") as conn:
     conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=10)
     print("ready", flush=True)
-    with conn.filter(rule) as signals:
+    with conn.filter(here) as signals:
         while True:
             body = conn.recv_until_filtered(signals, timeout=120).body
             print(*body, flush=True)
