@@ -63,9 +63,6 @@ POLKIT_TIMEOUT = 600.0
 """An authentication dialog left open: past this the call fails, as the caller's does."""
 SIGNATURES = {"ListApps": "", "GetApp": "s", "Status": "", "Approve": "ss", "Revoke": "s",
               busnotify.REREAD: "", "Introspect": ""}
-ANNOUNCED = "dbus-states.json"
-"""In /run/flatpak-sysext/: each app's state as AppChanged last told it, so that the
-service, which exits when idle, signals only what changed since."""
 INTROSPECTION = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
 <node>
@@ -159,8 +156,8 @@ class Backend(Protocol):
         ...
 
     def reread(self) -> Mapping[str, str]:
-        """Read every app's state again, signal AppChanged for each that changed since
-        the last time, and return the states."""
+        """Signal AppChanged for each change root's runs queued since the last time
+        (state/announce.py); what was told."""
         ...
 
     def authorize(self, caller: Caller, action: str, details: Mapping[str, str],
@@ -193,7 +190,7 @@ def dispatch(msg: Message, caller: Caller, backend: Backend) -> Message:
     if member == "Introspect":
         return _return(msg, "s", (INTROSPECTION,))
     if member == busnotify.REREAD:
-        # Anyone's: it only signals changes that happened, and costs what Status costs.
+        # Anyone's: it signals only what root's runs queued, and costs next to nothing.
         backend.reread()
         return _return(msg, "", ())
     if member == "Status":
@@ -237,20 +234,6 @@ def changed_signal(app_id: str, state: str) -> Message:
     """AppChanged: ``app_id`` is now in ``state``."""
     return new_signal(DBusAddress(PATH, interface=INTERFACE), "AppChanged", "ss",
                       (app_id, state))
-
-
-GONE = "gone"
-"""AppChanged's state of an app that no longer declares an extension."""
-
-
-def changes(before: Mapping[str, str] | None, now: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The (app, state) pairs AppChanged tells, going from the states ``before`` (None:
-    not known, as after a boot: every app is told) to those ``now``."""
-    if before is None:
-        return sorted(now.items())
-    gone = {app: GONE for app in before if app not in now}
-    return sorted((app, state) for app, state in {**now, **gone}.items()
-                  if before.get(app) != state)
 
 
 class HostBackend:
@@ -310,32 +293,20 @@ class HostBackend:
             except approval.Refused as e:
                 raise Refused(str(e)) from e
             output.print_reconcile(ctx, result, dry_run=False)  # to the journal
-        # The reconcile's evaluation precedes what it applied: read the states again
-        # (its own Reread then finds nothing new).
-        state = self.reread().get(app_id, GONE)
+        self.reread()  # at once: the reconcile's own Reread then finds nothing queued
+        # The reconcile's evaluation precedes what it applied: read the state again.
+        state = next((a.state for a in self.apps() if a.app_id == app_id), "gone")
         return "\n".join([*lines, f"{app_id}: {state}"])
 
     def reread(self) -> dict[str, str]:
         from flatpak_sysext.host.hostsync import RUN_DIR
-        from flatpak_sysext.state import fileio, statefiles
+        from flatpak_sysext.state import announce
 
         with self.announcing:
-            now = {a.app_id: a.state for a in self.apps()}
-            run_dir = os.path.join(self._context().host_root, RUN_DIR)
-            path = os.path.join(run_dir, ANNOUNCED)
-            try:
-                before = json.loads(fileio.read_regular(path, 1 << 20))
-                if not (isinstance(before, dict)
-                        and all(isinstance(v, str) for v in before.values())):
-                    before = None
-            except (OSError, ValueError):
-                before = None  # not known: every app is told
-            for app_id, state in changes(before, now):
+            told = announce.take(os.path.join(self._context().host_root, RUN_DIR))
+            for app_id, state in told:
                 self.router.send(changed_signal(app_id, state))
-            statefiles.private_directory(run_dir)
-            statefiles.write_file(path, json.dumps(now, sort_keys=True).encode(), 0o600,
-                                  durable=False)
-            return now
+            return dict(told)
 
 
 def identify(router: DBusRouter, sender: str, proc: str = "/proc") -> Caller:

@@ -130,15 +130,6 @@ def test_reread_is_anyones_and_needs_no_sender_still_there() -> None:
     assert error_name(router.sent[-1]) == dbusservice.ERROR_DENIED
 
 
-def test_app_changed_tells_what_changed_since_it_last_told() -> None:
-    before = {"org.x.One": "waiting", "org.x.Two": "linked", "org.x.Old": "linked"}
-    now = {"org.x.One": "linked", "org.x.Two": "linked", "org.x.New": "waiting"}
-    assert dbusservice.changes(before, now) == [
-        ("org.x.New", "waiting"), ("org.x.Old", dbusservice.GONE), ("org.x.One", "linked")]
-    assert dbusservice.changes(now, now) == []
-    assert dbusservice.changes(None, now) == sorted(now.items())  # after a boot: all
-
-
 def test_get_app_tells_grants_origin_new_and_digest() -> None:
     info = dict(reply(call("GetApp", "s", ("org.x.One",)), IN_ONE, FakeBackend()).body[0])
     assert info["grants"] == ("as", ["grant a", "grant b"])
