@@ -299,11 +299,10 @@ class HostBackend:
         return "\n".join([*lines, f"{app_id}: {state}"])
 
     def reread(self) -> dict[str, str]:
-        from flatpak_sysext.host.hostsync import RUN_DIR
         from flatpak_sysext.state import announce
 
         with self.announcing:
-            told = announce.take(os.path.join(self._context().host_root, RUN_DIR))
+            told = announce.take(self._context().state_dir)
             for app_id, state in told:
                 self.router.send(changed_signal(app_id, state))
             return dict(told)

@@ -126,8 +126,7 @@ def _announce(ctx: Context, scope: Sequence[Installation], result: Result) -> bo
         if isinstance(action, (Link, Relink)) and action.name in states:
             states[action.name] = (states[action.name][0], "linked")
     try:
-        return announce.record(os.path.join(ctx.host_root, hostsync.RUN_DIR), states,
-                               {i.path for i in scope})
+        return announce.record(ctx.state_dir, states, {i.path for i in scope})
     except OSError:
         return False
 

@@ -23,42 +23,42 @@ pytestmark = pytest.mark.privileged
 
 
 @pytest.fixture
-def run_dir(tmp_path: Path) -> str:
-    require(os.geteuid() == 0, "the run directory is root's own (statefiles.private_directory)")
-    return str(tmp_path / "run")
+def state_dir(tmp_path: Path) -> str:
+    require(os.geteuid() == 0, "the state directory is root's own (statefiles.private_directory)")
+    return str(tmp_path / "state")
 
 
-def test_each_change_is_told_once_oldest_first(run_dir: str) -> None:
-    # After a boot nothing was recorded: every app is told.
-    assert announce.record(run_dir, {"org.x.One": (A, "waiting")}, {A})
-    assert not announce.record(run_dir, {"org.x.One": (A, "waiting")}, {A})
-    assert announce.record(run_dir, {"org.x.One": (A, "linked"), "org.x.New": (A, "waiting")},
+def test_each_change_is_told_once_oldest_first(state_dir: str) -> None:
+    # At the first run nothing was recorded: every app is told.
+    assert announce.record(state_dir, {"org.x.One": (A, "waiting")}, {A})
+    assert not announce.record(state_dir, {"org.x.One": (A, "waiting")}, {A})
+    assert announce.record(state_dir, {"org.x.One": (A, "linked"), "org.x.New": (A, "waiting")},
                            {A})
-    assert announce.record(run_dir, {"org.x.New": (A, "waiting")}, {A})  # One uninstalled
-    assert announce.take(run_dir) == [("org.x.One", "waiting"), ("org.x.New", "waiting"),
+    assert announce.record(state_dir, {"org.x.New": (A, "waiting")}, {A})  # One uninstalled
+    assert announce.take(state_dir) == [("org.x.One", "waiting"), ("org.x.New", "waiting"),
                                       ("org.x.One", "linked"), ("org.x.One", GONE)]
-    assert announce.take(run_dir) == []
+    assert announce.take(state_dir) == []
 
 
-def test_a_run_over_one_installation_leaves_the_others_states(run_dir: str) -> None:
-    announce.record(run_dir, {"org.x.One": (A, "linked"), "org.x.Two": (B, "linked")}, {A, B})
-    announce.take(run_dir)
-    assert not announce.record(run_dir, {"org.x.One": (A, "linked")}, {A})
-    assert announce.record(run_dir, {}, {B})
-    assert announce.take(run_dir) == [("org.x.Two", GONE)]
+def test_a_run_over_one_installation_leaves_the_others_states(state_dir: str) -> None:
+    announce.record(state_dir, {"org.x.One": (A, "linked"), "org.x.Two": (B, "linked")}, {A, B})
+    announce.take(state_dir)
+    assert not announce.record(state_dir, {"org.x.One": (A, "linked")}, {A})
+    assert announce.record(state_dir, {}, {B})
+    assert announce.take(state_dir) == [("org.x.Two", GONE)]
 
 
-def test_a_damaged_record_tells_everything_again(run_dir: str) -> None:
-    announce.record(run_dir, {"org.x.One": (A, "linked")}, {A})
-    announce.take(run_dir)
-    Path(run_dir, announce.BASELINE).write_text("[1, 2")
-    assert announce.record(run_dir, {"org.x.One": (A, "linked")}, {A})
-    assert announce.take(run_dir) == [("org.x.One", "linked")]
+def test_a_damaged_record_tells_everything_again(state_dir: str) -> None:
+    announce.record(state_dir, {"org.x.One": (A, "linked")}, {A})
+    announce.take(state_dir)
+    Path(state_dir, announce.BASELINE).write_text("[1, 2")
+    assert announce.record(state_dir, {"org.x.One": (A, "linked")}, {A})
+    assert announce.take(state_dir) == [("org.x.One", "linked")]
 
 
-def test_batches_nobody_takes_are_bounded(run_dir: str) -> None:
+def test_batches_nobody_takes_are_bounded(state_dir: str) -> None:
     for i in range(announce.MAX_BATCHES + 5):
-        assert announce.record(run_dir, {"org.x.One": (A, f"state{i}")}, {A})
-    told = announce.take(run_dir)
+        assert announce.record(state_dir, {"org.x.One": (A, f"state{i}")}, {A})
+    told = announce.take(state_dir)
     assert len(told) == announce.MAX_BATCHES
     assert told[-1] == ("org.x.One", f"state{announce.MAX_BATCHES + 4}")

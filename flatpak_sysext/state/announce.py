@@ -6,9 +6,9 @@
 Every reconcile, under the service's lock, compares the states it ends with to those the
 last run recorded (``announced.json``), records its own, and queues the differences as a
 batch file in ``announce/``; the interface (dbusservice.py), woken by ``Reread``, emits
-the queued batches and removes them. Both files are root's, in ``/run/flatpak-sysext/``:
+the queued batches and removes them. Both are root's, in the service's state directory:
 what is signalled is what root's runs found, whoever sends ``Reread``, and a change made
-while the interface does not run is told when it next does.
+while the interface does not run (or before a reboot) is told when it next does.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ States = Mapping[str, tuple[str, str]]
 
 def changes(before: States | None, now: States, scope: Collection[str]) -> list[tuple[str, str]]:
     """The (app, state) pairs to tell, going from the states ``before`` (None: not known,
-    as after a boot: every app is told) to those ``now`` of the installations ``scope``."""
+    as at the first run: every app is told) to those ``now`` of the installations
+    ``scope``."""
     if before is None:
         return sorted((app, state) for app, (_, state) in now.items())
     gone = [(app, GONE) for app, (inst, _) in before.items() if inst in scope and app not in now]
@@ -52,16 +53,16 @@ def _load(path: str) -> dict[str, tuple[str, str]] | None:
         return None  # not known: every app is told
 
 
-def record(run_dir: str, now: States, scope: Collection[str]) -> bool:
+def record(state_dir: str, now: States, scope: Collection[str]) -> bool:
     """Record the states ``now`` of the installations ``scope`` and queue what changed;
     whether anything was queued. Under the service's lock; raises OSError."""
-    path = os.path.join(run_dir, BASELINE)
+    path = os.path.join(state_dir, BASELINE)
     before = _load(path)
     told = changes(before, now, scope)
     kept = {a: v for a, v in (before or {}).items() if v[0] not in scope}
-    statefiles.private_directory(run_dir)
+    statefiles.private_directory(state_dir)
     if told:
-        queue = os.path.join(run_dir, QUEUE)
+        queue = os.path.join(state_dir, QUEUE)
         statefiles.private_directory(queue)
         name = f"{time.time_ns():020d}-{os.getpid()}.json"
         statefiles.write_file(os.path.join(queue, name), json.dumps(told).encode(), 0o600,
@@ -82,9 +83,9 @@ def _batches(queue: str) -> list[str]:
         return []
 
 
-def take(run_dir: str) -> list[tuple[str, str]]:
+def take(state_dir: str) -> list[tuple[str, str]]:
     """The queued (app, state) pairs, oldest first, each batch removed once read."""
-    queue = os.path.join(run_dir, QUEUE)
+    queue = os.path.join(state_dir, QUEUE)
     out: list[tuple[str, str]] = []
     for name in _batches(queue):
         path = os.path.join(queue, name)
