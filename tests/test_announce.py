@@ -28,16 +28,18 @@ def state_dir(tmp_path: Path) -> str:
     return str(tmp_path / "state")
 
 
-def test_each_change_is_told_once_oldest_first(state_dir: str) -> None:
+def test_each_change_is_told_once_and_only_the_last(state_dir: str) -> None:
     # At the first run nothing was recorded: every app is told.
     assert announce.record(state_dir, {"org.x.One": (A, "waiting")}, {A})
     assert not announce.record(state_dir, {"org.x.One": (A, "waiting")}, {A})
     assert announce.record(state_dir, {"org.x.One": (A, "linked"), "org.x.New": (A, "waiting")},
                            {A})
     assert announce.record(state_dir, {"org.x.New": (A, "waiting")}, {A})  # One uninstalled
-    assert announce.take(state_dir) == [("org.x.One", "waiting"), ("org.x.New", "waiting"),
-                                      ("org.x.One", "linked"), ("org.x.One", GONE)]
+    # Queued while no interface ran: the state now, per app, in the order queued.
+    assert announce.take(state_dir) == [("org.x.New", "waiting"), ("org.x.One", GONE)]
     assert announce.take(state_dir) == []
+    assert announce.record(state_dir, {"org.x.New": (A, "linked")}, {A})
+    assert announce.take(state_dir) == [("org.x.New", "linked")]
 
 
 def test_a_run_over_one_installation_leaves_the_others_states(state_dir: str) -> None:

@@ -84,7 +84,9 @@ def _batches(queue: str) -> list[str]:
 
 
 def take(state_dir: str) -> list[tuple[str, str]]:
-    """The queued (app, state) pairs, oldest first, each batch removed once read."""
+    """The queued (app, state) pairs, each batch removed once read: per app its last
+    state only (what was queued while no interface ran is no longer the state now), in
+    the order those were queued."""
     queue = os.path.join(state_dir, QUEUE)
     out: list[tuple[str, str]] = []
     for name in _batches(queue):
@@ -96,4 +98,5 @@ def take(state_dir: str) -> list[tuple[str, str]]:
             pass  # a damaged batch is dropped: clients read the states themselves
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    return out
+    last = {app: i for i, (app, _) in enumerate(out)}
+    return [pair for i, pair in enumerate(out) if last[pair[0]] == i]
