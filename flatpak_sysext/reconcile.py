@@ -19,10 +19,10 @@ from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import Evaluation, evaluate
 from flatpak_sysext.flatpak import layout
 from flatpak_sysext.flatpak.installation import Installation
-from flatpak_sysext.host import apply, hostsync, pkgtransaction, targetdir
+from flatpak_sysext.host import apply, busnotify, hostsync, pkgtransaction, targetdir
 from flatpak_sysext.host.apply import Failure
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink, make_plan
-from flatpak_sysext.state import fileio, provided, request, statefiles, store
+from flatpak_sysext.state import announce, fileio, provided, request, statefiles, store
 from flatpak_sysext.state.hoststate import SyncReport
 
 MAX_PASSES = 5
@@ -125,7 +125,24 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
             for inst, sig in zip(scope, seen):
                 if _signature(request.path(inst.path)) == sig:
                     request.clear(inst.path)
+        told = _announce(ctx, scope, result)
+    if told:
+        busnotify.reread()  # the D-Bus interface signals what changed
     return result
+
+
+def _announce(ctx: Context, scope: Sequence[Installation], result: Result) -> bool:
+    """Queue for AppChanged the states this run ends with that differ from those the last
+    run recorded (state/announce.py); whether any do. A failure to is no failure of the
+    run: clients read the states themselves."""
+    states = {s.app_id: (s.installation.path, s.state) for s in result.evaluation.apps}
+    for action in result.applied:  # the evaluation's states precede what was applied
+        if isinstance(action, (Link, Relink)) and action.name in states:
+            states[action.name] = (states[action.name][0], "linked")
+    try:
+        return announce.record(ctx.state_dir, states, {i.path for i in scope})
+    except OSError:
+        return False
 
 
 def _round(ctx: Context, scope: Sequence[Installation],
