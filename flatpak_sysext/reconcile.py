@@ -130,7 +130,8 @@ def _answer(ctx: Context, scope: Sequence[Installation], result: Result,
         failures = [f.message for f in result.failures
                     if f.action is None or owner.get(f.action.name, inst.path) == inst.path]
         try:
-            answer.write(ctx.state_dir, inst.path, served[inst.path], failures, merged)
+            answer.write(ctx.state_dir, inst.path, served[inst.path], failures, merged,
+                         result.sync.time if result.sync else None)
         except OSError:
             continue
 

@@ -203,6 +203,8 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
 
     from flatpak_sysext import output
     from flatpak_sysext.host import apply
+    from flatpak_sysext.host.apply import Failure
+    from flatpak_sysext.reconcile import Result
     from flatpak_sysext.state import answer, hoststate, request, told
 
     nonce = answer.new_nonce()
@@ -221,8 +223,9 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
                                    None)
         after = dataclasses.replace(after, merged=served.merged)
         last_sync = hoststate.last_sync(inst, ctx.state_dir)
-        lines = output.request_lines(after, [], before, last_sync)
-        lines.errors.extend(served.failures)
+        sync = last_sync if last_sync and last_sync.time == served.sync else None
+        result = Result(after, (), tuple(Failure(None, f) for f in served.failures), sync)
+        lines = output.result_lines(result, before, last_sync)
         return lines, after, told.after(after, before, (), requested=False,
                                         sync=last_sync.time if last_sync else None)
     fresh = [a for a in ev.plan.actions if apply.describe(a) not in already]

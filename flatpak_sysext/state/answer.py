@@ -55,10 +55,12 @@ class Answer:
     """What that run could not do (its failure messages), for this installation."""
     merged: frozenset[str]
     """What systemd-sysext had merged when the run ended."""
+    sync: str | None
+    """The time of the run's host sync (hoststate.SyncReport.time), if it ran one."""
 
-    def to_json(self) -> dict[str, list[str]]:
+    def to_json(self) -> dict[str, object]:
         return {"nonces": list(self.nonces), "failures": list(self.failures),
-                "merged": sorted(self.merged)}
+                "merged": sorted(self.merged), "sync": self.sync}
 
 
 def path(state_dir: str, installation_path: str) -> str:
@@ -99,7 +101,8 @@ def read(state_dir: str, installation_path: str) -> list[Answer]:
         return [Answer(tuple(n for n in _strings(run["nonces"], NONCE_LENGTH)
                              if valid_nonce(n)),
                        _strings(run["failures"], MAX_MESSAGE)[:MAX_FAILURES],
-                       frozenset(_strings(run["merged"], 256)))
+                       frozenset(_strings(run["merged"], 256)),
+                       run["sync"] if isinstance(run["sync"], str) else None)
                 for run in doc["runs"][-KEEP_RUNS:]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return []
@@ -112,11 +115,11 @@ def find(state_dir: str, installation_path: str, nonce: str) -> Answer | None:
 
 
 def write(state_dir: str, installation_path: str, nonces: Iterable[str],
-          failures: Sequence[str], merged: Iterable[str]) -> None:
+          failures: Sequence[str], merged: Iterable[str], sync: str | None) -> None:
     """Add a run that served ``nonces`` to the answer file (the caller holds the lock)."""
     run = Answer(tuple(sorted(n for n in set(nonces) if valid_nonce(n))),
                  tuple(f[:MAX_MESSAGE] for f in failures[:MAX_FAILURES]),
-                 frozenset(merged))
+                 frozenset(merged), sync)
     runs = [*read(state_dir, installation_path), run][-KEEP_RUNS:]
     statefiles.installation_directory(state_dir, installation_path, create=True)
     doc = {"installation": installation_path, "runs": [r.to_json() for r in runs]}
