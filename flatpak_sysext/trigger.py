@@ -287,9 +287,10 @@ UNIT_DIRS = ("etc/systemd/system", "run/systemd/system", "usr/lib/systemd/system
 
 def _unwatched(request_path: str, host_root: str) -> str:
     """Why no answer to a request at ``request_path`` is to be expected ("" if one is):
-    systemd is not running, ``flatpak-sysext.path`` is not active (its invocation ID
-    is only published while it is), or neither it nor its drop-ins name the file.
-    Reads a few small files: a missing service never costs the trigger its wait."""
+    systemd is not running, ``flatpak-sysext.path`` is masked or not enabled (no
+    ``*.wants`` link to it: systemd publishes no state of a path unit in ``/run``), or
+    neither it nor its drop-ins name the file. Reads a few small files and directories:
+    a missing service never costs the trigger its wait."""
     import contextlib
 
     from flatpak_sysext.state import fileio
@@ -299,10 +300,14 @@ def _unwatched(request_path: str, host_root: str) -> str:
 
     if not os.path.isdir(host("run/systemd/system")):
         return "systemd is not running"
-    if not os.path.lexists(host(f"run/systemd/units/invocation:{PATH_UNIT}")):
-        return f"{PATH_UNIT} is not active (systemctl enable --now {PATH_UNIT})"
+    enabled = masked = False
     texts = []
     for d in UNIT_DIRS:
+        with contextlib.suppress(OSError):  # no such directory
+            enabled = enabled or any(
+                os.path.lexists(host(f"{d}/{n}/{PATH_UNIT}")) for n in os.listdir(host(d))
+                if n.endswith(".wants"))
+        masked = masked or os.path.realpath(host(f"{d}/{PATH_UNIT}")) == "/dev/null"
         files = [os.path.join(d, PATH_UNIT)]
         with contextlib.suppress(OSError):  # no drop-ins there
             files += [os.path.join(d, f"{PATH_UNIT}.d", n)
@@ -313,6 +318,9 @@ def _unwatched(request_path: str, host_root: str) -> str:
                 texts.append(fileio.read_regular(host(f), 1 << 16, follow=True))
             except (OSError, ValueError):
                 continue
+    if masked or not enabled:
+        return (f"{PATH_UNIT} is {'masked' if masked else 'not enabled'} "
+                f"(systemctl enable --now {PATH_UNIT})")
     if not any(os.fsencode(request_path) in t for t in texts):
         return f"{PATH_UNIT} does not watch {request_path} (a drop-in adds it)"
     return ""

@@ -104,7 +104,7 @@ def test_without_the_path_unit_the_trigger_says_so_at_once(machine: Machine) -> 
         said = machine.flatpak("install", "--system", "fsx", APP)
         took = time.monotonic() - start
         assert "flatpak-sysext: the request waits for flatpak-sysext.service: " \
-               "flatpak-sysext.path is not active" in said, said
+               "flatpak-sysext.path is not enabled" in said, said
         assert f"{APP}: linked, commit" in said and "(requested;" in said, said
         assert took < 15, f"flatpak install took {took:.1f} s"
         assert APP not in machine.merged()

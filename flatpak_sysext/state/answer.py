@@ -69,10 +69,11 @@ def path(state_dir: str, installation_path: str) -> str:
                         FILE_NAME)
 
 
-def _strings(value: object, valid: int) -> tuple[str, ...]:
+def _strings(value: object, longest: int) -> tuple[str, ...]:
+    """A JSON list of strings, each cut to ``longest`` characters."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("not a list of strings")
-    return tuple(v[:valid] for v in value)
+    return tuple(v[:longest] for v in value)
 
 
 def _trusted(file_path: str) -> bool:
@@ -98,7 +99,7 @@ def read(state_dir: str, installation_path: str) -> list[Answer]:
         doc = json.loads(fileio.read_regular(file_path, MAX_SIZE))
         if doc["installation"] != installation_path:
             return []
-        return [Answer(tuple(n for n in _strings(run["nonces"], NONCE_LENGTH)
+        return [Answer(tuple(n for n in _strings(run["nonces"], NONCE_LENGTH + 1)
                              if valid_nonce(n)),
                        _strings(run["failures"], MAX_MESSAGE)[:MAX_FAILURES],
                        frozenset(_strings(run["merged"], 256)),
