@@ -4,9 +4,11 @@
 
 Flatpak runs the trigger after every transaction, and almost every time none of the
 apps that declare a system extension was touched. A trigger run that found nothing to
-do and said nothing leaves a stamp, ``<installation>/flatpak-sysext/quick``, with:
+do and said nothing (but which apps wait for consent: told on every transaction) leaves
+a stamp, ``<installation>/flatpak-sysext/quick``, with:
 
 - the environment variables and command-line path it ran with;
+- what it said, for the quick answer to say again;
 - the ``stat`` signature of every file and directory its decision read: the config,
   ``installations.d``, os-release, the repo config, the target directory, the merged
   list, the state files, the installed code, and Flatpak's ``.changed``; with

@@ -213,6 +213,7 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
     last_sync = hoststate.last_sync(inst, ctx.state_dir)
     unwatched = _unwatched(request.path(inst.path), ctx.host_root) if pending else ""
     served = None
+    wait = 0.0
     if pending and not unwatched:
         wait = min(ANSWER_WAIT, deadline - time.monotonic() - LOCK_WAIT / 4)
         served = answer.wait(ctx.state_dir, inst.path, nonce, wait)
@@ -238,8 +239,9 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
     if unwatched:
         lines.info.append(f"the request waits for flatpak-sysext.service: {unwatched}")
     elif pending:
-        lines.info.append("flatpak-sysext.service has not answered yet; the request "
-                          "stands (flatpak-sysext status tells what became of it)")
+        lines.info.append(f"no answer from flatpak-sysext.service within {wait:.0f} s; "
+                          "the request stands (flatpak-sysext status tells what became "
+                          "of it)")
     now = told.after(ev, before, ev.plan.actions, requested=True,
                      sync=last_sync.time if last_sync else None)
     return lines, ev, now
