@@ -122,6 +122,8 @@ def _answer(ctx: Context, scope: Sequence[Installation], result: Result,
     """Tell the trigger runs waiting for the requests this run served how it went: per
     installation, the failures that are not another installation's app's, and what is
     merged now. Best effort: a trigger that finds no answer says its request stands."""
+    if not any(served.values()):
+        return
     merged = hostsync.read_merged(ctx.host_root)
     owner = {s.app_id: s.installation.path for s in result.evaluation.apps}
     for inst in scope:
