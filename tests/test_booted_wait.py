@@ -114,3 +114,28 @@ def test_without_the_path_unit_the_trigger_says_so_at_once(machine: Machine) -> 
     machine.run("systemctl", "start", "flatpak-sysext.service", check=True)
     machine.wait_for(lambda: APP in machine.merged(), f"{APP} to be merged")
     _uninstall(machine)
+
+
+def test_a_package_transaction_under_way_is_answered_at_once_and_said(
+        machine: Machine) -> None:
+    """Host sync waits for the package transaction's end; the trigger does not wait for
+    that: the service answers with the sync deferred, and the install output says so."""
+    holder = machine.run("sh", "-c", "sleep 600 >/dev/null 2>&1 & echo $!",
+                         check=True).stdout.strip()
+    try:
+        machine.run("flatpak-sysext", "package-transaction", "begin", "--holder", holder,
+                    check=True)
+        start = time.monotonic()
+        said = machine.flatpak("install", "--system", "fsx", APP)
+        took = time.monotonic() - start
+        assert f"flatpak-sysext: {APP}: linked, commit " in said, said
+        assert "not merged yet" in said and "a package transaction is under way" in said, said
+        assert "requested" not in said and "no answer from" not in said, said
+        assert took < 15, f"flatpak install took {took:.1f} s"
+        assert APP not in machine.merged()
+        machine.run("flatpak-sysext", "package-transaction", "end", "--holder", holder,
+                    check=True)
+    finally:
+        machine.run("kill", holder)
+    machine.wait_for(lambda: APP in machine.merged(), f"{APP} to be merged")
+    _uninstall(machine)
