@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from flatpak_sysext.context import Context
+    from flatpak_sysext.evaluate import AppStatus
     from flatpak_sysext.reconcile import Result
 
 
@@ -26,6 +27,17 @@ class Refused(Exception):
 
 class Changed(Refused):
     """Approve by digest, of an app that no longer grants, or comes from, what it names."""
+
+
+def refused_why(app: AppStatus) -> str:
+    """Why ``approve`` has nothing to consent to, as `` (...)``: what consents already,
+    the policy rule that denies, or the problem codes that reject."""
+    if app.consent is not None:
+        return f" ({app.consent})"
+    if app.state == "rejected" and app.problems:
+        codes = ", ".join(sorted({p.code for p in app.problems}))
+        return f" ({codes}; flatpak-sysext status says where)"
+    return f" ({app.reason})" if app.reason else ""
 
 
 def consent_app(ctx: Context, command: str, app_id: str, digest: str | None = None,
@@ -50,8 +62,7 @@ def consent_app(ctx: Context, command: str, app_id: str, digest: str | None = No
             raise Refused(f"{app_id}: not installed in a system installation, or declares "
                           "no system extension", 2)
         if app.state in ("rejected", "denied") or app.consent is not None:
-            raise Refused(f"{app_id} is {app.state}" + (f" ({app.consent})" if app.consent else "")
-                + "; nothing to consent to", 1)
+            raise Refused(f"{app_id} is {app.state}{refused_why(app)}; nothing to consent to", 1)
         origin = consent.origin_of(app.installation.path, app.origin)
         ring = keyring.remote_keyring(app.installation.path, app.origin)
         if origin is None or ring is None:

@@ -237,9 +237,12 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     # No config here: every restricted class the tree uses is a problem (contain.py).
     from flatpak_sysext.rules import contain, selinux
 
-    types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
-    refused = contain.restricted_problems(
-        (*report.restricted, *selinux.check_restricted(types)), frozenset())
+    try:
+        types = selinux.policy_types(path, report.files)  # None: no SELinux policy here
+    except OSError as e:  # setfiles missing or failing: a clear message, no traceback
+        die(f"{path}: {e}")
+    report = selinux.judged(report, types)
+    refused = contain.restricted_problems(report.restricted, frozenset())
     report = dataclasses.replace(report, problems=report.problems + tuple(refused))
     if args.json:
         _print_json(output.check_json(name, path, report, judged, types))
@@ -270,7 +273,7 @@ def _resync(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from flatpak_sysext.host import hostcommands, pkgtransaction
+    from flatpak_sysext.host import hostcommands, pkgmanagers, pkgtransaction
 
     def resync() -> None:
         _resync(args, environ)
@@ -290,7 +293,7 @@ def cmd_package_transaction(args: argparse.Namespace, environ: Mapping[str, str]
     if args.action == "end":
         pkgtransaction.end(holder, resync=resync)
         return 0
-    if args.dnf5 == "repos-configured" and not pkgtransaction.dnf5_changes_system(int(text)):
+    if args.dnf5 == "repos-configured" and not pkgmanagers.dnf5_changes_system(int(text)):
         return 0
     if args.dnf5 == "goal-resolved" and holder in pkgtransaction.holders():
         return 0

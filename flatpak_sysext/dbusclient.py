@@ -19,7 +19,7 @@ from typing import Any
 from jeepney import DBusAddress, HeaderFields, Message, MessageFlag, MessageType, new_method_call
 from jeepney.io.blocking import open_dbus_connection
 
-from flatpak_sysext import dbusservice
+from flatpak_sysext import dbusservice, statustext
 from flatpak_sysext.host import hostcommands
 
 SERVICE = DBusAddress(dbusservice.PATH, bus_name=dbusservice.BUS_NAME,
@@ -117,27 +117,18 @@ def consent(command: str, app_id: str) -> int:
 
 
 def status(as_json: bool) -> int:
-    """``status`` through the service, which reads the consent records as root."""
+    """``status`` through the service, which reads the consent records as root: the same
+    document as root's ``status --json``, and the same text (statustext.py)."""
     try:
-        apps = [(app_id, app_info(app_id)) for app_id, _state in call("ListApps")[0]]
-    except (CallFailed, OSError) as e:
+        doc = json.loads(call("Status")[0])
+    except (CallFailed, OSError, ValueError) as e:
         print(f"flatpak-sysext: status as a user other than root needs the service's D-Bus "
               f"interface, which does not answer ({e})", file=sys.stderr)
         return 4
     if as_json:
-        json.dump([{"app": a, **info} for a, info in apps], sys.stdout, indent=2,
-                  sort_keys=True)
+        json.dump(doc, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         return 0
-    if not apps:
-        print("No system extensions declared.")
-    for app_id, info in apps:
-        print(f"{app_id}: {info['state']}")
-        for grant in info["grants"]:
-            mark = "  (new)" if grant in info["new_grants"] else ""
-            print(f"  grants: {grant}{mark}")
-        if info["url"]:
-            print(f"  from {info['url']}; keys {', '.join(info['keys']) or 'none'}")
-        if info["reason"]:  # for a waiting app, with the command that consents
-            print(f"  {info['reason']}")
+    for line in statustext.status_lines(doc):
+        print(line)
     return 0

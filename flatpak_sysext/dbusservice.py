@@ -17,6 +17,7 @@ call so that a polkit check waiting for a password never holds up other callers.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import queue
 import sys
@@ -24,7 +25,15 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from jeepney import HeaderFields, MatchRule, Message, MessageType, new_error, new_signal
+from jeepney import (
+    HeaderFields,
+    MatchRule,
+    Message,
+    MessageFlag,
+    MessageType,
+    new_error,
+    new_signal,
+)
 from jeepney import new_method_return as _return
 from jeepney.bus_messages import message_bus
 from jeepney.io.threading import DBusRouter, open_dbus_router
@@ -32,12 +41,13 @@ from jeepney.wrappers import DBusAddress
 
 from flatpak_sysext import polkitauth
 from flatpak_sysext.evaluate import AppStatus
+from flatpak_sysext.host import busnotify
 from flatpak_sysext.rules.manifest import GRANT_MODEL
 from flatpak_sysext.state import consent
 
-BUS_NAME = "org.flatpak.SystemExtensions1"
-PATH = "/org/flatpak/SystemExtensions1"
-INTERFACE = BUS_NAME
+BUS_NAME = busnotify.BUS_NAME
+PATH = busnotify.PATH
+INTERFACE = busnotify.INTERFACE
 ERROR_REFUSED = f"{BUS_NAME}.Error.Refused"
 """Approve or Revoke refused: not installed, rejected, denied, nothing to take back."""
 ERROR_CHANGED = f"{BUS_NAME}.Error.Changed"
@@ -51,8 +61,8 @@ IDLE = 30.0
 """Seconds without a call before the service exits (D-Bus starts it again)."""
 POLKIT_TIMEOUT = 600.0
 """An authentication dialog left open: past this the call fails, as the caller's does."""
-SIGNATURES = {"ListApps": "", "GetApp": "s", "Approve": "ss", "Revoke": "s",
-              "Introspect": ""}
+SIGNATURES = {"ListApps": "", "GetApp": "s", "Status": "", "Approve": "ss", "Revoke": "s",
+              busnotify.REREAD: "", "Introspect": ""}
 INTROSPECTION = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
 <node>
@@ -60,11 +70,13 @@ INTROSPECTION = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Intr
   <method name="ListApps"><arg direction="out" type="a(ss)" name="apps"/></method>
   <method name="GetApp"><arg direction="in" type="s" name="app"/>
    <arg direction="out" type="a{{sv}}" name="info"/></method>
+  <method name="Status"><arg direction="out" type="s" name="json"/></method>
   <method name="Approve"><arg direction="in" type="s" name="app"/>
    <arg direction="in" type="s" name="grants_digest"/>
    <arg direction="out" type="s" name="outcome"/></method>
   <method name="Revoke"><arg direction="in" type="s" name="app"/>
    <arg direction="out" type="s" name="outcome"/></method>
+  <method name="{busnotify.REREAD}"/>
   <signal name="AppChanged"><arg type="s" name="app"/><arg type="s" name="state"/></signal>
  </interface>
  <interface name="org.freedesktop.DBus.Introspectable">
@@ -139,6 +151,15 @@ class Backend(Protocol):
         """Every app that declares a system extension."""
         ...
 
+    def status(self) -> list[dict[str, Any]]:
+        """The ``status --json`` document (schemas/status.schema.json)."""
+        ...
+
+    def reread(self) -> Mapping[str, str]:
+        """Signal AppChanged for each change root's runs queued since the last time
+        (state/announce.py); what was told."""
+        ...
+
     def authorize(self, caller: Caller, action: str, details: Mapping[str, str],
                   interactive: bool) -> polkitauth.Verdict:
         """polkit's verdict on ``action`` for ``caller``."""
@@ -168,6 +189,14 @@ def dispatch(msg: Message, caller: Caller, backend: Backend) -> Message:
                                        f"not ({signature})")
     if member == "Introspect":
         return _return(msg, "s", (INTROSPECTION,))
+    if member == busnotify.REREAD:
+        # Anyone's: it signals only what root's runs queued, and costs next to nothing.
+        backend.reread()
+        return _return(msg, "", ())
+    if member == "Status":
+        # A sandboxed caller reads its own app only: no other app, entry nor warning.
+        doc = [i for i in backend.status() if caller.app in (None, i["app"])]
+        return _return(msg, "s", (json.dumps(doc, sort_keys=True),))
     apps = backend.apps()
     if member == "ListApps":
         return _return(msg, "a(ss)", ([(a.app_id, a.state) for a in apps
@@ -215,6 +244,8 @@ class HostBackend:
         self.environ = environ
         self.consenting = threading.Lock()
         """One consent call at a time: each evaluates, then takes the service's lock."""
+        self.announcing = threading.Lock()
+        """One reread at a time, so that each change is signalled once."""
 
     def _context(self) -> Any:
         from flatpak_sysext import config
@@ -233,6 +264,13 @@ class HostBackend:
 
         ctx = self._context()
         return [describe(s) for s in evaluate(ctx, ctx.installations, save_cache=False).apps]
+
+    def status(self) -> list[dict[str, Any]]:
+        from flatpak_sysext import output
+        from flatpak_sysext.evaluate import evaluate
+
+        ctx = self._context()
+        return output.status_json(ctx, evaluate(ctx, ctx.installations, save_cache=False))
 
     def authorize(self, caller: Caller, action: str, details: Mapping[str, str],
                   interactive: bool) -> polkitauth.Verdict:
@@ -255,10 +293,19 @@ class HostBackend:
             except approval.Refused as e:
                 raise Refused(str(e)) from e
             output.print_reconcile(ctx, result, dry_run=False)  # to the journal
+        self.reread()  # at once: the reconcile's own Reread then finds nothing queued
         # The reconcile's evaluation precedes what it applied: read the state again.
         state = next((a.state for a in self.apps() if a.app_id == app_id), "gone")
-        self.router.send(changed_signal(app_id, state))
         return "\n".join([*lines, f"{app_id}: {state}"])
+
+    def reread(self) -> dict[str, str]:
+        from flatpak_sysext.state import announce
+
+        with self.announcing:
+            told = announce.take(self._context().state_dir)
+            for app_id, state in told:
+                self.router.send(changed_signal(app_id, state))
+            return dict(told)
 
 
 def identify(router: DBusRouter, sender: str, proc: str = "/proc") -> Caller:
@@ -276,7 +323,10 @@ def identify(router: DBusRouter, sender: str, proc: str = "/proc") -> Caller:
 def _handle(router: DBusRouter, backend: Backend, msg: Message) -> None:
     sender = msg.header.fields.get(HeaderFields.sender, "")
     try:
-        caller = identify(router, sender)
+        # A reconcile does not wait for Reread: it is often gone when the service, which
+        # D-Bus started for the call, reads it, and nothing of Reread depends on who sent it.
+        caller = (Caller(sender, None) if msg.header.fields.get(HeaderFields.member)
+                  == busnotify.REREAD else identify(router, sender))
         reply = dispatch(msg, caller, backend)
     except ValueError as e:
         reply = _error(msg, ERROR_DENIED, str(e))
@@ -286,7 +336,8 @@ def _handle(router: DBusRouter, backend: Backend, msg: Message) -> None:
         print(f"flatpak-sysext: {msg.header.fields.get(HeaderFields.member)} from {sender}: "
               f"{type(e).__name__}: {e}", file=sys.stderr)
         reply = _error(msg, ERROR_FAILED, f"{type(e).__name__}: {e}")
-    router.send(reply)
+    if not msg.header.flags & MessageFlag.no_reply_expected:  # the bus refuses it otherwise
+        router.send(reply)
 
 
 def serve(environ: Mapping[str, str] | None = None, idle: float = IDLE) -> int:

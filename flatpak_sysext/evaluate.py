@@ -78,10 +78,13 @@ class Evaluation:
     """Apps that could not be read whose links are removed all the same (RELEASED says why)."""
     migrated: Mapping[str, consent.Record] = dataclasses.field(default_factory=dict)
     """Consent records a run keeps for the apps it links (consent.Decision.keep)."""
+    relabeled: frozenset[str] = frozenset()
+    """Apps whose snapshot this run labeled again for SELinux (selinux.keep_labels)."""
 
 
 def _judge(ctx: Context, app: Declared, verdicts: cache.Cache, snapshots: bool,
-           consented: Callable[[TreeReport], bool]) -> tuple[TreeReport, bool, str]:
+           consented: Callable[[TreeReport], bool],
+           relabeled: set[str]) -> tuple[TreeReport, bool, str]:
     """The verdict on an app's tree, whether it was reached in this run, and the link
     target: its snapshot (pipeline.py), made here if ``snapshots`` and it is missing and
     kept if ``consented`` to.
@@ -103,8 +106,9 @@ def _judge(ctx: Context, app: Declared, verdicts: cache.Cache, snapshots: bool,
         report = failed
     else:
         have = os.path.isdir(target)
-        if have and snapshots:  # a policy update or a relabel of /var: label it again
-            selinux.keep_labels(target, ctx.host_root)
+        # A policy update or a relabel of /var: label it again (and, merged, refresh).
+        if have and snapshots and selinux.keep_labels(target, ctx.host_root):
+            relabeled.add(app.app_id)
         if report is not None and (not report.accepted or have or not snapshots):
             return report, False, target
         if have:  # made under other rules (the cache's fingerprint changed): judge it again
@@ -128,6 +132,7 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     warnings: list[str] = []
     held: set[str] = set()
     judged: list[Judged] = []
+    relabeled: set[str] = set()
     entries = targetdir.scan(ctx.config.target_dir, scope, ctx.installations, ctx.state_dir)
     for inst in scope:
         verdicts = cache.Cache(inst, ctx.fingerprint(),
@@ -154,7 +159,7 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
             try:
                 report, fresh, target = _judge(
                     ctx, app, verdicts, save_cache and not ctx.sandboxed,
-                    functools.partial(_consented, ctx, app, entries))
+                    functools.partial(_consented, ctx, app, entries), relabeled)
             except OSError as e:
                 # An I/O error or a tree changing under us says nothing about the
                 # extension: hold its link as it is, cache nothing, and report it.
@@ -183,7 +188,7 @@ def evaluate(ctx: Context, scope: Sequence[Installation], *, save_cache: bool) -
     if ctx.consents.warning:
         warnings.append(ctx.consents.warning)
     return Evaluation(tuple(statuses), entries, plan, tuple(errors), tuple(warnings),
-                      merged, released, migrated)
+                      merged, released, migrated, frozenset(relabeled))
 
 
 RELEASED = ("it cannot be read or validated, and its link no longer resolves inside the "

@@ -9,15 +9,15 @@ import sys
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from flatpak_sysext import config, evaluate
+from flatpak_sysext import config, evaluate, statustext
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import AppStatus, Evaluation
-from flatpak_sysext.host import apply, pkgtransaction
+from flatpak_sysext.host import apply, hostcommands, pkgmanagers
 from flatpak_sysext.plan import Action, Kind, Link, Relink, Unlink
 from flatpak_sysext.reconcile import Removal, Result
 from flatpak_sysext.report import Problem, TreeReport
 from flatpak_sysext.rules import release, selinux
-from flatpak_sysext.state import hoststate, told
+from flatpak_sysext.state import consent, hoststate, told
 from flatpak_sysext.state.consent import FIRST_USE
 
 
@@ -183,9 +183,12 @@ def _syncs(ctx: Context) -> dict[str, hoststate.SyncReport | None]:
 
 
 def app_json(s: AppStatus, merged: frozenset[str],
-             last_sync: hoststate.SyncReport | None = None) -> dict[str, Any]:
+             last_sync: hoststate.SyncReport | None = None,
+             remote: consent.Origin | None = None,
+             hints: Sequence[str] = ()) -> dict[str, Any]:
     """One extension as an object of ``status --json`` (schemas/status.schema.json);
-    ``last_sync`` is the last host sync of its installation."""
+    ``last_sync`` is the last host sync of its installation, ``remote`` where it comes
+    from (None: its remote cannot be read), ``hints`` what would help it along."""
     return {
         "app": s.app_id,
         "name": s.app_id,
@@ -195,26 +198,88 @@ def app_json(s: AppStatus, merged: frozenset[str],
         "target": s.target,
         "commit": s.commit,
         "origin": s.origin,
+        "remote": None if remote is None else remote.to_json(),
         "problems": _problems(s.problems),
         "warnings": _problems(s.warnings),
         "reason": s.reason,
         "merged": s.app_id in merged,
         "host_sync": None if last_sync is None else last_sync.to_json(),
         "manifest": s.manifest.to_json(),
+        "grants": sorted(s.manifest.grants()),
         "consent": s.consent,
         "new_grants": sorted(s.new_grants),
+        "hints": list(hints),
     }
 
 
-def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
-    """The ``status --json`` document: declared extensions, then foreign entries."""
+PENDING = "not linked yet: flatpak-sysext reconcile links it (the service does after every " \
+          "Flatpak transaction and at boot)"
+"""The hint of a ``pending`` app: valid and consented to, its link not made yet."""
+UNIT_STATES = {
+    "disabled": "unit {unit} is not enabled: it runs only when something starts it "
+                "(systemctl enable {unit})",
+    "masked": "unit {unit} is masked: it never starts (systemctl unmask {unit})",
+}
+"""What ``systemctl is-enabled`` answers that keeps a merged unit from running at boot."""
+
+
+def unit_hints(units: Sequence[str], runner: hostcommands.Runner) -> list[str]:
+    """For a merged extension's ``units``: those that are not enabled or are masked, as
+    ``systemctl is-enabled`` says (one call per unit; a template is never enabled as
+    such, and systemd's errors say nothing about the extension)."""
+    systemctl = hostcommands.tool("systemctl")
+    if systemctl is None:
+        return []
+    hints = []
+    for unit in units:
+        if "@." in unit:
+            continue
+        _code, out = runner((systemctl, "is-enabled", unit))
+        said = out.strip().splitlines()
+        if said and said[-1] in UNIT_STATES:
+            hints.append(UNIT_STATES[said[-1]].format(unit=unit))
+    return hints
+
+
+def _hints(ctx: Context, s: AppStatus, merged: frozenset[str],
+           runner: hostcommands.Runner) -> list[str]:
+    if s.state == "pending":
+        return [PENDING]
+    if s.state == "linked" and s.app_id in merged and ctx.host_root == "/":
+        return unit_hints([u.name for u in s.manifest.units], runner)
+    return []
+
+
+def global_warnings(ctx: Context, ev: Evaluation) -> list[str]:
+    """What every ``status`` warns of, apart from any one app: the evaluation's errors
+    and warnings, the configuration's, missing package manager hooks."""
+    hooks = [f"package manager hooks for {manager} missing: {', '.join(missing)} "
+             f"({manager} fails while an extension is merged)"
+             for manager, missing in pkgmanagers.hook_status(ctx.host_root) if missing]
+    return [*ev.errors, *standing(ctx.config), *ev.warnings, *hooks]
+
+
+def status_json(ctx: Context, ev: Evaluation, *, warnings: bool = True,
+                runner: hostcommands.Runner = hostcommands.run_command,
+                ) -> list[dict[str, Any]]:
+    """The ``status --json`` document: declared extensions, then foreign entries, then
+    (with ``warnings``) the :func:`global_warnings`, each an item of state ``warning``."""
     syncs = _syncs(ctx)
-    items = [app_json(s, ev.merged, syncs.get(s.installation.path)) for s in ev.apps]
+    remotes: dict[tuple[str, str], consent.Origin | None] = {}
+    items = []
+    for s in ev.apps:
+        key = (s.installation.path, s.origin)
+        if key not in remotes:
+            remotes[key] = consent.origin_of(*key)
+        items.append(app_json(s, ev.merged, syncs.get(s.installation.path), remotes[key],
+                              _hints(ctx, s, ev.merged, runner)))
     for s, item in zip(ev.apps, items):
         labels = selinux.labels_state(s.target, ctx.host_root) \
             if s.state == "linked" and s.target else None
         if labels is not None:
             item["selinux_labels"] = labels
+        if (line := _selinux_app_line(ctx, s)) is not None:
+            item["selinux"] = line
     apps = {s.app_id for s in ev.apps}
     for entry in sorted(ev.entries.values(), key=lambda e: e.name):
         # A foreign entry named like an app is reported as that app's conflict.
@@ -222,53 +287,43 @@ def status_json(ctx: Context, ev: Evaluation) -> list[dict[str, Any]]:
             items.append({
                 "app": None, "name": entry.name, "state": "foreign", "installation": None,
                 "link": f"{ctx.config.target_dir.rstrip('/')}/{entry.name}",
-                "target": entry.target, "commit": None, "origin": None, "problems": [],
-                "warnings": [], "reason": "not a link into a system installation; left alone",
+                "target": entry.target, "commit": None, "origin": None, "remote": None,
+                "problems": [], "warnings": [],
+                "reason": "not a link into a system installation; left alone",
                 "merged": entry.name in ev.merged, "host_sync": None, "manifest": None,
-                "consent": None, "new_grants": [],
+                "grants": [], "consent": None, "new_grants": [], "hints": [],
             })
+    if warnings:
+        items.extend({"app": None, "name": None, "state": "warning", "installation": None,
+                      "link": None, "target": None, "problems": [], "reason": line}
+                     for line in global_warnings(ctx, ev))
     return items
 
 
-def _selinux_lines(ctx: Context, ev: Evaluation) -> list[str]:
-    """SELinux's mode, the linked snapshots' labels, and the systemd < 257 limit."""
+def _selinux_lines(ctx: Context) -> list[str]:
+    """SELinux's mode and policy, and the systemd < 257 limit."""
     if not selinux.enabled(ctx.host_root):
         return []
     version = ctx.host.systemd or release.host_systemd_version()
-    linked = [(s.app_id, s.target) for s in ev.apps if s.state == "linked" and s.target]
-    return selinux.status_lines(linked, version[0] if version else None, ctx.host_root)
+    return selinux.status_lines(version[0] if version else None, ctx.host_root)
+
+
+def _selinux_app_line(ctx: Context, s: AppStatus) -> str | None:
+    """An app's SELinux labels and types (selinux.app_line); None with SELinux off."""
+    linked = s.target if s.state == "linked" else None
+    return selinux.app_line(linked, s.manifest.selinux_types, ctx.host_root)
 
 
 def print_status(ctx: Context, ev: Evaluation) -> None:
-    """``status`` for people: one block per extension."""
-    if not ev.apps and not ev.entries:
-        print(f"No system extensions declared; nothing in {ctx.config.target_dir}.")
-    for s in ev.apps:
-        merged = ", merged" if s.app_id in ev.merged else ""
-        print(f"{s.app_id}: {s.state}{merged}")
-        print(f"  installation: {s.installation.path}  commit: {s.commit[:12]}  origin: {s.origin}")
-        if s.target:
-            print(f"  {s.link} -> {s.target}")
-        if s.reason:
-            print(f"  {s.reason}")
-        for p in s.problems:
-            print(f"  {p.code}: {p.path}: {p.message}")
-        for w in s.warnings:
-            print(f"  warning: {w.code}: {w.path}: {w.message}")
-    apps = {s.app_id for s in ev.apps}
-    for entry in sorted(ev.entries.values(), key=lambda e: e.name):
-        # One with an app's name is that app's conflict, shown above (as in status_json).
-        if entry.kind is Kind.FOREIGN and entry.name not in apps:
-            print(f"{entry.name}: foreign (not ours, left alone)")
-    for line in [*ev.errors, *standing(ctx.config), *ev.warnings]:
-        print(f"warning: {line}")
-    for line in _selinux_lines(ctx, ev):
+    """``status`` for people: one block per extension (statustext.py), then what only
+    root sees: SELinux, the package manager hooks in place, the last host syncs."""
+    nothing = f"No system extensions declared; nothing in {ctx.config.target_dir}."
+    for line in statustext.status_lines(status_json(ctx, ev), nothing):
         print(line)
-    for manager, missing in pkgtransaction.hook_status(ctx.host_root):
-        if missing:
-            print(f"warning: package manager hooks for {manager} missing: "
-                  f"{', '.join(missing)} ({manager} fails while an extension is merged)")
-        else:
+    for line in _selinux_lines(ctx):
+        print(line)
+    for manager, missing in pkgmanagers.hook_status(ctx.host_root):
+        if not missing:
             print(f"package manager hooks for {manager}: in place")
     for path, report in _syncs(ctx).items():
         if report is not None:
@@ -291,7 +346,7 @@ def reconcile_json(ctx: Context, result: Result, *, dry_run: bool) -> dict[str, 
         "failures": [f.message for f in result.failures],
         "errors": list(ev.errors),
         "warnings": standing(ctx.config) + list(ev.warnings),
-        "extensions": status_json(ctx, ev),
+        "extensions": status_json(ctx, ev, warnings=False),
         "host_sync": None if result.sync is None else result.sync.to_json(),
     }
 

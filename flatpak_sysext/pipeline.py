@@ -32,9 +32,15 @@ VERIFY_CODES = frozenset({codes.COMMIT_UNAVAILABLE, codes.SIGNATURE_INVALID,
 
 
 def validate_at(ctx: Context, app: Declared, root: str) -> TreeReport:
-    """The verdict on the tree at ``root`` (the deployment's, or a copy of it)."""
-    return validate.validate_tree(root, app.app_id, ctx.host, ctx.elf_target,
-                                  host_glibc=ctx.glibc_for(app.app_id))
+    """The verdict on the tree at ``root`` (the deployment's, or a copy of it), with the
+    SELinux types its files get when SELinux labels snapshots here: a labeled snapshot's
+    own, else what labeling would give (a deployment judged where it is, by a run that
+    writes nothing, is judged as its snapshot would be)."""
+    report = validate.validate_tree(root, app.app_id, ctx.host, ctx.elf_target,
+                                    host_glibc=ctx.glibc_for(app.app_id))
+    contexts = selinux.active(ctx.host_root)
+    return selinux.judged(report, selinux.tree_types(root, report.files, contexts,
+                                                     ctx.host_root))
 
 
 def refused_before_copy(app: Declared) -> TreeReport | None:

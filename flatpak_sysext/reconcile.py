@@ -13,16 +13,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from flatpak_sysext.context import Context
 from flatpak_sysext.evaluate import Evaluation, evaluate
 from flatpak_sysext.flatpak import layout
 from flatpak_sysext.flatpak.installation import Installation
-from flatpak_sysext.host import apply, hostsync, pkgtransaction, targetdir
+from flatpak_sysext.host import apply, busnotify, hostsync, pkgtransaction, targetdir
 from flatpak_sysext.host.apply import Failure
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink, make_plan
-from flatpak_sysext.state import answer, fileio, provided, request, statefiles, store
+from flatpak_sysext.state import announce, answer, fileio, provided, request, statefiles, store
 from flatpak_sysext.state.hoststate import SyncReport
 
 MAX_PASSES = 5
@@ -81,6 +81,20 @@ def _changes(ev: Evaluation, applied: Sequence[Action]) -> list[hostsync.Change]
     return changes
 
 
+def _relabeled(ev: Evaluation, names: Collection[str], linked: Collection[str],
+               changes: Sequence[hostsync.Change]) -> list[hostsync.Change]:
+    """A merged snapshot labeled again for SELinux, as an update to itself: the overlay
+    keeps the labels it read until it is mounted again (a relabel of /var may have
+    shown it the store's ``var_lib_t``), and systemd and dbus-daemon keep theirs until
+    they reload; so the refresh, the reloads its content needs and a restart of its
+    running units, as after an update (docs/platform.md#selinux)."""
+    changed = {c.name for c in changes}
+    by_app = {s.app_id: s for s in ev.apps}
+    return [hostsync.Change(name, s.target, s.target, s.files) for name in sorted(names)
+            if name in linked and name not in changed
+            and (s := by_app.get(name)) is not None and s.target is not None]
+
+
 def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = False,
               wait: float = LOCK_WAIT, after_transaction: bool = False) -> Result:
     """Bring the target directory in line with ``scope``, then the host.
@@ -114,6 +128,9 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
                 if _signature(request.path(inst.path)) == sig:
                     request.clear(inst.path)
         _answer(ctx, scope, result, served)
+        told = _announce(ctx, scope, result)
+    if told:
+        busnotify.reread()  # the D-Bus interface signals what changed
     return result
 
 
@@ -138,6 +155,20 @@ def _answer(ctx: Context, scope: Sequence[Installation], result: Result,
             continue
 
 
+def _announce(ctx: Context, scope: Sequence[Installation], result: Result) -> bool:
+    """Queue for AppChanged the states this run ends with that differ from those the last
+    run recorded (state/announce.py); whether any do. A failure to is no failure of the
+    run: clients read the states themselves."""
+    states = {s.app_id: (s.installation.path, s.state) for s in result.evaluation.apps}
+    for action in result.applied:  # the evaluation's states precede what was applied
+        if isinstance(action, (Link, Relink)) and action.name in states:
+            states[action.name] = (states[action.name][0], "linked")
+    try:
+        return announce.record(ctx.state_dir, states, {i.path for i in scope})
+    except OSError:
+        return False
+
+
 def _round(ctx: Context, scope: Sequence[Installation], after_transaction: bool,
            served: Mapping[str, set[str]]) -> tuple[Result, tuple[str, ...]]:
     """Passes until the installations hold still, then host sync; returns what was done
@@ -146,6 +177,7 @@ def _round(ctx: Context, scope: Sequence[Installation], after_transaction: bool,
     request read here makes the run go round again, and is served then too)."""
     applied: list[Action] = []
     failures: list[Failure] = []
+    relabeled: set[str] = set()
     sync = _host_sync(ctx, scope)
     if sync is not None and after_transaction:
         sync.owe_all()
@@ -155,7 +187,8 @@ def _round(ctx: Context, scope: Sequence[Installation], after_transaction: bool,
             served[inst.path].update(request.nonces(inst.path))
         ev = evaluate(ctx, scope, save_cache=True)
         failures += _keep_migrated_consent(ctx, ev)
-        if sync is not None and ev.plan.changes_links:
+        relabeled |= ev.relabeled & ev.merged
+        if sync is not None and (ev.plan.changes_links or relabeled):
             sync.owe()
         pass_failures = apply.apply(ctx.config.target_dir, ev.plan.actions)
         failed = {f.action for f in pass_failures}
@@ -174,7 +207,9 @@ def _round(ctx: Context, scope: Sequence[Installation], after_transaction: bool,
         # Whether a package transaction's end may skip its reconcile: every declared
         # extension linked, or held back by no problem a package could change.
         settled = all(a.state == "linked" or not a.problems for a in ev.apps)
-        report = _sync(ctx, sync, _changes(ev, applied), linked, provides, settled)
+        changes = _changes(ev, applied)
+        changes += _relabeled(ev, relabeled, linked, changes)
+        report = _sync(ctx, sync, changes, linked, provides, settled)
     targets = {e.target for e in entries.values() if e.target is not None}
     for inst in scope:
         try:

@@ -20,11 +20,12 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import jsonschema
 import pytest
 
 from testsupport import booted, dbuscall
 from testsupport.booted import Machine
-from testsupport.flatpak import FlatpakEnv
+from testsupport.flatpak import FlatpakEnv, schema
 
 pytestmark = [pytest.mark.privileged, pytest.mark.booted, pytest.mark.slow]
 
@@ -111,6 +112,23 @@ def test_anyone_reads_the_apps_and_what_they_grant(host: Host) -> None:
     assert booted.daemon_unit(BY_USER) in out and "file:///srv/fsx/repo" in out, out
 
 
+def test_a_users_status_is_roots(host: Host) -> None:
+    as_root = json.loads(host.machine.run("flatpak-sysext", "status", "--json",
+                                          check=True).stdout)
+    result = host.machine.run("runuser", "-u", REFUSED, "--", "flatpak-sysext", "status",
+                              "--json")
+    assert result.returncode == 0, result.stderr
+    as_user = json.loads(result.stdout)
+    jsonschema.validate(as_user, schema("status"))
+    assert as_user == as_root
+    item = next(i for i in as_user if i["app"] == BY_USER)
+    assert item["remote"]["url"] == "file:///srv/fsx/repo" and item["remote"]["keys"]
+    text = host.machine.run("runuser", "-u", REFUSED, "--", "flatpak-sysext", "status",
+                            check=True).stdout
+    assert f"  from: file:///srv/fsx/repo; keys {item['remote']['keys'][0]}" in text, text
+    assert all(f"    {g}  (new)" in text.splitlines() for g in item["grants"]), text
+
+
 def test_user_not_allowed_is_refused(host: Host) -> None:
     digest = host.field(BY_USER, "grants_digest")
     code, out = host.call("Approve", BY_USER, digest, user=REFUSED)
@@ -180,6 +198,57 @@ def test_in_a_terminal_the_authentication_agent_asks(host: Host) -> None:
     assert f"to stop {BY_USER} running code as root" in out, out  # the message names it
     assert f"{BY_USER}: consent taken back" in out, out
     assert host.field(BY_USER, "state") == "waiting"
+
+
+LISTEN = """import sys
+from jeepney import MatchRule
+from jeepney.bus_messages import message_bus
+from jeepney.io.blocking import open_dbus_connection
+
+bus, app, gone = sys.argv[1], sys.argv[2], sys.argv[3] == "gone"
+rule = MatchRule(type="signal", sender=bus, interface=bus, member="AppChanged")
+# The bus matches the name's owner; what arrives names the owner's unique name.
+here = MatchRule(type="signal", interface=bus, member="AppChanged")
+with open_dbus_connection("SYSTEM") as conn:
+    conn.send_and_get_reply(message_bus.AddMatch(rule), timeout=10)
+    print("ready", flush=True)
+    with conn.filter(here) as signals:
+        while True:
+            body = conn.recv_until_filtered(signals, timeout=120).body
+            print(*body, flush=True)
+            if body[0] == app and (body[1] == "gone") == gone:
+                break
+"""
+
+
+def signals_around(host: Host, app_id: str, gone: bool, *change: str) -> list[str]:
+    """What a client of ``REFUSED``'s, subscribed to AppChanged from the bus name, hears
+    until a signal says ``app_id`` is gone (or, without ``gone``, is not), while
+    ``flatpak CHANGE`` runs as root."""
+    host.machine.run("sh", "-c", "cat > /tmp/fsx-listen.py", input=LISTEN, check=True)
+    want = "gone" if gone else "here"
+    script = (f"runuser -u {REFUSED} -- python3 /tmp/fsx-listen.py {BUS} {app_id} {want} "
+              "> /tmp/fsx-heard 2>&1 & pid=$!\n"
+              "i=0; until grep -q ready /tmp/fsx-heard || [ $i -ge 100 ]; do sleep 0.1; "
+              "i=$((i+1)); done\n"
+              f"flatpak {' '.join(change)} -y --noninteractive >/dev/null 2>&1 || exit 3\n"
+              "wait $pid; code=$?; cat /tmp/fsx-heard; exit $code")
+    result = host.machine.run("sh", "-c", script, timeout=300)
+    journal = host.machine.run("journalctl", "--no-pager", "-n", "80", "-u",
+                               "flatpak-sysext.service", "-u", "flatpak-sysext-dbus.service",
+                               "-u", "dbus.service").stdout
+    assert result.returncode == 0, result.stdout + result.stderr + journal
+    return result.stdout.splitlines()[1:]
+
+
+def test_app_changed_follows_what_flatpak_does(host: Host) -> None:
+    # The change is the service's reconcile after Flatpak's trigger: no Approve, no Revoke.
+    heard = signals_around(host, SANDBOXED, True, "uninstall", "--system", SANDBOXED)
+    assert heard[-1] == f"{SANDBOXED} gone", heard
+    heard = signals_around(host, SANDBOXED, False, "install", "--system", "fsx", SANDBOXED)
+    assert heard[-1] == f"{SANDBOXED} {host.field(SANDBOXED, 'state')}", heard
+    # Each state once: a signal tells the state now.
+    assert len({line for line in heard if line.startswith(f"{SANDBOXED} ")}) == 1, heard
 
 
 def test_the_service_exits_when_idle(host: Host) -> None:

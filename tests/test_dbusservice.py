@@ -7,6 +7,7 @@ tests/test_booted_dbus.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -22,6 +23,7 @@ from jeepney import (
     Message,
     MessageFlag,
     MessageType,
+    new_error,
     new_method_call,
     new_method_return,
 )
@@ -46,9 +48,19 @@ class FakeBackend:
         self.refuse = refuse
         self.asked: list[tuple[str, dict[str, str], bool]] = []
         self.consented: list[tuple[str, str, str | None, str]] = []
+        self.reread_calls = 0
 
     def apps(self) -> list[AppInfo]:
         return [WAITING, OTHER]
+
+    def reread(self) -> dict[str, str]:
+        self.reread_calls += 1
+        return {}
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"app": "org.x.One", "state": "waiting"}, {"app": "org.x.Two", "state": "linked"},
+                {"app": None, "name": "x.raw", "state": "foreign"},
+                {"app": None, "name": None, "state": "warning", "reason": "odd"}]
 
     def authorize(self, caller: Caller, action: str, details: Mapping[str, str],
                   interactive: bool) -> polkitauth.Verdict:
@@ -95,6 +107,27 @@ def test_list_apps_everyone_sees_all_a_sandbox_only_itself() -> None:
     assert reply(call("ListApps"), HOST, backend).body == (
         [("org.x.One", "waiting"), ("org.x.Two", "linked")],)
     assert reply(call("ListApps"), IN_ONE, backend).body == ([("org.x.One", "waiting")],)
+
+
+def test_status_is_roots_document_and_a_sandbox_reads_its_own_app_only() -> None:
+    backend = FakeBackend()
+    assert json.loads(reply(call("Status"), HOST, backend).body[0]) == backend.status()
+    assert json.loads(reply(call("Status"), IN_ONE, backend).body[0]) == \
+        [{"app": "org.x.One", "state": "waiting"}]
+    assert "<method name=\"Status\">" in reply(call("Introspect"), HOST, backend).body[0]
+
+
+def test_reread_is_anyones_and_needs_no_sender_still_there() -> None:
+    backend = FakeBackend()
+    for caller in (HOST, IN_ONE):
+        out = reply(call("Reread"), caller, backend)
+        assert out.header.message_type is MessageType.method_return
+    assert backend.reread_calls == 2
+    router = GoneRouter()  # the reconcile that sent it has exited
+    dbusservice._handle(router, backend, call("Reread"))
+    assert backend.reread_calls == 3 and router.bus_calls == []
+    dbusservice._handle(router, backend, call("ListApps"))
+    assert error_name(router.sent[-1]) == dbusservice.ERROR_DENIED
 
 
 def test_get_app_tells_grants_origin_new_and_digest() -> None:
@@ -268,3 +301,22 @@ def test_a_pending_polkit_check_blocks_no_other_caller() -> None:
     assert not loop.is_alive()  # idle: it let the name go and returned
     assert router.sent[1].body == ("org.x.One: done",)
     assert router.bus_calls[-1] == "ReleaseName"
+
+
+def test_a_call_that_expects_no_reply_gets_none() -> None:
+    # A reconcile's Reread expects none: dbus-daemon would refuse one, and log it.
+    router, backend = FakeRouter(), FakeBackend()
+    quiet = new_method_call(SERVICE, "Reread")
+    quiet.header.flags |= MessageFlag.no_reply_expected
+    dbusservice._handle(router, backend, quiet)
+    assert router.sent == []
+    dbusservice._handle(router, backend, call("ListApps"))
+    assert [m.header.message_type for m in router.sent] == [MessageType.method_return]
+
+
+class GoneRouter(FakeRouter):
+    """The bus of a caller that has disconnected: it cannot say who that was."""
+
+    def send_and_get_reply(self, msg: Message, timeout: float | None = None) -> Message:
+        self.bus_calls.append(str(msg.header.fields[HeaderFields.member]))
+        return new_error(msg, "org.freedesktop.DBus.Error.NameHasNoOwner")

@@ -27,7 +27,7 @@ import pytest
 
 from flatpak_sysext import cli
 from flatpak_sysext.flatpak.installation import Installation
-from flatpak_sysext.host import pkgtransaction
+from flatpak_sysext.host import pkgmanagers, pkgtransaction
 from flatpak_sysext.host.hostsync import Change, HostSync
 from flatpak_sysext.host.pkgtransaction import Holder, TransactionError
 from flatpak_sysext.state import hoststate
@@ -687,11 +687,11 @@ def test_dnf5_changes_system(tmp_path: Path, exe: str, argv: list[str], changes:
     proc.mkdir(parents=True)
     (proc / "exe").symlink_to(exe)
     (proc / "cmdline").write_bytes(b"".join(a.encode() + b"\0" for a in argv))
-    assert pkgtransaction.dnf5_changes_system(4242, str(tmp_path)) is changes
+    assert pkgmanagers.dnf5_changes_system(4242, str(tmp_path)) is changes
 
 
 def test_dnf5_changes_system_of_a_gone_process(tmp_path: Path) -> None:
-    assert not pkgtransaction.dnf5_changes_system(4242, str(tmp_path))
+    assert not pkgmanagers.dnf5_changes_system(4242, str(tmp_path))
 
 
 def test_dnf5_hooks_begin_only_when_theirs(monkeypatch: pytest.MonkeyPatch) -> None:

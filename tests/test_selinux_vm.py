@@ -98,6 +98,10 @@ labels "$APP" v2
 mark relabel
 restorecon -R /var/lib/flatpak-sysext
 stat -c %C "$(cat "$R/v2.snapshot")/usr" > "$R/restorecon.snapusr"
+# What the merged view shows once its inodes are looked up again (any time the kernel
+# evicts them): the store's new labels. The overlay keeps what it read until refreshed.
+sync; echo 2 > /proc/sys/vm/drop_caches; echo $? > "$R/drop_caches.rc"
+labels "$APP" restorecon
 flatpak-sysext status > "$R/status-stale.txt" 2>&1
 flatpak-sysext reconcile > "$R/reconcile.log" 2>&1
 labels "$APP" relabel
@@ -121,6 +125,9 @@ flatpak-sysext approve "$BAD" > "$R/negative-approve.log" 2>&1
 wait_for "merged $BAD"
 call "$BAD" negative
 labels "$BAD" negative
+# The first reproduction: systemd refuses to start a unit whose file is var_lib_t.
+systemctl daemon-reload
+systemctl start "$BADUNIT" > "$R/negative-start.log" 2>&1; echo $? > "$R/negative-start.rc"
 systemd-sysext unmerge
 mark end
 journalctl -b -o short-unix --no-pager > "$R/journal-unix.txt" 2>&1
@@ -213,7 +220,7 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Results]:
         shutil.copy2(publisher.pubkey, inputs / "pubkey.gpg")
     finally:
         publisher.close()
-    (inputs / "run").write_text(f"APP={APP}\nBAD={BAD}\n" + RUN)
+    (inputs / "run").write_text(f"APP={APP}\nBAD={BAD}\nBADUNIT={daemon_unit(BAD)}\n" + RUN)
     results, seconds = vm.run_guest(image, inputs, base / "vm")
     print(f"enforcing guest: {seconds:.0f} s")
     yield Results(results, seconds)
@@ -241,13 +248,19 @@ def test_update_labels_the_new_snapshot_and_restarts_the_daemon(guest: Results) 
 def test_a_relabel_of_the_store_is_undone_by_the_next_run(guest: Results) -> None:
     # restorecon put the store back to var_lib_t; status said so; the run labeled it again.
     assert ":var_lib_t:" in guest.text("restorecon.snapusr")
-    assert f"SELinux labels of {APP}: stale" in guest.text("status-stale.txt")
+    # Looked up afresh, the merged view showed the store's var_lib_t: the overlay, not
+    # only the store, had to be brought back (a refresh after the relabel).
+    assert guest.text("drop_caches.rc").strip() == "0", guest.text("run.log")[-3000:]
+    assert any(":var_lib_t:" in line.split()[1]
+               for line in guest.text("restorecon.labels").splitlines()), \
+        guest.text("restorecon.labels")
+    assert "SELinux enforcing: labels stale" in guest.text("status-stale.txt")
     assert ":usr_t:" in guest.text("relabel.snapusr")
     assert guest.mislabeled("relabel") == []
     assert guest.text("relabel.call").strip() == 's "v2"', guest.text("relabel.call")
     status = guest.text("status.txt")
     assert "SELinux: enforcing, policy default" in status, status
-    assert f"SELinux labels of {APP}: current" in status, status
+    assert "  SELinux enforcing: labels current, types generic" in status, status
 
 
 def test_no_denial_names_the_extension_and_dbus_loads_its_policy(guest: Results) -> None:
@@ -272,3 +285,12 @@ def test_negative_control_unlabeled_extension_is_denied(guest: Results) -> None:
     assert guest.text("negative.rc").strip() != "0", guest.text("negative.call")
     denials = [d for d in guest.denials("negative", "end") if "var_lib_t" in d]
     assert denials, guest.text("audit.log")[-3000:]
+    # systemd refuses to start the unit whose file is var_lib_t (the first
+    # reproduction), and dbus-daemon to read its policy.
+    assert guest.text("negative-start.rc").strip() != "0", guest.text("negative-start.log")
+    unit = daemon_unit(BAD)
+    start = [d for d in denials if "type=USER_AVC" in d and "{ start }" in d
+             and "tclass=service" in d and unit in d]
+    assert start, "\n".join(denials)
+    assert [d for d in denials if "{ read }" in d and "dbus" in d], "\n".join(denials)
+    print("negative control's denials:", *denials, sep="\n")

@@ -90,11 +90,12 @@ def schema(name: str) -> Any:
 
 
 def status_by_name(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
-    """The output of a successful ``status --json``, checked against its schema, by name."""
+    """The output of a successful ``status --json``, checked against its schema, by name
+    (its global warnings left out)."""
     assert result.returncode == 0, result.stderr
     items = json.loads(result.stdout)
     jsonschema.validate(items, schema("status"))
-    return {item["name"]: item for item in items}
+    return {item["name"]: item for item in items if item["state"] != "warning"}
 
 
 class FlatpakEnv:

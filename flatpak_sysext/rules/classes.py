@@ -126,7 +126,7 @@ class Collected:
     """system.d files with an element or <allow> that names no D-Bus name of ours."""
     denials: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     """(path, name) of every name a <deny> in a system.d file names."""
-    actions: set[str] = dataclasses.field(default_factory=set)
+    actions: set[manifest.PolkitAction] = dataclasses.field(default_factory=set)
     pkexec: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     """(path, program) of every polkit action's ``org.freedesktop.policykit.exec.path``."""
     udev: set[str] = dataclasses.field(default_factory=set)
@@ -173,9 +173,10 @@ def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[
         _policy(path, data, m)
         return []
     if cls == "polkit-actions":
-        ids = manifest.polkit_actions(data)
-        m.actions.update(ids)
-        foreign = any(not namer.full(i) for i in ids) or _polkit_annotations(path, data, namer, m)
+        actions = manifest.polkit_actions(data)
+        m.actions.update(actions)
+        foreign = (any(not namer.full(a.id) for a in actions)
+                   or _polkit_annotations(path, data, namer, m))
         return ["foreign-polkit-actions"] if foreign else []
     if cls == "udev-rules":
         return _udev(path, data, m)

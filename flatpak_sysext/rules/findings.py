@@ -15,7 +15,7 @@ import stat
 from typing import TYPE_CHECKING
 
 from flatpak_sysext.report import Problem, TreeReport, show
-from flatpak_sysext.rules import codes, contain, manifest, selinux
+from flatpak_sysext.rules import codes, contain, manifest
 
 if TYPE_CHECKING:
     from flatpak_sysext.rules.hostglibc import GlibcJudge
@@ -61,9 +61,6 @@ class Findings:
         found = manifest.Manifest()
         if name is not None:
             problems, restricted, found = contain.contain(name, files, self.contents)
-            if root_fd is not None:  # the types a labeled snapshot's files got
-                restricted = dict(sorted({**restricted,
-                                          **selinux.restricted(root_fd, files)}.items()))
             for p in problems:
                 self.add(p.code, p.path, p.message)
             if root_fd is not None:

@@ -22,16 +22,19 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flatpak_sysext.rules import unitgrants
+from flatpak_sysext.rules.selinux import NOT_JUDGED
 from flatpak_sysext.rules.unitgrants import Entry
 
 if TYPE_CHECKING:
     from xml.etree import ElementTree
 
-GRANT_MODEL = 2
-"""The version of what :meth:`Manifest.grants` says; a consent record made under another
-model is re-derived. 1: a unit's user and programs; 2: everything that decides what a
-unit runs as and may do, its own drop-ins merged in (unitgrants.py), and what D-Bus
-activation runs without systemd."""
+GRANT_MODEL = 3
+"""The version of what :meth:`Manifest.grants` says. A consent record of model 1 is
+re-derived (state/consent.py); one of a later model is compared sentence by sentence, so
+an app whose sentences changed waits for consent again. 1: a unit's user and programs;
+2: everything that decides what a unit runs as and may do, its own drop-ins merged in
+(unitgrants.py), and what D-Bus activation runs without systemd; 3: who a polkit action
+authorizes by default, and with what authentication."""
 
 MAX_CONFIG = 64 * 1024
 """Largest unit, D-Bus, polkit, udev, sysusers or tmpfiles file read; real ones are a few KB."""
@@ -85,6 +88,56 @@ class Unit:
                    tuple(settings))
 
 
+POLKIT_ANSWERS = {
+    "no": "refused",
+    "yes": "without authentication",
+    "auth_self": "with their own password",
+    "auth_self_keep": "with their own password, remembered for a while",
+    "auth_admin": "with an administrator's password",
+    "auth_admin_keep": "with an administrator's password, remembered for a while",
+}
+"""What each value of a polkit action's ``<defaults>`` means for the user who asks."""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class PolkitAction:
+    """A polkit action a tree declares, with its ``<defaults>`` (polkit's own default
+    for an element left out is ``no``): who it authorizes when no rules file decides."""
+
+    id: str
+    allow_any: str = "no"
+    """Any user: remote, or without a login session."""
+    allow_inactive: str = "no"
+    """A user in a local session that is not in the foreground."""
+    allow_active: str = "no"
+    """A user in the local session in the foreground (the desktop's user)."""
+
+    def grant(self) -> str:
+        """Its grant sentence: ``allow_active=yes`` reads unlike ``auth_admin``."""
+        def said(value: str) -> str:
+            return POLKIT_ANSWERS.get(value, f"{value!r} (which polkit does not know)")
+
+        if self.allow_any == self.allow_inactive == self.allow_active:
+            return f"polkit action {self.id}: any user {said(self.allow_active)}"
+        active = f"any active user {said(self.allow_active)}"
+        if self.allow_inactive == self.allow_any:
+            return f"polkit action {self.id}: {active}, others {said(self.allow_any)}"
+        return (f"polkit action {self.id}: {active}, inactive users "
+                f"{said(self.allow_inactive)}, others {said(self.allow_any)}")
+
+    def to_json(self) -> dict[str, str]:
+        """A JSON object that :meth:`from_json` reads back exactly."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> PolkitAction:
+        """The action :meth:`to_json` wrote; ValueError for anything else."""
+        keys = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != keys:
+            raise ValueError("manifest: a polkit action is not an object with its four keys")
+        return cls(**{k: _str(data[k]) for k in sorted(keys)})
+
+
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     """Everything a merged tree gives the host, as validate read it (all sorted)."""
@@ -94,7 +147,8 @@ class Manifest:
     """D-Bus names its system service files declare or its policy lets it own."""
     dbus_access: tuple[tuple[str, str], ...] = ()
     """(who, name): its policy lets ``who`` send to ``name``."""
-    polkit_actions: tuple[str, ...] = ()
+    polkit_actions: tuple[PolkitAction, ...] = ()
+    """Its polkit actions and their defaults."""
     udev_rules: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
@@ -107,6 +161,11 @@ class Manifest:
     dbus_activated: tuple[tuple[str, str, str], ...] = ()
     """(name, command, user) of its D-Bus system service files without ``SystemdService=``:
     what dbus-daemon's activation helper runs, as that user, when the name is asked for."""
+    selinux_types: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    """Each SELinux type the host's policy gives its files, with those files (selinux.py);
+    None where no policy judged them. Not a grant: a type outside the generic set is the
+    restricted class ``selinux-types``, and a generic one gives nothing its path does not
+    (docs/platform.md#selinux)."""
 
     def grants(self) -> frozenset[str]:
         """One stable sentence per thing the host gives the extension."""
@@ -115,7 +174,7 @@ class Manifest:
             out.update(u.grants())
         out.update(f"owns D-Bus name {n}" for n in self.dbus_owns)
         out.update(f"D-Bus policy lets {who} send to {n}" for who, n in self.dbus_access)
-        out.update(f"polkit action {a}" for a in self.polkit_actions)
+        out.update(a.grant() for a in self.polkit_actions)
         out.update(f"udev rules {r}" for r in self.udev_rules)
         out.update(f"creates user {u}" for u in self.users)
         out.update(f"creates group {g}" for g in self.groups)
@@ -131,7 +190,7 @@ class Manifest:
             "units": [u.to_json() for u in self.units],
             "dbus_owns": list(self.dbus_owns),
             "dbus_access": [list(p) for p in self.dbus_access],
-            "polkit_actions": list(self.polkit_actions),
+            "polkit_actions": [a.to_json() for a in self.polkit_actions],
             "udev_rules": list(self.udev_rules),
             "users": list(self.users),
             "groups": list(self.groups),
@@ -139,6 +198,8 @@ class Manifest:
             "tmpfiles": list(self.tmpfiles),
             "executables": list(self.executables),
             "dbus_activated": [list(t) for t in self.dbus_activated],
+            "selinux_types": NOT_JUDGED if self.selinux_types is None
+            else {kind: list(paths) for kind, paths in self.selinux_types},
         }
 
     @classmethod
@@ -149,10 +210,12 @@ class Manifest:
             raise ValueError("manifest: not an object with exactly the manifest's keys")
         units = [Unit.from_json(u) for u in _list(data["units"])]
         return cls(tuple(units), _strings(data["dbus_owns"]), _pairs(data["dbus_access"]),
-                   _strings(data["polkit_actions"]), _strings(data["udev_rules"]),
+                   tuple(PolkitAction.from_json(a) for a in _list(data["polkit_actions"])),
+                   _strings(data["udev_rules"]),
                    _strings(data["users"]), _strings(data["groups"]),
                    _pairs(data["memberships"]), _strings(data["tmpfiles"]),
-                   _strings(data["executables"]), _triples(data["dbus_activated"]))
+                   _strings(data["executables"]), _triples(data["dbus_activated"]),
+                   _types(data["selinux_types"]))
 
 
 def _list(value: Any) -> list[Any]:
@@ -178,6 +241,14 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"manifest: {p!r} is not a pair")
         out.append((_str(p[0]), _str(p[1])))
     return tuple(out)
+
+
+def _types(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    if value == NOT_JUDGED:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"manifest: SELinux types {value!r} are not an object")
+    return tuple((_str(k), _strings(v)) for k, v in sorted(value.items()))
 
 
 def _triples(value: Any) -> tuple[tuple[str, str, str], ...]:
@@ -290,12 +361,17 @@ def xml_root(data: bytes) -> ElementTree.Element:
         raise ValueError(f"not well-formed XML: {e}") from None
 
 
-def polkit_actions(data: bytes) -> list[str]:
-    """The action IDs a polkit ``.policy`` file declares."""
+def polkit_actions(data: bytes) -> list[PolkitAction]:
+    """The actions a polkit ``.policy`` file declares, with their defaults."""
     root = xml_root(data)
     if root.tag != "policyconfig":
         raise ValueError(f"the root element is <{root.tag}>, not <policyconfig>")
-    return [a.get("id", "") for a in root.iter("action")]
+    out = []
+    for action in root.iter("action"):
+        defaults = {e.tag: (e.text or "").strip() for d in action.findall("defaults")
+                    for e in d if e.tag in ("allow_any", "allow_inactive", "allow_active")}
+        out.append(PolkitAction(action.get("id", ""), **defaults))
+    return out
 
 
 _SPACES = re.compile(r"\s+")

@@ -30,7 +30,7 @@ from flatpak_sysext.rules.manifest import Manifest
 from flatpak_sysext.state import fileio, statefiles
 
 NAME = "cache.json"
-FORMAT = 3
+FORMAT = 4  # 4: the manifest has SELinux types
 MAX_SIZE = 256 << 20
 """Far above what 10,000 extensions need (a few MB); a larger file is discarded."""
 

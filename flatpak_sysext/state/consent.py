@@ -318,6 +318,12 @@ def judge(record: Record | None, now: Now) -> Verdict:
     if why is not None:
         return Verdict(False, now.grants - record.grants, why)
     new = now.grants - record.grants
+    if new and record.grant_model != GRANT_MODEL:
+        # Sentences of an older model say less (model 2 left polkit's defaults out):
+        # what they do not say was not consented to.
+        return Verdict(False, new, f"consent was given to grants described by grant model "
+                                   f"{record.grant_model}, which said less than model "
+                                   f"{GRANT_MODEL} says")
     if new:
         return Verdict(False, new, "it grants more than was consented to")
     return Verdict(True)
