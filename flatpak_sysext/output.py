@@ -100,6 +100,15 @@ def told_lines(ev: Evaluation, acted: Collection[str], before: told.Told) -> lis
     return lines
 
 
+def waiting_lines(ev: Evaluation, said: Sequence[str]) -> list[str]:
+    """For the trigger: every app that waits for consent, in one short line each, on
+    every transaction (a waiting app must stay visible), unless ``said`` already has a
+    line about it."""
+    return [f"{s.app_id}: waiting for consent: flatpak-sysext approve {s.app_id} "
+            "(or the desktop's prompt)" for s in ev.apps
+            if s.state == "waiting" and not any(x.startswith(f"{s.app_id}: ") for x in said)]
+
+
 def standing(cfg: config.Config) -> list[str]:
     """The warning every run of this configuration deserves (a target directory that
     systemd-sysext does not search), apart from the news of any one run."""

@@ -4,9 +4,11 @@
 
 Flatpak runs the trigger after every transaction, and almost every time none of the
 apps that declare a system extension was touched. A trigger run that found nothing to
-do and said nothing leaves a stamp, ``<installation>/flatpak-sysext/quick``, with:
+do and said nothing (but which apps wait for consent: told on every transaction) leaves
+a stamp, ``<installation>/flatpak-sysext/quick``, with:
 
 - the environment variables and command-line path it ran with;
+- what it said, for the quick answer to say again;
 - the ``stat`` signature of every file and directory its decision read: the config,
   ``installations.d``, os-release, the repo config, the target directory, the merged
   list, the state files, the installed code, and Flatpak's ``.changed``; with
@@ -52,8 +54,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 STAMP_NAME = "quick"
-FORMAT = "flatpak-sysext quick 2"
-"""2: apps by their ``active`` link (1: by the directory it leads to)."""
+FORMAT = "flatpak-sysext quick 3"
+"""3: with the lines a quiet run says (2: apps by their ``active`` link; 1: by the
+directory it leads to)."""
 MARGIN_NS = 2_000_000_000
 """Older than this, a timestamp can be trusted to change with the next change; covers
 filesystems with one-second timestamps and clocks stepped by a little."""
@@ -101,8 +104,11 @@ class Stamp:
     """What a stamp file holds (see the module documentation)."""
 
     def __init__(self, installation_path: str, env: dict[str, str], paths: dict[str, str],
-                 relevant: frozenset[str], apps: dict[str, str]) -> None:
+                 relevant: frozenset[str], apps: dict[str, str],
+                 said: "list[str] | None" = None) -> None:
         self.installation_path = installation_path
+        self.said = said or []
+        """What the run said though it had nothing to do: which apps wait for consent."""
         self.env = env
         self.paths = paths
         self.relevant = relevant
@@ -114,6 +120,7 @@ class Stamp:
         lines = [FORMAT, f"B {self.installation_path}"]
         lines += [f"E {k}\0{v}" for k, v in self.env.items()]
         lines += [f"P {p}\0{s}" for p, s in self.paths.items()]
+        lines += [f"S {line}" for line in self.said]
         lines.append("apps")  # What follows is only read when an app may have changed.
         lines += [f"R {name}" for name in sorted(self.relevant)]
         lines += [f"A {name}\0{s}" for name, s in self.apps.items()]
@@ -148,6 +155,9 @@ class Stamp:
         tables = {"E": stamp.env, "P": stamp.paths}
         for line in lines[2:]:
             kind, _, rest = line.partition(" ")
+            if kind == "S" and "\0" not in rest:
+                stamp.said.append(rest)
+                continue
             key, sep, value = rest.partition("\0")
             if kind not in tables or not sep:
                 return None
@@ -244,53 +254,72 @@ class Snapshot:
         except OSError:
             self.stable = False  # As above: reading the apps will say what is wrong.
 
-    def save(self, relevant: "Iterable[str]") -> None:
-        """Record that the run had nothing to do and said nothing, if the snapshot is stable.
+    def save(self, relevant: "Iterable[str]", said: "list[str] | None" = None) -> None:
+        """Record that the run had nothing to do and said only ``said`` (the apps that
+        wait for consent), if the snapshot is stable.
 
         ``relevant``: the apps whose change could change that (they declare an
         extension, or have an entry in the target directory).
         """
         if self.stable:
             self.stamp.relevant = frozenset(relevant)
+            self.stamp.said = said or []
             self.stamp.save()
 
 
 def answers(basedir: str) -> bool:
     """Whether the quick check settles the trigger run Flatpak started for ``basedir``
     (the trigger file asks before it imports ``trigger``): only root's runs act, and
-    this one would do nothing and say nothing."""
-    return os.geteuid() == 0 and quiet(basedir, os.environ)
+    this one would do nothing; then it says what the last such run said."""
+    if os.geteuid() != 0:
+        return False
+    said = settled(basedir, os.environ)
+    if said is None:
+        return False
+    say(said)
+    return True
+
+
+def say(lines: "Iterable[str]") -> None:
+    """Print the trigger's lines as Flatpak shows them."""
+    for line in lines:
+        print(f"flatpak-sysext: {line}")
 
 
 def quiet(installation_path: str, environ: "Mapping[str, str]") -> bool:
-    """Whether a trigger run for the installation would do nothing and say nothing.
+    """Whether a trigger run for the installation would do nothing (it may still say
+    which apps wait for consent: :func:`settled`)."""
+    return settled(installation_path, environ) is not None
 
-    False whenever that cannot be told for sure from the stamp; then the full run
-    decides.
+
+def settled(installation_path: str, environ: "Mapping[str, str]") -> "list[str] | None":
+    """What a trigger run for the installation would say if it would do nothing (which
+    apps wait for consent, or nothing); None whenever that cannot be told for sure from
+    the stamp: then the full run decides.
     """
     try:
         stamp = Stamp.decode(fileio.read_regular(stamp_path(installation_path), MAX_SIZE))
         if stamp is None or stamp.installation_path != installation_path:
-            return False
+            return None
         if stamp.env != {name: environ.get(name, _UNSET) for name in ENVIRONMENT}:
-            return False
+            return None
         changed = layout.changed_path(installation_path)
         if any(signature(p) != s for p, s in stamp.paths.items() if p != changed):
-            return False
+            return None
         started_ns = time.time_ns()
         changed_sig = signature(changed)
         if changed_sig == stamp.paths.get(changed):
-            return True
+            return stamp.said
         # Flatpak changed the installation: did it change an app that matters?
         apps = app_signatures(installation_path)
         moved = stamp.moved(apps)
         if moved is None or not stamp.relevant.isdisjoint(moved):
-            return False
+            return None
         if any(layout.may_matter(installation_path, name) for name in sorted(moved)):
-            return False
+            return None
     except (OSError, ValueError):
-        return False
+        return None
     stamp.paths[changed] = UNKNOWN if _recent(changed_sig, started_ns) else changed_sig
     stamp.apps = apps
     stamp.save()
-    return True
+    return stamp.said

@@ -22,7 +22,7 @@ from flatpak_sysext.flatpak.installation import Installation
 from flatpak_sysext.host import apply, busnotify, hostsync, pkgtransaction, targetdir
 from flatpak_sysext.host.apply import Failure
 from flatpak_sysext.plan import Action, Entry, Kind, Link, Relink, Unlink, make_plan
-from flatpak_sysext.state import announce, fileio, provided, request, statefiles, store
+from flatpak_sysext.state import announce, answer, fileio, provided, request, statefiles, store
 from flatpak_sysext.state.hoststate import SyncReport
 
 MAX_PASSES = 5
@@ -106,7 +106,8 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     when the service ends, so a change made meanwhile would wait for the next. For the
     same reason, a request that arrived while the run synced the host (a trigger that
     could not get the lock leaves one) makes it go round once more before it lets go of
-    the lock; a request is removed only if no newer one replaced it.
+    the lock; a request is removed only if no newer one replaced it. The nonces of the
+    requests a round began with are answered (answer.py) once the run is done.
     ``after_transaction``: a package transaction took the extensions out of ``/usr``;
     the host sync is owed whatever the links do.
     """
@@ -116,19 +117,42 @@ def reconcile(ctx: Context, scope: Sequence[Installation], *, dry_run: bool = Fa
     dirs = [d for i in scope for d in (statefiles.directory(i.path),
                                        statefiles.installation_directory(ctx.state_dir, i.path))]
     with statefiles.Locked(ctx.state_dir, dirs, wait):
-        result, seen = _round(ctx, scope, after_transaction)
+        served: dict[str, set[str]] = {i.path: set() for i in scope}
+        result, seen = _round(ctx, scope, after_transaction, served)
         if _requests(scope) != seen:
-            again, seen = _round(ctx, scope, False)
+            again, seen = _round(ctx, scope, False, served)
             result = Result(again.evaluation, result.applied + again.applied,
                             result.failures + again.failures, again.sync or result.sync)
         if not result.failures:
             for inst, sig in zip(scope, seen):
                 if _signature(request.path(inst.path)) == sig:
                     request.clear(inst.path)
+        _answer(ctx, scope, result, served)
         told = _announce(ctx, scope, result)
     if told:
         busnotify.reread()  # the D-Bus interface signals what changed
     return result
+
+
+def _answer(ctx: Context, scope: Sequence[Installation], result: Result,
+            served: Mapping[str, set[str]]) -> None:
+    """Tell the trigger runs waiting for the requests this run served how it went: per
+    installation, the failures that are not another installation's app's, and what is
+    merged now. Best effort: a trigger that finds no answer says its request stands."""
+    if not any(served.values()):
+        return
+    merged = hostsync.read_merged(ctx.host_root)
+    owner = {s.app_id: s.installation.path for s in result.evaluation.apps}
+    for inst in scope:
+        if not served[inst.path]:
+            continue
+        failures = [f.message for f in result.failures
+                    if f.action is None or owner.get(f.action.name, inst.path) == inst.path]
+        try:
+            answer.write(ctx.state_dir, inst.path, served[inst.path], failures, merged,
+                         result.sync.time if result.sync else None)
+        except OSError:
+            continue
 
 
 def _announce(ctx: Context, scope: Sequence[Installation], result: Result) -> bool:
@@ -145,10 +169,12 @@ def _announce(ctx: Context, scope: Sequence[Installation], result: Result) -> bo
         return False
 
 
-def _round(ctx: Context, scope: Sequence[Installation],
-           after_transaction: bool) -> tuple[Result, tuple[str, ...]]:
+def _round(ctx: Context, scope: Sequence[Installation], after_transaction: bool,
+           served: Mapping[str, set[str]]) -> tuple[Result, tuple[str, ...]]:
     """Passes until the installations hold still, then host sync; returns what was done
-    and the request files as they were when the last pass began."""
+    and the request files as they were when the last pass began. Adds to ``served`` the
+    nonces of the requests as each pass began (read after their signatures: a newer
+    request read here makes the run go round again, and is served then too)."""
     applied: list[Action] = []
     failures: list[Failure] = []
     relabeled: set[str] = set()
@@ -157,6 +183,8 @@ def _round(ctx: Context, scope: Sequence[Installation],
         sync.owe_all()
     for _ in range(MAX_PASSES):
         stamp = _changed_stamp(scope), _requests(scope)
+        for inst in scope:
+            served[inst.path].update(request.nonces(inst.path))
         ev = evaluate(ctx, scope, save_cache=True)
         failures += _keep_migrated_consent(ctx, ev)
         relabeled |= ev.relabeled & ev.merged

@@ -222,7 +222,9 @@ def check_state(w: InjectionRig, scenario: str) -> list[str]:
     if scenario == "trigger-sandboxed":
         # The sandboxed trigger can only ask: the request must name both links.
         request = w.request.read_text() if w.request.is_file() else ""
-        if sorted(request.splitlines()) != sorted(
+        # The nonce lines name the runs waiting for an answer: not actions.
+        asked = [line for line in request.splitlines() if not line.startswith("nonce ")]
+        if sorted(asked) != sorted(
                 f"link {app} -> {target}" for app, target in w.wanted().items()):
             problems.append(f"request {request!r} does not ask for both links")
         if w.fenv.links():
