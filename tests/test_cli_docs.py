@@ -16,6 +16,8 @@ from typing import Any
 from flatpak_sysext import cli, config, quick
 from flatpak_sysext.host import pkgtransaction
 from flatpak_sysext.state import (
+    announce,
+    answer,
     cache,
     consent,
     hoststate,
@@ -219,6 +221,7 @@ def test_every_file_written_is_in_the_man_page_and_reference() -> None:
                  provided.NAME, request.NAME, statefiles.LOCK_NAME, store.STORE,
                  told.FILE_NAME, quick.STAMP_NAME, config.MEMO_NAME,
                  pkgtransaction.HOLDERS_DIR, pkgtransaction.LOCK_NAME,
+                 answer.FILE_NAME, announce.BASELINE, announce.QUEUE,
                  statefiles.SERVICE_DIR, "/run/flatpak-sysext"]:
         assert name in files, f"man page FILES: {name}"
         assert name in locations, f"reference.md: {name}"
