@@ -117,3 +117,22 @@ def test_one_problem_is_one_problem(tmp_path: pathlib.Path,
     root = tree(tmp_path, {**SYSPROF_FILES, "usr/lib/sysctl.d/x.conf": b"a=1\n"})
     assert cli.main(["check", str(root)], {}) == 1
     assert "rejected (1 problem)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("unit", "passes"), [
+    ("sshd.service", True),       # the last element and the daemon's d
+    ("ssh.service", True),        # the last element
+    ("ssh-agent.service", True),  # the last element, then a separator
+    ("sshx.service", False),      # a plain prefix: another name altogether
+    ("sshdd.service", False),     # one d, not any suffix
+])
+def test_the_daemons_d_is_the_one_suffix_a_short_unit_name_may_have(
+        tmp_path: pathlib.Path, unit: str, passes: bool) -> None:
+    # docs/reference.md, "The daemon's d is intended": org.example.Ssh may ship sshd.service
+    # (a host's own sshd.service is then shadows-host-file), and nothing else past "ssh".
+    app = "org.example.Ssh"
+    body = b"[Service]\nExecStart=/usr/libexec/org.example.Ssh/sshd\n"
+    report = judge(tree(tmp_path, {f"usr/lib/systemd/system/{unit}": body,
+                                   "usr/libexec/org.example.Ssh/sshd": b"#!/bin/sh\n"}, app=app),
+                   app)
+    assert ("foreign-units" not in dict(report.restricted)) is passes, report.restricted
