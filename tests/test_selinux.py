@@ -351,3 +351,23 @@ def test_what_an_extension_ships_is_generic_on_both_policies(tmp_path: Path,
     odd = {rel: kind for rel, kind in found.items() if kind not in selinux.GENERIC}
     assert sorted(odd) == sorted(CONFINED), odd
     assert odd["usr/sbin/sshd"] == "sshd_exec_t"
+
+
+def test_check_says_why_when_setfiles_cannot_judge(tmp_path: Path) -> None:
+    _prerequisites()
+    tree = snapshot(tmp_path / "tree")
+    root = tmp_path / "host"
+    contexts = root / "etc/selinux/broken/contexts/files/file_contexts"
+    contexts.parent.mkdir(parents=True)
+    (root / "etc/selinux/config").write_text("SELINUX=enforcing\nSELINUXTYPE=broken\n")
+    contexts.write_text("this is not a file context specification\n")
+    # No setfiles at all: the package that has it is named.
+    with pytest.raises(OSError, match=r"setfiles is not in /usr/sbin or /sbin \(install "
+                                      r"policycoreutils\)"):
+        selinux.policy_types(str(tree), [DAEMON], str(root))
+    # A setfiles that refuses the policy's file contexts: its own words, not a traceback.
+    (root / "usr/sbin").mkdir(parents=True)
+    os.symlink(shutil.which("setfiles") or "", root / "usr/sbin/setfiles")
+    with pytest.raises(OSError, match="setfiles could not judge the tree's SELinux types: .+"):
+        selinux.policy_types(str(tree), [DAEMON], str(root))
+    assert os.listxattr(tree / DAEMON) == []
