@@ -368,6 +368,6 @@ def test_check_says_why_when_setfiles_cannot_judge(tmp_path: Path) -> None:
     # A setfiles that refuses the policy's file contexts: its own words, not a traceback.
     (root / "usr/sbin").mkdir(parents=True)
     os.symlink(shutil.which("setfiles") or "", root / "usr/sbin/setfiles")
-    with pytest.raises(OSError, match="setfiles could not judge the tree's SELinux types: .+"):
+    with pytest.raises(OSError, match=r"setfiles could not judge the tree's SELinux types: .+"):
         selinux.policy_types(str(tree), [DAEMON], str(root))
     assert os.listxattr(tree / DAEMON) == []
