@@ -58,6 +58,9 @@ ERROR_INTERACTIVE = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired
 ERROR_ARGS = "org.freedesktop.DBus.Error.InvalidArgs"
 ERROR_METHOD = "org.freedesktop.DBus.Error.UnknownMethod"
 IDLE = 30.0
+ERROR_LIMITS = "org.freedesktop.DBus.Error.LimitsExceeded"
+MAX_WORKERS = 16
+"""Calls answered at once (each in a thread: polkit's dialog may keep one for a minute)."""
 """Seconds without a call before the service exits (D-Bus starts it again)."""
 POLKIT_TIMEOUT = 600.0
 """An authentication dialog left open: past this the call fails, as the caller's does."""
@@ -352,7 +355,15 @@ def serve(environ: Mapping[str, str] | None = None, idle: float = IDLE) -> int:
         if got.header.message_type is MessageType.error or got.body[0] != 1:
             print(f"flatpak-sysext: {BUS_NAME} cannot be owned: {got.body}", file=sys.stderr)
             return 1
-        _answer(router, HostBackend(router, env), calls, idle)
+        backend = HostBackend(router, env)
+        # A reconcile's Reread that activated us is dropped by dbus-daemon when its
+        # sender has already gone (it does not wait): what it queued is signalled now.
+        try:
+            backend.reread()
+        except Exception as e:  # a signal missed is no failure: clients read the state
+            print(f"flatpak-sysext: the queued AppChanged signals: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+        _answer(router, backend, calls, idle)
     return 0
 
 
@@ -372,6 +383,13 @@ def _answer(router: DBusRouter, backend: Backend, calls: queue.Queue[Message],
             # answered before this one exits.
             router.send_and_get_reply(message_bus.ReleaseName(BUS_NAME), timeout=10)
             break
+        if len(workers) >= MAX_WORKERS:
+            # Anyone may call Status, which evaluates every app as root: past this many
+            # calls at once, the caller hears so instead of the service taking more.
+            if not msg.header.flags & MessageFlag.no_reply_expected:
+                router.send(_error(msg, ERROR_LIMITS, f"{MAX_WORKERS} calls are being "
+                                   "answered; try again"))
+            continue
         worker = threading.Thread(target=_handle, args=(router, backend, msg))
         worker.start()
         workers.append(worker)

@@ -215,7 +215,7 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
     served = None
     wait = 0.0
     if pending and not unwatched:
-        wait = min(ANSWER_WAIT, deadline - time.monotonic() - LOCK_WAIT / 4)
+        wait = max(0.0, min(ANSWER_WAIT, deadline - time.monotonic() - LOCK_WAIT / 4))
         served = answer.wait(ctx.state_dir, inst.path, nonce, wait)
     if served is not None:
         # What the service did is in the state it left: read it as a run on the host

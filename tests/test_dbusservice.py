@@ -320,3 +320,25 @@ class GoneRouter(FakeRouter):
     def send_and_get_reply(self, msg: Message, timeout: float | None = None) -> Message:
         self.bus_calls.append(str(msg.header.fields[HeaderFields.member]))
         return new_error(msg, "org.freedesktop.DBus.Error.NameHasNoOwner")
+
+
+def test_past_max_workers_a_caller_hears_limits_exceeded() -> None:
+    # Anyone may call, and each call may cost a whole evaluation as root: calls past
+    # MAX_WORKERS at once are refused, not queued into more threads.
+    router, backend = FakeRouter(), BlockingBackend()
+    calls: queue.Queue[Message] = queue.Queue()
+    for i in range(dbusservice.MAX_WORKERS):
+        calls.put(call("Approve", "ss", ("org.x.One", f"d{i}"), interactive=True))
+    calls.put(call("ListApps"))
+    loop = threading.Thread(target=dbusservice._answer, args=(router, backend, calls, 0.2))
+    loop.start()
+    deadline = time.monotonic() + 10
+    while not router.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [refused] = router.sent
+    assert refused.header.message_type is MessageType.error
+    assert refused.header.fields[HeaderFields.error_name] == dbusservice.ERROR_LIMITS
+    backend.release.set()
+    loop.join(20)
+    assert not loop.is_alive()
+    assert len(router.sent) == dbusservice.MAX_WORKERS + 1

@@ -18,7 +18,8 @@ import pytest
 
 from flatpak_sysext import config, context, quick, reconcile, trigger
 from flatpak_sysext.flatpak import installation
-from flatpak_sysext.state import request, told
+from flatpak_sysext.host import busnotify
+from flatpak_sysext.state import answer, request, told
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 
 pytestmark = pytest.mark.privileged
@@ -68,7 +69,8 @@ def test_the_trigger_tells_what_the_service_did_for_its_request(fenv: FlatpakEnv
     inst = next(i for i in insts if i.path == inst_path)
 
     def service() -> None:  # what the path unit starts when the request appears
-        while not os.path.exists(request.path(inst_path)):
+        deadline = time.monotonic() + 30  # no request: the assertions below fail
+        while not os.path.exists(request.path(inst_path)) and time.monotonic() < deadline:
             time.sleep(0.01)
         reconcile.reconcile(ctx, insts)
 
@@ -118,3 +120,25 @@ def test_an_app_waiting_for_consent_is_told_on_every_transaction(fenv: FlatpakEn
     assert _hand_run(fenv) == full
     out = fenv.uninstall(PLAIN).stdout
     assert f"flatpak-sysext: {reminder}\n" in out, out
+
+
+def test_a_request_left_once_the_run_let_go_of_the_lock_is_served_by_that_run(
+        fenv: FlatpakEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A trigger that waited for the lock leaves its request just after the service's run
+    # lets go of it; systemd folds the start it asks for into the run still going, so the
+    # run must serve it, or that trigger waits its whole ANSWER_WAIT for nothing.
+    (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
+    fenv.publish(APP, daemon_tree(APP, "v1"))
+    fenv.install(APP)
+    inst_path = os.path.realpath(fenv.system_dir)
+    insts = installation.system_installations(fenv.env)
+    ctx = context.Context.create(config.load(str(fenv.config_file)), insts, fenv.env)
+    late = answer.new_nonce()
+
+    def after_the_lock() -> None:  # what the reconcile does first once the lock is let go
+        request.write(inst_path, [], [late])
+
+    monkeypatch.setattr(busnotify, "reread", after_the_lock)
+    reconcile.reconcile(ctx, insts)
+    assert set(fenv.links()) == {APP}
+    assert answer.find(ctx.state_dir, inst_path, late) is not None
