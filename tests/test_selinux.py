@@ -371,3 +371,24 @@ def test_check_says_why_when_setfiles_cannot_judge(tmp_path: Path) -> None:
     with pytest.raises(OSError, match=r"setfiles could not judge the tree's SELinux types: .+"):
         selinux.policy_types(str(tree), [DAEMON], str(root))
     assert os.listxattr(tree / DAEMON) == []
+
+
+def test_a_file_name_cannot_forge_another_files_type(tmp_path: Path) -> None:
+    # setfiles -n -v prints one path a line, unescaped: directories named so that one
+    # file's path reads as setfiles' line for usr/sbin/sshd (sshd_exec_t) would give it
+    # the type of that file's own path (usr_t, generic).
+    _prerequisites()
+    tree = snapshot(tmp_path / "tree", {"usr/sbin/sshd": "#!/bin/sh\n"})
+    inner = tree / "usr/share" / "x\nWould relabel " / str(tree).lstrip("/") / "usr/sbin"
+    inner.mkdir(parents=True)
+    (inner / "sshd").write_text("")
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755)
+    # sshd already has its label, so setfiles prints no line of its own for it (whatever
+    # order it walks the tree in): the forged line would be the only one.
+    os.setxattr(tree / "usr/sbin/sshd", selinux.XATTR, b"system_u:object_r:sshd_exec_t:s0\0")
+    files = [str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()]
+    types = selinux.policy_types(str(tree), files)
+    assert types is not None and types["usr/sbin/sshd"] not in selinux.GENERIC, types
+    assert selinux.CLASS in dict(selinux.judged(
+        validate.validate_tree(str(tree), APP, HOST, TARGET), types).restricted)

@@ -300,6 +300,10 @@ def _would(tree: str, files: list[str], contexts: str, root: str) -> dict[str, s
     dirs = _labeled_dirs(tree)
     if not dirs or not files:
         return {}
+    if any("\n" in rel for rel in files):
+        # setfiles prints one path a line, unescaped: a name with a line break could
+        # print a line for another file of the tree and give it a type of its choosing.
+        return {rel: UNJUDGED for rel in files}
     argv = [_setfiles(root), "-n", "-v", "-F", "-r", tree, contexts, *dirs]
     proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
                           timeout=TIMEOUT, check=False)
@@ -316,6 +320,11 @@ def _would(tree: str, files: list[str], contexts: str, root: str) -> dict[str, s
             would[what[len(prefix):]] = _type(new)
     return {rel: would[rel] if rel in would else _type(_get(os.path.join(tree, rel)))
             for rel in files}
+
+
+UNJUDGED = "unjudged (a file name with a line break)"
+"""The type of every file of a tree that ``setfiles -n`` cannot be asked about: not generic,
+so such a tree is the restricted class :data:`CLASS`."""
 
 
 FIXED_IN = 257
