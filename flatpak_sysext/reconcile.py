@@ -172,14 +172,24 @@ def _announce(ctx: Context, scope: Sequence[Installation], result: Result) -> bo
     """Queue for AppChanged the states this run ends with that differ from those the last
     run recorded (state/announce.py); whether any do. A failure to is no failure of the
     run: clients read the states themselves."""
-    states = {s.app_id: (s.installation.path, s.state) for s in result.evaluation.apps}
+    try:
+        return announce.record(ctx.state_dir, told_states(result), {i.path for i in scope})
+    except OSError:
+        return False
+
+
+def told_states(result: Result) -> dict[str, tuple[str, str]]:
+    """Each app's installation and state as this run ends, for AppChanged."""
+    states: dict[str, tuple[str, str]] = {}
+    for s in result.evaluation.apps:
+        # An app in two installations: the one that is not the other's conflict is told,
+        # whichever installation was read first.
+        if s.app_id not in states or states[s.app_id][1] == "conflict":
+            states[s.app_id] = (s.installation.path, s.state)
     for action in result.applied:  # the evaluation's states precede what was applied
         if isinstance(action, (Link, Relink)) and action.name in states:
             states[action.name] = (states[action.name][0], "linked")
-    try:
-        return announce.record(ctx.state_dir, states, {i.path for i in scope})
-    except OSError:
-        return False
+    return states
 
 
 def _round(ctx: Context, scope: Sequence[Installation], after_transaction: bool,

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from flatpak_sysext.evaluate import AppStatus, Evaluation
+from flatpak_sysext.flatpak.installation import Installation
+from flatpak_sysext.plan import Plan
+from flatpak_sysext.reconcile import Result, told_states
 from flatpak_sysext.state import announce
 from flatpak_sysext.state.announce import GONE
 from testsupport.prerequisites import require
@@ -63,3 +67,18 @@ def test_batches_nobody_takes_are_bounded(state_dir: str) -> None:
         assert announce.record(state_dir, {"org.x.One": (A, f"state{i}")}, {A})
     assert len(os.listdir(Path(state_dir, announce.QUEUE))) == announce.MAX_BATCHES
     assert announce.take(state_dir) == [("org.x.One", f"state{announce.MAX_BATCHES + 4}")]
+
+
+@pytest.mark.parametrize("linked_first", [True, False])
+def test_an_app_in_two_installations_is_told_as_the_one_linked(linked_first: bool) -> None:
+    # The same app ID installed in two installations: one is linked, the other is its
+    # conflict. AppChanged must tell the linked one, whichever installation was read first
+    # (the run's scope decides that order).
+    def status(path: str, state: str) -> AppStatus:
+        return AppStatus("org.x.App", Installation(path, path), state, "", None, "", "",
+                         (), ())
+
+    apps = [status(A, "linked"), status(B, "conflict")]
+    ev = Evaluation(tuple(apps if linked_first else apps[::-1]), {}, Plan((), ()), (), (),
+                    frozenset())
+    assert told_states(Result(ev, (), ())) == {"org.x.App": (A, "linked")}

@@ -223,8 +223,12 @@ def test_every_file_written_is_in_the_man_page_and_reference() -> None:
                  pkgtransaction.HOLDERS_DIR, pkgtransaction.LOCK_NAME,
                  answer.FILE_NAME, announce.BASELINE, announce.QUEUE,
                  statefiles.SERVICE_DIR, "/run/flatpak-sysext"]:
-        assert name in files, f"man page FILES: {name}"
-        assert name in locations, f"reference.md: {name}"
+        # As a name of its own (``announce`` is not ``announced.json``, ``lock`` not
+        # ``transactions.lock``), and in reference.md in backquotes or as a file's heading.
+        word = rf"(?<![\w.-]){re.escape(name)}(?![\w-])"
+        assert re.search(word, files), f"man page FILES: {name}"
+        assert re.search(rf"`[^`\n]*{word}[^`\n]*`|^#+ {re.escape(name)}/?$", locations,
+                         re.M), f"reference.md: {name}"
 
 
 def _installed_example() -> str:
