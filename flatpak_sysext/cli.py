@@ -304,6 +304,10 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         die(f"{path}: {e}")
     report = selinux.judged(report, types)
     refused = contain.restricted_problems(report.restricted, frozenset(), name)
+    from flatpak_sysext import pipeline  # the service's byte bound, before it copies
+
+    if (large := pipeline.too_large(path)) is not None:
+        refused.insert(0, large)
     report = dataclasses.replace(report, problems=report.problems + tuple(refused),
                                  warnings=report.warnings + tuple(
                                      findings.missing_programs(report, os.path.lexists)))

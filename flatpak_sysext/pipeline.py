@@ -53,12 +53,18 @@ def refused_before_copy(app: Declared) -> TreeReport | None:
         problem = Problem(codes.INVALID_NAME, "",
                           f"the app ID cannot name a system extension: {why}")
         return TreeReport((problem,), (), frozenset())
-    if store.apparent_size(app.root) <= ruleset.MAX_BYTES:
+    large = too_large(app.root)
+    return None if large is None else TreeReport((large,), (), frozenset())
+
+
+def too_large(root: str) -> Problem | None:
+    """``tree-too-large`` for a tree past ruleset.MAX_BYTES, else None: what the service
+    decides before copying, and ``check`` tells a developer."""
+    if store.apparent_size(root) <= ruleset.MAX_BYTES:
         return None
-    problem = Problem(codes.TREE_TOO_LARGE, "",
-                      f"its files hold more than {ruleset.MAX_BYTES} bytes (apparent "
-                      f"size, holes included): nothing of it is copied")
-    return TreeReport((problem,), (), frozenset())
+    return Problem(codes.TREE_TOO_LARGE, "",
+                   f"its files hold more than {ruleset.MAX_BYTES} bytes (apparent size, "
+                   "holes included): the service copies nothing of it")
 
 
 def snapshot(ctx: Context, app: Declared, target: str,

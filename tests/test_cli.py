@@ -13,6 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from flatpak_sysext.rules import ruleset
 from testsupport.flatpak import FlatpakEnv, compile_c, daemon_tree, schema, write_release
 
 APP = "org.fsx.Profiler"
@@ -145,3 +146,25 @@ def test_check_judges_against_the_os_release_it_is_given(tmp_path: Path) -> None
     missing = run("check", str(tree), "--os-release", str(tmp_path / "none"), env=env)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert f"--os-release {tmp_path / 'none'}" in missing.stderr
+
+
+def test_check_applies_the_services_byte_bound(tmp_path: Path) -> None:
+    # The service copies nothing of a tree past ruleset.MAX_BYTES (apparent size: a sparse
+    # file counts what it claims); check says so before a developer publishes it.
+    tree = tmp_path / "big"
+    write_release(tree, "org.fsx.Big")
+    (tree / "usr/share/org.fsx.Big").mkdir(parents=True)
+    with open(tree / "usr/share/org.fsx.Big/data", "wb") as f:
+        f.truncate(ruleset.MAX_BYTES - 4096)
+    for d in [tree, *tree.rglob("*")]:
+        d.chmod(0o755 if d.is_dir() else 0o644)
+    under = run("check", str(tree))
+    assert under.returncode == 0, under.stdout  # under the bound: copied
+    with open(tree / "usr/share/org.fsx.Big/more", "wb") as f:
+        f.truncate(4096)
+    (tree / "usr/share/org.fsx.Big/more").chmod(0o644)
+    result = run("check", str(tree), "--json")
+    doc = json.loads(result.stdout)
+    jsonschema.validate(doc, schema("check"))
+    assert result.returncode == 1
+    assert [p["code"] for p in doc["problems"]] == ["tree-too-large"]
