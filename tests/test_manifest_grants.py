@@ -210,6 +210,24 @@ def test_units_round_trip_through_json_with_their_settings() -> None:
             Manifest.from_json(data)
 
 
+def test_a_user_unit_runs_as_each_user_not_as_root_and_stays_apart_from_a_system_unit(
+        ) -> None:
+    # usr/lib/systemd/user: every user's own manager may start it, as that user (User= is
+    # not for user units). A system unit of the same name is another unit.
+    user_unit = "usr/lib/systemd/user/grantsd.service"
+    agent = f"/usr/libexec/{APP}/agent"
+    m = manifest({UNIT: V1, user_unit: f"[Service]\nExecStart={agent}\nUser=root\n"
+                                        "AmbientCapabilities=CAP_NET_RAW\n"})
+    assert [u.name for u in m.units] == [u.name for u in m.user_units] == ["grantsd.service"]
+    assert m.units[0].exec == (f"ExecStart={START}",)  # nothing of the user unit's
+    assert {g for g in m.grants() if g.startswith("user ")} == {
+        f"user unit grantsd.service runs {agent} as each user whose session starts it",
+        "user unit grantsd.service gets capability CAP_NET_RAW (ambient)"}
+    assert f"unit grantsd.service runs {START} as nobody" in m.grants()
+    assert not any(agent in g and "as root" in g for g in m.grants())
+    assert Manifest.from_json(json.loads(json.dumps(m.to_json()))) == m
+
+
 def _daemon(message: str, unit: str, drop_ins: dict[str, str] | None = None) -> TreeBuilder:
     """``daemon_tree``'s daemon, with this unit file and these drop-ins of it."""
     base = daemon_tree(APP, message)

@@ -122,6 +122,10 @@ def _under(name: str, prefix: str, separators: str, suffix: str = "") -> bool:
     return not rest or rest[0] in separators
 
 
+USER = "user/"
+"""How :attr:`Collected.unit_files` keys a user unit (a system unit's key is its name)."""
+_USER_UNIT_DIR = "usr/lib/systemd/user/"
+
 @dataclasses.dataclass
 class Collected:
     """The manifest while it is being collected."""
@@ -152,9 +156,19 @@ class Collected:
 
     @property
     def units(self) -> dict[str, Unit]:
-        """Each unit read as systemd reads it: its file, then its drop-ins by file name."""
+        """Each system unit read as systemd reads it: its file, then its drop-ins by file
+        name."""
         return {name: manifest.unit(name, [e for _, f in sorted(files.items()) for e in f])
-                for name, files in self.unit_files.items()}
+                for name, files in self.unit_files.items() if not name.startswith(USER)}
+
+    @property
+    def user_units(self) -> dict[str, Unit]:
+        """Each user unit (``usr/lib/systemd/user``), read so: run by every user's own
+        manager, as that user, whatever ``User=`` says."""
+        return {key[len(USER):]: dataclasses.replace(manifest.unit(
+                    key[len(USER):], [e for _, f in sorted(files.items()) for e in f]),
+                    user=manifest.SESSION)
+                for key, files in self.unit_files.items() if key.startswith(USER)}
 
     def manifest(self) -> Manifest:
         by_unit = {s[3]: s[0] for s in self.services.values() if s[3]}
@@ -171,7 +185,8 @@ class Collected:
                         tuple(sorted(self.executables)),
                         # With SystemdService=, the unit's grants say what runs.
                         tuple(sorted({(s[0], s[1], s[2]) for s in self.services.values()
-                                      if not s[3]})))
+                                      if not s[3]})),
+                        user_units=tuple(u for _, u in sorted(self.user_units.items())))
 
 
 def judge(cls: str, path: str, data: bytes, namer: Namer, m: Collected) -> list[str]:
@@ -205,8 +220,10 @@ def _unit(path: str, data: bytes, m: Collected) -> list[str]:
     name = parts[-2][:-2] if dropin else parts[-1]
     # systemd reads the unit's file first, then its drop-ins ordered by file name.
     order = ("1" + parts[-1]) if dropin else "0"
-    m.unit_files.setdefault(name, {})[(order, path)] = manifest.ini_entries(data)
-    m.unit_paths.setdefault(name, path)
+    # A user unit and a system unit of the same name are two units.
+    key = (USER if path.startswith(_USER_UNIT_DIR) else "") + name
+    m.unit_files.setdefault(key, {})[(order, path)] = manifest.ini_entries(data)
+    m.unit_paths.setdefault(key, path)
     return []
 
 
@@ -278,6 +295,8 @@ def dbus_foreign(m: Collected, namer: Namer) -> list[tuple[str, str]]:
     out += [(p, "dbus-foreign-names") for p, n in m.denials if not namer.full(n)]
     out += [(p, "dbus-foreign-names") for p, s in m.services.items() if not namer.full(s[0])]
     out += [(m.unit_paths[u.name], "dbus-foreign-names") for u in m.units.values()
+            if u.bus_name and not namer.full(u.bus_name)]
+    out += [(m.unit_paths[USER + u.name], "dbus-foreign-names") for u in m.user_units.values()
             if u.bus_name and not namer.full(u.bus_name)]
     return out
 

@@ -134,7 +134,8 @@ def missing_programs(report: TreeReport, exists: Callable[[str], bool]) -> list[
     is neither in the tree nor, by ``exists``, on the host (``/app/...`` is the app's path
     inside its sandbox, not the host's). Host-dependent, so ``check`` says it, not the verdict."""
     units = {f.rsplit("/", 1)[-1]: f for f in report.files if f.startswith("usr/lib/systemd/")}
-    commands = [(units.get(u.name, u.name), key, program) for u in report.manifest.units
+    commands = [(units.get(u.name, u.name), key, program)
+                for u in (*report.manifest.units, *report.manifest.user_units)
                 for key, program in unitgrants.programs(u.exec)]
     commands += [(f"D-Bus name {name}", "Exec", command.split(" ", 1)[0])
                  for name, command, _ in report.manifest.dbus_activated]

@@ -34,8 +34,12 @@ re-derived (state/consent.py); one of a later model is compared sentence by sent
 an app whose sentences changed waits for consent again. 1: a unit's user and programs;
 2: everything that decides what a unit runs as and may do, its own drop-ins merged in
 (unitgrants.py), and what D-Bus activation runs without systemd; 3: who a polkit action
-authorizes by default, and with what authentication."""
+authorizes by default, and with what authentication; user units as each user's."""
 
+SESSION = "session"
+"""A user unit's ``user``: whoever's own manager runs it."""
+SESSION_WHO = "each user whose session starts it"
+"""How a user unit's grant sentences name who it runs as."""
 MAX_CONFIG = 64 * 1024
 """Largest unit, D-Bus, polkit, udev, sysusers or tmpfiles file read; real ones are a few KB."""
 
@@ -167,11 +171,17 @@ class Manifest:
     restricted class ``selinux-types``, and a generic one gives nothing its path does not
     (docs/platform.md#selinux)."""
 
+    user_units: tuple[Unit, ...] = ()
+    """Its user units (``usr/lib/systemd/user``), ``user`` :data:`SESSION`: every user's
+    own manager may run them, as that user."""
+
     def grants(self) -> frozenset[str]:
         """One stable sentence per thing the host gives the extension."""
         out: set[str] = set()
         for u in self.units:
             out.update(u.grants())
+        for u in self.user_units:  # "user unit X runs Y as each user who starts it"
+            out.update(f"user {g}" for g in dataclasses.replace(u, user=SESSION_WHO).grants())
         out.update(f"owns D-Bus name {n}" for n in self.dbus_owns)
         out.update(f"D-Bus policy lets {who} send to {n}" for who, n in self.dbus_access)
         out.update(a.grant() for a in self.polkit_actions)
@@ -200,6 +210,7 @@ class Manifest:
             "dbus_activated": [list(t) for t in self.dbus_activated],
             "selinux_types": NOT_JUDGED if self.selinux_types is None
             else {kind: list(paths) for kind, paths in self.selinux_types},
+            "user_units": [u.to_json() for u in self.user_units],
         }
 
     @classmethod
@@ -215,7 +226,8 @@ class Manifest:
                    _strings(data["users"]), _strings(data["groups"]),
                    _pairs(data["memberships"]), _strings(data["tmpfiles"]),
                    _strings(data["executables"]), _triples(data["dbus_activated"]),
-                   _types(data["selinux_types"]))
+                   _types(data["selinux_types"]),
+                   user_units=tuple(Unit.from_json(u) for u in _list(data["user_units"])))
 
 
 def _list(value: Any) -> list[Any]:

@@ -11,14 +11,14 @@ accept or report (contain and rules included), and with any change of the bounds
 
 from __future__ import annotations
 
-VERSION = 6
+VERSION = 7
 """1: the rules before there was a version; 2: the bounds below, root ownership, file
 capabilities; 3: containment, symlinks inside the tree, the manifest; 4: names up to a
 separator, drop-ins for shipped units only, tmpfiles links, writes and recursion, D-Bus
 denials, udev builtins, attributes and sysctls; every privilege a unit takes is in the
 manifest (manifest.GRANT_MODEL 2); 5: MAX_BYTES, the app ID
 and the signed commit's checksums decided before and after the copy; 6: polkit actions'
-defaults in the manifest (manifest.GRANT_MODEL 3)."""
+defaults in the manifest (manifest.GRANT_MODEL 3); 7: user units apart from system units."""
 
 MAX_ENTRIES = 100_000
 """Files, directories and symlinks in one tree: validating costs per entry."""
