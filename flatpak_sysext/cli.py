@@ -272,10 +272,20 @@ def cmd_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                      if n.startswith("extension-release.")]
         except OSError:
             names = []
-        if len(names) != 1:
+        if not any(os.path.isdir(os.path.join(path, top)) for top in ("usr", "opt")):
+            die(f"{path}: has no usr/ or opt/: not a system extension tree")
+        if not names:
+            die(f"{path}: no usr/lib/extension-release.d/extension-release.<APP ID>: every "
+                "extension names itself with that file, named for the app ID and holding "
+                "ID=_any (or the ID= of the OS it is built for); or give --name APPID")
+        if len(names) > 1:
             die(f"{path}: found {len(names)} extension-release files in "
                 "usr/lib/extension-release.d; name the extension with --name")
         name = names[0]
+        if name.count(".") < 2:  # Flatpak's rule: an app ID has at least three elements
+            die(f"{path}: usr/lib/extension-release.d/extension-release.{name}: the name "
+                f"after 'extension-release.' must be the app's ID (such as org.example.App), "
+                f"not {name!r}; or give --name APPID")
     if args.os_release is not None:
         # What SYSTEMD_OS_RELEASE means to systemd-sysext; a file that is not there is a
         # mistake here, not a host without os-release.

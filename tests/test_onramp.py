@@ -136,3 +136,26 @@ def test_the_daemons_d_is_the_one_suffix_a_short_unit_name_may_have(
                                    "usr/libexec/org.example.Ssh/sshd": b"#!/bin/sh\n"}, app=app),
                    app)
     assert ("foreign-units" not in dict(report.restricted)) is passes, report.restricted
+
+
+def test_check_says_what_names_a_tree_when_nothing_does(
+        tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["check", str(empty)], {}) == 2
+    assert "has no usr/ or opt/: not a system extension tree" in capsys.readouterr().err
+
+    unnamed = tmp_path / "unnamed"
+    (unnamed / "usr/libexec").mkdir(parents=True)
+    assert cli.main(["check", str(unnamed)], {}) == 2
+    err = capsys.readouterr().err
+    assert "no usr/lib/extension-release.d/extension-release.<APP ID>" in err
+    assert "ID=_any" in err
+
+    # Named for the daemon, not the app: said so, not three renames of D-Bus names.
+    misnamed = tree(tmp_path / "misnamed", SYSPROF_FILES, app="sysprofd")
+    assert cli.main(["check", str(misnamed)], {}) == 2
+    err = capsys.readouterr().err
+    assert "extension-release.sysprofd: the name after 'extension-release.' must be the " \
+           "app's ID" in err
+    assert "restricted-content" not in err
