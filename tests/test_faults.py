@@ -46,6 +46,8 @@ FAULTS = (*ERRORS, "KILL")
 
 _LINE = re.compile(r"^(?P<pid>\d+) +(?P<call>\w+)\((?P<args>.*)\) += (?P<ret>-?\d+)")
 _RANDOM = re.compile(r"\.[0-9a-f]{16}\b")
+_BATCH = re.compile(r"\b\d{20}-\d+(?=\.json)")
+"""An AppChanged batch's name (state/announce.py): the time it was queued and the PID."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +74,7 @@ def _is_mutation(call: str, args: str, ret: int, rig: Path) -> bool:
 
 
 def _normalise(text: str) -> str:
-    return _RANDOM.sub(".RANDOM", text)
+    return _BATCH.sub("BATCH", _RANDOM.sub(".RANDOM", text))
 
 
 @dataclasses.dataclass

@@ -64,6 +64,7 @@ def record(state_dir: str, now: States, scope: Collection[str]) -> bool:
     if told:
         queue = os.path.join(state_dir, QUEUE)
         statefiles.private_directory(queue)
+        statefiles.remove_leftovers(queue)  # of a run killed while it queued (the lock's)
         name = f"{time.time_ns():020d}-{os.getpid()}.json"
         statefiles.write_file(os.path.join(queue, name), json.dumps(told).encode(), 0o600,
                               durable=False)
