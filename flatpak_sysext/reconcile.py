@@ -163,7 +163,7 @@ def _answer(ctx: Context, scope: Sequence[Installation], result: Result,
                     if f.action is None or owner.get(f.action.name, inst.path) == inst.path]
         try:
             answer.write(ctx.state_dir, inst.path, served[inst.path], failures, merged,
-                         result.sync.time if result.sync else None)
+                         result.sync)
         except OSError:
             continue
 

@@ -224,7 +224,7 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
                                    None)
         after = dataclasses.replace(after, merged=served.merged)
         last_sync = hoststate.last_sync(inst, ctx.state_dir)
-        sync = last_sync if last_sync and last_sync.time == served.sync else None
+        sync = served.sync
         result = Result(after, (), tuple(Failure(None, f) for f in served.failures), sync)
         lines = output.result_lines(result, before, last_sync)
         return lines, after, told.after(after, before, (), requested=False,

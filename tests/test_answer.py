@@ -19,15 +19,18 @@ import pytest
 from flatpak_sysext import config, context, reconcile
 from flatpak_sysext.flatpak import installation
 from flatpak_sysext.state import answer, request
+from flatpak_sysext.state.hoststate import OK, Step, SyncReport
 from testsupport.flatpak import FlatpakEnv, daemon_tree
 from testsupport.prerequisites import require
 
 APP = "org.fsx.Answered"
 INST = "/var/lib/flatpak"
+SYNC = SyncReport("2026-12-07T18:00:00.000001+00:00",
+                  (Step("refresh", OK, "", ("systemd-sysext", "refresh")),))
 
 
 def _write(state: Path, nonces: list[str], failures: tuple[str, ...] = ()) -> Path:
-    answer.write(str(state), INST, nonces, list(failures), ["org.fsx.M"], "2026-12-07T18:00")
+    answer.write(str(state), INST, nonces, list(failures), ["org.fsx.M"], SYNC)
     return Path(answer.path(str(state), INST))
 
 
@@ -35,8 +38,7 @@ def test_the_answer_names_the_nonces_it_served(tmp_path: Path) -> None:
     mine, other = answer.new_nonce(), answer.new_nonce()
     _write(tmp_path, [mine], ("link failed",))
     found = answer.find(str(tmp_path), INST, mine)
-    assert found == answer.Answer((mine,), ("link failed",), frozenset({"org.fsx.M"}),
-                                  "2026-12-07T18:00")
+    assert found == answer.Answer((mine,), ("link failed",), frozenset({"org.fsx.M"}), SYNC)
     assert answer.find(str(tmp_path), INST, other) is None
     # A later run keeps the earlier ones (a trigger may look late), up to KEEP_RUNS.
     for _ in range(answer.KEEP_RUNS - 1):

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 from flatpak_sysext.state import fileio, statefiles
+from flatpak_sysext.state.hoststate import SyncReport
 
 FILE_NAME = "answer"
 MAX_SIZE = 1 << 20
@@ -55,12 +56,14 @@ class Answer:
     """What that run could not do (its failure messages), for this installation."""
     merged: frozenset[str]
     """What systemd-sysext had merged when the run ended."""
-    sync: str | None
-    """The time of the run's host sync (hoststate.SyncReport.time), if it ran one."""
+    sync: SyncReport | None
+    """The run's own host sync, if it ran one: the record of the last host sync may be a
+    later run's by the time the trigger reads it (Flatpak's ``.changed`` starts another)."""
 
     def to_json(self) -> dict[str, object]:
         return {"nonces": list(self.nonces), "failures": list(self.failures),
-                "merged": sorted(self.merged), "sync": self.sync}
+                "merged": sorted(self.merged),
+                "sync": None if self.sync is None else self.sync.to_json()}
 
 
 def path(state_dir: str, installation_path: str) -> str:
@@ -103,7 +106,7 @@ def read(state_dir: str, installation_path: str) -> list[Answer]:
                              if valid_nonce(n)),
                        _strings(run["failures"], MAX_MESSAGE)[:MAX_FAILURES],
                        frozenset(_strings(run["merged"], 256)),
-                       run["sync"] if isinstance(run["sync"], str) else None)
+                       None if run["sync"] is None else SyncReport.from_json(run["sync"]))
                 for run in doc["runs"][-KEEP_RUNS:]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return []
@@ -116,7 +119,7 @@ def find(state_dir: str, installation_path: str, nonce: str) -> Answer | None:
 
 
 def write(state_dir: str, installation_path: str, nonces: Iterable[str],
-          failures: Sequence[str], merged: Iterable[str], sync: str | None) -> None:
+          failures: Sequence[str], merged: Iterable[str], sync: SyncReport | None) -> None:
     """Add a run that served ``nonces`` to the answer file (the caller holds the lock)."""
     run = Answer(tuple(sorted(n for n in set(nonces) if valid_nonce(n))),
                  tuple(f[:MAX_MESSAGE] for f in failures[:MAX_FAILURES]),
