@@ -224,7 +224,9 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
                                    None)
         after = dataclasses.replace(after, merged=served.merged)
         last_sync = hoststate.last_sync(inst, ctx.state_dir)
-        sync = served.sync
+        # The run that served the request synced the host, or (a run that went again for
+        # a request left after it let go of the lock) the one before it did: the last.
+        sync = served.sync if served.sync is not None else last_sync
         result = Result(after, (), tuple(Failure(None, f) for f in served.failures), sync)
         lines = output.result_lines(result, before, last_sync)
         return lines, after, told.after(after, before, (), requested=False,
