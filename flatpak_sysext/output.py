@@ -161,11 +161,12 @@ def _with_news(lines: Lines, ev: Evaluation, applied: Sequence[Action],
                last_sync: hoststate.SyncReport | None) -> Lines:
     """``lines`` with the told news (of the apps neither ``applied`` by any pass of this
     run nor in its last plan) and the host sync: this run's, or else the last one if it
-    ran since the output last spoke and there is news (it is what synced it; not on the
-    first run, which cannot tell when that was)."""
+    ran since the output last spoke and there is news (it is what synced it: a link and
+    its host sync are one run's; an output that never spoke has not told it either, as
+    when the service, started by Flatpak's ``.changed``, linked before the first trigger)."""
     acted = {a.name for a in (*applied, *ev.plan.actions)}
     news = [] if before is None else told_lines(ev, acted, before)
-    if (sync is None and news and before is not None and before.sync is not None
+    if (sync is None and news and before is not None
             and last_sync is not None and last_sync.time != before.sync):
         sync = last_sync
     info, problems = hoststate.summary(sync) if sync else ([], [])
