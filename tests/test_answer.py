@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flatpak_sysext import config, context, reconcile
-from flatpak_sysext.flatpak import installation
+from flatpak_sysext import reconcile
 from flatpak_sysext.state import answer, request
 from flatpak_sysext.state.hoststate import OK, Step, SyncReport
 from testsupport.flatpak import FlatpakEnv, daemon_tree
@@ -122,12 +121,7 @@ def test_a_request_keeps_the_nonces_of_the_runs_waiting_for_it(tmp_path: Path) -
 @pytest.mark.privileged
 def test_reconcile_answers_the_nonces_of_the_request_it_carried_out(fenv: FlatpakEnv) -> None:
     # No trigger: the request here stands for one a sandboxed trigger left.
-    (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
-    fenv.publish(APP, daemon_tree(APP, "v1"))
-    fenv.install(APP)
-    inst_path = os.path.realpath(fenv.system_dir)
-    insts = installation.system_installations(fenv.env)
-    ctx = context.Context.create(config.load(str(fenv.config_file)), insts, fenv.env)
+    inst_path, insts, ctx = fenv.installed_for_the_service(APP, daemon_tree(APP, "v1"))
     state = str(fenv.state_dir)
     # A run that served no request writes no answer.
     reconcile.reconcile(ctx, insts)

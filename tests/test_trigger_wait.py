@@ -127,12 +127,7 @@ def test_a_request_left_once_the_run_let_go_of_the_lock_is_served_by_that_run(
     # A trigger that waited for the lock leaves its request just after the service's run
     # lets go of it; systemd folds the start it asks for into the run still going, so the
     # run must serve it, or that trigger waits its whole ANSWER_WAIT for nothing.
-    (fenv.triggers_dir / "flatpak-sysext.trigger").unlink()
-    fenv.publish(APP, daemon_tree(APP, "v1"))
-    fenv.install(APP)
-    inst_path = os.path.realpath(fenv.system_dir)
-    insts = installation.system_installations(fenv.env)
-    ctx = context.Context.create(config.load(str(fenv.config_file)), insts, fenv.env)
+    inst_path, insts, ctx = fenv.installed_for_the_service(APP, daemon_tree(APP, "v1"))
     late = answer.new_nonce()
 
     def after_the_lock() -> None:  # what the reconcile does first once the lock is let go

@@ -22,6 +22,10 @@ from typing import Any
 
 import jsonschema
 
+from flatpak_sysext import config, context
+from flatpak_sysext.context import Context
+from flatpak_sysext.flatpak import installation
+from flatpak_sysext.flatpak.installation import Installation
 from testsupport.source import installed_trigger
 
 RUNTIME = "org.fsx.Platform"
@@ -255,6 +259,18 @@ class FlatpakEnv:
         for app_id in app_ids:
             self.publish(app_id, daemon_tree(app_id, "v1"))
             self.install(app_id)
+
+    def installed_for_the_service(self, app_id: str, builder: TreeBuilder) -> tuple[
+            str, list[Installation], Context]:
+        """``app_id`` published with ``builder`` and installed with no trigger to run (so
+        what happens next is the service's), and what a run on the host takes: the
+        installation's real path, the system installations and a context over them."""
+        (self.triggers_dir / "flatpak-sysext.trigger").unlink()
+        self.publish(app_id, builder)
+        self.install(app_id)
+        insts = installation.system_installations(self.env)
+        ctx = context.Context.create(config.load(str(self.config_file)), insts, self.env)
+        return os.path.realpath(self.system_dir), insts, ctx
 
     def install(self, app_id: str, branch: str = "stable", *,
                 remote: str = "test") -> subprocess.CompletedProcess[str]:
