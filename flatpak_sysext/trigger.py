@@ -224,10 +224,10 @@ def _ask_service(ctx: Context, inst: Installation, before: Told, deadline: float
                                    None)
         after = dataclasses.replace(after, merged=served.merged)
         last_sync = hoststate.last_sync(inst, ctx.state_dir)
-        # The run that served the request synced the host, or (a run that went again for
-        # a request left after it let go of the lock) the one before it did: the last.
-        sync = served.sync if served.sync is not None else last_sync
-        result = Result(after, (), tuple(Failure(None, f) for f in served.failures), sync)
+        # The serving run's own host sync; if it made none (it went again for a request
+        # left after it let go of the lock), output tells the last one with the news.
+        result = Result(after, (), tuple(Failure(None, f) for f in served.failures),
+                        served.sync)
         lines = output.result_lines(result, before, last_sync)
         return lines, after, told.after(after, before, (), requested=False,
                                         sync=last_sync.time if last_sync else None)
